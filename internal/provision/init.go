@@ -1,0 +1,221 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+// InitParams configures [Provisioner.Init].
+type InitParams struct {
+	// EmbeddingDimension is fixed for the deployment at the first init. Default 384.
+	EmbeddingDimension int
+	// RouterPassword, when set, becomes the router role's password.
+	RouterPassword string
+}
+
+// InitResult reports what Init did.
+type InitResult struct {
+	EmbeddingDimension int
+	ControlVersion     int64
+	SharedVersion      int64
+}
+
+// Init prepares the database: the extensions schema with pgvector, the owner and router roles,
+// the control schema and its migrations, the deployment settings and the shared-tier schema. It
+// needs a superuser (to create roles and the extension). It is idempotent: running it again
+// migrates what is behind and changes nothing else. The embedding dimension cannot change once set.
+func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, error) {
+	dim := params.EmbeddingDimension
+	if dim == 0 {
+		dim = DefaultEmbeddingDimension
+	}
+	if dim < 1 || dim > 16000 {
+		return InitResult{}, &registry.FieldError{Field: "embedding_dimension", Message: "must be between 1 and 16000"}
+	}
+	owner, router := ident(p.cfg.OwnerRole), ident(p.cfg.RouterRole)
+
+	// Roles are cluster-wide: create them tolerating a concurrent init of another database.
+	for _, stmt := range []string{
+		`CREATE ROLE ` + owner + ` NOLOGIN`,
+		`CREATE ROLE ` + router + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT`,
+	} {
+		if _, err := p.pool.Exec(ctx, stmt); err != nil && !isCode(err, pgerrcode.DuplicateObject, pgerrcode.UniqueViolation) {
+			return InitResult{}, fmt.Errorf("provision: init: %s: %w", stmt, err)
+		}
+	}
+	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		// A router role that already existed must still be harmless.
+		var super, bypass bool
+		if err := tx.QueryRow(ctx, `SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1`, p.cfg.RouterRole).
+			Scan(&super, &bypass); err != nil {
+			return err
+		}
+		if super || bypass {
+			return fmt.Errorf("router role %s is a superuser or has BYPASSRLS; row-level security would not apply", p.cfg.RouterRole)
+		}
+		var db string
+		if err := tx.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+			return err
+		}
+		stmts := []string{
+			`CREATE SCHEMA IF NOT EXISTS ` + ident(schema.ExtensionSchema),
+			`CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ` + ident(schema.ExtensionSchema),
+			`GRANT ` + owner + ` TO CURRENT_USER`,
+			`GRANT CONNECT, CREATE, TEMPORARY ON DATABASE ` + ident(db) + ` TO ` + owner,
+			`GRANT CONNECT ON DATABASE ` + ident(db) + ` TO ` + router,
+			`GRANT USAGE ON SCHEMA ` + ident(schema.ExtensionSchema) + ` TO ` + owner + `, ` + router,
+			`CREATE SCHEMA IF NOT EXISTS ` + ident(schema.ControlSchema) + ` AUTHORIZATION ` + owner,
+		}
+		if params.RouterPassword != "" {
+			stmts = append(stmts, `ALTER ROLE `+router+` PASSWORD `+quoteLiteral(params.RouterPassword))
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				if isCode(err, pgerrcode.InsufficientPrivilege) {
+					return fmt.Errorf("%s: %w (init needs a superuser)", s, err)
+				}
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		var extSchema string
+		if err := tx.QueryRow(ctx, `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+			WHERE e.extname = 'vector'`).Scan(&extSchema); err != nil {
+			return err
+		}
+		if extSchema != schema.ExtensionSchema {
+			return fmt.Errorf("the vector extension is installed in schema %q; tenantmem needs it in %q (ALTER EXTENSION vector SET SCHEMA %s)",
+				extSchema, schema.ExtensionSchema, schema.ExtensionSchema)
+		}
+		return nil
+	})
+	if err != nil {
+		return InitResult{}, fmt.Errorf("provision: init: %w", err)
+	}
+
+	controlMigrator, err := schema.NewMigrator(schema.MigratorConfig{
+		ConnConfig: p.pool.Config().ConnConfig,
+		Role:       p.cfg.OwnerRole,
+		Logger:     p.cfg.Logger,
+	})
+	if err != nil {
+		return InitResult{}, err
+	}
+	controlVersion, err := controlMigrator.Up(ctx, schema.ControlSet, schema.ControlSchema)
+	if err != nil {
+		return InitResult{}, fmt.Errorf("provision: init: %w", err)
+	}
+
+	err = p.inTx(ctx, p.pool, true, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO tenantmem_control.settings (embedding_dimension, owner_role, router_role)
+			VALUES ($1, $2, $3) ON CONFLICT (singleton) DO NOTHING`, dim, p.cfg.OwnerRole, p.cfg.RouterRole); err != nil {
+			return err
+		}
+		s, err := registry.GetSettings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if params.EmbeddingDimension != 0 && s.EmbeddingDimension != params.EmbeddingDimension {
+			return &registry.FieldError{Field: "embedding_dimension", Message: fmt.Sprintf(
+				"this deployment was initialised with dimension %d; it cannot change", s.EmbeddingDimension)}
+		}
+		if s.OwnerRole != p.cfg.OwnerRole || s.RouterRole != p.cfg.RouterRole {
+			return fmt.Errorf("this deployment uses roles %s and %s, not %s and %s",
+				s.OwnerRole, s.RouterRole, p.cfg.OwnerRole, p.cfg.RouterRole)
+		}
+		dim = s.EmbeddingDimension
+		// The router reads the registry (to resolve keys and tenants) and nothing else here.
+		for _, stmt := range []string{
+			`GRANT USAGE ON SCHEMA tenantmem_control TO ` + router,
+			`GRANT SELECT ON tenantmem_control.tenants, tenantmem_control.api_keys, tenantmem_control.settings,
+				tenantmem_control.placements TO ` + router,
+		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		var fe *registry.FieldError
+		if errors.As(err, &fe) {
+			return InitResult{}, fe
+		}
+		return InitResult{}, fmt.Errorf("provision: init: %w", err)
+	}
+
+	m, _, err := p.ready(ctx)
+	if err != nil {
+		return InitResult{}, err
+	}
+	if err := p.ensureSchema(ctx, p.pool, schema.SharedSchema); err != nil {
+		return InitResult{}, err
+	}
+	sharedVersion, err := p.migrateSchema(ctx, p.pool, m, schema.SharedSchema)
+	if err != nil {
+		return InitResult{}, err
+	}
+	if err := registry.SetSharedMigrationVersion(ctx, p.pool, sharedVersion); err != nil {
+		return InitResult{}, err
+	}
+	p.cfg.Logger.InfoContext(ctx, "initialised", "embedding_dimension", dim,
+		"control_version", controlVersion, "shared_version", sharedVersion)
+	return InitResult{EmbeddingDimension: dim, ControlVersion: controlVersion, SharedVersion: sharedVersion}, nil
+}
+
+// ensureSchema creates a tenant schema owned by the owner role. Idempotent.
+func (p *Provisioner) ensureSchema(ctx context.Context, db beginner, name string) error {
+	err := p.inTx(ctx, db, true, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+ident(name))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("provision: create schema %s: %w", name, err)
+	}
+	return nil
+}
+
+// migrateSchema brings one tenant schema to the latest tenant migration and (re)grants the router
+// role DML on its tables, never on goose's version table. Idempotent.
+func (p *Provisioner) migrateSchema(ctx context.Context, db beginner, m *schema.Migrator, name string) (int64, error) {
+	v, err := m.Up(ctx, schema.TenantSet, name)
+	if err != nil {
+		return 0, err
+	}
+	router, s := ident(p.cfg.RouterRole), ident(name)
+	err = p.inTx(ctx, db, true, func(tx pgx.Tx) error {
+		for _, stmt := range []string{
+			`GRANT USAGE ON SCHEMA ` + s + ` TO ` + router,
+			`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + s + ` TO ` + router,
+			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ` + s + ` TO ` + router,
+			`REVOKE ALL ON ` + s + `.` + ident(schema.VersionTable) + ` FROM ` + router,
+			`REVOKE ALL ON SEQUENCE ` + s + `.` + ident(schema.VersionTable+"_id_seq") + ` FROM ` + router,
+		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("%s: %w", stmt, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("provision: grant on %s: %w", name, err)
+	}
+	return v, nil
+}
+
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}

@@ -1,0 +1,226 @@
+package provision
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+// Defaults.
+const (
+	DefaultOwnerRole          = "tenantmem_owner"
+	DefaultRouterRole         = "tenantmem_router"
+	DefaultEmbeddingDimension = 384 // the built-in embedder's dimension
+	DefaultParallelism        = 4
+)
+
+// ErrNotInitialized means `provisioner init` has not run against this database.
+var ErrNotInitialized = errors.New("deployment not initialised: run `provisioner init`")
+
+// ErrTierNotSupported is returned for the database tier, which the registry models but the
+// provisioner cannot create yet.
+var ErrTierNotSupported = errors.New("the database tier is not provisioned yet; use shared or schema")
+
+// Step names, passed to Config.Hook before each step of a tenant operation.
+const (
+	StepCreateRegistered = "create:registered" // registry row in status provisioning committed
+	StepCreateSchema     = "create:schema"     // schema created, before its migrations
+	StepCreateMigrated   = "create:migrated"   // migrations applied, before activation
+	StepDeleteMarked     = "delete:marked"     // status deleting committed, before data is dropped
+	StepDeleteDropped    = "delete:dropped"    // data dropped, before the registry row goes
+	StepMigrateTenant    = "migrate:tenant"    // before each tenant of Migrate
+)
+
+// Config configures a [Provisioner].
+type Config struct {
+	// Pool connects to the main database with enough rights for DDL (the owner role, or a role that
+	// may SET ROLE to it; `init` needs a superuser).
+	Pool *pgxpool.Pool
+	// OwnerRole owns every schema and table the provisioner creates. Default tenantmem_owner.
+	OwnerRole string
+	// RouterRole is the role the router logs in as: DML only, no BYPASSRLS. Default tenantmem_router.
+	RouterRole string
+	// Parallelism bounds concurrent tenant migrations in Migrate. Default 4.
+	Parallelism int
+	// Actor is recorded in the audit log. Default "provisioner".
+	Actor string
+	// Logger. Default: discard.
+	Logger *slog.Logger
+	// Hook, when set, runs before each named step (the Step* constants) of a tenant operation; an
+	// error stops the operation there, exactly as a crash at that point would. For tests.
+	Hook func(ctx context.Context, step, tenantID string) error
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.OwnerRole = cmp.Or(c.OwnerRole, DefaultOwnerRole)
+	c.RouterRole = cmp.Or(c.RouterRole, DefaultRouterRole)
+	c.Parallelism = cmp.Or(c.Parallelism, DefaultParallelism)
+	c.Actor = cmp.Or(c.Actor, "provisioner")
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+var roleName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func (c Config) validate() error {
+	if c.Pool == nil {
+		return errors.New("provision: Config.Pool is required")
+	}
+	for _, r := range []string{c.OwnerRole, c.RouterRole} {
+		if !roleName.MatchString(r) {
+			return fmt.Errorf("provision: role name %q must match %s", r, roleName)
+		}
+	}
+	if c.OwnerRole == c.RouterRole {
+		return errors.New("provision: owner and router roles must differ")
+	}
+	if c.Parallelism < 1 {
+		return errors.New("provision: Parallelism must be at least 1")
+	}
+	return nil
+}
+
+// Provisioner is the control plane.
+type Provisioner struct {
+	cfg  Config
+	pool *pgxpool.Pool
+
+	mu       sync.Mutex
+	settings *registry.Settings
+	migrator *schema.Migrator
+	// sharedVersion caches the shared schema's migration version, read once per process.
+	sharedVersion atomic.Int64
+}
+
+// New returns a Provisioner.
+func New(cfg Config) (*Provisioner, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Provisioner{cfg: cfg, pool: cfg.Pool}, nil
+}
+
+// ready loads the deployment settings and builds the migrator, once.
+func (p *Provisioner) ready(ctx context.Context) (*schema.Migrator, registry.Settings, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.migrator != nil {
+		return p.migrator, *p.settings, nil
+	}
+	s, err := registry.GetSettings(ctx, p.pool)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, registry.Settings{}, ErrNotInitialized
+	}
+	if err != nil {
+		return nil, registry.Settings{}, err
+	}
+	m, err := schema.NewMigrator(schema.MigratorConfig{
+		ConnConfig:         p.pool.Config().ConnConfig,
+		Role:               s.OwnerRole,
+		EmbeddingDimension: s.EmbeddingDimension,
+		Logger:             p.cfg.Logger,
+	})
+	if err != nil {
+		return nil, registry.Settings{}, err
+	}
+	p.settings, p.migrator = &s, m
+	return m, s, nil
+}
+
+func (p *Provisioner) hook(ctx context.Context, step, tenantID string) error {
+	if p.cfg.Hook == nil {
+		return nil
+	}
+	return p.cfg.Hook(ctx, step, tenantID)
+}
+
+// withTenantLock runs fn on one pooled connection that holds the session advisory lock of
+// tenantID; fn does all its database work on that connection. Waiting for the lock does not hold a
+// connection (pg_try_advisory_lock, then a short sleep), so waiters cannot starve the holder.
+func (p *Provisioner) withTenantLock(ctx context.Context, tenantID string, fn func(conn *pgxpool.Conn) error) error {
+	id := tenantLockID(tenantID)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
+		conn, err := p.pool.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("provision: acquire: %w", err)
+		}
+		var locked bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, id).Scan(&locked); err != nil {
+			conn.Release()
+			return fmt.Errorf("provision: lock tenant: %w", err)
+		}
+		if locked {
+			defer func() {
+				if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, id); err != nil {
+					// The lock must not outlive us on a pooled connection: close it instead.
+					_ = conn.Conn().Close(context.WithoutCancel(ctx))
+				}
+				conn.Release()
+			}()
+			return fn(conn)
+		}
+		conn.Release()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+func tenantLockID(tenantID string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("tenantmem/tenant/" + tenantID))
+	return int64(h.Sum64() >> 1)
+}
+
+// beginner is a pool or a connection.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// inTx runs fn in a transaction on db; with asOwner it first assumes the owner role for the
+// transaction only.
+func (p *Provisioner) inTx(ctx context.Context, db beginner, asOwner bool, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if asOwner {
+			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+ident(p.cfg.OwnerRole)); err != nil {
+				return fmt.Errorf("provision: assume owner role: %w", err)
+			}
+		}
+		return fn(tx)
+	})
+}
+
+func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+func isCode(err error, codes ...string) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	for _, c := range codes {
+		if pgErr.Code == c {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,372 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+// TenantCreateParams describes a new tenant.
+type TenantCreateParams struct {
+	ID        string
+	Tier      registry.Tier
+	Placement string // database tier only; default "local"
+}
+
+// TenantCreateResult is a created tenant and its first API key, shown once.
+type TenantCreateResult struct {
+	Tenant registry.Tenant    `json:"tenant"`
+	Key    registry.IssuedKey `json:"api_key"`
+}
+
+func validateCreate(p TenantCreateParams) (schemaName string, err error) {
+	if err := schema.ValidateTenantID(p.ID); err != nil {
+		return "", &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	if _, err := registry.ParseTier(string(p.Tier)); err != nil {
+		return "", err
+	}
+	switch p.Tier {
+	case registry.TierShared:
+		if p.Placement != "" {
+			return "", &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
+		}
+		return schema.SharedSchema, nil
+	case registry.TierSchema:
+		if p.Placement != "" {
+			return "", &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
+		}
+		return schema.Name(p.ID)
+	default:
+		return "", &registry.FieldError{Field: "tier", Message: ErrTierNotSupported.Error()}
+	}
+}
+
+// CreateTenant registers a tenant, creates and migrates its schema (schema tier), activates it and
+// issues its first API key. A tenant is active only once its schema exists and is migrated.
+//
+// It is idempotent and crash-safe: if a previous call stopped half-way (status provisioning), this
+// call finishes that job; if the tenant is already active, suspended or being deleted it returns
+// registry.ErrExists. Two concurrent calls for one id serialise on the tenant's advisory lock: one
+// creates, the other gets ErrExists. Invalid input returns a *registry.FieldError and writes nothing.
+func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParams) (TenantCreateResult, error) {
+	schemaName, err := validateCreate(params)
+	if err != nil {
+		return TenantCreateResult{}, err
+	}
+	m, _, err := p.ready(ctx)
+	if err != nil {
+		return TenantCreateResult{}, err
+	}
+	var res TenantCreateResult
+	err = p.withTenantLock(ctx, params.ID, func(conn *pgxpool.Conn) error {
+		var t registry.Tenant
+		err := p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			existing, err := registry.GetForUpdate(ctx, tx, params.ID)
+			switch {
+			case err == nil && existing.Status == registry.StatusProvisioning && existing.Tier == params.Tier:
+				t = existing // resume
+				return registry.Audit(ctx, tx, params.ID, "create_resumed", p.cfg.Actor, nil)
+			case err == nil:
+				return fmt.Errorf("tenant %q (%s, %s): %w", params.ID, existing.Tier, existing.Status, registry.ErrExists)
+			case !errors.Is(err, registry.ErrNotFound):
+				return err
+			}
+			t, err = registry.Insert(ctx, tx, registry.TenantInsertParams{
+				ID: params.ID, Tier: params.Tier, SchemaName: schemaName,
+			})
+			if err != nil {
+				return err
+			}
+			return registry.Audit(ctx, tx, params.ID, "create_started", p.cfg.Actor,
+				map[string]any{"tier": params.Tier, "schema": schemaName})
+		})
+		if err != nil {
+			return err
+		}
+		if err := p.hook(ctx, StepCreateRegistered, t.ID); err != nil {
+			return err
+		}
+
+		var version int64
+		switch t.Tier {
+		case registry.TierSchema:
+			if err := p.ensureSchema(ctx, conn, t.SchemaName); err != nil {
+				return err
+			}
+			if err := p.hook(ctx, StepCreateSchema, t.ID); err != nil {
+				return err
+			}
+			if version, err = p.migrateSchema(ctx, conn, m, t.SchemaName); err != nil {
+				return err
+			}
+		case registry.TierShared:
+			if version, err = p.sharedSchemaVersion(ctx, m); err != nil {
+				return err
+			}
+		}
+		if err := p.hook(ctx, StepCreateMigrated, t.ID); err != nil {
+			return err
+		}
+
+		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			if err := registry.SetMigrationVersion(ctx, tx, t.ID, version); err != nil {
+				return err
+			}
+			t, err = registry.SetStatus(ctx, tx, t.ID, registry.StatusActive)
+			if err != nil {
+				return err
+			}
+			key, err := registry.IssueKey(ctx, tx, t.ID)
+			if err != nil {
+				return err
+			}
+			if err := registry.Audit(ctx, tx, t.ID, "created", p.cfg.Actor,
+				map[string]any{"migration_version": version, "key_id": key.KeyID}); err != nil {
+				return err
+			}
+			if err := registry.Notify(ctx, tx, registry.Notification{TenantID: t.ID, Event: "created"}); err != nil {
+				return err
+			}
+			res = TenantCreateResult{Tenant: t, Key: key}
+			return nil
+		})
+	})
+	if err != nil {
+		return TenantCreateResult{}, wrap("create tenant", err)
+	}
+	p.cfg.Logger.InfoContext(ctx, "tenant created", "tenant_id", res.Tenant.ID, "tier", string(res.Tenant.Tier),
+		"schema", res.Tenant.SchemaName)
+	return res, nil
+}
+
+// sharedSchemaVersion is the migration version of the shared schema, read once per process and
+// refreshed by Migrate.
+func (p *Provisioner) sharedSchemaVersion(ctx context.Context, m *schema.Migrator) (int64, error) {
+	if v := p.sharedVersion.Load(); v > 0 {
+		return v, nil
+	}
+	v, err := m.Version(ctx, schema.TenantSet, schema.SharedSchema)
+	if err != nil {
+		return 0, err
+	}
+	if v == 0 {
+		return 0, fmt.Errorf("the shared schema is not migrated: %w", ErrNotInitialized)
+	}
+	p.sharedVersion.Store(v)
+	return v, nil
+}
+
+// GetTenant returns one registry entry.
+func (p *Provisioner) GetTenant(ctx context.Context, tenantID string) (registry.Tenant, error) {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return registry.Tenant{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	t, err := registry.Get(ctx, p.pool, tenantID)
+	if err != nil {
+		return registry.Tenant{}, wrap("get tenant", err)
+	}
+	return t, nil
+}
+
+// ListTenants returns a page of registry entries in tenant id order.
+func (p *Provisioner) ListTenants(ctx context.Context, params registry.TenantListParams) ([]registry.Tenant, error) {
+	ts, err := registry.List(ctx, p.pool, params)
+	return ts, wrap("list tenants", err)
+}
+
+// SuspendTenant stops the router from serving a tenant (403) until ResumeTenant. Suspending a
+// suspended tenant is a no-op; a tenant still provisioning or being deleted gives ErrConflict.
+func (p *Provisioner) SuspendTenant(ctx context.Context, tenantID string) (registry.Tenant, error) {
+	return p.setStatus(ctx, tenantID, registry.StatusActive, registry.StatusSuspended, "suspended")
+}
+
+// ResumeTenant makes a suspended tenant active again. Resuming an active tenant is a no-op.
+func (p *Provisioner) ResumeTenant(ctx context.Context, tenantID string) (registry.Tenant, error) {
+	return p.setStatus(ctx, tenantID, registry.StatusSuspended, registry.StatusActive, "resumed")
+}
+
+func (p *Provisioner) setStatus(ctx context.Context, tenantID string, from, to registry.Status, event string) (registry.Tenant, error) {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return registry.Tenant{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	var t registry.Tenant
+	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		cur, err := registry.GetForUpdate(ctx, tx, tenantID)
+		if err != nil {
+			return err
+		}
+		switch cur.Status {
+		case to:
+			t = cur
+			return nil
+		case from:
+		default:
+			return fmt.Errorf("tenant %q is %s: %w", tenantID, cur.Status, registry.ErrConflict)
+		}
+		if t, err = registry.SetStatus(ctx, tx, tenantID, to); err != nil {
+			return err
+		}
+		if err := registry.Audit(ctx, tx, tenantID, event, p.cfg.Actor, nil); err != nil {
+			return err
+		}
+		return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: event})
+	})
+	if err != nil {
+		return registry.Tenant{}, wrap(event, err)
+	}
+	return t, nil
+}
+
+// DeleteTenant deletes a tenant and all its data: its schema (schema tier) or its rows in the shared
+// schema (shared tier), then its registry entry and keys. It first marks the tenant deleting (the
+// router stops serving it at once), so a crash half-way leaves a tenant that no key can reach and
+// that the next DeleteTenant finishes. The audit log keeps the history.
+func (p *Provisioner) DeleteTenant(ctx context.Context, tenantID string) error {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	err := p.withTenantLock(ctx, tenantID, func(conn *pgxpool.Conn) error {
+		var t registry.Tenant
+		err := p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			var err error
+			if t, err = registry.GetForUpdate(ctx, tx, tenantID); err != nil {
+				return err
+			}
+			if t.Status == registry.StatusDeleting {
+				return registry.Audit(ctx, tx, tenantID, "delete_resumed", p.cfg.Actor, nil)
+			}
+			if _, err := registry.SetStatus(ctx, tx, tenantID, registry.StatusDeleting); err != nil {
+				return err
+			}
+			if err := registry.Audit(ctx, tx, tenantID, "delete_started", p.cfg.Actor, nil); err != nil {
+				return err
+			}
+			return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: "deleting"})
+		})
+		if err != nil {
+			return err
+		}
+		if err := p.hook(ctx, StepDeleteMarked, tenantID); err != nil {
+			return err
+		}
+		if err := p.dropData(ctx, conn, t); err != nil {
+			return err
+		}
+		if err := p.hook(ctx, StepDeleteDropped, tenantID); err != nil {
+			return err
+		}
+		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			if err := registry.Delete(ctx, tx, tenantID); err != nil {
+				return err
+			}
+			if err := registry.Audit(ctx, tx, tenantID, "deleted", p.cfg.Actor,
+				map[string]any{"tier": t.Tier, "schema": t.SchemaName}); err != nil {
+				return err
+			}
+			return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: "deleted"})
+		})
+	})
+	if err != nil {
+		return wrap("delete tenant", err)
+	}
+	p.cfg.Logger.InfoContext(ctx, "tenant deleted", "tenant_id", tenantID)
+	return nil
+}
+
+func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tenant) error {
+	switch t.Tier {
+	case registry.TierSchema:
+		if t.SchemaName == schema.SharedSchema || len(t.SchemaName) <= len(schema.Prefix) || t.SchemaName[:len(schema.Prefix)] != schema.Prefix {
+			return fmt.Errorf("refusing to drop schema %q of tenant %q", t.SchemaName, t.ID)
+		}
+		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`)
+			return err
+		})
+	case registry.TierShared:
+		// Row-level security binds the owner role too (FORCE), so scope the transaction to the
+		// tenant exactly as the router does; chunks go with their documents (ON DELETE CASCADE).
+		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
+				return err
+			}
+			for _, table := range sharedTables {
+				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, t.ID); err != nil {
+					return fmt.Errorf("delete from %s: %w", table, err)
+				}
+			}
+			return nil
+		})
+	}
+	return fmt.Errorf("tenant %q: tier %s: %w", t.ID, t.Tier, ErrTierNotSupported)
+}
+
+// sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.
+var sharedTables = []string{"search_history", "chunks", "documents"}
+
+// IssueKey issues another API key for an active or suspended tenant.
+func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.IssuedKey, error) {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return registry.IssuedKey{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	var k registry.IssuedKey
+	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		t, err := registry.GetForUpdate(ctx, tx, tenantID)
+		if err != nil {
+			return err
+		}
+		if t.Status != registry.StatusActive && t.Status != registry.StatusSuspended {
+			return fmt.Errorf("tenant %q is %s: %w", tenantID, t.Status, registry.ErrConflict)
+		}
+		if k, err = registry.IssueKey(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		return registry.Audit(ctx, tx, tenantID, "key_issued", p.cfg.Actor, map[string]any{"key_id": k.KeyID})
+	})
+	return k, wrap("issue key", err)
+}
+
+// RevokeKey revokes one of a tenant's keys and announces it, so routers drop it from their caches.
+func (p *Provisioner) RevokeKey(ctx context.Context, tenantID, keyID string) error {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		if err := registry.RevokeKey(ctx, tx, tenantID, keyID); err != nil {
+			return err
+		}
+		if err := registry.Audit(ctx, tx, tenantID, "key_revoked", p.cfg.Actor, map[string]any{"key_id": keyID}); err != nil {
+			return err
+		}
+		return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: "key_revoked", KeyID: keyID})
+	})
+	return wrap("revoke key", err)
+}
+
+// ListKeys lists a tenant's keys without secrets.
+func (p *Provisioner) ListKeys(ctx context.Context, tenantID string) ([]registry.APIKey, error) {
+	if _, err := p.GetTenant(ctx, tenantID); err != nil {
+		return nil, err
+	}
+	ks, err := registry.ListKeys(ctx, p.pool, tenantID)
+	return ks, wrap("list keys", err)
+}
+
+// wrap adds a phrase to an error but keeps a *registry.FieldError bare, so callers print it as is.
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var fe *registry.FieldError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return fmt.Errorf("provision: %s: %w", what, err)
+}

@@ -1,0 +1,443 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Tier says where a tenant's rows live.
+type Tier string
+
+// The tiers.
+const (
+	TierShared   Tier = "shared"   // one shared schema, rows tagged with owner_id
+	TierSchema   Tier = "schema"   // its own schema tenant_<name> in the main database
+	TierDatabase Tier = "database" // its own database (modelled; not provisioned yet)
+)
+
+// ParseTier returns the tier named s, or an error naming the field "tier".
+func ParseTier(s string) (Tier, error) {
+	switch t := Tier(s); t {
+	case TierShared, TierSchema, TierDatabase:
+		return t, nil
+	}
+	return "", &FieldError{Field: "tier", Message: fmt.Sprintf("unknown tier %q; want shared, schema or database", s)}
+}
+
+// Status is a tenant's lifecycle state.
+type Status string
+
+// The statuses. Only active tenants are served by the router.
+const (
+	StatusProvisioning Status = "provisioning"
+	StatusActive       Status = "active"
+	StatusSuspended    Status = "suspended"
+	StatusDeleting     Status = "deleting"
+)
+
+// Channel is the NOTIFY channel on which every registry change is announced, with a JSON
+// [Notification] as payload.
+const Channel = "tenantmem_registry"
+
+// Errors. They are matched with errors.Is; HTTP and CLI map them to status and exit codes.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	// ErrConflict means the tenant is in a state that does not allow the operation.
+	ErrConflict = errors.New("conflict")
+	// ErrUnauthenticated means an API key is malformed, unknown, revoked or wrong.
+	ErrUnauthenticated = errors.New("invalid API key")
+)
+
+// FieldError is invalid input, naming the field.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Tenant is one registry entry.
+type Tenant struct {
+	ID               string    `json:"tenant_id"`
+	Tier             Tier      `json:"tier"`
+	SchemaName       string    `json:"schema_name"`
+	DatabaseName     string    `json:"database_name,omitempty"`
+	PlacementID      string    `json:"placement"`
+	Status           Status    `json:"status"`
+	MigrationVersion int64     `json:"migration_version"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// APIKey describes a key without its secret.
+type APIKey struct {
+	KeyID     string     `json:"key_id"`
+	TenantID  string     `json:"tenant_id"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// IssuedKey is a newly issued key. Key is the clear key, shown once and never stored.
+type IssuedKey struct {
+	APIKey
+	Key string `json:"api_key"`
+}
+
+// Notification is the payload of a NOTIFY on [Channel].
+type Notification struct {
+	TenantID string `json:"tenant_id"`
+	Event    string `json:"event"`
+	KeyID    string `json:"key_id,omitempty"`
+}
+
+// DBTX is what the registry needs from a connection, pool or transaction.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+const tenantColumns = `tenant_id, tier, schema_name, coalesce(database_name, ''), placement_id, status,
+	migration_version, created_at, updated_at`
+
+func scanTenant(row pgx.Row) (Tenant, error) {
+	var t Tenant
+	err := row.Scan(&t.ID, &t.Tier, &t.SchemaName, &t.DatabaseName, &t.PlacementID, &t.Status,
+		&t.MigrationVersion, &t.CreatedAt, &t.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Tenant{}, ErrNotFound
+	}
+	return t, err
+}
+
+// Get returns one tenant, or ErrNotFound.
+func Get(ctx context.Context, db DBTX, tenantID string) (Tenant, error) {
+	t, err := scanTenant(db.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenantmem_control.tenants WHERE tenant_id = $1`, tenantID))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Tenant{}, fmt.Errorf("registry: get tenant: %w", err)
+	}
+	return t, err
+}
+
+// GetForUpdate is Get with a row lock, for use inside a transaction.
+func GetForUpdate(ctx context.Context, tx pgx.Tx, tenantID string) (Tenant, error) {
+	t, err := scanTenant(tx.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenantmem_control.tenants WHERE tenant_id = $1 FOR UPDATE`, tenantID))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Tenant{}, fmt.Errorf("registry: get tenant: %w", err)
+	}
+	return t, err
+}
+
+// TenantListParams selects a page of tenants, ordered by tenant id.
+type TenantListParams struct {
+	// After is the last tenant id of the previous page ("" for the first page).
+	After string
+	// Limit is the page size; 0 means no limit.
+	Limit int
+	// Tier and Statuses filter when set.
+	Tier     Tier
+	Statuses []Status
+}
+
+// List returns tenants in tenant id order.
+func List(ctx context.Context, db DBTX, p TenantListParams) ([]Tenant, error) {
+	var statuses []string
+	for _, s := range p.Statuses {
+		statuses = append(statuses, string(s))
+	}
+	var limit *int
+	if p.Limit > 0 {
+		limit = &p.Limit
+	}
+	rows, err := db.Query(ctx, `SELECT `+tenantColumns+` FROM tenantmem_control.tenants
+		WHERE tenant_id > $1 AND ($2 = '' OR tier = $2) AND ($3::text[] IS NULL OR status = ANY($3))
+		ORDER BY tenant_id LIMIT $4`, p.After, string(p.Tier), statuses, limit)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tenants: %w", err)
+	}
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Tenant, error) { return scanTenant(r) })
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tenants: %w", err)
+	}
+	return ts, nil
+}
+
+// TenantInsertParams is a new registry entry, always in status provisioning.
+type TenantInsertParams struct {
+	ID           string
+	Tier         Tier
+	SchemaName   string
+	DatabaseName string
+	PlacementID  string
+}
+
+// Insert adds a tenant in status provisioning. It returns ErrExists when the id, or the schema or
+// database name, is taken.
+func Insert(ctx context.Context, db DBTX, p TenantInsertParams) (Tenant, error) {
+	var dbName *string
+	if p.DatabaseName != "" {
+		dbName = &p.DatabaseName
+	}
+	t, err := scanTenant(db.QueryRow(ctx, `INSERT INTO tenantmem_control.tenants
+		(tenant_id, tier, schema_name, database_name, placement_id, status)
+		VALUES ($1, $2, $3, $4, coalesce(nullif($5, ''), 'local'), 'provisioning')
+		RETURNING `+tenantColumns, p.ID, string(p.Tier), p.SchemaName, dbName, p.PlacementID))
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			switch {
+			case pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == "tenants_pkey":
+				return Tenant{}, fmt.Errorf("registry: tenant %q: %w", p.ID, ErrExists)
+			case pgErr.Code == pgerrcode.UniqueViolation:
+				return Tenant{}, fmt.Errorf("registry: tenant %q: schema or database name %q is taken by another tenant: %w", p.ID, p.SchemaName, ErrExists)
+			case pgErr.Code == pgerrcode.ForeignKeyViolation:
+				return Tenant{}, &FieldError{Field: "placement", Message: fmt.Sprintf("unknown placement %q", p.PlacementID)}
+			}
+		}
+		return Tenant{}, fmt.Errorf("registry: insert tenant: %w", err)
+	}
+	return t, nil
+}
+
+// SetStatus moves a tenant to status and returns it.
+func SetStatus(ctx context.Context, db DBTX, tenantID string, status Status) (Tenant, error) {
+	t, err := scanTenant(db.QueryRow(ctx, `UPDATE tenantmem_control.tenants SET status = $2, updated_at = now()
+		WHERE tenant_id = $1 RETURNING `+tenantColumns, tenantID, string(status)))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Tenant{}, fmt.Errorf("registry: set status: %w", err)
+	}
+	return t, err
+}
+
+// SetMigrationVersion records the tenant migration version of one tenant.
+func SetMigrationVersion(ctx context.Context, db DBTX, tenantID string, version int64) error {
+	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = $2, updated_at = now()
+		WHERE tenant_id = $1 AND migration_version IS DISTINCT FROM $2`, tenantID, version); err != nil {
+		return fmt.Errorf("registry: set migration version: %w", err)
+	}
+	return nil
+}
+
+// SetSharedMigrationVersion records the version of the shared schema on every shared-tier tenant.
+func SetSharedMigrationVersion(ctx context.Context, db DBTX, version int64) error {
+	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = $1, updated_at = now()
+		WHERE tier = 'shared' AND migration_version <> $1`, version); err != nil {
+		return fmt.Errorf("registry: set shared migration version: %w", err)
+	}
+	return nil
+}
+
+// Delete removes a tenant's registry entry; its keys go with it. The audit log keeps its history.
+func Delete(ctx context.Context, db DBTX, tenantID string) error {
+	if _, err := db.Exec(ctx, `DELETE FROM tenantmem_control.tenants WHERE tenant_id = $1`, tenantID); err != nil {
+		return fmt.Errorf("registry: delete tenant: %w", err)
+	}
+	return nil
+}
+
+// Audit appends a lifecycle event to the audit log.
+func Audit(ctx context.Context, db DBTX, tenantID, event, actor string, detail map[string]any) error {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO tenantmem_control.audit_log (tenant_id, event, actor, detail)
+		VALUES ($1, $2, $3, $4)`, tenantID, event, actor, detail); err != nil {
+		return fmt.Errorf("registry: audit: %w", err)
+	}
+	return nil
+}
+
+// AuditEvent is one audit log row.
+type AuditEvent struct {
+	EventID   int64          `json:"event_id"`
+	TenantID  string         `json:"tenant_id"`
+	Event     string         `json:"event"`
+	Actor     string         `json:"actor"`
+	Detail    map[string]any `json:"detail"`
+	CreatedAt time.Time      `json:"created_at"`
+}
+
+// AuditLog returns a tenant's events, oldest first.
+func AuditLog(ctx context.Context, db DBTX, tenantID string) ([]AuditEvent, error) {
+	rows, err := db.Query(ctx, `SELECT event_id, tenant_id, event, actor, detail, created_at
+		FROM tenantmem_control.audit_log WHERE tenant_id = $1 ORDER BY event_id`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("registry: audit log: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[AuditEvent])
+	if err != nil {
+		return nil, fmt.Errorf("registry: audit log: %w", err)
+	}
+	return evs, nil
+}
+
+// Notify announces a change on [Channel]. Inside a transaction the notification is delivered at
+// commit, and not at all on rollback.
+func Notify(ctx context.Context, db DBTX, n Notification) error {
+	payload, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	if _, err := db.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, string(payload)); err != nil {
+		return fmt.Errorf("registry: notify: %w", err)
+	}
+	return nil
+}
+
+// API keys. The clear key is "tm_" + key id (16 characters of [a-z0-9]) + "_" + secret (64 hex
+// digits, 256 random bits). Only SHA-256 of the secret is stored: the secret has full entropy, so a
+// slow password hash would add latency without adding safety.
+const keyPrefix = "tm_"
+
+const keyIDAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+func newKeyID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = keyIDAlphabet[int(b[i])%len(keyIDAlphabet)]
+	}
+	return string(b[:])
+}
+
+// ParseKey splits a clear key into its id and secret, or returns ErrUnauthenticated.
+func ParseKey(key string) (keyID, secret string, err error) {
+	rest, ok := strings.CutPrefix(key, keyPrefix)
+	if !ok || len(rest) != 16+1+64 || rest[16] != '_' {
+		return "", "", ErrUnauthenticated
+	}
+	keyID, secret = rest[:16], rest[17:]
+	for i := 0; i < len(keyID); i++ {
+		if !strings.ContainsRune(keyIDAlphabet, rune(keyID[i])) {
+			return "", "", ErrUnauthenticated
+		}
+	}
+	if _, err := hex.DecodeString(secret); err != nil {
+		return "", "", ErrUnauthenticated
+	}
+	return keyID, secret, nil
+}
+
+// HashSecret is the stored form of a key secret.
+func HashSecret(secret string) []byte {
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
+// IssueKey creates a key for a tenant and returns it in clear, once.
+func IssueKey(ctx context.Context, db DBTX, tenantID string) (IssuedKey, error) {
+	var s [32]byte
+	_, _ = rand.Read(s[:])
+	secret := hex.EncodeToString(s[:])
+	k := IssuedKey{APIKey: APIKey{KeyID: newKeyID(), TenantID: tenantID}}
+	k.Key = keyPrefix + k.KeyID + "_" + secret
+	err := db.QueryRow(ctx, `INSERT INTO tenantmem_control.api_keys (key_id, tenant_id, secret_hash)
+		VALUES ($1, $2, $3) RETURNING created_at`, k.KeyID, tenantID, HashSecret(secret)).Scan(&k.CreatedAt)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ForeignKeyViolation {
+			return IssuedKey{}, fmt.Errorf("registry: tenant %q: %w", tenantID, ErrNotFound)
+		}
+		return IssuedKey{}, fmt.Errorf("registry: issue key: %w", err)
+	}
+	return k, nil
+}
+
+// RevokeKey marks a tenant's key revoked. It returns ErrNotFound when the key does not exist or
+// belongs to another tenant. Revoking twice is not an error.
+func RevokeKey(ctx context.Context, db DBTX, tenantID, keyID string) error {
+	tag, err := db.Exec(ctx, `UPDATE tenantmem_control.api_keys SET revoked_at = coalesce(revoked_at, now())
+		WHERE key_id = $1 AND tenant_id = $2`, keyID, tenantID)
+	if err != nil {
+		return fmt.Errorf("registry: revoke key: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("registry: key %q of tenant %q: %w", keyID, tenantID, ErrNotFound)
+	}
+	return nil
+}
+
+// ListKeys returns a tenant's keys, newest first, without secrets.
+func ListKeys(ctx context.Context, db DBTX, tenantID string) ([]APIKey, error) {
+	rows, err := db.Query(ctx, `SELECT key_id, tenant_id, created_at, revoked_at FROM tenantmem_control.api_keys
+		WHERE tenant_id = $1 ORDER BY created_at DESC, key_id`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list keys: %w", err)
+	}
+	ks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[APIKey])
+	if err != nil {
+		return nil, fmt.Errorf("registry: list keys: %w", err)
+	}
+	return ks, nil
+}
+
+// Authenticate resolves a clear API key to its tenant. Lookup is by key id (primary key); the
+// secret is compared in constant time. A malformed, unknown, revoked or wrong key, and a key of a
+// tenant being deleted, all give ErrUnauthenticated. The caller decides what a suspended or
+// provisioning tenant may do.
+func Authenticate(ctx context.Context, db DBTX, key string) (Tenant, string, error) {
+	keyID, secret, err := ParseKey(key)
+	if err != nil {
+		return Tenant{}, "", err
+	}
+	var (
+		hash    []byte
+		revoked *time.Time
+		t       Tenant
+	)
+	err = db.QueryRow(ctx, `SELECT k.secret_hash, k.revoked_at, t.tenant_id, t.tier, t.schema_name,
+			coalesce(t.database_name, ''), t.placement_id, t.status, t.migration_version, t.created_at, t.updated_at
+		FROM tenantmem_control.api_keys k JOIN tenantmem_control.tenants t USING (tenant_id)
+		WHERE k.key_id = $1`, keyID).Scan(&hash, &revoked, &t.ID, &t.Tier, &t.SchemaName, &t.DatabaseName,
+		&t.PlacementID, &t.Status, &t.MigrationVersion, &t.CreatedAt, &t.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Spend the same work as a found key, so timing does not tell key ids apart.
+		subtle.ConstantTimeCompare(HashSecret(secret), make([]byte, sha256.Size))
+		return Tenant{}, "", ErrUnauthenticated
+	}
+	if err != nil {
+		return Tenant{}, "", fmt.Errorf("registry: authenticate: %w", err)
+	}
+	if subtle.ConstantTimeCompare(HashSecret(secret), hash) != 1 || revoked != nil || t.Status == StatusDeleting {
+		return Tenant{}, "", ErrUnauthenticated
+	}
+	return t, keyID, nil
+}
+
+// Settings are the deployment-wide settings written by init.
+type Settings struct {
+	EmbeddingDimension int
+	OwnerRole          string
+	RouterRole         string
+}
+
+// GetSettings reads the settings, or ErrNotFound before init.
+func GetSettings(ctx context.Context, db DBTX) (Settings, error) {
+	var s Settings
+	err := db.QueryRow(ctx, `SELECT embedding_dimension, owner_role, router_role FROM tenantmem_control.settings`).
+		Scan(&s.EmbeddingDimension, &s.OwnerRole, &s.RouterRole)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Settings{}, ErrNotFound
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName) {
+			return Settings{}, ErrNotFound
+		}
+		return Settings{}, fmt.Errorf("registry: settings: %w", err)
+	}
+	return s, nil
+}

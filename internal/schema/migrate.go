@@ -1,0 +1,183 @@
+package schema
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/tenantmem/tenantmem/migrations/control"
+	"github.com/tenantmem/tenantmem/migrations/tenant"
+)
+
+// Set is one set of migrations.
+type Set int
+
+const (
+	// TenantSet is migrations/tenant: the tables of one tenant schema.
+	TenantSet Set = iota
+	// ControlSet is migrations/control: the registry.
+	ControlSet
+)
+
+func (s Set) fs() fs.FS {
+	if s == ControlSet {
+		return control.FS
+	}
+	return tenant.FS
+}
+
+func (s Set) String() string {
+	if s == ControlSet {
+		return "control"
+	}
+	return "tenant"
+}
+
+// VersionTable is the name of goose's version table inside each migrated schema.
+const VersionTable = "goose_db_version"
+
+// MigratorConfig configures a [Migrator].
+type MigratorConfig struct {
+	// ConnConfig is how to reach the database. Each run copies it and adds its own search_path.
+	ConnConfig *pgx.ConnConfig
+	// Role, when set, is assumed with SET ROLE on every migration connection, so the objects created
+	// belong to it (the owner role) whoever the login user is.
+	Role string
+	// EmbeddingDimension is handed to tenant migrations as the connection setting
+	// tenantmem.embedding_dimension. Required for TenantSet.
+	EmbeddingDimension int
+	// Logger receives one line per applied migration. Default: discard.
+	Logger *slog.Logger
+}
+
+// Migrator runs goose migrations into one schema at a time. It is safe for concurrent use.
+type Migrator struct {
+	cfg MigratorConfig
+}
+
+// NewMigrator returns a Migrator.
+func NewMigrator(cfg MigratorConfig) (*Migrator, error) {
+	if cfg.ConnConfig == nil {
+		return nil, errors.New("schema: MigratorConfig.ConnConfig is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Migrator{cfg: cfg}, nil
+}
+
+// Latest is the newest version of set.
+func Latest(set Set) (int64, error) {
+	sources, err := fs.Glob(set.fs(), "*.sql")
+	if err != nil {
+		return 0, err
+	}
+	var latest int64
+	for _, name := range sources {
+		v, err := goose.NumericComponent(name)
+		if err != nil {
+			return 0, fmt.Errorf("schema: %s migration %s: %w", set, name, err)
+		}
+		latest = max(latest, v)
+	}
+	return latest, nil
+}
+
+// LockID is the advisory lock that serialises migrations of one schema. Different schemas get
+// different locks, so they migrate in parallel.
+func LockID(schemaName string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("tenantmem/migrate/" + schemaName))
+	return int64(h.Sum64() >> 1)
+}
+
+// Up applies every pending migration of set to schemaName (which must exist) and returns the
+// version the schema is at afterwards. Applying is idempotent: with nothing pending it only reads
+// the version table. A run killed half-way leaves every finished migration recorded and the
+// unfinished one rolled back (each runs in its own transaction), so the next Up resumes.
+func (m *Migrator) Up(ctx context.Context, set Set, schemaName string) (int64, error) {
+	p, db, err := m.provider(set, schemaName)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	results, err := p.Up(ctx)
+	for _, r := range results {
+		if r.Error == nil {
+			m.cfg.Logger.InfoContext(ctx, "migration applied", slog.String("schema", schemaName),
+				slog.String("set", set.String()), slog.Int64("version", r.Source.Version),
+				slog.Duration("took", r.Duration))
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+	}
+	return v, nil
+}
+
+// Version returns the version schemaName is at for set, 0 when nothing was applied.
+func (m *Migrator) Version(ctx context.Context, set Set, schemaName string) (int64, error) {
+	p, db, err := m.provider(set, schemaName)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+	}
+	return v, nil
+}
+
+func (m *Migrator) provider(set Set, schemaName string) (*goose.Provider, *sql.DB, error) {
+	if set == TenantSet && m.cfg.EmbeddingDimension <= 0 {
+		return nil, nil, errors.New("schema: tenant migrations need MigratorConfig.EmbeddingDimension")
+	}
+	cc := m.cfg.ConnConfig.Copy()
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	cc.RuntimeParams["search_path"] = pgx.Identifier{schemaName}.Sanitize() + ", " + pgx.Identifier{ExtensionSchema}.Sanitize()
+	if set == TenantSet {
+		cc.RuntimeParams["tenantmem.embedding_dimension"] = strconv.Itoa(m.cfg.EmbeddingDimension)
+	}
+	var opts []stdlib.OptionOpenDB
+	if m.cfg.Role != "" {
+		setRole := "SET ROLE " + pgx.Identifier{m.cfg.Role}.Sanitize()
+		opts = append(opts, stdlib.OptionAfterConnect(func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, setRole)
+			return err
+		}))
+	}
+	db := stdlib.OpenDB(*cc, opts...)
+	db.SetMaxOpenConns(2)
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(schemaName)), lock.WithLockTimeout(1, 600))
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, set.fs(),
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithTableName(schemaName+"."+VersionTable),
+		goose.WithSessionLocker(locker),
+	)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("schema: goose provider for %s: %w", schemaName, err)
+	}
+	return p, db, nil
+}

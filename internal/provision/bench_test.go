@@ -1,0 +1,84 @@
+package provision_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkProvisioning provisions TENANTMEM_BENCH_SCHEMA_TENANTS (default 1,000) schema-tier and
+// TENANTMEM_BENCH_SHARED_TENANTS (default 10,000) shared-tier tenants with
+// TENANTMEM_BENCH_WORKERS (default 4) concurrent creators, then runs a no-op Migrate over them.
+// Run it once: go test -run '^$' -bench Provisioning -benchtime 1x ./internal/provision
+func BenchmarkProvisioning(b *testing.B) {
+	schemaN := envInt("TENANTMEM_BENCH_SCHEMA_TENANTS", 1000)
+	sharedN := envInt("TENANTMEM_BENCH_SHARED_TENANTS", 10000)
+	workers := envInt("TENANTMEM_BENCH_WORKERS", 4)
+	ctx := context.Background()
+	for range b.N {
+		url := pgtest.NewDatabase(b)
+		cfg, err := pgxpool.ParseConfig(url)
+		require.NoError(b, err)
+		cfg.MaxConns = int32(2*workers + 4)
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		require.NoError(b, err)
+		prov, err := provision.New(provision.Config{Pool: pool, Parallelism: workers})
+		require.NoError(b, err)
+		_, err = prov.Init(ctx, provision.InitParams{})
+		require.NoError(b, err)
+
+		create := func(n int, tier registry.Tier) float64 {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1) - 1
+						if i >= int64(n) {
+							return
+						}
+						_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("%s-%06d", tier, i), Tier: tier})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			return float64(n) / time.Since(start).Seconds()
+		}
+		b.ReportMetric(create(schemaN, registry.TierSchema), "schema_tenants/s")
+		b.ReportMetric(create(sharedN, registry.TierShared), "shared_tenants/s")
+
+		rep, err := prov.Migrate(ctx, provision.MigrateParams{})
+		require.NoError(b, err)
+		require.Empty(b, rep.Failed)
+		require.Zero(b, rep.Applied)
+		require.Equal(b, schemaN+1, rep.Schemas)
+		b.ReportMetric(rep.Took.Seconds(), "noop_migrate_s")
+		pool.Close()
+	}
+}

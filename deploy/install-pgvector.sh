@@ -97,6 +97,8 @@ fi
 
 work=${PGVECTOR_BUILD_DIR:-$(mktemp -d)}
 mkdir -p "$work/lists/partial" "$work/src"
+# apt downloads as the unprivileged _apt user when it can; let it write here.
+chmod 755 "$work"; chown -R _apt "$work/lists" "$work/src" 2>/dev/null || true
 echo "deb-src $mirror $suite main" > "$work/sources.list"
 apt_private=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
              -o "Dir::State::Lists=$work/lists" -o "APT::Get::List-Cleanup=0")

@@ -1,0 +1,90 @@
+package routing
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+// ListenerConfig configures [Listen].
+type ListenerConfig struct {
+	// ConnConfig is how to open the dedicated listening connection (not from a pool).
+	ConnConfig *pgx.ConnConfig
+	// Resolver receives every notification.
+	Resolver *Resolver
+	// MinBackoff and MaxBackoff bound the reconnect delay. Defaults 100ms and 5s.
+	MinBackoff, MaxBackoff time.Duration
+	// OnListening, when set, is called each time LISTEN is in place (after a purge, on reconnect).
+	OnListening func()
+	Logger      *slog.Logger
+}
+
+// Listen keeps a LISTEN on registry.Channel open until ctx ends, applying each notification to the
+// resolver. Whenever the connection is lost, the resolver is purged when the new LISTEN is in place
+// (and before OnListening), because notifications sent while disconnected are lost. It returns
+// ctx.Err() when ctx ends.
+func Listen(ctx context.Context, cfg ListenerConfig) error {
+	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, 100*time.Millisecond)
+	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 5*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConnConfig == nil || cfg.Resolver == nil {
+		return errors.New("routing: ListenerConfig needs ConnConfig and Resolver")
+	}
+	backoff := cfg.MinBackoff
+	for first := true; ; first = false {
+		err := listenOnce(ctx, cfg, !first)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		cfg.Logger.WarnContext(ctx, "registry listener lost its connection; purging caches and reconnecting",
+			slog.String("error", err.Error()), slog.Duration("backoff", backoff))
+		// Until we listen again nothing tells us about changes: drop what we know now too.
+		cfg.Resolver.Purge()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, cfg.MaxBackoff)
+	}
+}
+
+func listenOnce(ctx context.Context, cfg ListenerConfig, reconnect bool) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{registry.Channel}.Sanitize()); err != nil {
+		return err
+	}
+	if reconnect {
+		cfg.Resolver.Purge()
+	}
+	if cfg.OnListening != nil {
+		cfg.OnListening()
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var note registry.Notification
+		if err := json.Unmarshal([]byte(n.Payload), &note); err != nil {
+			// Unknown payload: be safe and forget everything.
+			cfg.Logger.WarnContext(ctx, "unreadable registry notification; purging", slog.String("payload", n.Payload))
+			cfg.Resolver.Purge()
+			continue
+		}
+		cfg.Resolver.Apply(note)
+	}
+}

@@ -1,0 +1,224 @@
+package routing
+
+import (
+	"cmp"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+// Errors returned by [Resolver.Resolve].
+var (
+	// ErrSuspended means the tenant exists but is suspended (HTTP 403).
+	ErrSuspended = errors.New("tenant is suspended")
+	// ErrUnavailable means the tenant is being provisioned and cannot be served yet (HTTP 503).
+	ErrUnavailable = errors.New("tenant is not available yet")
+)
+
+// Handle is where one tenant's rows live. Handles are immutable; a registry change replaces them.
+type Handle struct {
+	TenantID string
+	Tier     registry.Tier
+	// Schema holds the tenant's tables (tenantmem_shared for the shared tier).
+	Schema string
+	// OwnerID is the value of owner_id on every row of the tenant.
+	OwnerID string
+	Status  registry.Status
+	// Pool is the pool of the database that holds the tenant's tables, as the router role.
+	Pool     *pgxpool.Pool
+	loadedAt time.Time
+}
+
+type keyEntry struct {
+	hash     []byte
+	tenantID string
+	loadedAt time.Time
+}
+
+// Config configures a [Resolver].
+type Config struct {
+	// Pool connects to the main database as the router role; it reads the registry and serves
+	// the shared and schema tiers.
+	Pool *pgxpool.Pool
+	// Handles is the capacity of the tenant handle LRU. Default 10,000.
+	Handles int
+	// Keys is the capacity of the API key LRU. Default 10,000.
+	Keys int
+	// TTL bounds how long a cached entry is trusted without a notification. Default 1 minute.
+	TTL time.Duration
+	// Logger. Default: discard.
+	Logger *slog.Logger
+}
+
+// WithDefaults fills zero fields.
+func (c Config) WithDefaults() Config {
+	c.Handles = cmp.Or(c.Handles, 10_000)
+	c.Keys = cmp.Or(c.Keys, 10_000)
+	c.TTL = cmp.Or(c.TTL, time.Minute)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Pool == nil:
+		return errors.New("routing: Config.Pool is required")
+	case c.Handles < 1 || c.Keys < 1:
+		return errors.New("routing: cache sizes must be positive")
+	case c.TTL <= 0:
+		return errors.New("routing: TTL must be positive")
+	}
+	return nil
+}
+
+// Stats counts cache outcomes since start.
+type Stats struct {
+	HandleHits, HandleMisses, KeyHits, KeyMisses, Evictions, Purges uint64
+}
+
+// Resolver resolves API keys to tenant handles.
+type Resolver struct {
+	cfg     Config
+	handles *lru.Cache[string, *Handle]
+	keys    *lru.Cache[string, keyEntry]
+	// generation grows on every purge; a load that started before a purge is not cached.
+	generation atomic.Uint64
+
+	handleHits, handleMisses, keyHits, keyMisses, evictions, purges atomic.Uint64
+}
+
+// New returns a Resolver.
+func New(cfg Config) (*Resolver, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	handles, err := lru.New[string, *Handle](cfg.Handles)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := lru.New[string, keyEntry](cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	return &Resolver{cfg: cfg, handles: handles, keys: keys}, nil
+}
+
+// Resolve authenticates a clear API key and returns the handle of its tenant. A malformed,
+// unknown, revoked or wrong key, and the key of a deleted tenant, give registry.ErrUnauthenticated;
+// a suspended tenant gives ErrSuspended; a tenant still provisioning or being deleted gives
+// ErrUnavailable or ErrUnauthenticated respectively.
+func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) {
+	keyID, secret, err := registry.ParseKey(apiKey)
+	if err != nil {
+		return nil, err
+	}
+	hash := registry.HashSecret(secret)
+	now := time.Now()
+	ke, ok := r.keys.Get(keyID)
+	if ok && now.Sub(ke.loadedAt) < r.cfg.TTL {
+		r.keyHits.Add(1)
+		if subtle.ConstantTimeCompare(hash, ke.hash) != 1 {
+			return nil, registry.ErrUnauthenticated
+		}
+		if h, ok := r.handles.Get(ke.tenantID); ok && now.Sub(h.loadedAt) < r.cfg.TTL {
+			r.handleHits.Add(1)
+			return check(h)
+		}
+	} else {
+		r.keyMisses.Add(1)
+	}
+	// Miss: one query resolves key and tenant together.
+	r.handleMisses.Add(1)
+	gen := r.generation.Load()
+	t, _, err := registry.Authenticate(ctx, r.cfg.Pool, apiKey)
+	if err != nil {
+		if errors.Is(err, registry.ErrUnauthenticated) {
+			r.keys.Remove(keyID)
+		}
+		return nil, err
+	}
+	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
+		Pool: r.cfg.Pool, loadedAt: now}
+	if t.Tier == registry.TierDatabase {
+		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
+	}
+	// Cache only if no purge happened while we were reading: a purge means a notification may
+	// have been missed, and what we read may predate it.
+	if r.generation.Load() == gen {
+		r.keys.Add(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
+		r.handles.Add(t.ID, h)
+	}
+	return check(h)
+}
+
+func check(h *Handle) (*Handle, error) {
+	switch h.Status {
+	case registry.StatusActive:
+		return h, nil
+	case registry.StatusSuspended:
+		return nil, ErrSuspended
+	case registry.StatusProvisioning:
+		return nil, ErrUnavailable
+	default:
+		return nil, registry.ErrUnauthenticated
+	}
+}
+
+// EvictTenant drops a tenant's handle and every cached key of it.
+func (r *Resolver) EvictTenant(tenantID string) {
+	r.evictions.Add(1)
+	r.handles.Remove(tenantID)
+	for _, k := range r.keys.Keys() {
+		if e, ok := r.keys.Peek(k); ok && e.tenantID == tenantID {
+			r.keys.Remove(k)
+		}
+	}
+}
+
+// EvictKey drops one cached key.
+func (r *Resolver) EvictKey(keyID string) {
+	r.evictions.Add(1)
+	r.keys.Remove(keyID)
+}
+
+// Purge drops every cached key and handle, and makes loads that are in flight uncacheable.
+func (r *Resolver) Purge() {
+	r.purges.Add(1)
+	r.generation.Add(1)
+	r.handles.Purge()
+	r.keys.Purge()
+}
+
+// Len returns the number of cached handles and keys.
+func (r *Resolver) Len() (handles, keys int) { return r.handles.Len(), r.keys.Len() }
+
+// Stats returns the cache counters.
+func (r *Resolver) Stats() Stats {
+	return Stats{
+		HandleHits: r.handleHits.Load(), HandleMisses: r.handleMisses.Load(),
+		KeyHits: r.keyHits.Load(), KeyMisses: r.keyMisses.Load(),
+		Evictions: r.evictions.Load(), Purges: r.purges.Load(),
+	}
+}
+
+// Apply evicts what a registry notification makes stale.
+func (r *Resolver) Apply(n registry.Notification) {
+	if n.KeyID != "" {
+		r.EvictKey(n.KeyID)
+	}
+	if n.TenantID != "" {
+		r.EvictTenant(n.TenantID)
+	}
+}

@@ -1,0 +1,187 @@
+package routing_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/routing"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+type env struct {
+	url       string
+	admin     *pgxpool.Pool
+	prov      *provision.Provisioner
+	res       *routing.Resolver
+	listening atomic.Int64
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	admin, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+	prov, err := provision.New(provision.Config{Pool: admin})
+	require.NoError(t, err)
+	_, err = prov.Init(ctx, provision.InitParams{})
+	require.NoError(t, err)
+	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
+	pool, err := pgxpool.New(ctx, routerURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	res, err := routing.New(routing.Config{Pool: pool})
+	require.NoError(t, err)
+	e := &env{url: url, admin: admin, prov: prov, res: res}
+
+	cc, err := pgx.ParseConfig(routerURL)
+	require.NoError(t, err)
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: res,
+			MinBackoff: 10 * time.Millisecond, OnListening: func() { e.listening.Add(1) }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+	})
+	waitFor(t, "listener up", func() bool { return e.listening.Load() == 1 })
+	return e
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestResolveCachesAndFollowsTheRegistry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	a, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "a", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	b, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "b", Tier: registry.TierShared})
+	require.NoError(t, err)
+
+	h, err := e.res.Resolve(ctx, a.Key.Key)
+	require.NoError(t, err)
+	require.Equal(t, "a", h.TenantID)
+	require.Equal(t, a.Tenant.SchemaName, h.Schema)
+	require.Equal(t, "a", h.OwnerID)
+	before := e.res.Stats()
+	for range 5 {
+		h2, err := e.res.Resolve(ctx, a.Key.Key)
+		require.NoError(t, err)
+		require.Same(t, h, h2)
+	}
+	after := e.res.Stats()
+	require.Equal(t, before.HandleMisses, after.HandleMisses, "a hot key costs no query")
+	require.Equal(t, before.KeyHits+5, after.KeyHits)
+
+	// A cached key id with a wrong secret is refused without a query.
+	wrong := a.Key.Key[:len(a.Key.Key)-4] + "0000"
+	if wrong == a.Key.Key {
+		wrong = a.Key.Key[:len(a.Key.Key)-4] + "1111"
+	}
+	_, err = e.res.Resolve(ctx, wrong)
+	require.ErrorIs(t, err, registry.ErrUnauthenticated)
+
+	hb, err := e.res.Resolve(ctx, b.Key.Key)
+	require.NoError(t, err)
+	require.Equal(t, "tenantmem_shared", hb.Schema)
+
+	// Suspension is applied on the notification, without waiting for the TTL.
+	ev := e.res.Stats().Evictions
+	_, err = e.prov.SuspendTenant(ctx, "a")
+	require.NoError(t, err)
+	waitFor(t, "suspend notification", func() bool { return e.res.Stats().Evictions > ev })
+	_, err = e.res.Resolve(ctx, a.Key.Key)
+	require.ErrorIs(t, err, routing.ErrSuspended)
+	_, err = e.res.Resolve(ctx, a.Key.Key) // cached as suspended too
+	require.ErrorIs(t, err, routing.ErrSuspended)
+	ev = e.res.Stats().Evictions
+	_, err = e.prov.ResumeTenant(ctx, "a")
+	require.NoError(t, err)
+	waitFor(t, "resume notification", func() bool { return e.res.Stats().Evictions > ev })
+	_, err = e.res.Resolve(ctx, a.Key.Key)
+	require.NoError(t, err)
+
+	// A revoked key stops working; the tenant's other keys do not.
+	k2, err := e.prov.IssueKey(ctx, "a")
+	require.NoError(t, err)
+	_, err = e.res.Resolve(ctx, k2.Key)
+	require.NoError(t, err)
+	ev = e.res.Stats().Evictions
+	require.NoError(t, e.prov.RevokeKey(ctx, "a", a.Key.KeyID))
+	waitFor(t, "revoke notification", func() bool { return e.res.Stats().Evictions > ev })
+	_, err = e.res.Resolve(ctx, a.Key.Key)
+	require.ErrorIs(t, err, registry.ErrUnauthenticated)
+	_, err = e.res.Resolve(ctx, k2.Key)
+	require.NoError(t, err)
+
+	// A deleted tenant's keys are refused.
+	ev = e.res.Stats().Evictions
+	require.NoError(t, e.prov.DeleteTenant(ctx, "b"))
+	waitFor(t, "delete notification", func() bool { return e.res.Stats().Evictions > ev })
+	_, err = e.res.Resolve(ctx, b.Key.Key)
+	require.ErrorIs(t, err, registry.ErrUnauthenticated)
+}
+
+// TestLostListenerPurgesEveryHandle kills the listening connection, changes the registry while it
+// is down (so the notification is lost), and checks the change is still honoured once it is back.
+func TestLostListenerPurgesEveryHandle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	a, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "a", Tier: registry.TierShared})
+	require.NoError(t, err)
+	_, err = e.res.Resolve(ctx, a.Key.Key)
+	require.NoError(t, err)
+	handles, keys := e.res.Len()
+	require.Equal(t, 1, handles)
+	require.Equal(t, 1, keys)
+
+	// Suspend in the same transaction that kills the listener: its notification is lost.
+	tx, err := e.admin.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND usename = $1 AND query LIKE 'LISTEN%'`, provision.DefaultRouterRole)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `UPDATE tenantmem_control.tenants SET status = 'suspended' WHERE tenant_id = 'a'`)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+
+	waitFor(t, "listener back", func() bool { return e.listening.Load() == 2 })
+	require.Positive(t, e.res.Stats().Purges)
+	_, err = e.res.Resolve(ctx, a.Key.Key)
+	require.ErrorIs(t, err, routing.ErrSuspended)
+}
+
+func TestResolveRejectsBadKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	for _, k := range []string{"", "x", "tm_", "tm_aaaaaaaaaaaaaaaa_", "tm_AAAAAAAAAAAAAAAA_" + string(make([]byte, 64)),
+		"tm_aaaaaaaaaaaaaaaa_0000000000000000000000000000000000000000000000000000000000000000", "' OR 1=1 --"} {
+		_, err := e.res.Resolve(ctx, k)
+		require.ErrorIs(t, err, registry.ErrUnauthenticated, "%q", k)
+	}
+}

@@ -372,13 +372,16 @@ func TestMigrateIsolatesFailuresAndResumes(t *testing.T) {
 	_, err = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "shared-one", Tier: registry.TierShared})
 	require.NoError(t, err)
 
-	// Put every tenant schema back to version 0, as if a new migration had been released.
+	// Put every tenant schema (and its registry record) back to version 0, as if a new migration
+	// had been released.
 	reset := func() {
 		for i := range n {
 			s, _ := schema.Name(fmt.Sprintf("m%d", i))
 			_, err := e.pool.Exec(ctx, `DROP SCHEMA `+s+` CASCADE; CREATE SCHEMA `+s+` AUTHORIZATION `+provision.DefaultOwnerRole)
 			require.NoError(t, err)
 		}
+		_, err := e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = 0 WHERE tier = 'schema'`)
+		require.NoError(t, err)
 	}
 	reset()
 	failFor.Store("m3", true)

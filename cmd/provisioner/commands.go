@@ -1,0 +1,446 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+type initCmd struct {
+	EmbeddingDimension int    `name:"embedding-dimension" env:"TENANTMEM_EMBEDDING_DIMENSION" placeholder:"N" help:"Embedding dimension, fixed at the first init (default 384)."`
+	RouterPassword     string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password."`
+}
+
+func (cmd *initCmd) Run(rc *runContext) error {
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	res, err := prov.Init(rc.ctx, provision.InitParams{
+		EmbeddingDimension: cmd.EmbeddingDimension,
+		RouterPassword:     cmd.RouterPassword,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(rc.stdout, "initialised: embedding dimension %d, control schema version %d, tenant schema version %d\n",
+		res.EmbeddingDimension, res.ControlVersion, res.SharedVersion)
+	return nil
+}
+
+type tenantCmd struct {
+	Create  tenantCreateCmd  `cmd:"" help:"Create a tenant and its first API key (shown once)."`
+	List    tenantListCmd    `cmd:"" help:"List tenants, in tenant id order."`
+	Show    tenantShowCmd    `cmd:"" help:"Show one tenant."`
+	Delete  tenantDeleteCmd  `cmd:"" help:"Delete a tenant and all its data."`
+	Suspend tenantSuspendCmd `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
+	Resume  tenantResumeCmd  `cmd:"" help:"Resume a suspended tenant."`
+}
+
+type tenantCreateCmd struct {
+	ID   string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
+	Tier string `name:"tier" required:"" placeholder:"TIER" help:"shared or schema."`
+	JSON bool   `name:"json" help:"Print JSON."`
+}
+
+func (cmd *tenantCreateCmd) Run(rc *runContext) error {
+	// Validate before connecting, so bad input never waits on the database.
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	tier, err := registry.ParseTier(cmd.Tier)
+	if err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier})
+	if err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, res)
+	}
+	w := newTable(rc.stdout)
+	writeTenant(w, res.Tenant)
+	fmt.Fprintf(w, "key id\t%s\n", res.Key.KeyID)
+	fmt.Fprintf(w, "api key\t%s\n", res.Key.Key)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(rc.stdout, "The API key is shown only once: store it now.")
+	return nil
+}
+
+type tenantListCmd struct {
+	Limit int    `name:"limit" default:"100" help:"Page size, 1 to 1000."`
+	After string `name:"after" placeholder:"TENANT_ID" help:"Start after this tenant id (the last one of the previous page)."`
+	JSON  bool   `name:"json" help:"Print JSON: {tenants, next_after}."`
+}
+
+// tenantList is the JSON output of tenant list, the same shape as GET /v1/tenants.
+type tenantList struct {
+	Tenants   []registry.Tenant `json:"tenants"`
+	NextAfter string            `json:"next_after,omitempty"`
+}
+
+func (cmd *tenantListCmd) Run(rc *runContext) error {
+	if cmd.Limit < 1 || cmd.Limit > 1000 {
+		return &registry.FieldError{Field: "limit", Message: "must be from 1 to 1000"}
+	}
+	if cmd.After != "" {
+		if err := schema.ValidateTenantID(cmd.After); err != nil {
+			return &registry.FieldError{Field: "after", Message: err.Error()}
+		}
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	ts, err := prov.ListTenants(rc.ctx, registry.TenantListParams{After: cmd.After, Limit: cmd.Limit + 1})
+	if err != nil {
+		return err
+	}
+	out := tenantList{Tenants: ts}
+	if len(ts) > cmd.Limit {
+		out.Tenants, out.NextAfter = ts[:cmd.Limit], ts[cmd.Limit-1].ID
+	}
+	if out.Tenants == nil {
+		out.Tenants = []registry.Tenant{}
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, out)
+	}
+	w := newTable(rc.stdout)
+	fmt.Fprintln(w, "ID\tTIER\tSCHEMA\tSTATUS\tVERSION\tCREATED")
+	for _, t := range out.Tenants {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Tier, t.SchemaName, t.Status, t.MigrationVersion,
+			t.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if out.NextAfter != "" {
+		fmt.Fprintf(rc.stderr, "more tenants: run again with --after %s\n", shellQuote(out.NextAfter))
+	}
+	return nil
+}
+
+type tenantShowCmd struct {
+	ID   string `arg:"" name:"id" help:"Tenant id."`
+	JSON bool   `name:"json" help:"Print JSON."`
+}
+
+func (cmd *tenantShowCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	t, err := prov.GetTenant(rc.ctx, cmd.ID)
+	if err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, t)
+	}
+	w := newTable(rc.stdout)
+	writeTenant(w, t)
+	fmt.Fprintf(w, "updated\t%s\n", t.UpdatedAt.UTC().Format(time.RFC3339))
+	return w.Flush()
+}
+
+type tenantDeleteCmd struct {
+	ID string `arg:"" name:"id" help:"Tenant id."`
+}
+
+func (cmd *tenantDeleteCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	if err := prov.DeleteTenant(rc.ctx, cmd.ID); err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	fmt.Fprintf(rc.stdout, "tenant %s deleted\n", cmd.ID)
+	return nil
+}
+
+type tenantSuspendCmd struct {
+	ID string `arg:"" name:"id" help:"Tenant id."`
+}
+
+func (cmd *tenantSuspendCmd) Run(rc *runContext) error {
+	return setStatus(rc, cmd.ID, "suspended", (*provision.Provisioner).SuspendTenant)
+}
+
+type tenantResumeCmd struct {
+	ID string `arg:"" name:"id" help:"Tenant id."`
+}
+
+func (cmd *tenantResumeCmd) Run(rc *runContext) error {
+	return setStatus(rc, cmd.ID, "resumed", (*provision.Provisioner).ResumeTenant)
+}
+
+func setStatus(rc *runContext, id, done string,
+	op func(*provision.Provisioner, context.Context, string) (registry.Tenant, error)) error {
+	if err := checkTenantID(id); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	t, err := op(prov, rc.ctx, id)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	fmt.Fprintf(rc.stdout, "tenant %s %s (status %s)\n", t.ID, done, t.Status)
+	return nil
+}
+
+type keyCmd struct {
+	Issue  keyIssueCmd  `cmd:"" help:"Issue another API key for a tenant (shown once)."`
+	List   keyListCmd   `cmd:"" help:"List a tenant's API keys, without secrets."`
+	Revoke keyRevokeCmd `cmd:"" help:"Revoke one of a tenant's API keys."`
+}
+
+type keyIssueCmd struct {
+	ID   string `arg:"" name:"id" help:"Tenant id."`
+	JSON bool   `name:"json" help:"Print JSON."`
+}
+
+func (cmd *keyIssueCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	k, err := prov.IssueKey(rc.ctx, cmd.ID)
+	if err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, k)
+	}
+	w := newTable(rc.stdout)
+	fmt.Fprintf(w, "tenant\t%s\n", k.TenantID)
+	fmt.Fprintf(w, "key id\t%s\n", k.KeyID)
+	fmt.Fprintf(w, "api key\t%s\n", k.Key)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(rc.stdout, "The API key is shown only once: store it now.")
+	return nil
+}
+
+type keyListCmd struct {
+	ID   string `arg:"" name:"id" help:"Tenant id."`
+	JSON bool   `name:"json" help:"Print JSON: {keys}."`
+}
+
+func (cmd *keyListCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	ks, err := prov.ListKeys(rc.ctx, cmd.ID)
+	if err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	if ks == nil {
+		ks = []registry.APIKey{}
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, map[string]any{"keys": ks})
+	}
+	w := newTable(rc.stdout)
+	fmt.Fprintln(w, "KEY ID\tCREATED\tREVOKED")
+	for _, k := range ks {
+		revoked := "-"
+		if k.RevokedAt != nil {
+			revoked = k.RevokedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", k.KeyID, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+	}
+	return w.Flush()
+}
+
+type keyRevokeCmd struct {
+	ID    string `arg:"" name:"id" help:"Tenant id."`
+	KeyID string `arg:"" name:"key-id" help:"Key id (the 16 characters after tm_)."`
+}
+
+func (cmd *keyRevokeCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	if err := prov.RevokeKey(rc.ctx, cmd.ID, cmd.KeyID); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return describe(err, "key %q of tenant %q not found", cmd.KeyID, cmd.ID)
+		}
+		return tenantError(cmd.ID, err)
+	}
+	fmt.Fprintf(rc.stdout, "key %s of tenant %s revoked\n", cmd.KeyID, cmd.ID)
+	return nil
+}
+
+type migrateCmd struct {
+	Parallelism int `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time (default ${default})."`
+}
+
+func (cmd *migrateCmd) Run(rc *runContext) error {
+	if cmd.Parallelism < 1 {
+		return &registry.FieldError{Field: "parallelism", Message: "must be at least 1"}
+	}
+	rc.parallelism = cmd.Parallelism
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	progress := newProgress(rc.stderr, isTerminal(rc.stderr))
+	rep, err := prov.Migrate(rc.ctx, provision.MigrateParams{Progress: progress.report})
+	progress.finish()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(rc.stdout, "migrated %d %s to tenant version %d (control version %d) in %s: %d updated, %d failed\n",
+		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Applied, len(rep.Failed))
+	if len(rep.Failed) == 0 {
+		return nil
+	}
+	fmt.Fprintln(rc.stdout, "failed:")
+	for _, f := range rep.Failed {
+		fmt.Fprintf(rc.stdout, "  %s: %v\n", f.TenantID, f.Err)
+	}
+	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)
+}
+
+// progress prints Migrate's progress on stderr: one line rewritten with \r on a terminal, else a
+// plain line at every 5% step. Migrate calls report one call at a time.
+type progress struct {
+	w        io.Writer
+	tty      bool
+	lastStep int
+	printed  bool
+}
+
+func newProgress(w io.Writer, tty bool) *progress { return &progress{w: w, tty: tty, lastStep: -1} }
+
+func (p *progress) report(m provision.MigrateProgress) {
+	if m.Total == 0 {
+		return
+	}
+	pct := m.Done * 100 / m.Total
+	line := fmt.Sprintf("migrating: %d/%d schemas (%d%%), %d failed", m.Done, m.Total, pct, m.Failed)
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%s", line)
+		p.printed = true
+		return
+	}
+	if step := pct / 5; step > p.lastStep || m.Done == m.Total {
+		p.lastStep = step
+		fmt.Fprintln(p.w, line)
+	}
+}
+
+func (p *progress) finish() {
+	if p.tty && p.printed {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// checkTenantID validates a tenant id before anything connects to the database.
+func checkTenantID(id string) error {
+	if err := schema.ValidateTenantID(id); err != nil {
+		return &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	return nil
+}
+
+// tenantError gives the provisioner's domain errors a message that names the tenant; errors.Is
+// still sees the sentinel, so the exit code stays 2.
+func tenantError(id string, err error) error {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return describe(err, "tenant %q not found", id)
+	case errors.Is(err, registry.ErrExists):
+		return describe(err, "tenant %q already exists", id)
+	case errors.Is(err, registry.ErrConflict):
+		return describe(err, "tenant %q is being provisioned or deleted; finish that first (tenant create or tenant delete again)", id)
+	}
+	return err
+}
+
+// describedError replaces the message of err, which errors.Is and errors.As still see.
+type describedError struct {
+	msg string
+	err error
+}
+
+func (e *describedError) Error() string { return e.msg }
+func (e *describedError) Unwrap() error { return e.err }
+
+func describe(err error, format string, args ...any) error {
+	return &describedError{msg: fmt.Sprintf(format, args...), err: err}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
+
+func writeTenant(w io.Writer, t registry.Tenant) {
+	fmt.Fprintf(w, "tenant\t%s\n", t.ID)
+	fmt.Fprintf(w, "tier\t%s\n", t.Tier)
+	fmt.Fprintf(w, "schema\t%s\n", t.SchemaName)
+	fmt.Fprintf(w, "status\t%s\n", t.Status)
+	fmt.Fprintf(w, "version\t%d\n", t.MigrationVersion)
+	fmt.Fprintf(w, "created\t%s\n", t.CreatedAt.UTC().Format(time.RFC3339))
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// shellQuote quotes s for a copy-pasted shell command when it needs it.
+func shellQuote(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_.-/", r))
+	}) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+// envAdminToken holds the admin token. It is read from the environment only, never from a flag,
+// so that it does not show in the process list.
+const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
+
+type serveCmd struct {
+	Listen string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+}
+
+func (cmd *serveCmd) Run(rc *runContext) error {
+	token, _ := rc.lookupEnv(envAdminToken)
+	if token == "" {
+		return usagef("serve: %s is required: set it to a random secret of at least %d characters (e.g. `openssl rand -hex 32`)",
+			envAdminToken, httpapi.MinAdminTokenLength)
+	}
+	if len(token) < httpapi.MinAdminTokenLength {
+		return usagef("serve: %s must be at least %d characters", envAdminToken, httpapi.MinAdminTokenLength)
+	}
+	rc.actor = "admin-api"
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	if _, err := registry.GetSettings(rc.ctx, rc.pool); errors.Is(err, registry.ErrNotFound) {
+		rc.logger.WarnContext(rc.ctx, "the database is not initialised: /readyz answers 503 until `provisioner init` runs")
+	} else if err != nil {
+		rc.logger.WarnContext(rc.ctx, "database check failed; serving anyway", slog.String("error", err.Error()))
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler, err := httpapi.NewAdmin(httpapi.AdminConfig{
+		Provisioner: prov,
+		Pool:        rc.pool,
+		AdminToken:  token,
+		Logger:      rc.logger,
+		Registerer:  reg,
+		Gatherer:    reg,
+	})
+	if err != nil {
+		return usagef("serve: %v", err)
+	}
+	srv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: handler, Logger: rc.logger})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cmd.Listen)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	rc.logger.InfoContext(rc.ctx, "provisioner API listening", slog.String("addr", ln.Addr().String()))
+	if rc.main.OnListen != nil {
+		rc.main.OnListen(ln.Addr())
+	}
+	if err := srv.Serve(rc.ctx, ln); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	rc.logger.InfoContext(rc.ctx, "provisioner API stopped")
+	return nil
+}

@@ -1,0 +1,387 @@
+package httpapi
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+// Admin API limits and defaults.
+const (
+	// MinAdminTokenLength is the shortest accepted admin token, in bytes.
+	MinAdminTokenLength = 16
+	// DefaultTenantPageSize and MaxTenantPageSize bound GET /v1/tenants?limit=.
+	DefaultTenantPageSize = 100
+	MaxTenantPageSize     = 1000
+	// readyTimeout bounds the database round trips of GET /readyz.
+	readyTimeout = 3 * time.Second
+)
+
+// AdminConfig configures the provisioner's admin API, built by [NewAdmin].
+type AdminConfig struct {
+	// Provisioner does the work. Required.
+	Provisioner *provision.Provisioner
+	// Pool is the provisioner's pool, used by GET /readyz. Required.
+	Pool *pgxpool.Pool
+	// AdminToken is the bearer token every /v1 request must carry, at least
+	// [MinAdminTokenLength] bytes. Required.
+	AdminToken string
+	// Logger, Registerer, Gatherer and BodyLimit are as in [Config]; BodyLimit defaults to
+	// [DefaultBodyLimit] (1 MiB).
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	BodyLimit  int64
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c AdminConfig) WithDefaults() AdminConfig {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.BodyLimit = cmp.Or(c.BodyLimit, DefaultBodyLimit)
+	return c
+}
+
+func (c AdminConfig) validate() error {
+	switch {
+	case c.Provisioner == nil:
+		return errors.New("httpapi: AdminConfig.Provisioner is required")
+	case c.Pool == nil:
+		return errors.New("httpapi: AdminConfig.Pool is required")
+	case c.AdminToken == "":
+		return errors.New("httpapi: AdminConfig.AdminToken is required")
+	case len(c.AdminToken) < MinAdminTokenLength:
+		return fmt.Errorf("httpapi: the admin token must be at least %d characters", MinAdminTokenLength)
+	case strings.TrimSpace(c.AdminToken) != c.AdminToken:
+		return errors.New("httpapi: the admin token must not start or end with white space")
+	}
+	return nil
+}
+
+// NewAdmin returns the provisioner's HTTP API: the provisioning routes under /v1 (bearer admin
+// token) plus the shared /healthz, /readyz (the database answers and `provisioner init` has run)
+// and /metrics.
+//
+//	POST   /v1/tenants                          {tenant_id, tier, placement?} -> 201 {tenant, api_key}
+//	GET    /v1/tenants?limit=&after=            -> {tenants, next_after?}
+//	GET    /v1/tenants/{id}                     -> tenant
+//	DELETE /v1/tenants/{id}                     -> 204
+//	POST   /v1/tenants/{id}/suspend, /resume    -> {tenant}
+//	POST   /v1/tenants/{id}/keys                -> 201 issued key (the clear key, once)
+//	GET    /v1/tenants/{id}/keys                -> {keys}
+//	DELETE /v1/tenants/{id}/keys/{key_id}       -> 204
+func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pool := cfg.Pool
+	e, err := New(Config{
+		Name:       "admin",
+		Logger:     cfg.Logger,
+		Registerer: cfg.Registerer,
+		Gatherer:   cfg.Gatherer,
+		BodyLimit:  cfg.BodyLimit,
+		Ready: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+			defer cancel()
+			_, err := registry.GetSettings(ctx, pool)
+			if errors.Is(err, registry.ErrNotFound) {
+				return provision.ErrNotInitialized
+			}
+			return err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := &admin{prov: cfg.Provisioner}
+	// The token check is route middleware rather than group middleware: an echo group with
+	// middleware catches every unknown path below it, which would turn 405s into 404s.
+	auth := requireToken(cfg.AdminToken)
+	e.POST("/v1/tenants", a.createTenant, auth)
+	e.GET("/v1/tenants", a.listTenants, auth)
+	e.GET("/v1/tenants/:id", a.getTenant, auth)
+	e.DELETE("/v1/tenants/:id", a.deleteTenant, auth)
+	e.POST("/v1/tenants/:id/suspend", a.suspendTenant, auth)
+	e.POST("/v1/tenants/:id/resume", a.resumeTenant, auth)
+	e.POST("/v1/tenants/:id/keys", a.issueKey, auth)
+	e.GET("/v1/tenants/:id/keys", a.listKeys, auth)
+	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
+	return e, nil
+}
+
+// requireToken admits requests carrying "Authorization: Bearer <token>". Both sides are hashed
+// before the constant-time comparison, so neither content nor length leaks through timing.
+func requireToken(token string) echo.MiddlewareFunc {
+	want := sha256.Sum256([]byte(token))
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			scheme, cred, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") || cred == "" {
+				return WithMessage(registry.ErrUnauthenticated, "missing or malformed Authorization header; want: Bearer ADMIN_TOKEN")
+			}
+			got := sha256.Sum256([]byte(cred))
+			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				return WithMessage(registry.ErrUnauthenticated, "invalid admin token")
+			}
+			return next(c)
+		}
+	}
+}
+
+type admin struct {
+	prov *provision.Provisioner
+}
+
+// TenantCreateRequest is the body of POST /v1/tenants.
+type TenantCreateRequest struct {
+	TenantID  string `json:"tenant_id"`
+	Tier      string `json:"tier"`
+	Placement string `json:"placement,omitempty"`
+}
+
+// TenantResponse is the body of suspend and resume.
+type TenantResponse struct {
+	Tenant registry.Tenant `json:"tenant"`
+}
+
+// TenantListResponse is the body of GET /v1/tenants. NextAfter, when set, is the after= of the
+// next page.
+type TenantListResponse struct {
+	Tenants   []registry.Tenant `json:"tenants"`
+	NextAfter string            `json:"next_after,omitempty"`
+}
+
+// KeyListResponse is the body of GET /v1/tenants/{id}/keys: the keys, newest first, no secrets.
+type KeyListResponse struct {
+	Keys []registry.APIKey `json:"keys"`
+}
+
+func (a *admin) createTenant(c echo.Context) error {
+	var req TenantCreateRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	res, err := a.prov.CreateTenant(ctx, provision.TenantCreateParams{
+		ID: req.TenantID, Tier: registry.Tier(req.Tier), Placement: req.Placement,
+	})
+	if err != nil {
+		return tenantError(req.TenantID, err)
+	}
+	SetTenantID(ctx, res.Tenant.ID)
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/tenants/"+url.PathEscape(res.Tenant.ID))
+	return c.JSON(http.StatusCreated, res)
+}
+
+func (a *admin) listTenants(c echo.Context) error {
+	limit := DefaultTenantPageSize
+	if s := c.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxTenantPageSize {
+			return &registry.FieldError{Field: "limit", Message: fmt.Sprintf("must be an integer from 1 to %d", MaxTenantPageSize)}
+		}
+		limit = n
+	}
+	after := c.QueryParam("after")
+	if after != "" {
+		if err := schema.ValidateTenantID(after); err != nil {
+			return &registry.FieldError{Field: "after", Message: err.Error()}
+		}
+	}
+	// One more than asked tells whether another page exists, without an empty last page.
+	ts, err := a.prov.ListTenants(c.Request().Context(), registry.TenantListParams{After: after, Limit: limit + 1})
+	if err != nil {
+		return err
+	}
+	res := TenantListResponse{Tenants: ts}
+	if len(ts) > limit {
+		res.Tenants = ts[:limit]
+		res.NextAfter = ts[limit-1].ID
+	}
+	if res.Tenants == nil {
+		res.Tenants = []registry.Tenant{}
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func (a *admin) getTenant(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	t, err := a.prov.GetTenant(c.Request().Context(), id)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+func (a *admin) deleteTenant(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	if err := a.prov.DeleteTenant(c.Request().Context(), id); err != nil {
+		return tenantError(id, err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *admin) suspendTenant(c echo.Context) error {
+	return a.setStatus(c, a.prov.SuspendTenant)
+}
+
+func (a *admin) resumeTenant(c echo.Context) error {
+	return a.setStatus(c, a.prov.ResumeTenant)
+}
+
+func (a *admin) setStatus(c echo.Context, op func(context.Context, string) (registry.Tenant, error)) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	t, err := op(c.Request().Context(), id)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusOK, TenantResponse{Tenant: t})
+}
+
+func (a *admin) issueKey(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	k, err := a.prov.IssueKey(c.Request().Context(), id)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusCreated, k)
+}
+
+func (a *admin) listKeys(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	ks, err := a.prov.ListKeys(c.Request().Context(), id)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	if ks == nil {
+		ks = []registry.APIKey{}
+	}
+	return c.JSON(http.StatusOK, KeyListResponse{Keys: ks})
+}
+
+// keyIDPattern is the form of every key id (see registry.ParseKey).
+var keyIDPattern = regexp.MustCompile(`\A[a-z0-9]{16}\z`)
+
+func (a *admin) revokeKey(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	keyID, err := pathParam(c, "key_id")
+	if err != nil || !keyIDPattern.MatchString(keyID) {
+		return &registry.FieldError{Field: "key_id", Message: "must be 16 characters of [a-z0-9]"}
+	}
+	if err := a.prov.RevokeKey(c.Request().Context(), id, keyID); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return WithMessage(err, fmt.Sprintf("key %q of tenant %q not found", keyID, id))
+		}
+		return tenantError(id, err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// pathParam returns a path parameter, unescaped exactly once. echo routes on the escaped path
+// (URL.RawPath) when the request has one, so "org-1%2Fws-2" arrives as one parameter and is
+// unescaped here; otherwise Go has already unescaped the path and the value is used as is.
+func pathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	return url.PathUnescape(v)
+}
+
+// tenantParam is the validated tenant id of the path. It is recorded for the access log only once
+// valid, so a log line never carries arbitrary client bytes as a tenant id.
+func tenantParam(c echo.Context) (string, error) {
+	id, err := pathParam(c, "id")
+	if err != nil {
+		return "", &registry.FieldError{Field: "tenant_id", Message: "invalid URL escaping"}
+	}
+	if err := schema.ValidateTenantID(id); err != nil {
+		return "", &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	SetTenantID(c.Request().Context(), id)
+	return id, nil
+}
+
+// tenantError gives the provisioner's domain errors a message that names the tenant.
+func tenantError(id string, err error) error {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return WithMessage(err, fmt.Sprintf("tenant %q not found", id))
+	case errors.Is(err, registry.ErrExists):
+		return WithMessage(err, fmt.Sprintf("tenant %q already exists", id))
+	case errors.Is(err, registry.ErrConflict):
+		return WithMessage(err, fmt.Sprintf("tenant %q is being provisioned or deleted; finish that first", id))
+	}
+	return err
+}
+
+// decodeJSON reads exactly one JSON object into v, rejecting unknown fields. Errors name the
+// offending field when there is one ("body" otherwise); a body over the limit stays an
+// *http.MaxBytesError (413).
+func decodeJSON(c echo.Context, v any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return &registry.FieldError{Field: "body", Message: "must be a JSON object; the body is empty"}
+		case errors.As(err, &te):
+			field, msg := describeTypeError(te)
+			return &registry.FieldError{Field: field, Message: msg}
+		}
+		// encoding/json reports unknown fields with an untyped error: `json: unknown field "x"`.
+		if name, ok := strings.CutPrefix(err.Error(), `json: unknown field "`); ok {
+			return &registry.FieldError{Field: strings.TrimSuffix(name, `"`), Message: "unknown field"}
+		}
+		return err
+	}
+	var mb *http.MaxBytesError
+	if _, err := dec.Token(); errors.As(err, &mb) {
+		return err
+	} else if !errors.Is(err, io.EOF) {
+		return &registry.FieldError{Field: "body", Message: "unexpected data after the JSON object"}
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/pgcluster"
+	"github.com/tenantmem/tenantmem/internal/provision"
+)
+
+// Main wires the dev stack; tests run it in-process.
+type Main struct {
+	Stdout, Stderr io.Writer
+	LookupEnv      func(string) (string, bool)
+	// OnReady, when set, is called once both servers listen.
+	OnReady func(Ready)
+}
+
+// Ready describes a running stack.
+type Ready struct {
+	AdminAddr, RouterAddr net.Addr
+	AdminToken            string
+	DatabaseURL           string // superuser URL of the dev cluster
+}
+
+// Run parses args and serves until ctx ends.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	dataDir := fs.String("data-dir", "data", "folder for the PostgreSQL cluster and the admin token")
+	adminListen := fs.String("admin-listen", "127.0.0.1:8081", "address of the provisioning API")
+	routerListen := fs.String("router-listen", "127.0.0.1:8080", "address of the tenant router")
+	pgPort := fs.Int("pg-port", 0, "PostgreSQL port (0: a free one)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(*dataDir, "postgres"), Port: *pgPort, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := cluster.Stop(context.WithoutCancel(ctx)); err != nil {
+			logger.Error("stop postgres", slog.String("error", err.Error()))
+		}
+	}()
+	dbURL := cluster.URL("tenantmem")
+	if err := createDatabase(ctx, cluster.URL("postgres"), "tenantmem"); err != nil {
+		return err
+	}
+	adminPool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer adminPool.Close()
+	prov, err := provision.New(provision.Config{Pool: adminPool, Logger: logger, Actor: "devstack"})
+	if err != nil {
+		return err
+	}
+	if _, err := prov.Init(ctx, provision.InitParams{}); err != nil {
+		return err
+	}
+	token, err := m.adminToken(*dataDir)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	adminHandler, err := httpapi.NewAdmin(httpapi.AdminConfig{Provisioner: prov, Pool: adminPool, AdminToken: token,
+		Logger: logger, Registerer: reg, Gatherer: reg})
+	if err != nil {
+		return err
+	}
+	adminSrv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: adminHandler, Logger: logger})
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", *adminListen)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
+
+	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, logger)
+	if err != nil {
+		_ = adminLn.Close()
+		return errors.Join(err, g.Wait())
+	}
+	if serveRouter != nil {
+		g.Go(serveRouter)
+	}
+	ready := Ready{AdminAddr: adminLn.Addr(), RouterAddr: routerAddr, AdminToken: token, DatabaseURL: dbURL}
+	m.printWelcome(ready)
+	if m.OnReady != nil {
+		m.OnReady(ready)
+	}
+	return g.Wait()
+}
+
+// adminToken is TENANTMEM_ADMIN_TOKEN, or a random token kept in the data folder across runs.
+func (m *Main) adminToken(dataDir string) (string, error) {
+	if m.LookupEnv != nil {
+		if t, ok := m.LookupEnv("TENANTMEM_ADMIN_TOKEN"); ok && t != "" {
+			return t, nil
+		}
+	}
+	path := filepath.Join(dataDir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= httpapi.MinAdminTokenLength {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	t := hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+func createDatabase(ctx context.Context, serverURL, name string) error {
+	pool, err := pgxpool.New(ctx, serverURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		_, err = pool.Exec(ctx, `CREATE DATABASE `+name)
+	}
+	return err
+}
+
+func (m *Main) printWelcome(r Ready) {
+	w := m.Stdout
+	fmt.Fprintf(w, "\ntenantmem dev stack is up.\n\n")
+	fmt.Fprintf(w, "  provisioning API  http://%s   (admin token below)\n", r.AdminAddr)
+	if r.RouterAddr != nil {
+		fmt.Fprintf(w, "  tenant router     http://%s\n", r.RouterAddr)
+	}
+	fmt.Fprintf(w, "  PostgreSQL        %s\n\n", r.DatabaseURL)
+	fmt.Fprintf(w, "Create a first tenant:\n\n")
+	fmt.Fprintf(w, "  export TENANTMEM_ADMIN_TOKEN=%s\n", r.AdminToken)
+	fmt.Fprintf(w, "  curl -s -X POST http://%s/v1/tenants -H \"Authorization: Bearer $TENANTMEM_ADMIN_TOKEN\" \\\n", r.AdminAddr)
+	fmt.Fprintf(w, "       -H 'Content-Type: application/json' -d '{\"tenant_id\": \"acme\", \"tier\": \"schema\"}'\n\n")
+	fmt.Fprintf(w, "Press Ctrl-C to stop (the data stays in the data folder).\n")
+}

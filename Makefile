@@ -26,7 +26,7 @@ test: deps ## Install what the tests need, then vet and run every test with the 
 
 .PHONY: bench
 bench: deps ## Run the benchmarks once each (see docs/benchmarks.md for the figures and knobs).
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS)
+	$(GO) test -run '^$$' -bench . -timeout 90m $(PKGS)
 
 .PHONY: fuzz
 fuzz: ## Fuzz the tenant id mapping and the chunker for 30 s each.

@@ -42,9 +42,12 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	owner, router := ident(p.cfg.OwnerRole), ident(p.cfg.RouterRole)
 
 	// Roles are cluster-wide: create them tolerating a concurrent init of another database.
+	// Granting the owner role to the login user also writes a cluster-wide catalog, so it goes
+	// here too: two inits racing on it see a unique violation, not a second grant.
 	for _, stmt := range []string{
 		`CREATE ROLE ` + owner + ` NOLOGIN`,
 		`CREATE ROLE ` + router + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT`,
+		`GRANT ` + owner + ` TO CURRENT_USER`,
 	} {
 		if _, err := p.pool.Exec(ctx, stmt); err != nil && !isCode(err, pgerrcode.DuplicateObject, pgerrcode.UniqueViolation) {
 			return InitResult{}, fmt.Errorf("provision: init: %s: %w", stmt, err)
@@ -67,7 +70,6 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 		stmts := []string{
 			`CREATE SCHEMA IF NOT EXISTS ` + ident(schema.ExtensionSchema),
 			`CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ` + ident(schema.ExtensionSchema),
-			`GRANT ` + owner + ` TO CURRENT_USER`,
 			`GRANT CONNECT, CREATE, TEMPORARY ON DATABASE ` + ident(db) + ` TO ` + owner,
 			`GRANT CONNECT ON DATABASE ` + ident(db) + ` TO ` + router,
 			`GRANT USAGE ON SCHEMA ` + ident(schema.ExtensionSchema) + ` TO ` + owner + `, ` + router,

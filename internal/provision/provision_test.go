@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -507,4 +508,33 @@ func countDocuments(t *testing.T, pool *pgxpool.Pool, tn registry.Tenant) int {
 		return tx.QueryRow(context.Background(), `SELECT count(*) FROM documents`).Scan(&n)
 	}))
 	return n
+}
+
+// TestConcurrentInitsOfOneCluster initialises several databases of one cluster at once: roles are
+// cluster-wide, so their creation and grants race, and every init must still succeed.
+func TestConcurrentInitsOfOneCluster(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const n = 6
+	provs := make([]*provision.Provisioner, n)
+	for i := range provs {
+		pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		provs[i], err = provision.New(provision.Config{Pool: pool})
+		require.NoError(t, err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, p := range provs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = p.Init(ctx, provision.InitParams{})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 }

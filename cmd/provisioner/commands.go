@@ -17,8 +17,9 @@ import (
 )
 
 type initCmd struct {
-	EmbeddingDimension int    `name:"embedding-dimension" env:"TENANTMEM_EMBEDDING_DIMENSION" placeholder:"N" help:"Embedding dimension, fixed at the first init (default 384)."`
-	RouterPassword     string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password."`
+	EmbeddingDimension  int    `name:"embedding-dimension" env:"TENANTMEM_EMBEDDING_DIMENSION" placeholder:"N" help:"Embedding dimension, fixed at the first init (default 384)."`
+	RouterPassword      string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password."`
+	LeakproofTextSearch bool   `name:"leakproof-text-search" env:"TENANTMEM_LEAKPROOF_TEXT_SEARCH" help:"Mark the full-text match operator LEAKPROOF in this database so text search can use its index under row-level security (see docs/memory.md)."`
 }
 
 func (cmd *initCmd) Run(rc *runContext) error {
@@ -27,8 +28,9 @@ func (cmd *initCmd) Run(rc *runContext) error {
 		return err
 	}
 	res, err := prov.Init(rc.ctx, provision.InitParams{
-		EmbeddingDimension: cmd.EmbeddingDimension,
-		RouterPassword:     cmd.RouterPassword,
+		EmbeddingDimension:  cmd.EmbeddingDimension,
+		RouterPassword:      cmd.RouterPassword,
+		LeakproofTextSearch: cmd.LeakproofTextSearch,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgerrcode"
@@ -143,4 +144,39 @@ func requireCode(t *testing.T, err error, code string) {
 	var pgErr *pgconn.PgError
 	require.True(t, errors.As(err, &pgErr), "want SQLSTATE %s, got %v", code, err)
 	require.Equal(t, code, pgErr.Code, pgErr.Message)
+}
+
+// TestLeakproofTextSearchLetsRLSUseTheIndex checks that, with the option, a text query of the
+// router role can use the GIN index under row-level security, and without it cannot.
+func TestLeakproofTextSearchLetsRLSUseTheIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, leakproof := range []bool{false, true} {
+		e := newEnv(t, nil)
+		_, err := e.prov.Init(ctx, provision.InitParams{LeakproofTextSearch: leakproof})
+		require.NoError(t, err)
+		res, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "lp", Tier: registry.TierShared})
+		require.NoError(t, err)
+		// 5,000 chunks of common words and one with a rare word, so the GIN index is the cheap
+		// path for the rare word whenever the planner may use it.
+		_, err = e.pool.Exec(ctx, `WITH d AS (INSERT INTO tenantmem_shared.documents (owner_id, document_name, document_type)
+				VALUES ('lp', 'd', 'text') RETURNING document_id)
+			INSERT INTO tenantmem_shared.chunks (document_id, owner_id, chunk_index, content, content_hash, token_count)
+			SELECT d.document_id, 'lp', i, CASE WHEN i = 0 THEN 'zebra' ELSE 'common words ' || i END, md5(i::text), 2
+			FROM d, generate_series(0, 5000) i;
+			ANALYZE tenantmem_shared.chunks`)
+		require.NoError(t, err)
+		var plan string
+		require.NoError(t, inTenant(t, e.router, res.Tenant, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `EXPLAIN SELECT chunk_id FROM chunks
+				WHERE owner_id = $1 AND search_vector @@ websearch_to_tsquery('english', 'zebra')`, res.Tenant.ID)
+			if err != nil {
+				return err
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			plan = strings.Join(lines, "\n")
+			return err
+		}))
+		require.Equal(t, leakproof, strings.Contains(plan, "chunks_search_vector_idx"), plan)
+	}
 }

@@ -73,7 +73,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := prov.Init(ctx, provision.InitParams{}); err != nil {
+	// The dev cluster is ours: let text search use its index under RLS (docs/memory.md).
+	if _, err := prov.Init(ctx, provision.InitParams{LeakproofTextSearch: true}); err != nil {
 		return err
 	}
 	token, err := m.adminToken(*dataDir)
@@ -98,7 +99,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
 
-	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, logger)
+	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, logger, reg, reg)
 	if err != nil {
 		_ = adminLn.Close()
 		return errors.Join(err, g.Wait())
@@ -162,5 +163,13 @@ func (m *Main) printWelcome(r Ready) {
 	fmt.Fprintf(w, "  export TENANTMEM_ADMIN_TOKEN=%s\n", r.AdminToken)
 	fmt.Fprintf(w, "  curl -s -X POST http://%s/v1/tenants -H \"Authorization: Bearer $TENANTMEM_ADMIN_TOKEN\" \\\n", r.AdminAddr)
 	fmt.Fprintf(w, "       -H 'Content-Type: application/json' -d '{\"tenant_id\": \"acme\", \"tier\": \"schema\"}'\n\n")
+	if r.RouterAddr != nil {
+		fmt.Fprintf(w, "Then, with the api_key of the answer:\n\n")
+		fmt.Fprintf(w, "  export TENANTMEM_API_KEY=tm_...\n")
+		fmt.Fprintf(w, "  curl -s -X POST http://%s/v1/documents -H \"Authorization: Bearer $TENANTMEM_API_KEY\" \\\n", r.RouterAddr)
+		fmt.Fprintf(w, "       -H 'Content-Type: application/json' \\\n")
+		fmt.Fprintf(w, "       -d '{\"document_name\": \"hello\", \"document_type\": \"text\", \"content\": \"tenantmem stores documents\"}'\n")
+		fmt.Fprintf(w, "  curl -s \"http://%s/v1/search?q=documents\" -H \"Authorization: Bearer $TENANTMEM_API_KEY\"\n\n", r.RouterAddr)
+	}
 	fmt.Fprintf(w, "Press Ctrl-C to stop (the data stays in the data folder).\n")
 }

@@ -1,5 +1,5 @@
-// Package httpapi holds tenantmem's HTTP layer: the pieces every server shares and the
-// provisioner's admin API.
+// Package httpapi holds tenantmem's HTTP layer: the pieces every server shares, the provisioner's
+// admin API and the tenant router.
 //
 // Shared by every server ([New]): one error table ([DefaultErrorRules], [MapError]) rendered by a
 // custom echo error handler as {"error": {"code", "message"}}; a request id (X-Request-Id, taken
@@ -13,6 +13,13 @@
 // compared in constant time. Tenant ids contain "/"; in paths they are URL-escaped
 // (org-1%2Fws-2): routing runs on the escaped path and each parameter is unescaped once, then
 // validated, so an escaped ".." or "/" can never select another tenant.
+//
+// The router ([NewRouter]) is the document and search API of DESIGN.md behind a tenant's API key
+// ("Authorization: Bearer tm_..."), resolved by a routing.Resolver; the tenant comes only from the
+// key. Bodies reject unknown fields and routes reject query parameters they do not take, so a
+// tenant_id, owner_id or schema sent by a client is refused with 400 naming it. Each request runs
+// the memory engine in one transaction of the tenant's memory.Scope. [RouterErrorRules] extends
+// the error table with the engine's and the resolver's errors.
 //
 // Handlers built here are safe for concurrent use.
 package httpapi

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -47,7 +48,8 @@ type Problem struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
-	// Field names the offending input field of an invalid_input error, when known.
+	// Field names the offending input field of an invalid_input or payload_too_large error, when
+	// known.
 	Field string `json:"field,omitempty"`
 	// RetryAfter, when positive, is sent as the Retry-After header (whole seconds, at least 1).
 	RetryAfter time.Duration `json:"-"`
@@ -198,7 +200,7 @@ func MapError(err error, rules []ErrorRule) Problem {
 		default:
 			p.Message = publicMessage(err)
 		}
-		if r.Status == http.StatusBadRequest {
+		if r.Status == http.StatusBadRequest || r.Status == http.StatusRequestEntityTooLarge {
 			p.Field = fieldOf(err)
 		}
 		var ra RetryAfterError
@@ -231,6 +233,10 @@ func fieldOf(err error) string {
 	var fe *registry.FieldError
 	if errors.As(err, &fe) {
 		return fe.Field
+	}
+	var ve *memory.ValidationError
+	if errors.As(err, &ve) {
+		return ve.Field
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {

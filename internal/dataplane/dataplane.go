@@ -1,0 +1,374 @@
+package dataplane
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantmem/tenantmem/internal/embed"
+	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/routing"
+)
+
+// Defaults of [Config].
+const (
+	DefaultWorkerInterval    = 5 * time.Second
+	DefaultSweepInterval     = 5 * time.Minute
+	DefaultWorkerConcurrency = 2
+	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
+	DefaultListenTimeout = 30 * time.Second
+	// probeTimeout bounds the start-up call that checks an HTTP embedding provider's dimension.
+	probeTimeout = 15 * time.Second
+)
+
+// ErrUnsafeRole means the database login would bypass row-level security: it is a superuser, has
+// BYPASSRLS, or is a member of the role that owns the tenant tables. The router refuses to run so.
+var ErrUnsafeRole = errors.New("unsafe database role")
+
+// ConfigError is a configuration the service cannot run with (a malformed URL, an embedding
+// provider whose dimension differs from the deployment's). Fixing the configuration fixes it.
+type ConfigError struct{ Err error }
+
+// Error returns the message of the underlying error.
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErrorf(format string, args ...any) error {
+	return &ConfigError{Err: fmt.Errorf(format, args...)}
+}
+
+// Config configures a [Service]. Zero values mean the documented default.
+type Config struct {
+	// DatabaseURL is the main database, logged in as the router role (tenantmem_router). Required.
+	DatabaseURL string
+	// MaxConns bounds the router pool. Default: pgxpool's (the larger of 4 and the CPU count).
+	MaxConns int32
+	// HandleCacheSize, KeyCacheSize and CacheTTL size the resolver's caches (routing.Config
+	// defaults: 10,000, 10,000, 1 minute).
+	HandleCacheSize, KeyCacheSize int
+	CacheTTL                      time.Duration
+	// StatementTimeout bounds each statement of a request or of the worker. Default
+	// httpapi.DefaultStatementTimeout (30s).
+	StatementTimeout time.Duration
+	// BodyLimit is the largest request body. Default httpapi.DefaultRouterBodyLimit (12 MiB).
+	BodyLimit int64
+	// Embedding selects the embedding provider. Its Dimension (and OpenAI.Dimension) may be left
+	// zero: the deployment's dimension (tenantmem_control.settings) is used; when set, it must equal
+	// it.
+	Embedding embed.Config
+	// Provider, when set, is used instead of building one from Embedding (tests inject failures
+	// with it). Its dimension must be the deployment's.
+	Provider embed.Provider
+	// WorkerInterval is the first pause before a tenant whose queued embeddings are not due (in
+	// backoff, or leased by another replica) is looked at again; it doubles on each idle look, up
+	// to SweepInterval. Default 5s.
+	WorkerInterval time.Duration
+	// SweepInterval is how often every active tenant is checked for queued embeddings (work left by
+	// a crash or another replica). Default 5 minutes.
+	SweepInterval time.Duration
+	// WorkerConcurrency is how many tenants the embedding worker serves at once. Default 2.
+	WorkerConcurrency int
+	// ShutdownTimeout bounds the wait for requests in flight at shutdown. Default
+	// httpapi.DefaultShutdownTimeout (30s).
+	ShutdownTimeout time.Duration
+	// ListenTimeout bounds the wait for the registry LISTEN at start. Default 30s.
+	ListenTimeout time.Duration
+	// Logger receives logs. Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the metrics and Gatherer exposes them on /metrics (see httpapi.Config).
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
+// WithDefaults returns the config with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.StatementTimeout = cmp.Or(c.StatementTimeout, httpapi.DefaultStatementTimeout)
+	c.WorkerInterval = cmp.Or(c.WorkerInterval, DefaultWorkerInterval)
+	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
+	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.DatabaseURL == "":
+		return configErrorf("dataplane: the database URL is required")
+	case c.MaxConns < 0:
+		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
+	case c.HandleCacheSize < 0 || c.KeyCacheSize < 0:
+		return configErrorf("dataplane: cache sizes must be positive")
+	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.SweepInterval < 0 ||
+		c.ShutdownTimeout < 0 || c.ListenTimeout < 0:
+		return configErrorf("dataplane: durations must be positive")
+	case c.WorkerConcurrency < 1:
+		return configErrorf("dataplane: worker concurrency must be positive, got %d", c.WorkerConcurrency)
+	case c.BodyLimit < 0:
+		return configErrorf("dataplane: body limit must be positive, got %d", c.BodyLimit)
+	}
+	return nil
+}
+
+// Service is a running data plane: the router pool, resolver, engine, embedding worker and HTTP
+// handler. Build it with [Open], serve with [Service.Run], release with [Service.Close].
+type Service struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	listenCC *pgx.ConnConfig
+	resolver *routing.Resolver
+	engine   *memory.Engine
+	worker   *memory.Worker
+	handler  http.Handler
+	queue    *embedQueue
+	settings registry.Settings
+	provider embed.Provider
+}
+
+// Open connects as the router role, refuses a role that would bypass row-level security
+// ([ErrUnsafeRole]), reads the deployment settings (provision.ErrNotInitialized before
+// `provisioner init`), builds the embedding provider for the deployment's dimension (a
+// [*ConfigError] when it cannot match) and the router. It opens no listener.
+func Open(ctx context.Context, cfg Config) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, configErrorf("database URL: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	s := &Service{cfg: cfg, pool: pool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue()}
+	if err := s.open(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Service) open(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	if err := checkRole(ctx, s.pool); err != nil {
+		return err
+	}
+	settings, err := registry.GetSettings(ctx, s.pool)
+	if errors.Is(err, registry.ErrNotFound) {
+		return provision.ErrNotInitialized
+	}
+	if err != nil {
+		return err
+	}
+	s.settings = settings
+	if err := checkNotOwner(ctx, s.pool, settings.OwnerRole); err != nil {
+		return err
+	}
+	if s.provider, err = s.newProvider(ctx); err != nil {
+		return err
+	}
+	logger := s.cfg.Logger
+	if s.engine, err = memory.New(memory.Config{Embedder: s.provider, Logger: logger}); err != nil {
+		return err
+	}
+	if s.worker, err = memory.NewWorker(memory.WorkerConfig{Embedder: s.provider, Logger: logger}); err != nil {
+		return err
+	}
+	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Handles: s.cfg.HandleCacheSize,
+		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger}); err != nil {
+		return &ConfigError{Err: err}
+	}
+	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
+		Resolver:         s.resolver,
+		Engine:           s.engine,
+		Logger:           logger,
+		Registerer:       s.cfg.Registerer,
+		Gatherer:         s.cfg.Gatherer,
+		BodyLimit:        s.cfg.BodyLimit,
+		StatementTimeout: s.cfg.StatementTimeout,
+		Ready:            httpapi.RegistryReady(s.pool),
+		OnIngest: func(h *routing.Handle, _ int) {
+			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
+		},
+	})
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
+	logger.InfoContext(ctx, "router ready to serve", slog.String("embedder", s.provider.Name()),
+		slog.Int("embedding_dimension", settings.EmbeddingDimension))
+	return nil
+}
+
+// checkRole refuses a login that row-level security would not bind: a superuser or a role with
+// BYPASSRLS.
+func checkRole(ctx context.Context, pool *pgxpool.Pool) error {
+	var (
+		user          string
+		super, bypass bool
+	)
+	if err := pool.QueryRow(ctx, `SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user`).
+		Scan(&user, &super, &bypass); err != nil {
+		return fmt.Errorf("check the database role: %w", err)
+	}
+	switch {
+	case super:
+		return fmt.Errorf("%w: %s is a superuser, which bypasses row-level security; log in as the router role (%s)",
+			ErrUnsafeRole, user, provision.DefaultRouterRole)
+	case bypass:
+		return fmt.Errorf("%w: %s has BYPASSRLS, which bypasses row-level security; log in as the router role (%s)",
+			ErrUnsafeRole, user, provision.DefaultRouterRole)
+	}
+	return nil
+}
+
+// checkNotOwner refuses a login that is a member of the role owning the tenant tables: it could
+// SET ROLE to it and turn row-level security off.
+func checkNotOwner(ctx context.Context, pool *pgxpool.Pool, ownerRole string) error {
+	var (
+		user   string
+		member bool
+	)
+	err := pool.QueryRow(ctx, `SELECT current_user, pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1`,
+		ownerRole).Scan(&user, &member)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("check the database role: the owner role %q does not exist", ownerRole)
+	}
+	if err != nil {
+		return fmt.Errorf("check the database role: %w", err)
+	}
+	if member {
+		return fmt.Errorf("%w: %s is a member of %s, which owns the tenant tables; log in as the router role (%s)",
+			ErrUnsafeRole, user, ownerRole, provision.DefaultRouterRole)
+	}
+	return nil
+}
+
+// newProvider builds the embedding provider for the deployment's dimension and, for an HTTP
+// provider, checks with one call that its vectors have that dimension. A provider that cannot be
+// reached is only a warning: ingest queues the chunks and text search works meanwhile.
+func (s *Service) newProvider(ctx context.Context) (embed.Provider, error) {
+	ec := s.cfg.Embedding
+	dim := s.settings.EmbeddingDimension
+	if p := s.cfg.Provider; p != nil {
+		if p.Dimension() != dim {
+			return nil, configErrorf("embedding provider %s has dimension %d, the deployment %d", p.Name(), p.Dimension(), dim)
+		}
+		return p, nil
+	}
+	for _, d := range []int{ec.Dimension, ec.OpenAI.Dimension} {
+		if d != 0 && d != dim {
+			return nil, configErrorf("embedding dimension %d differs from the deployment's %d (fixed at `provisioner init`)", d, dim)
+		}
+	}
+	ec.Dimension, ec.OpenAI.Dimension = dim, dim
+	if ec.OpenAI.Logger == nil {
+		ec.OpenAI.Logger = s.cfg.Logger
+	}
+	p, err := embed.New(ec)
+	if err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	if ec.WithDefaults().Kind == embed.KindBuiltin {
+		return p, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	_, err = p.Embed(pctx, []string{"tenantmem dimension check"})
+	switch {
+	case errors.Is(err, embed.ErrDimensionMismatch):
+		return nil, &ConfigError{Err: fmt.Errorf("embedding provider %s: %w", p.Name(), err)}
+	case err != nil:
+		s.cfg.Logger.WarnContext(ctx, "the embedding provider failed its start-up check; ingest will queue embeddings until it answers",
+			slog.String("embedder", p.Name()), slog.String("error", err.Error()))
+	}
+	return p, nil
+}
+
+// Handler is the router's HTTP handler.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Resolver is the router's tenant resolver.
+func (s *Service) Resolver() *routing.Resolver { return s.resolver }
+
+func (s *Service) scopeOf(pool *pgxpool.Pool, schemaName, ownerID string) memory.Scope {
+	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
+}
+
+// Run serves the router on ln until ctx ends, then shuts down gracefully: it stops accepting,
+// finishes the requests in flight (up to ShutdownTimeout), then stops the embedding worker and the
+// registry listener. The router starts answering only once the registry LISTEN is in place, so a
+// suspension is honoured from the first request. Run closes ln. It returns nil after a shutdown
+// caused by ctx.
+func (s *Service) Run(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait() // deferred first, so it runs after stop
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+
+	listening := make(chan struct{})
+	var once sync.Once
+	wg.Go(func() {
+		err := routing.Listen(bg, routing.ListenerConfig{
+			ConnConfig:  s.listenCC,
+			Resolver:    s.resolver,
+			Logger:      s.cfg.Logger,
+			OnListening: func() { once.Do(func() { close(listening) }) },
+		})
+		if err != nil && bg.Err() == nil {
+			s.cfg.Logger.ErrorContext(bg, "registry listener stopped", slog.String("error", err.Error()))
+		}
+	})
+	timer := time.NewTimer(s.cfg.ListenTimeout)
+	defer timer.Stop()
+	select {
+	case <-listening:
+	case <-ctx.Done():
+		_ = ln.Close()
+		return nil
+	case <-timer.C:
+		_ = ln.Close()
+		return fmt.Errorf("no LISTEN on %s after %s: is the database reachable?", registry.Channel, s.cfg.ListenTimeout)
+	}
+
+	wg.Go(func() { s.runWorker(bg) })
+
+	srv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: s.handler, Logger: s.cfg.Logger,
+		ShutdownTimeout: s.cfg.ShutdownTimeout})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	s.cfg.Logger.InfoContext(ctx, "router listening", slog.String("addr", ln.Addr().String()))
+	// Serve returns once the requests in flight are done; only then stop the worker and listener.
+	err = srv.Serve(ctx, ln)
+	stop()
+	return err
+}
+
+// Close releases the pool. Call it after Run returned.
+func (s *Service) Close() { s.pool.Close() }

@@ -1,0 +1,293 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/embed"
+	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/routing"
+)
+
+// routerTestDim is the embedding dimension of router test deployments: small, so tests are fast.
+const routerTestDim = 64
+
+// routerInitMu serialises provision Init across the router tests: roles are cluster-wide and
+// concurrent GRANTs of one role membership can fail.
+var routerInitMu sync.Mutex
+
+// initDeployment runs Init, serialised with the other router tests and retried when it lost a race
+// on the cluster-wide role catalog against another test's Init (GRANT of the same membership:
+// SQLSTATE 23505, or XX000 "tuple concurrently updated"). Init is idempotent.
+func initDeployment(ctx context.Context, prov *provision.Provisioner, p provision.InitParams) error {
+	routerInitMu.Lock()
+	defer routerInitMu.Unlock()
+	var err error
+	for range 5 {
+		if _, err = prov.Init(ctx, p); !isCatalogRace(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func isCatalogRace(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "XX000")
+}
+
+// switchEmbedder is the builtin embedder, failing with err while one is set.
+type switchEmbedder struct {
+	embed.Provider
+	err atomic.Pointer[error]
+}
+
+func (s *switchEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	if p := s.err.Load(); p != nil {
+		return nil, *p
+	}
+	return s.Provider.Embed(ctx, texts)
+}
+
+// failWith makes every call fail with err; nil heals the provider.
+func (s *switchEmbedder) failWith(err error) {
+	if err == nil {
+		s.err.Store(nil)
+		return
+	}
+	s.err.Store(&err)
+}
+
+// ingestEvent is one OnIngest call.
+type ingestEvent struct {
+	tenantID string
+	pending  int
+}
+
+// routerEnv is the router over real HTTP on its own initialised database: the router logs in as
+// the router role, and routing.Listen applies registry notifications, as in production.
+type routerEnv struct {
+	t        *testing.T
+	url      string
+	admin    *pgxpool.Pool // superuser: setup and inspection only
+	prov     *provision.Provisioner
+	resolver *routing.Resolver
+	embedder *switchEmbedder
+	srv      *httptest.Server
+	reg      *prometheus.Registry
+	logs     *logBuffer
+
+	mu      sync.Mutex
+	ingests []ingestEvent
+}
+
+// routerOptions change a routerEnv's router.
+type routerOptions struct {
+	bodyLimit int64
+	ready     func(context.Context) error
+}
+
+func newRouterEnv(t *testing.T) *routerEnv {
+	t.Helper()
+	return newRouterEnvWith(t, routerOptions{})
+}
+
+func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	admin, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+	logs := &logBuffer{t: t}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	prov, err := provision.New(provision.Config{Pool: admin})
+	require.NoError(t, err)
+	require.NoError(t, initDeployment(ctx, prov, provision.InitParams{EmbeddingDimension: routerTestDim}))
+
+	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
+	pool, err := pgxpool.New(ctx, routerURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	resolver, err := routing.New(routing.Config{Pool: pool})
+	require.NoError(t, err)
+
+	cc, err := pgx.ParseConfig(routerURL)
+	require.NoError(t, err)
+	var listening atomic.Int64
+	lctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
+			MinBackoff: 10 * time.Millisecond, OnListening: func() { listening.Add(1) }})
+	}()
+	t.Cleanup(func() {
+		stop()
+		require.ErrorIs(t, <-done, context.Canceled)
+	})
+	waitUntil(t, 30*time.Second, "registry listener", func() bool { return listening.Load() > 0 })
+
+	builtin, err := embed.NewBuiltin(routerTestDim)
+	require.NoError(t, err)
+	embedder := &switchEmbedder{Provider: builtin}
+	engine, err := memory.New(memory.Config{Embedder: embedder, Logger: logger})
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	e := &routerEnv{t: t, url: url, admin: admin, prov: prov, resolver: resolver, embedder: embedder, reg: reg, logs: logs}
+	ready := opts.ready
+	if ready == nil {
+		ready = httpapi.RegistryReady(pool)
+	}
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{
+		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg, Gatherer: reg,
+		BodyLimit: opts.bodyLimit, StatementTimeout: time.Minute, Ready: ready,
+		OnIngest: func(h *routing.Handle, n int) {
+			e.mu.Lock()
+			e.ingests = append(e.ingests, ingestEvent{tenantID: h.TenantID, pending: n})
+			e.mu.Unlock()
+		},
+	})
+	require.NoError(t, err)
+	e.srv = httptest.NewServer(h)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// tenant creates a tenant and returns its API key.
+func (e *routerEnv) tenant(id string, tier registry.Tier) string {
+	e.t.Helper()
+	res, err := e.prov.CreateTenant(context.Background(), provision.TenantCreateParams{ID: id, Tier: tier})
+	require.NoError(e.t, err)
+	return res.Key.Key
+}
+
+// do sends a request with "Authorization: Bearer key" (none when key is empty). body is sent as
+// is when it is a string or []byte, else as JSON; nil sends no body.
+func (e *routerEnv) do(t *testing.T, key, method, path string, body any) response {
+	t.Helper()
+	h := map[string]string{}
+	if key != "" {
+		h["Authorization"] = "Bearer " + key
+	}
+	return e.doWith(t, method, path, body, h)
+}
+
+func (e *routerEnv) doWith(t *testing.T, method, path string, body any, header map[string]string) response {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	case io.Reader:
+		r = b
+	default:
+		j, err := json.Marshal(b)
+		require.NoError(t, err)
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, r)
+	require.NoError(t, err)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := e.srv.Client().Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return response{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// ok sends a request that must answer want and decodes the answer into v (when not nil).
+func (e *routerEnv) ok(t *testing.T, key, method, path string, body any, want int, v any) response {
+	t.Helper()
+	res := e.do(t, key, method, path, body)
+	require.Equal(t, want, res.status, "%s %s: %s", method, path, res.body)
+	if v != nil {
+		res.decode(t, v)
+	}
+	return res
+}
+
+// stats is GET /v1/statistics of a tenant.
+func (e *routerEnv) stats(t *testing.T, key string) memory.Statistics {
+	t.Helper()
+	var st memory.Statistics
+	e.ok(t, key, http.MethodGet, "/v1/statistics", nil, http.StatusOK, &st)
+	return st
+}
+
+// requireNothingStored checks through the API that a tenant has no document, chunk or queued
+// embedding, and through the superuser that its schema holds no row of it either.
+func (e *routerEnv) requireNothingStored(t *testing.T, key, tenantID string) {
+	t.Helper()
+	st := e.stats(t, key)
+	require.Zero(t, st.DocumentCount, "documents")
+	require.Zero(t, st.ChunkCount, "chunks")
+	require.Zero(t, st.EmbeddingsPending+st.EmbeddingsFailed, "embedding jobs")
+	tn, err := e.prov.GetTenant(context.Background(), tenantID)
+	require.NoError(t, err)
+	var rows int
+	require.NoError(t, e.admin.QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM `+pgx.Identifier{tn.SchemaName, "documents"}.Sanitize()+` WHERE owner_id = $1) +
+		(SELECT count(*) FROM `+pgx.Identifier{tn.SchemaName, "chunks"}.Sanitize()+` WHERE owner_id = $1)`,
+		tenantID).Scan(&rows))
+	require.Zero(t, rows, "rows in %s", tn.SchemaName)
+}
+
+// ingested returns the OnIngest calls so far.
+func (e *routerEnv) ingested() []ingestEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]ingestEvent(nil), e.ingests...)
+}
+
+// waitUntil polls cond every few milliseconds until it holds, failing the test after timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// errorCode is the error code of a response body, or "".
+func errorCode(r response) string {
+	var b httpapi.ErrorBody
+	if err := json.Unmarshal(r.body, &b); err != nil {
+		return ""
+	}
+	return b.Error.Code
+}
+
+var errProviderDown = errors.Join(embed.ErrUnavailable, errors.New("test: provider down"))

@@ -35,10 +35,8 @@ func TestEndToEnd(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	prov := provisionerBinary(t)
 
-	// provisioner init, as the superuser (serialised with the other test's Init, see initMu).
-	initMu.Lock()
+	// provisioner init, as the superuser.
 	out, err := exec.Command(prov, "--database-url", url, "init").CombinedOutput()
-	initMu.Unlock()
 	require.NoError(t, err, "provisioner init: %s", out)
 
 	// provisioner serve on a free port; its address is in its log.
@@ -247,9 +245,7 @@ func TestRefusesUnsafeStarts(t *testing.T) {
 	defer admin.Close()
 	prov, err := provision.New(provision.Config{Pool: admin})
 	require.NoError(t, err)
-	initMu.Lock()
 	_, err = prov.Init(context.Background(), provision.InitParams{})
-	initMu.Unlock()
 	require.NoError(t, err)
 	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
 

@@ -21,10 +21,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// initMu serialises `provisioner init` across this binary's tests: roles are cluster-wide and
-// two concurrent GRANTs of one role membership can fail.
-var initMu sync.Mutex
-
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a running server. When onLine is
 // set, it is called with every complete line.
 type syncBuffer struct {

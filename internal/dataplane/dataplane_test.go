@@ -12,12 +12,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -32,25 +30,6 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const testDim = 64
-
-// initMu serialises provision Init: roles are cluster-wide and concurrent GRANTs of one role
-// membership can fail.
-var initMu sync.Mutex
-
-// initDeployment runs Init, serialised and retried when it lost a race on the cluster-wide role
-// catalog (SQLSTATE 23505, or XX000 "tuple concurrently updated"). Init is idempotent.
-func initDeployment(ctx context.Context, prov *provision.Provisioner, p provision.InitParams) error {
-	initMu.Lock()
-	defer initMu.Unlock()
-	var err error
-	for range 5 {
-		var pgErr *pgconn.PgError
-		if _, err = prov.Init(ctx, p); !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "XX000") {
-			return err
-		}
-	}
-	return err
-}
 
 // flaky is the builtin embedder failing its next n calls.
 type flaky struct {
@@ -88,7 +67,8 @@ func newDeployment(t *testing.T) *deployment {
 	t.Cleanup(admin.Close)
 	prov, err := provision.New(provision.Config{Pool: admin})
 	require.NoError(t, err)
-	require.NoError(t, initDeployment(ctx, prov, provision.InitParams{EmbeddingDimension: testDim}))
+	_, err = prov.Init(ctx, provision.InitParams{EmbeddingDimension: testDim})
+	require.NoError(t, err)
 	return &deployment{url: url, routerURL: pgtest.WithUser(t, url, provision.DefaultRouterRole, ""), admin: admin, prov: prov}
 }
 

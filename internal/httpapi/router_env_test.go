@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -32,30 +31,6 @@ import (
 
 // routerTestDim is the embedding dimension of router test deployments: small, so tests are fast.
 const routerTestDim = 64
-
-// routerInitMu serialises provision Init across the router tests: roles are cluster-wide and
-// concurrent GRANTs of one role membership can fail.
-var routerInitMu sync.Mutex
-
-// initDeployment runs Init, serialised with the other router tests and retried when it lost a race
-// on the cluster-wide role catalog against another test's Init (GRANT of the same membership:
-// SQLSTATE 23505, or XX000 "tuple concurrently updated"). Init is idempotent.
-func initDeployment(ctx context.Context, prov *provision.Provisioner, p provision.InitParams) error {
-	routerInitMu.Lock()
-	defer routerInitMu.Unlock()
-	var err error
-	for range 5 {
-		if _, err = prov.Init(ctx, p); !isCatalogRace(err) {
-			return err
-		}
-	}
-	return err
-}
-
-func isCatalogRace(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "XX000")
-}
 
 // switchEmbedder is the builtin embedder, failing with err while one is set.
 type switchEmbedder struct {
@@ -124,7 +99,8 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	prov, err := provision.New(provision.Config{Pool: admin})
 	require.NoError(t, err)
-	require.NoError(t, initDeployment(ctx, prov, provision.InitParams{EmbeddingDimension: routerTestDim}))
+	_, err = prov.Init(ctx, provision.InitParams{EmbeddingDimension: routerTestDim})
+	require.NoError(t, err)
 
 	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
 	pool, err := pgxpool.New(ctx, routerURL)

@@ -56,7 +56,15 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 		`CREATE ROLE ` + router + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT`,
 		`GRANT ` + owner + ` TO CURRENT_USER`,
 	} {
-		if _, err := p.pool.Exec(ctx, stmt); err != nil && !isCode(err, pgerrcode.DuplicateObject, pgerrcode.UniqueViolation) {
+		// A concurrent init may also make PostgreSQL report "tuple concurrently updated" (XX000)
+		// on the shared catalog row; the statement is idempotent, so try it again.
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if _, err = p.pool.Exec(ctx, stmt); err == nil || !isCode(err, pgerrcode.InternalError) {
+				break
+			}
+		}
+		if err != nil && !isCode(err, pgerrcode.DuplicateObject, pgerrcode.UniqueViolation) {
 			return InitResult{}, fmt.Errorf("provision: init: %s: %w", stmt, err)
 		}
 	}

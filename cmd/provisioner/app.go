@@ -9,20 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
+
+	"github.com/tenantmem/tenantmem/internal/command"
 
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
-)
-
-// Exit codes.
-const (
-	exitOK       = 0
-	exitFailure  = 1 // database down, migrations failed, anything not the caller's fault
-	exitBadInput = 2 // usage errors, invalid or unknown tenants and tiers, wrong tenant state
 )
 
 // Main runs the provisioner CLI. main wires it to the process (arguments, signals, standard
@@ -50,118 +44,46 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
 }
 
-// kongExit is how kong's Exit (after --help) unwinds to Run instead of ending the process.
-type kongExit int
-
 // Run runs one command line (without the program name) and returns the exit code. Cancelling ctx
 // stops the command; for `serve` it is the graceful shutdown.
-func (m *Main) Run(ctx context.Context, args []string) (code int) {
-	stdout, stderr := m.Stdout, m.Stderr
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	if stderr == nil {
-		stderr = io.Discard
-	}
-	lookup := m.LookupEnv
-	if lookup == nil {
-		lookup = func(string) (string, bool) { return "", false }
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(kongExit)
-			if !ok {
-				panic(r)
-			}
-			code = int(e)
-		}
-	}()
-
+func (m *Main) Run(ctx context.Context, args []string) int {
+	o := command.IO{Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}.WithDefaults()
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("provisioner"),
-		kong.Description("tenantmem's control plane: tenants, API keys, migrations and the provisioning API."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(kongExit(code)) }),
-		kong.Vars{"owner_role": provision.DefaultOwnerRole, "router_role": provision.DefaultRouterRole},
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Resolvers(envResolver(lookup)),
-	)
-	if err != nil {
-		fmt.Fprintf(stderr, "provisioner: %v\n", err)
-		return exitFailure
+	kctx, code, ok := command.Parse(o, command.ParseParams{
+		Name:        "provisioner",
+		Description: "tenantmem's control plane: tenants, API keys, migrations and the provisioning API.",
+		Grammar:     &c,
+		Vars:        kong.Vars{"owner_role": provision.DefaultOwnerRole, "router_role": provision.DefaultRouterRole},
+		Args:        args,
+	})
+	if !ok {
+		return code
 	}
-	kctx, err := parser.Parse(args)
+	logger, err := command.Logger(o.Stderr, c.LogLevel)
 	if err != nil {
-		fmt.Fprintf(stderr, "provisioner: %v (see provisioner --help)\n", err)
-		return exitBadInput
-	}
-
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		fmt.Fprintf(stderr, "provisioner: --log-level: %v\n", err)
-		return exitBadInput
+		return command.Fail(o, "provisioner", err, isBadInput)
 	}
 	rc := &runContext{
 		ctx:       ctx,
 		main:      m,
 		cli:       &c,
-		stdout:    stdout,
-		stderr:    stderr,
-		lookupEnv: lookup,
-		logger:    slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})),
+		stdout:    o.Stdout,
+		stderr:    o.Stderr,
+		lookupEnv: o.LookupEnv,
+		logger:    logger,
 	}
 	defer rc.close()
 	if err := kctx.Run(rc); err != nil {
-		fmt.Fprintf(stderr, "provisioner: %s\n", oneLine(err.Error()))
-		return exitCode(err)
+		return command.Fail(o, "provisioner", err, isBadInput)
 	}
-	return exitOK
+	return command.ExitOK
 }
 
-// envResolver resolves flags from their env tags through lookup, so that tests can run commands
-// with their own environment. (kong itself reads the process environment first; values found here
-// take precedence, and flags given on the command line win over both.)
-func envResolver(lookup func(string) (string, bool)) kong.Resolver {
-	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-		for _, name := range flag.Tag.Envs {
-			if v, ok := lookup(name); ok {
-				return v, nil
-			}
-		}
-		return nil, nil
-	})
-}
-
-// oneLine folds a multi-line error message (pgconn lists every address it tried) into one line.
-func oneLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	for i := range lines {
-		lines[i] = strings.TrimSpace(lines[i])
-	}
-	return strings.Join(lines, " ")
-}
-
-// usageError is bad input found by the CLI itself (missing configuration, malformed values).
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
-
-// exitCode is 2 for anything the caller can fix by changing the input, 1 otherwise.
-func exitCode(err error) int {
-	var (
-		fe *registry.FieldError
-		ue *usageError
-		pe *kong.ParseError
-	)
-	switch {
-	case errors.As(err, &fe), errors.As(err, &ue), errors.As(err, &pe),
-		errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrConflict):
-		return exitBadInput
-	}
-	return exitFailure
+// isBadInput reports the registry errors the caller fixes by changing the input.
+func isBadInput(err error) bool {
+	var fe *registry.FieldError
+	return errors.As(err, &fe) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrExists) ||
+		errors.Is(err, registry.ErrConflict)
 }
 
 // runContext is what every command's Run receives: the I/O of Main and a lazily opened database.
@@ -189,7 +111,7 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 	}
 	pc, err := pgxpool.ParseConfig(rc.cli.DatabaseURL)
 	if err != nil {
-		return nil, usagef("--database-url: %v", err)
+		return nil, command.Usagef("--database-url: %v", err)
 	}
 	pool, err := pgxpool.NewWithConfig(rc.ctx, pc)
 	if err != nil {
@@ -205,7 +127,7 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 	})
 	if err != nil {
 		pool.Close()
-		return nil, usagef("%v", err)
+		return nil, command.Usagef("%v", err)
 	}
 	rc.pool, rc.prov = pool, prov
 	return prov, nil

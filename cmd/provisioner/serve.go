@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -24,11 +25,11 @@ type serveCmd struct {
 func (cmd *serveCmd) Run(rc *runContext) error {
 	token, _ := rc.lookupEnv(envAdminToken)
 	if token == "" {
-		return usagef("serve: %s is required: set it to a random secret of at least %d characters (e.g. `openssl rand -hex 32`)",
+		return command.Usagef("serve: %s is required: set it to a random secret of at least %d characters (e.g. `openssl rand -hex 32`)",
 			envAdminToken, httpapi.MinAdminTokenLength)
 	}
 	if len(token) < httpapi.MinAdminTokenLength {
-		return usagef("serve: %s must be at least %d characters", envAdminToken, httpapi.MinAdminTokenLength)
+		return command.Usagef("serve: %s must be at least %d characters", envAdminToken, httpapi.MinAdminTokenLength)
 	}
 	rc.actor = "admin-api"
 	prov, err := rc.provisioner()
@@ -52,7 +53,7 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 		Gatherer:    reg,
 	})
 	if err != nil {
-		return usagef("serve: %v", err)
+		return command.Usagef("serve: %v", err)
 	}
 	srv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: handler, Logger: rc.logger})
 	if err != nil {

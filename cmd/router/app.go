@@ -7,8 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
+
+	"github.com/tenantmem/tenantmem/internal/command"
 
 	"github.com/alecthomas/kong"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,15 +20,6 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 )
 
-// Exit codes.
-const (
-	exitOK       = 0
-	exitFailure  = 1 // database down, not initialised, anything not fixed by changing the configuration
-	exitBadInput = 2 // usage errors, unsafe database role, embedding configuration that cannot work
-)
-
-// envEmbeddingAPIKey holds the embedding provider's API key. It is read from the environment only,
-// never from a flag, so that it does not show in the process list.
 const envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY"
 
 // Main runs the router. main wires it to the process (arguments, signals, standard streams,
@@ -66,83 +58,45 @@ type cli struct {
 	LogLevel string `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
 }
 
-// kongExit is how kong's Exit (after --help) unwinds to Run instead of ending the process.
-type kongExit int
-
-// usageError is bad input found by the CLI itself.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
 // Run parses the command line (without the program name), serves until ctx ends, and returns the
 // exit code. Cancelling ctx is the graceful shutdown: requests in flight finish first.
-func (m *Main) Run(ctx context.Context, args []string) (code int) {
-	stdout, stderr := m.Stdout, m.Stderr
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	if stderr == nil {
-		stderr = io.Discard
-	}
-	lookup := m.LookupEnv
-	if lookup == nil {
-		lookup = func(string) (string, bool) { return "", false }
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(kongExit)
-			if !ok {
-				panic(r)
-			}
-			code = int(e)
-		}
-	}()
-
+func (m *Main) Run(ctx context.Context, args []string) int {
+	o := command.IO{Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}.WithDefaults()
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("router"),
-		kong.Description("tenantmem's data plane: the tenant-routed document and search API."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(kongExit(code)) }),
-		kong.Vars{"body_limit": fmt.Sprint(httpapi.DefaultRouterBodyLimit)},
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Resolvers(envResolver(lookup)),
-	)
+	_, code, ok := command.Parse(o, command.ParseParams{
+		Name:        "router",
+		Description: "tenantmem's data plane: the tenant-routed document and search API.",
+		Grammar:     &c,
+		Vars:        kong.Vars{"body_limit": fmt.Sprint(httpapi.DefaultRouterBodyLimit)},
+		Args:        args,
+	})
+	if !ok {
+		return code
+	}
+	logger, err := command.Logger(o.Stderr, c.LogLevel)
+	if err == nil {
+		err = m.serve(ctx, &c, o.LookupEnv, logger)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "router: %v\n", err)
-		return exitFailure
+		return command.Fail(o, "router", err, isBadInput)
 	}
-	if _, err := parser.Parse(args); err != nil {
-		fmt.Fprintf(stderr, "router: %v (see router --help)\n", err)
-		return exitBadInput
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		fmt.Fprintf(stderr, "router: --log-level: %v\n", err)
-		return exitBadInput
-	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := m.serve(ctx, &c, lookup, logger); err != nil {
-		fmt.Fprintf(stderr, "router: %s\n", oneLine(err.Error()))
-		return exitCode(err)
-	}
-	return exitOK
+	return command.ExitOK
 }
 
 func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, bool), logger *slog.Logger) error {
 	if c.BodyLimit < 1 {
-		return &usageError{msg: "--body-limit must be positive"}
+		return &command.UsageError{Msg: "--body-limit must be positive"}
 	}
 	ec := embed.Config{Kind: c.Embedder, Dimension: c.EmbeddingDimension}
 	if c.Embedder == embed.KindOpenAI {
 		if c.EmbeddingModel == "" {
-			return &usageError{msg: "--embedding-model is required with --embedder openai"}
+			return &command.UsageError{Msg: "--embedding-model is required with --embedder openai"}
 		}
 		apiKey, _ := lookup(envEmbeddingAPIKey)
 		ec.OpenAI = embed.OpenAIConfig{BaseURL: c.EmbeddingBaseURL, APIKey: apiKey, Model: c.EmbeddingModel,
 			SendDimensions: c.EmbeddingSendDimension}
 	} else if c.EmbeddingBaseURL != "" || c.EmbeddingModel != "" {
-		return &usageError{msg: "--embedding-base-url and --embedding-model need --embedder openai"}
+		return &command.UsageError{Msg: "--embedding-base-url and --embedding-model need --embedder openai"}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -182,37 +136,8 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 	return nil
 }
 
-// envResolver resolves flags from their env tags through lookup, in the order of the tag (so
-// TENANTMEM_ROUTER_DATABASE_URL wins over TENANTMEM_DATABASE_URL); flags on the command line win.
-func envResolver(lookup func(string) (string, bool)) kong.Resolver {
-	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-		for _, name := range flag.Tag.Envs {
-			if v, ok := lookup(name); ok {
-				return v, nil
-			}
-		}
-		return nil, nil
-	})
-}
-
-// exitCode is 2 for anything fixed by changing the configuration, 1 otherwise.
-func exitCode(err error) int {
-	var (
-		ue *usageError
-		ce *dataplane.ConfigError
-	)
-	switch {
-	case errors.As(err, &ue), errors.As(err, &ce), errors.Is(err, dataplane.ErrUnsafeRole):
-		return exitBadInput
-	}
-	return exitFailure
-}
-
-// oneLine folds a multi-line error message (pgconn lists every address it tried) into one line.
-func oneLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	for i := range lines {
-		lines[i] = strings.TrimSpace(lines[i])
-	}
-	return strings.Join(lines, " ")
+// isBadInput reports the errors fixed by changing the configuration.
+func isBadInput(err error) bool {
+	var ce *dataplane.ConfigError
+	return errors.As(err, &ce) || errors.Is(err, dataplane.ErrUnsafeRole)
 }

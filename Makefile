@@ -28,6 +28,12 @@ test: deps ## Install what the tests need, then vet and run every test with the 
 bench: deps ## Run the benchmarks once each (see docs/benchmarks.md for the figures and knobs).
 	$(GO) test -run '^$$' -bench . -timeout 90m $(PKGS)
 
+.PHONY: lint
+lint: ## Run golangci-lint (.golangci.yml); installs v2.15.0 into $(go env GOPATH)/bin when missing.
+	@command -v golangci-lint >/dev/null || test -x "$$($(GO) env GOPATH)/bin/golangci-lint" || \
+		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
+
 .PHONY: fuzz
 fuzz: ## Fuzz the tenant id mapping and the chunker for 30 s each.
 	$(GO) test -run '^$$' -fuzz FuzzName -fuzztime 30s ./internal/schema

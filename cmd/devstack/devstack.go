@@ -92,7 +92,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	adminLn, err := net.Listen("tcp", *adminListen)
+	adminLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *adminListen)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func (m *Main) router(ctx context.Context, addr, dbURL string, logger *slog.Logg
 	if err != nil {
 		return nil, nil, fmt.Errorf("router: %w", err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		svc.Close()
 		return nil, nil, fmt.Errorf("router: %w", err)

@@ -59,7 +59,7 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cmd.Listen)
+	ln, err := (&net.ListenConfig{}).Listen(rc.ctx, "tcp", cmd.Listen)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}

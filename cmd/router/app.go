@@ -20,7 +20,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 )
 
-const envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY"
+const envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY" //nolint:gosec // the variable's name, not a credential
 
 // Main runs the router. main wires it to the process (arguments, signals, standard streams,
 // environment); tests run it in-process with their own.
@@ -122,7 +122,7 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		return err
 	}
 	defer svc.Close()
-	ln, err := net.Listen("tcp", c.Listen)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -98,10 +96,8 @@ func runRouter(t *testing.T, env map[string]string, args ...string) result {
 func provisionerBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "provisioner")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
-	}
+	goTool, err := exec.LookPath("go")
+	require.NoError(t, err)
 	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/tenantmem/tenantmem/cmd/provisioner").CombinedOutput()
 	require.NoError(t, err, "go build ./cmd/provisioner: %s", out)
 	return bin

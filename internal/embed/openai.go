@@ -330,7 +330,7 @@ func (p *OpenAI) backoff(attempt int) time.Duration {
 		return d
 	}
 	half := d / 2
-	return half + rand.N(d-half+1)
+	return half + rand.N(d-half+1) //nolint:gosec // backoff jitter needs no cryptographic randomness
 }
 
 // post sends one request and decodes its response into dst. It holds a semaphore token for the

@@ -257,13 +257,4 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 	}
 }
 
-// errorCode is the error code of a response body, or "".
-func errorCode(r response) string {
-	var b httpapi.ErrorBody
-	if err := json.Unmarshal(r.body, &b); err != nil {
-		return ""
-	}
-	return b.Error.Code
-}
-
 var errProviderDown = errors.Join(embed.ErrUnavailable, errors.New("test: provider down"))

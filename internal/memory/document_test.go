@@ -203,17 +203,15 @@ func TestListDocuments(t *testing.T) {
 		t.Run(string(tier), func(t *testing.T) {
 			s := e.tenant(t, tier)
 			names := []string{"charlie", "alpha", "echo", "bravo", "delta"}
-			var ids []string
 			for i, n := range names {
 				typ := "text"
 				if i%2 == 1 {
 					typ = "markdown"
 				}
-				r, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: n, DocumentType: typ,
+				_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: n, DocumentType: typ,
 					IDAtOrigin: "o-" + n, Content: "content of " + n,
 					Metadata: json.RawMessage(fmt.Sprintf(`{"i":%d,"even":%t,"tags":["x","%s"]}`, i, i%2 == 0, n))})
 				require.NoError(t, err)
-				ids = append(ids, r.DocumentID)
 			}
 			// Touch "charlie" so its updated_at is newest.
 			_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "charlie", DocumentType: "text",

@@ -77,7 +77,8 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
 		timeout = &ms
 	}
-	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize()
+	// pg_temp is named last so a temporary table can never shadow a tenant table.
+	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
 	if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
 		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 	}

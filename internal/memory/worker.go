@@ -356,7 +356,7 @@ func (w *Worker) Run(ctx context.Context, source func(context.Context) ([]Scope,
 			}
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // cancellation is the clean stop; scope errors were logged
 		}
 		if worked > 0 {
 			continue

@@ -110,6 +110,12 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 			if version, err = p.sharedSchemaVersion(ctx, m); err != nil {
 				return err
 			}
+			// A request of an earlier tenant with this id that was still in flight when that
+			// tenant was deleted may have committed rows after the delete. They carry this owner
+			// id, so remove them before anyone can hold a key again.
+			if err := p.dropData(ctx, conn, t); err != nil {
+				return err
+			}
 		}
 		if err := p.hook(ctx, StepCreateMigrated, t.ID); err != nil {
 			return err

@@ -23,7 +23,11 @@ type ListenerConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// OnListening, when set, is called each time LISTEN is in place (after a purge, on reconnect).
 	OnListening func()
-	Logger      *slog.Logger
+	// HealthInterval is how long the listener waits for a notification before it checks that
+	// its connection is alive (SELECT 1), so a half-open connection is found in about that time
+	// instead of TCP keepalive's minutes. Default 15s.
+	HealthInterval time.Duration
+	Logger         *slog.Logger
 }
 
 // Listen keeps a LISTEN on registry.Channel open until ctx ends, applying each notification to the
@@ -33,6 +37,7 @@ type ListenerConfig struct {
 func Listen(ctx context.Context, cfg ListenerConfig) error {
 	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, 100*time.Millisecond)
 	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 5*time.Second)
+	cfg.HealthInterval = cmp.Or(cfg.HealthInterval, 15*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -74,7 +79,19 @@ func listenOnce(ctx context.Context, cfg ListenerConfig, reconnect bool) error {
 		cfg.OnListening()
 	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, cfg.HealthInterval)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+			// Quiet for a while: make sure the connection still carries notifications.
+			pctx, cancel := context.WithTimeout(ctx, cfg.HealthInterval)
+			_, err = conn.Exec(pctx, "SELECT 1")
+			cancel()
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}

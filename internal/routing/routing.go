@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,8 +93,12 @@ type Resolver struct {
 	cfg     Config
 	handles *lru.Cache[string, *Handle]
 	keys    *lru.Cache[string, keyEntry]
-	// generation grows on every purge; a load that started before a purge is not cached.
-	generation atomic.Uint64
+	// mu orders loads against evictions: every eviction bumps generation under mu, and a load
+	// caches what it read only if, under mu, generation has not moved since it started. So a
+	// registry read that raced with a notification is served once but never cached. The hot path
+	// (both caches hit) does not take mu.
+	mu         sync.Mutex
+	generation uint64
 
 	handleHits, handleMisses, keyHits, keyMisses, evictions, purges atomic.Uint64
 }
@@ -141,7 +146,9 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	// Miss: one query resolves key and tenant together.
 	r.handleMisses.Add(1)
-	gen := r.generation.Load()
+	r.mu.Lock()
+	gen := r.generation
+	r.mu.Unlock()
 	t, _, err := registry.Authenticate(ctx, r.cfg.Pool, apiKey)
 	if err != nil {
 		if errors.Is(err, registry.ErrUnauthenticated) {
@@ -154,12 +161,14 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	if t.Tier == registry.TierDatabase {
 		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}
-	// Cache only if no purge happened while we were reading: a purge means a notification may
-	// have been missed, and what we read may predate it.
-	if r.generation.Load() == gen {
+	// Cache only if no eviction or purge happened while we were reading: what we read may predate
+	// the change that was announced.
+	r.mu.Lock()
+	if r.generation == gen {
 		r.keys.Add(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
 		r.handles.Add(t.ID, h)
 	}
+	r.mu.Unlock()
 	return check(h)
 }
 
@@ -176,8 +185,12 @@ func check(h *Handle) (*Handle, error) {
 	}
 }
 
-// EvictTenant drops a tenant's handle and every cached key of it.
+// EvictTenant drops a tenant's handle and every cached key of it, and makes loads that are in
+// flight uncacheable.
 func (r *Resolver) EvictTenant(tenantID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.generation++
 	r.evictions.Add(1)
 	r.handles.Remove(tenantID)
 	for _, k := range r.keys.Keys() {
@@ -187,16 +200,21 @@ func (r *Resolver) EvictTenant(tenantID string) {
 	}
 }
 
-// EvictKey drops one cached key.
+// EvictKey drops one cached key, and makes loads that are in flight uncacheable.
 func (r *Resolver) EvictKey(keyID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.generation++
 	r.evictions.Add(1)
 	r.keys.Remove(keyID)
 }
 
 // Purge drops every cached key and handle, and makes loads that are in flight uncacheable.
 func (r *Resolver) Purge() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.generation++
 	r.purges.Add(1)
-	r.generation.Add(1)
 	r.handles.Purge()
 	r.keys.Purge()
 }

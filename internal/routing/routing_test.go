@@ -2,6 +2,7 @@ package routing_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,6 +81,8 @@ func TestResolveCachesAndFollowsTheRegistry(t *testing.T) {
 	require.NoError(t, err)
 	b, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "b", Tier: registry.TierShared})
 	require.NoError(t, err)
+	// Let both "created" notifications land: a load racing a notification is served, not cached.
+	waitFor(t, "created notifications", func() bool { return e.res.Stats().Evictions >= 2 })
 
 	h, err := e.res.Resolve(ctx, a.Key.Key)
 	require.NoError(t, err)
@@ -153,6 +156,7 @@ func TestLostListenerPurgesEveryHandle(t *testing.T) {
 	e := newEnv(t)
 	a, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "a", Tier: registry.TierShared})
 	require.NoError(t, err)
+	waitFor(t, "created notification", func() bool { return e.res.Stats().Evictions >= 1 })
 	_, err = e.res.Resolve(ctx, a.Key.Key)
 	require.NoError(t, err)
 	handles, keys := e.res.Len()
@@ -184,4 +188,60 @@ func TestResolveRejectsBadKeys(t *testing.T) {
 		_, err := e.res.Resolve(ctx, k)
 		require.ErrorIs(t, err, registry.ErrUnauthenticated, "%q", k)
 	}
+}
+
+// gateTracer pauses the registry read of a Resolve, once armed, after the row was read and before
+// the resolver caches it.
+type gateTracer struct {
+	armed            atomic.Bool
+	reached, release chan struct{}
+}
+
+type gateKey struct{}
+
+func (g *gateTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "api_keys k JOIN") {
+		return context.WithValue(ctx, gateKey{}, true)
+	}
+	return ctx
+}
+
+func (g *gateTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(gateKey{}) != nil && g.armed.CompareAndSwap(true, false) {
+		close(g.reached)
+		<-g.release
+	}
+}
+
+// TestLoadRacingANotificationIsNotCached reads a tenant as active, suspends it and lets the
+// notification evict before the read is cached: the read is served once but never cached, so the
+// next request sees the suspension.
+func TestLoadRacingANotificationIsNotCached(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	a, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "a", Tier: registry.TierShared})
+	require.NoError(t, err)
+
+	pc, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
+	require.NoError(t, err)
+	g := &gateTracer{reached: make(chan struct{}), release: make(chan struct{})}
+	pc.ConnConfig.Tracer = g
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	res, err := routing.New(routing.Config{Pool: pool})
+	require.NoError(t, err)
+
+	g.armed.Store(true)
+	done := make(chan error, 1)
+	go func() { _, err := res.Resolve(ctx, a.Key.Key); done <- err }()
+	<-g.reached // the registry said "active"; nothing cached yet
+	res.Apply(registry.Notification{TenantID: "a", Event: "suspended"})
+	_, err = e.prov.SuspendTenant(ctx, "a")
+	require.NoError(t, err)
+	close(g.release)
+	require.NoError(t, <-done, "the racing request itself was read before the suspension")
+	_, err = res.Resolve(ctx, a.Key.Key)
+	require.ErrorIs(t, err, routing.ErrSuspended)
 }

@@ -143,6 +143,11 @@ func RouterErrorRules() []ErrorRule {
 			Message: validationMessage},
 		{Match: Is(memory.ErrNotFound), Status: http.StatusNotFound, Code: CodeNotFound,
 			Message: func(error) string { return "document not found" }},
+		// The tenant was suspended, deleted or re-created while the request was on its way:
+		// nothing was done, and the next request resolves the tenant afresh.
+		{Match: Is(memory.ErrFenced), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: time.Second,
+			Message:    func(error) string { return "the tenant changed while this request was served; retry" }},
 		{Match: Is(routing.ErrSuspended), Status: http.StatusForbidden, Code: CodeForbidden,
 			Message: func(error) string { return "tenant is suspended" }},
 		{Match: Is(routing.ErrUnavailable), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
@@ -311,7 +316,7 @@ func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 // scope is the memory scope of an authenticated request.
 func (r *router) scope(c echo.Context) memory.Scope {
 	h := handleFrom(c.Request().Context())
-	return memory.Scope{Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: r.cfg.StatementTimeout}
+	return h.Scope(r.cfg.StatementTimeout)
 }
 
 // queued tells OnIngest that a request left n embeddings queued.

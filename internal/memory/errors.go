@@ -24,6 +24,10 @@ var (
 	ErrEmbeddingUnavailable = errors.New("embedding provider unavailable")
 	// ErrTimeout means a statement ran longer than the scope's StatementTimeout.
 	ErrTimeout = errors.New("statement timeout")
+	// ErrFenced means a scope's Fence check failed: the tenant was suspended, deleted or
+	// replaced after the caller resolved it. Nothing was done; resolving it again tells what
+	// changed.
+	ErrFenced = errors.New("the tenant changed while the request was being served")
 )
 
 // ValidationError is invalid input, naming the field (the snake_case name of the HTTP

@@ -27,6 +27,21 @@ type Scope struct {
 	// StatementTimeout bounds every statement of the scope's transactions. Zero keeps the
 	// server's setting.
 	StatementTimeout time.Duration
+	// Fence, when set, guards every transaction of the scope against the tenant changing under
+	// it (see [Fence]).
+	Fence *Fence
+}
+
+// Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
+// serve. Each transaction takes the advisory lock LockID shared (so it waits while someone holds
+// it exclusively, e.g. a delete, and such a holder waits for it), then runs Check, which must
+// return one boolean true, else the transaction ends with [ErrFenced] before fn runs. Check runs
+// after the lock, as its own statement, so it sees what the lock holder committed. The settings,
+// the lock and the check travel in one round trip.
+type Fence struct {
+	LockID int64
+	Check  string
+	Args   []any
 }
 
 func (s Scope) validate() error {
@@ -79,8 +94,12 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	}
 	// pg_temp is named last so a temporary table can never shadow a tenant table.
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
-	if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
-		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
+	if s.Fence == nil {
+		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
+			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
+		}
+	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
+		return err
 	}
 	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {
 		// The type is found through the search_path just set. The registration lives in the
@@ -94,6 +113,33 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("memory: commit: %w", interpretError(err))
+	}
+	return nil
+}
+
+// fence sends the scope settings, the shared lock and the check in one batch.
+func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *string) error {
+	b := &pgx.Batch{}
+	b.Queue(scopeSQL, path, s.OwnerID, timeout)
+	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, s.Fence.LockID)
+	b.Queue(s.Fence.Check, s.Fence.Args...)
+	br := tx.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	var ok bool
+	if err == nil {
+		err = br.QueryRow().Scan(&ok)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
+	}
+	if !ok {
+		return ErrFenced
 	}
 	return nil
 }

@@ -5,12 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"regexp"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -153,43 +151,30 @@ func (p *Provisioner) hook(ctx context.Context, step, tenantID string) error {
 }
 
 // withTenantLock runs fn on one pooled connection that holds the session advisory lock of
-// tenantID; fn does all its database work on that connection. Waiting for the lock does not hold a
-// connection (pg_try_advisory_lock, then a short sleep), so waiters cannot starve the holder.
+// tenantID (registry.LockID) exclusively; fn does all its database work on that connection, so
+// waiters (which each hold a connection while PostgreSQL queues them) never starve the holder.
+// Router transactions hold the same lock shared: taking it waits for the tenant's requests in
+// flight, and requests that start meanwhile queue behind it.
 func (p *Provisioner) withTenantLock(ctx context.Context, tenantID string, fn func(conn *pgxpool.Conn) error) error {
-	id := tenantLockID(tenantID)
-	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
-		conn, err := p.pool.Acquire(ctx)
-		if err != nil {
-			return fmt.Errorf("provision: acquire: %w", err)
-		}
-		var locked bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, id).Scan(&locked); err != nil {
-			conn.Release()
-			return fmt.Errorf("provision: lock tenant: %w", err)
-		}
-		if locked {
-			defer func() {
-				if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, id); err != nil {
-					// The lock must not outlive us on a pooled connection: close it instead.
-					_ = conn.Conn().Close(context.WithoutCancel(ctx))
-				}
-				conn.Release()
-			}()
-			return fn(conn)
+	id := registry.LockID(tenantID)
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("provision: acquire: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, id); err != nil {
+		// A cancelled wait may leave the connection in an unknown state: do not reuse it.
+		_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		conn.Release()
+		return fmt.Errorf("provision: lock tenant: %w", err)
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, id); err != nil {
+			// The lock must not outlive us on a pooled connection: close it instead.
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
 		}
 		conn.Release()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
-
-func tenantLockID(tenantID string) int64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte("tenantmem/tenant/" + tenantID))
-	return int64(h.Sum64() >> 1)
+	}()
+	return fn(conn)
 }
 
 // beginner is a pool or a connection.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -282,6 +283,16 @@ func AuditLog(ctx context.Context, db DBTX, tenantID string) ([]AuditEvent, erro
 		return nil, fmt.Errorf("registry: audit log: %w", err)
 	}
 	return evs, nil
+}
+
+// LockID is the advisory lock of one tenant. The provisioner holds it exclusively while it creates
+// or deletes the tenant; every router transaction of the tenant holds it shared (see
+// routing.Handle.Scope), so a delete waits for the requests in flight and no request runs while
+// a delete drops the tenant's data.
+func LockID(tenantID string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("tenantmem/tenant/" + tenantID))
+	return int64(h.Sum64() >> 1)
 }
 
 // Notify announces a change on [Channel]. Inside a transaction the notification is delivered at

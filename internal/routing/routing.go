@@ -14,6 +14,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -35,8 +36,27 @@ type Handle struct {
 	OwnerID string
 	Status  registry.Status
 	// Pool is the pool of the database that holds the tenant's tables, as the router role.
-	Pool     *pgxpool.Pool
-	loadedAt time.Time
+	Pool *pgxpool.Pool
+	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
+	// gets another.
+	CreatedAt time.Time
+	loadedAt  time.Time
+}
+
+// fenceCheck is true while the tenant is still this incarnation and active.
+const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
+	WHERE tenant_id = $1 AND created_at = $2 AND status = 'active')`
+
+// Scope is the memory scope of one request of the tenant. Its transactions hold the tenant's
+// advisory lock shared and first check that the tenant is still this active incarnation, so a
+// delete (which takes the lock exclusively) waits for requests in flight, and a request that
+// starts after a suspension or delete, even from a handle cached before it, does nothing
+// (memory.ErrFenced).
+func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
+	return memory.Scope{
+		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
+		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt}},
+	}
 }
 
 type keyEntry struct {
@@ -157,7 +177,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		return nil, err
 	}
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, loadedAt: now}
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, loadedAt: now}
 	if t.Tier == registry.TierDatabase {
 		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}

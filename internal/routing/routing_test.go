@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
@@ -244,4 +245,57 @@ func TestLoadRacingANotificationIsNotCached(t *testing.T) {
 	require.NoError(t, <-done, "the racing request itself was read before the suspension")
 	_, err = res.Resolve(ctx, a.Key.Key)
 	require.ErrorIs(t, err, routing.ErrSuspended)
+}
+
+// TestFenceOrdersRequestsAndDeletes holds a request's transaction open while the tenant is
+// deleted: the delete waits for it, removes what it wrote, and a request that starts afterwards
+// with the old (cached) handle does nothing. A suspension fences the same way.
+func TestFenceOrdersRequestsAndDeletes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	f, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "f", Tier: registry.TierShared})
+	require.NoError(t, err)
+	h, err := e.res.Resolve(ctx, f.Key.Key)
+	require.NoError(t, err)
+
+	started, release := make(chan struct{}), make(chan struct{})
+	inflight := make(chan error, 1)
+	go func() {
+		inflight <- h.Scope(0).InTx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO documents (owner_id, document_name, document_type) VALUES ($1, 'late', 'text')`, h.OwnerID); err != nil {
+				return err
+			}
+			close(started)
+			<-release
+			return nil
+		})
+	}()
+	<-started
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.prov.DeleteTenant(ctx, "f") }()
+	waitFor(t, "the delete to queue behind the request", func() bool {
+		var waiting int
+		require.NoError(t, e.admin.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting))
+		return waiting == 1
+	})
+	close(release)
+	require.NoError(t, <-inflight)
+	require.NoError(t, <-deleted)
+	var left int
+	require.NoError(t, e.admin.QueryRow(ctx, `SELECT count(*) FROM tenantmem_shared.documents WHERE owner_id = 'f'`).Scan(&left))
+	require.Zero(t, left, "the delete ran after the request committed, so it removed its row")
+	err = h.Scope(0).InTx(ctx, func(pgx.Tx) error { t.Fatal("ran for a deleted tenant"); return nil })
+	require.ErrorIs(t, err, memory.ErrFenced)
+
+	g, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "g", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	hg, err := e.res.Resolve(ctx, g.Key.Key)
+	require.NoError(t, err)
+	require.NoError(t, hg.Scope(0).InTx(ctx, func(pgx.Tx) error { return nil }))
+	_, err = e.prov.SuspendTenant(ctx, "g")
+	require.NoError(t, err)
+	err = hg.Scope(0).InTx(ctx, func(pgx.Tx) error { t.Fatal("ran for a suspended tenant"); return nil })
+	require.ErrorIs(t, err, memory.ErrFenced)
 }

@@ -250,6 +250,7 @@ func (w *Worker) record(ctx context.Context, s Scope, jobs []job, outcomes []out
 		okIDs   []string
 		okVecs  []pgvector.Vector
 		failIDs []string
+		failAtt []int32 // the attempt each failed job was claimed at: its lease
 		failErr []string
 		perm    []bool
 		after   []float64
@@ -261,6 +262,7 @@ func (w *Worker) record(ctx context.Context, s Scope, jobs []job, outcomes []out
 			continue
 		}
 		failIDs = append(failIDs, jobs[i].chunkID)
+		failAtt = append(failAtt, int32(jobs[i].attempts))
 		failErr = append(failErr, truncate(o.err.Error(), 1000))
 		perm = append(perm, o.permanent)
 		after = append(after, o.retryAfter.Seconds())
@@ -293,10 +295,12 @@ func (w *Worker) record(ctx context.Context, s Scope, jobs []job, outcomes []out
 					updated_at = now(),
 					next_attempt_at = now() + make_interval(secs => greatest(u.retry_after,
 						least($5::float8, $4::float8 * power(2, least(j.attempts - 1, 30))) * (0.5 + random() / 2)))
-				FROM unnest($2::uuid[], $6::text[], $7::bool[], $8::float8[]) AS u(id, error, permanent, retry_after)
-				WHERE j.owner_id = $1 AND j.chunk_id = u.id`,
+				FROM unnest($2::uuid[], $6::text[], $7::bool[], $8::float8[], $9::int[]) AS u(id, error, permanent, retry_after, attempt)
+				-- Only while this worker still holds the lease: a job reclaimed by another worker
+				-- (its attempts grew) is that worker's to reschedule.
+				WHERE j.owner_id = $1 AND j.chunk_id = u.id AND j.status = 'running' AND j.attempts = u.attempt`,
 				s.OwnerID, failIDs, w.cfg.MaxAttempts, w.cfg.MinBackoff.Seconds(), w.cfg.MaxBackoff.Seconds(),
-				failErr, perm, after); err != nil {
+				failErr, perm, after, failAtt); err != nil {
 				return fmt.Errorf("memory: reschedule jobs: %w", err)
 			}
 		}
@@ -312,8 +316,9 @@ func (w *Worker) record(ctx context.Context, s Scope, jobs []job, outcomes []out
 // attempt. If it fails, the lease expires and the jobs are reclaimed anyway.
 func (w *Worker) release(ctx context.Context, s Scope, jobs []job) {
 	ids := make([]string, len(jobs))
+	attempts := make([]int32, len(jobs))
 	for i, j := range jobs {
-		ids[i] = j.chunkID
+		ids[i], attempts[i] = j.chunkID, int32(j.attempts)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -321,7 +326,8 @@ func (w *Worker) release(ctx context.Context, s Scope, jobs []job) {
 		_, err := tx.Exec(ctx, `
 			UPDATE embedding_jobs SET status = 'pending', locked_until = NULL, attempts = greatest(attempts - 1, 0),
 				next_attempt_at = now(), updated_at = now()
-			WHERE owner_id = $1 AND chunk_id = ANY($2::uuid[]) AND status = 'running'`, s.OwnerID, ids)
+			WHERE owner_id = $1 AND status = 'running'
+			  AND (chunk_id, attempts) IN (SELECT * FROM unnest($2::uuid[], $3::int[]))`, s.OwnerID, ids, attempts)
 		return err
 	})
 	if err != nil {

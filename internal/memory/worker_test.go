@@ -361,3 +361,46 @@ func TestWorkerRun(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// gatedFailProvider fails each call, but only once the test lets it.
+type gatedFailProvider struct {
+	embed.Provider
+	started, release chan struct{}
+}
+
+func (g *gatedFailProvider) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	g.started <- struct{}{}
+	<-g.release
+	return nil, errors.Join(embed.ErrUnavailable, errors.New("test: provider down"))
+}
+
+// TestWorkerThatLostItsLeaseLeavesTheJobAlone: a worker whose provider call outlived its lease
+// (another worker reclaimed the job meanwhile) must not reschedule the job it no longer holds.
+func TestWorkerThatLostItsLeaseLeavesTheJobAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	p := &flakyProvider{Provider: newBuiltin(t)}
+	eng := newEngine(t, p)
+	s := e.tenant(t, registry.TierShared)
+	p.setDown(true)
+	_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "a", DocumentType: "text", Content: "first"})
+	require.NoError(t, err)
+	g := &gatedFailProvider{Provider: newBuiltin(t), started: make(chan struct{}, 1), release: make(chan struct{})}
+	w := newWorker(t, g)
+	done := make(chan error, 1)
+	go func() { _, err := w.ProcessScope(ctx, s); done <- err }()
+	<-g.started
+	// Meanwhile the lease expired and another worker claimed the job (attempt 2, new lease).
+	_, err = e.admin.Exec(ctx, `UPDATE tenantmem_shared.embedding_jobs SET attempts = attempts + 1,
+		locked_until = now() + interval '1 hour' WHERE owner_id = $1`, s.OwnerID)
+	require.NoError(t, err)
+	close(g.release)
+	require.NoError(t, <-done)
+	var status string
+	var attempts int
+	require.NoError(t, e.admin.QueryRow(ctx, `SELECT status, attempts FROM tenantmem_shared.embedding_jobs
+		WHERE owner_id = $1`, s.OwnerID).Scan(&status, &attempts))
+	require.Equal(t, "running", status, "the other worker's lease stands")
+	require.Equal(t, 2, attempts)
+}

@@ -260,7 +260,7 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 			for n := range opsEach {
 				it := tenants[r.IntN(tenantsN)]
 				other := tenants[r.IntN(tenantsN)]
-				switch op := r.IntN(8); op {
+				switch op := r.IntN(9); op {
 				case 0: // add
 					status, body := addDoc(it, 100+c*1000+n)
 					check(it, "add", body)
@@ -275,7 +275,8 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 				case 1, 2: // search, all three modes, with the words every tenant's documents share
 					mode := []string{"vector", "text", "hybrid"}[r.IntN(3)]
 					status, body := do(it, http.MethodPost, "/v1/search", map[string]any{
-						"query_text": "quarterly report shared vocabulary secret canary pgvector", "search_type": mode,
+						// The tenant's canary in the query makes its search history a canary carrier too.
+						"query_text": "quarterly report shared vocabulary secret canary pgvector " + it.canary, "search_type": mode,
 						"limit": 20, "include_parent_context": r.IntN(2) == 0, "include_documents": true,
 					})
 					check(it, "search "+mode, body)
@@ -341,6 +342,15 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 							count("delete")
 						}
 					}
+				case 8: // search history and the embedding queue
+					status, body := do(it, http.MethodGet, "/v1/search/history?limit=100", nil)
+					check(it, "history", body)
+					if okStatus(it, "history", status, body, 200) {
+						count("history")
+					}
+					status, body = do(it, http.MethodGet, "/v1/embeddings/status", nil)
+					check(it, "embeddings status", body)
+					okStatus(it, "embeddings status", status, body, 200)
 				case 7: // statistics
 					status, body := do(it, http.MethodGet, "/v1/statistics", nil)
 					check(it, "statistics", body)
@@ -365,7 +375,7 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	ops.Range(func(k, v any) bool { summary[k.(string)] = v.(*atomic.Int64).Load(); return true })
 	t.Logf("operations: %v; resolver: %+v", summary, resolver.Stats())
 	require.Zero(t, violations.Load())
-	for _, op := range []string{"add", "search vector", "search text", "search hybrid", "list", "get", "foreign access", "delete", "statistics"} {
+	for _, op := range []string{"add", "search vector", "search text", "search hybrid", "list", "get", "foreign access", "delete", "statistics", "history"} {
 		require.Positive(t, summary[op], "no successful %s", op)
 	}
 	// Cross-check in the database, as the superuser: every row still carries the owner whose

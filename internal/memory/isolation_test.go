@@ -95,6 +95,19 @@ func TestIsolation(t *testing.T) {
 			qs, err = eng.EmbeddingStats(ctx, a)
 			require.NoError(t, err)
 			require.Equal(t, 1, qs.Pending)
+			// B's retry of failed jobs does not requeue A's failed job.
+			_, err = e.admin.Exec(ctx, `UPDATE `+pgx.Identifier{a.Schema, "embedding_jobs"}.Sanitize()+
+				` SET status = 'failed' WHERE owner_id = $1`, a.OwnerID)
+			require.NoError(t, err)
+			requeued, err := eng.RetryFailedEmbeddings(ctx, b)
+			require.NoError(t, err)
+			require.Zero(t, requeued)
+			qs, err = eng.EmbeddingStats(ctx, a)
+			require.NoError(t, err)
+			require.Equal(t, memory.EmbeddingQueueStats{Failed: 1}, qs)
+			requeued, err = eng.RetryFailedEmbeddings(ctx, a)
+			require.NoError(t, err)
+			require.Equal(t, 1, requeued)
 
 			// A is intact.
 			got, err := eng.GetDocument(ctx, a, memory.DocumentGetParams{DocumentID: docA.DocumentID, IncludeChunks: true})

@@ -18,6 +18,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -30,6 +31,10 @@ const (
 	DefaultWorkerConcurrency = 2
 	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
 	DefaultListenTimeout = 30 * time.Second
+	// DefaultConnBudget is the default of Config.ConnBudget.
+	DefaultConnBudget = 64
+	// placementCheckTimeout bounds each placement's ping in GET /readyz.
+	placementCheckTimeout = 2 * time.Second
 	// probeTimeout bounds the start-up call that checks an HTTP embedding provider's dimension.
 	probeTimeout = 15 * time.Second
 )
@@ -56,8 +61,22 @@ func configErrorf(format string, args ...any) error {
 type Config struct {
 	// DatabaseURL is the main database, logged in as the router role (tenantmem_router). Required.
 	DatabaseURL string
-	// MaxConns bounds the router pool. Default: pgxpool's (the larger of 4 and the CPU count).
+	// MaxConns bounds the router pool of the control database, and of each placement's main
+	// database. Default: pgxpool's (the larger of 4 and the CPU count).
 	MaxConns int32
+	// PlacementCredentials are the router's credentials on placements other than local (file and
+	// environment, read by cmd/router).
+	PlacementCredentials placement.Credentials
+	// ConnBudget bounds the connections open at once to every database but the control database
+	// (placements' main databases and tenant databases). Default 64; see placement.Config.Budget.
+	ConnBudget int
+	// DatabaseMaxConns bounds the pool of each tenant database. Default 2.
+	DatabaseMaxConns int32
+	// PoolCacheSize bounds the per-database pools kept open. Default 1000.
+	PoolCacheSize int
+	// ConnWait is the longest a request waits for a new connection within the budget before it
+	// gets 503. Default 5s.
+	ConnWait time.Duration
 	// HandleCacheSize, KeyCacheSize and CacheTTL size the resolver's caches (routing.Config
 	// defaults: 10,000, 10,000, 1 minute).
 	HandleCacheSize, KeyCacheSize int
@@ -103,6 +122,7 @@ func (c Config) WithDefaults() Config {
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
 	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
+	c.ConnBudget = cmp.Or(c.ConnBudget, DefaultConnBudget)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -115,6 +135,8 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: the database URL is required")
 	case c.MaxConns < 0:
 		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
+	case c.ConnBudget < 0 || c.DatabaseMaxConns < 0 || c.PoolCacheSize < 0 || c.ConnWait < 0:
+		return configErrorf("dataplane: the connection budget, pool sizes and wait must not be negative")
 	case c.HandleCacheSize < 0 || c.KeyCacheSize < 0:
 		return configErrorf("dataplane: cache sizes must be positive")
 	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.SweepInterval < 0 ||
@@ -133,6 +155,7 @@ func (c Config) validate() error {
 type Service struct {
 	cfg      Config
 	pool     *pgxpool.Pool
+	pools    *placement.Pools
 	listenCC *pgx.ConnConfig
 	resolver *routing.Resolver
 	engine   *memory.Engine
@@ -199,7 +222,20 @@ func (s *Service) open(ctx context.Context) error {
 	if s.worker, err = memory.NewWorker(memory.WorkerConfig{Embedder: s.provider, Logger: logger}); err != nil {
 		return err
 	}
-	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Handles: s.cfg.HandleCacheSize,
+	if s.pools, err = placement.New(placement.Config{
+		Control:          s.pool,
+		Login:            placement.LoginRouter,
+		Credentials:      s.cfg.PlacementCredentials,
+		DefaultUser:      settings.RouterRole,
+		DatabaseMaxConns: s.cfg.DatabaseMaxConns,
+		Budget:           s.cfg.ConnBudget,
+		BudgetWait:       s.cfg.ConnWait,
+		MaxPools:         s.cfg.PoolCacheSize,
+		Logger:           logger,
+	}); err != nil {
+		return &ConfigError{Err: err}
+	}
+	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Pools: s.pools, Handles: s.cfg.HandleCacheSize,
 		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger}); err != nil {
 		return &ConfigError{Err: err}
 	}
@@ -212,6 +248,7 @@ func (s *Service) open(ctx context.Context) error {
 		BodyLimit:        s.cfg.BodyLimit,
 		StatementTimeout: s.cfg.StatementTimeout,
 		Ready:            httpapi.RegistryReady(s.pool),
+		ReadyDetail:      s.placementHealth,
 		OnIngest: func(h *routing.Handle, _ int) {
 			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
 		},
@@ -315,7 +352,20 @@ func (s *Service) Handler() http.Handler { return s.handler }
 // Resolver is the router's tenant resolver.
 func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 
-func (s *Service) scopeOf(pool *pgxpool.Pool, schemaName, ownerID string) memory.Scope {
+// Pools are the router's per-database pools.
+func (s *Service) Pools() *placement.Pools { return s.pools }
+
+// placementHealth is the placements part of GET /readyz: each placement's state and whether its
+// main database answers. One placement's trouble never makes the router unready.
+func (s *Service) placementHealth(ctx context.Context) any {
+	h, err := s.pools.Health(ctx, placementCheckTimeout)
+	if err != nil {
+		return map[string]string{"error": "cannot list placements"}
+	}
+	return map[string]any{"placements": h, "pools": s.pools.Stats()}
+}
+
+func (s *Service) scopeOf(pool memory.Pool, schemaName, ownerID string) memory.Scope {
 	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
 }
 
@@ -370,5 +420,10 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close releases the pool. Call it after Run returned.
-func (s *Service) Close() { s.pool.Close() }
+// Close releases the pools. Call it after Run returned.
+func (s *Service) Close() {
+	if s.pools != nil {
+		s.pools.Close()
+	}
+	s.pool.Close()
+}

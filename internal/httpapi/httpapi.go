@@ -34,6 +34,9 @@ type Config struct {
 	// Ready reports whether the server can do its job; GET /readyz answers 503 while it returns an
 	// error. Default: always ready.
 	Ready func(ctx context.Context) error
+	// ReadyDetail, when set, adds what it returns to the body of a ready GET /readyz, under
+	// "detail" (e.g. the router's placements); it cannot make the server unready.
+	ReadyDetail func(ctx context.Context) any
 	// ErrorRules map errors to responses. Default: [DefaultErrorRules].
 	ErrorRules []ErrorRule
 }
@@ -107,6 +110,9 @@ func New(cfg Config) (*echo.Echo, error) {
 				err = WithMessage(fmt.Errorf("%w: %w", ErrUnavailable, err), "not ready")
 			}
 			return err
+		}
+		if cfg.ReadyDetail != nil {
+			return c.JSON(http.StatusOK, map[string]any{"status": "ready", "detail": cfg.ReadyDetail(ctx)})
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})

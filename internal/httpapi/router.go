@@ -23,6 +23,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -51,6 +52,8 @@ const (
 	retryTimeout           = 5 * time.Second
 	retryEmbedTransient    = 5 * time.Second
 	retryEmbedPermanent    = 60 * time.Second
+	retryBudget            = time.Second
+	retryPlacement         = 5 * time.Second
 )
 
 // RouterConfig configures the tenant router, built by [NewRouter].
@@ -73,6 +76,8 @@ type RouterConfig struct {
 	// Ready reports whether the database is reachable and the control schema migrated; GET
 	// /readyz answers 503 while it fails. Default: always ready. See [RegistryReady].
 	Ready func(context.Context) error
+	// ReadyDetail, when set, adds to the body of a ready GET /readyz (see [Config]).
+	ReadyDetail func(context.Context) any
 	// OnIngest, when set, is called after a request left embeddings queued for the worker (the
 	// provider failed at ingest, or failed embeddings were queued again), with the tenant's
 	// handle and the number of queued chunks. It runs on the request's goroutine: it must not
@@ -132,6 +137,9 @@ func RegistryReady(pool *pgxpool.Pool) func(context.Context) error {
 //   - memory.ErrEmbeddingUnavailable (a vector search could not embed its query): 503, with
 //     Retry-After 5s when the provider failure is transient and 60s when it is permanent (the
 //     operator must fix the provider; hybrid search degrades to text instead of failing);
+//   - placement.ErrBudgetExhausted (no connection within the budget wait): 503, Retry-After 1s;
+//   - the tenant's database unavailable (placement.IsConnectionLoss: disabled, down,
+//     unreachable, no credentials, connection lost): 503, Retry-After 5s;
 //   - context.Canceled (the client went away): 499, logged only.
 func RouterErrorRules() []ErrorRule {
 	rules := []ErrorRule{
@@ -168,6 +176,14 @@ func RouterErrorRules() []ErrorRule {
 			Message: func(error) string {
 				return "the request exceeded the statement timeout; retry later or narrow it (smaller limit, more filters)"
 			}},
+		// The tenant's placement: every connection of the router's budget busy, the placement
+		// disabled, down, unreachable or without credentials here, or the connection lost mid-way.
+		{Match: Is(placement.ErrBudgetExhausted), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryBudget,
+			Message:    func(error) string { return "the router is at its connection limit; retry" }},
+		{Match: placement.IsConnectionLoss, Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryPlacement,
+			Message:    func(error) string { return "the tenant's database is unavailable; retry later" }},
 	}
 	return append(rules, DefaultErrorRules()...)
 }
@@ -236,8 +252,9 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		Registerer: cfg.Registerer,
 		Gatherer:   cfg.Gatherer,
 		BodyLimit:  cfg.BodyLimit,
-		Ready:      cfg.Ready,
-		ErrorRules: RouterErrorRules(),
+		Ready:       cfg.Ready,
+		ReadyDetail: cfg.ReadyDetail,
+		ErrorRules:  RouterErrorRules(),
 	})
 	if err != nil {
 		return nil, err

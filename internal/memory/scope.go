@@ -8,18 +8,23 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
+
+// Pool begins transactions on the database of a tenant's tables: a *pgxpool.Pool, or a
+// placement's database (placement.Pools.DB), which leases its pool for each transaction.
+type Pool interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
 
 // Scope runs work for one tenant: the pool of the tenant's database, the schema holding its
 // tables (schema.SharedSchema for the shared tier) and its owner id (the tenant id). A Scope is a
 // small value; build one per request. It holds no connection and is safe for concurrent use.
 type Scope struct {
 	// Pool connects to the database of the tenant's tables, as the router role.
-	Pool *pgxpool.Pool
+	Pool Pool
 	// Schema holds the tenant's tables. It is quoted, never interpolated raw.
 	Schema string
 	// OwnerID is the tenant id; every row the scope reads or writes carries it.
@@ -38,10 +43,17 @@ type Scope struct {
 // return one boolean true, else the transaction ends with [ErrFenced] before fn runs. Check runs
 // after the lock, as its own statement, so it sees what the lock holder committed. The settings,
 // the lock and the check travel in one round trip.
+//
+// Advisory locks belong to one database, so when the tenant's tables are not in the database of
+// the registry (another placement, or the tenant's own database), Pool names the registry's
+// database: the lock and the check then run in a transaction of their own there, begun before the
+// scope's transaction and ended after it, so the lock covers the scope's whole transaction.
 type Fence struct {
 	LockID int64
 	Check  string
 	Args   []any
+	// Pool, when set, is the registry's database, apart from the scope's.
+	Pool Pool
 }
 
 func (s Scope) validate() error {
@@ -81,6 +93,17 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	if err := s.validate(); err != nil {
 		return err
 	}
+	if s.Fence != nil && s.Fence.Pool != nil {
+		ftx, err := s.Fence.Pool.BeginTx(ctx, pgx.TxOptions{})
+		if err != nil {
+			return fmt.Errorf("memory: begin fence: %w", interpretError(err))
+		}
+		// Deferred before the scope's rollback, so it runs after it: the lock outlives the work.
+		defer func() { _ = ftx.Rollback(context.WithoutCancel(ctx)) }()
+		if err := s.fence(ctx, ftx, "", nil); err != nil {
+			return err
+		}
+	}
 	tx, err := s.Pool.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("memory: begin: %w", interpretError(err))
@@ -94,7 +117,7 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	}
 	// pg_temp is named last so a temporary table can never shadow a tenant table.
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
-	if s.Fence == nil {
+	if s.Fence == nil || s.Fence.Pool != nil {
 		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
 			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 		}
@@ -117,14 +140,20 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	return nil
 }
 
-// fence sends the scope settings, the shared lock and the check in one batch.
+// fence sends the scope settings (unless path is empty), the shared lock and the check in one
+// batch.
 func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *string) error {
 	b := &pgx.Batch{}
-	b.Queue(scopeSQL, path, s.OwnerID, timeout)
+	if path != "" {
+		b.Queue(scopeSQL, path, s.OwnerID, timeout)
+	}
 	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, s.Fence.LockID)
 	b.Queue(s.Fence.Check, s.Fence.Args...)
 	br := tx.SendBatch(ctx, b)
-	_, err := br.Exec()
+	var err error
+	if path != "" {
+		_, err = br.Exec()
+	}
 	if err == nil {
 		_, err = br.Exec()
 	}

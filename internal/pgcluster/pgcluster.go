@@ -190,6 +190,22 @@ func URL(port int, user, dbname string) string {
 	return u.String()
 }
 
+// Pause shuts the server down ("fast" mode) and keeps its folder, so [Cluster.Resume] can start
+// it again on the same port. Tests use it to take a server away and bring it back.
+func (c *Cluster) Pause(ctx context.Context) error {
+	out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir(), "-m", "fast", "-w", "-t", "60")
+	if err != nil {
+		return fmt.Errorf("pgcluster: pg_ctl stop: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Resume starts a paused server again on the port it had.
+func (c *Cluster) Resume(ctx context.Context) error {
+	c.cfg.Port = c.port
+	return c.start(ctx)
+}
+
 // Stop shuts the server down ("fast" mode: running transactions are rolled back, committed ones are
 // kept) and removes the folder when it was temporary. It is idempotent.
 func (c *Cluster) Stop(ctx context.Context) error {

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -30,13 +32,18 @@ var (
 type Handle struct {
 	TenantID string
 	Tier     registry.Tier
+	// Location is where the tenant's rows live (registry.Tenant.Location).
+	Location registry.Location
 	// Schema holds the tenant's tables (tenantmem_shared for the shared tier).
 	Schema string
 	// OwnerID is the value of owner_id on every row of the tenant.
 	OwnerID string
 	Status  registry.Status
-	// Pool is the pool of the database that holds the tenant's tables, as the router role.
-	Pool *pgxpool.Pool
+	// Pool begins transactions on the database that holds the tenant's tables, as the router
+	// role: the control pool, or a placement's database, whose pool each transaction leases.
+	Pool memory.Pool
+	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
+	fencePool memory.Pool
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
@@ -55,7 +62,8 @@ const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
-		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt}},
+		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt},
+			Pool: h.fencePool},
 	}
 }
 
@@ -68,8 +76,11 @@ type keyEntry struct {
 // Config configures a [Resolver].
 type Config struct {
 	// Pool connects to the main database as the router role; it reads the registry and serves
-	// the shared and schema tiers.
+	// the tenants of the local placement's main database.
 	Pool *pgxpool.Pool
+	// Pools serves every other location (other placements, tenant databases). When nil, tenants
+	// outside the control database are unavailable (503).
+	Pools *placement.Pools
 	// Handles is the capacity of the tenant handle LRU. Default 10,000.
 	Handles int
 	// Keys is the capacity of the API key LRU. Default 10,000.
@@ -176,10 +187,11 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		}
 		return nil, err
 	}
-	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, loadedAt: now}
-	if t.Tier == registry.TierDatabase {
-		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
+	loc := t.Location()
+	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
+		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, loadedAt: now}
+	if !loc.Key().IsControl() {
+		h.fencePool = r.cfg.Pool
 	}
 	// Cache only if no eviction or purge happened while we were reading: what we read may predate
 	// the change that was announced.
@@ -190,6 +202,25 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	r.mu.Unlock()
 	return check(h)
+}
+
+// PoolFor returns what begins transactions on a location's database, as the router role: the
+// control pool for the control database, else the placement's database from Config.Pools.
+func (r *Resolver) PoolFor(loc registry.Location) memory.Pool {
+	if loc.Key().IsControl() {
+		return r.cfg.Pool
+	}
+	if r.cfg.Pools == nil {
+		return unservedPool{key: loc.Key()}
+	}
+	return r.cfg.Pools.DB(loc.Key())
+}
+
+// unservedPool is a location this resolver has no pools for.
+type unservedPool struct{ key registry.DatabaseKey }
+
+func (u unservedPool) BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error) {
+	return nil, fmt.Errorf("routing: %s: no placement pools configured: %w", u.key, placement.ErrUnavailable)
 }
 
 func check(h *Handle) (*Handle, error) {
@@ -237,6 +268,9 @@ func (r *Resolver) Purge() {
 	r.purges.Add(1)
 	r.handles.Purge()
 	r.keys.Purge()
+	if r.cfg.Pools != nil {
+		r.cfg.Pools.InvalidateAll()
+	}
 }
 
 // Len returns the number of cached handles and keys.
@@ -258,5 +292,8 @@ func (r *Resolver) Apply(n registry.Notification) {
 	}
 	if n.TenantID != "" {
 		r.EvictTenant(n.TenantID)
+	}
+	if n.Placement != "" && r.cfg.Pools != nil {
+		r.cfg.Pools.Invalidate(n.Placement)
 	}
 }

@@ -8,15 +8,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
-// Pool begins transactions on the database of a tenant's tables: a *pgxpool.Pool, or a
-// placement's database (placement.Pools.DB), which leases its pool for each transaction.
+// Pool hands out connections to the database of a tenant's tables: a *pgxpool.Pool, or a
+// placement's database (placement.Pools.DB), whose pool is made on first use.
 type Pool interface {
-	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
 }
 
 // Scope runs work for one tenant: the pool of the tenant's database, the schema holding its
@@ -94,7 +95,12 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		return err
 	}
 	if s.Fence != nil && s.Fence.Pool != nil {
-		ftx, err := s.Fence.Pool.BeginTx(ctx, pgx.TxOptions{})
+		fconn, err := s.Fence.Pool.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("memory: acquire fence: %w", interpretError(err))
+		}
+		defer fconn.Release()
+		ftx, err := fconn.Begin(ctx)
 		if err != nil {
 			return fmt.Errorf("memory: begin fence: %w", interpretError(err))
 		}
@@ -104,7 +110,12 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 			return err
 		}
 	}
-	tx, err := s.Pool.BeginTx(ctx, opts)
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("memory: acquire: %w", interpretError(err))
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("memory: begin: %w", interpretError(err))
 	}

@@ -152,7 +152,7 @@ type entry struct {
 	key      registry.DatabaseKey
 	endpoint string
 	pool     *pgxpool.Pool
-	refs     int           // transactions (leases) holding the pool
+	refs     int           // callers of Acquire holding the pool
 	elem     *list.Element // nil once retired
 }
 
@@ -180,15 +180,17 @@ func (m *Pools) ConnectTimeout() time.Duration { return m.cfg.ConnectTimeout }
 // Control is the control database's pool.
 func (m *Pools) Control() *pgxpool.Pool { return m.cfg.Control }
 
-// TxBeginner begins transactions; *pgxpool.Pool is one, and so is every database of [Pools.DB].
-type TxBeginner interface {
-	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+// Acquirer hands out pooled connections; *pgxpool.Pool is one, and so is every database of
+// [Pools.DB].
+type Acquirer interface {
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
 }
 
-// DB returns a database of a placement as a TxBeginner: each transaction leases that database's
-// pool (creating it when needed) until it commits or rolls back, so the pool is never closed
-// under it. The control database is the control pool itself. DB does no I/O.
-func (m *Pools) DB(key registry.DatabaseKey) TxBeginner {
+// DB returns a database of a placement as an Acquirer: each Acquire takes a connection of that
+// database's pool, creating the pool when needed. A pool is closed only when no connection of it
+// is out (pgxpool's Close waits for those anyway), and an Acquire that meets a pool closed under
+// it takes the next one. The control database is the control pool itself. DB does no I/O.
+func (m *Pools) DB(key registry.DatabaseKey) Acquirer {
 	if key.IsControl() {
 		return m.cfg.Control
 	}
@@ -200,35 +202,21 @@ type db struct {
 	key registry.DatabaseKey
 }
 
-func (d db) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	pool, release, err := d.m.Acquire(ctx, d.key)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := pool.BeginTx(ctx, opts)
-	if err != nil {
-		release()
+func (d db) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	for attempt := 0; ; attempt++ {
+		e, err := d.m.entry(ctx, d.key, false)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := e.pool.Acquire(ctx)
+		if err == nil {
+			return conn, nil
+		}
+		if d.m.retired(e) && attempt < 3 {
+			continue // evicted between the lookup and the acquire: take the new pool
+		}
 		return nil, d.m.unavailable(ctx, d.key, err)
 	}
-	return &leasedTx{Tx: tx, release: sync.OnceFunc(release)}, nil
-}
-
-// leasedTx gives its pool's lease back when it ends.
-type leasedTx struct {
-	pgx.Tx
-	release func()
-}
-
-func (t *leasedTx) Commit(ctx context.Context) error {
-	err := t.Tx.Commit(ctx)
-	t.release()
-	return err
-}
-
-func (t *leasedTx) Rollback(ctx context.Context) error {
-	err := t.Tx.Rollback(ctx)
-	t.release()
-	return err
 }
 
 // unavailable wraps a failure to use a placement's database in ErrUnavailable (unless the caller
@@ -258,27 +246,38 @@ func (m *Pools) logFailure(ctx context.Context, placement string, err error) {
 
 // Acquire returns the pool of a placement's database, creating it when needed, and a release
 // function that must be called once the caller is done with it; until then the pool stays open.
-// A disabled placement gives ErrDisabled, one without credentials ErrNoCredentials, an unknown one
-// registry.ErrNotFound; all but the last wrap ErrUnavailable.
+// A disabled placement gives ErrDisabled (to the router login only), one without credentials
+// ErrNoCredentials, an unknown one registry.ErrNotFound; all but the last wrap ErrUnavailable.
 func (m *Pools) Acquire(ctx context.Context, key registry.DatabaseKey) (*pgxpool.Pool, func(), error) {
 	if key.IsControl() {
 		return m.cfg.Control, func() {}, nil
 	}
+	e, err := m.entry(ctx, key, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	return e.pool, func() { once.Do(func() { m.release(e) }) }, nil
+}
+
+// entry returns the pool entry of a database, creating it when needed; with lease it also counts
+// the caller as a holder (release).
+func (m *Pools) entry(ctx context.Context, key registry.DatabaseKey, lease bool) (*entry, error) {
 	p, err := m.Placement(ctx, key.Placement)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
-			return nil, nil, err
+			return nil, err
 		}
-		return nil, nil, m.unavailable(ctx, key, err)
+		return nil, m.unavailable(ctx, key, err)
 	}
 	if p.State == registry.PlacementDisabled && m.cfg.Login == LoginRouter {
-		return nil, nil, fmt.Errorf("placement %q: %w: %w", key.Placement, ErrUnavailable, ErrDisabled)
+		return nil, fmt.Errorf("placement %q: %w: %w", key.Placement, ErrUnavailable, ErrDisabled)
 	}
 	endpoint := endpointOf(p)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, nil, ErrClosed
+		return nil, ErrClosed
 	}
 	e, ok := m.pools[key]
 	if ok && e.endpoint != endpoint {
@@ -290,17 +289,17 @@ func (m *Pools) Acquire(ctx context.Context, key registry.DatabaseKey) (*pgxpool
 		m.mu.Unlock()
 		pc, err := m.poolConfig(p, key)
 		if err != nil {
-			return nil, nil, m.unavailable(ctx, key, err)
+			return nil, m.unavailable(ctx, key, err)
 		}
 		pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), pc)
 		if err != nil {
-			return nil, nil, m.unavailable(ctx, key, err)
+			return nil, m.unavailable(ctx, key, err)
 		}
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()
 			pool.Close()
-			return nil, nil, ErrClosed
+			return nil, ErrClosed
 		}
 		if e, ok = m.pools[key]; ok && e.endpoint == endpoint {
 			// Another caller created it meanwhile: use theirs.
@@ -314,14 +313,22 @@ func (m *Pools) Acquire(ctx context.Context, key registry.DatabaseKey) (*pgxpool
 			m.pools[key] = e
 		}
 	}
-	e.refs++
+	if lease {
+		e.refs++
+	}
 	if e.elem != nil {
 		m.order.MoveToFront(e.elem)
 	}
-	m.evictLocked()
+	m.evictLocked(e)
 	m.mu.Unlock()
-	var once sync.Once
-	return e.pool, func() { once.Do(func() { m.release(e) }) }, nil
+	return e, nil
+}
+
+// retired reports whether an entry was taken out of use (evicted, replaced or closed).
+func (m *Pools) retired(e *entry) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return e.elem == nil
 }
 
 func (m *Pools) release(e *entry) {
@@ -333,7 +340,8 @@ func (m *Pools) release(e *entry) {
 	}
 }
 
-// retireLocked removes an entry from the map and the order; it is closed once nobody holds it.
+// retireLocked removes an entry from the map and the order; it is closed once no caller of
+// Acquire holds it (and pgxpool's Close waits for its connections that are out).
 func (m *Pools) retireLocked(e *entry) {
 	if e.elem == nil {
 		return
@@ -348,12 +356,12 @@ func (m *Pools) retireLocked(e *entry) {
 	}
 }
 
-// evictLocked retires the least recently used pools nobody holds while there are more than
-// MaxPools.
-func (m *Pools) evictLocked() {
+// evictLocked retires the least recently used pools that nobody holds and that have no
+// connection out, while there are more than MaxPools; keep (just used) is never evicted.
+func (m *Pools) evictLocked(keep *entry) {
 	for el := m.order.Back(); el != nil && len(m.pools) > m.cfg.MaxPools; {
 		prev := el.Prev()
-		if e := el.Value.(*entry); e.refs == 0 {
+		if e := el.Value.(*entry); e != keep && e.refs == 0 && e.pool.Stat().AcquiredConns() == 0 {
 			m.retireLocked(e)
 		}
 		el = prev

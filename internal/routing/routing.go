@@ -12,7 +12,6 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
@@ -39,8 +38,8 @@ type Handle struct {
 	// OwnerID is the value of owner_id on every row of the tenant.
 	OwnerID string
 	Status  registry.Status
-	// Pool begins transactions on the database that holds the tenant's tables, as the router
-	// role: the control pool, or a placement's database, whose pool each transaction leases.
+	// Pool hands out connections to the database that holds the tenant's tables, as the router
+	// role: the control pool, or a placement's database (placement.Pools.DB).
 	Pool memory.Pool
 	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
 	fencePool memory.Pool
@@ -204,7 +203,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	return check(h)
 }
 
-// PoolFor returns what begins transactions on a location's database, as the router role: the
+// PoolFor returns what hands out connections to a location's database, as the router role: the
 // control pool for the control database, else the placement's database from Config.Pools.
 func (r *Resolver) PoolFor(loc registry.Location) memory.Pool {
 	if loc.Key().IsControl() {
@@ -219,7 +218,7 @@ func (r *Resolver) PoolFor(loc registry.Location) memory.Pool {
 // unservedPool is a location this resolver has no pools for.
 type unservedPool struct{ key registry.DatabaseKey }
 
-func (u unservedPool) BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error) {
+func (u unservedPool) Acquire(context.Context) (*pgxpool.Conn, error) {
 	return nil, fmt.Errorf("routing: %s: no placement pools configured: %w", u.key, placement.ErrUnavailable)
 }
 

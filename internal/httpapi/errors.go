@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -132,6 +133,9 @@ func DefaultErrorRules() []ErrorRule {
 		{Match: Is(registry.ErrConflict), Status: http.StatusConflict, Code: CodeConflict},
 		{Match: Is(provision.ErrNotInitialized), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: 30 * time.Second, Message: func(error) string { return provision.ErrNotInitialized.Error() }},
+		// A placement's server (the admin sees which and why; the router says less, see RouterErrorRules).
+		{Match: Is(placement.ErrUnavailable), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: 5 * time.Second},
 		{Match: As[*pgconn.ConnectError](), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: 5 * time.Second, Message: func(error) string { return "database unavailable" }},
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 )
 
@@ -44,8 +45,9 @@ func newAdminEnv(t *testing.T, initialise bool) *adminEnv {
 	t.Cleanup(pool.Close)
 	logs := &logBuffer{t: t}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	prov, err := provision.New(provision.Config{Pool: pool, Logger: logger})
+	prov, err := provision.New(provision.Config{Pool: pool, Logger: logger, Credentials: testCredentials(t)})
 	require.NoError(t, err)
+	t.Cleanup(prov.Close)
 	if initialise {
 		_, err = prov.Init(ctx, provision.InitParams{})
 		require.NoError(t, err)
@@ -58,6 +60,15 @@ func newAdminEnv(t *testing.T, initialise bool) *adminEnv {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &adminEnv{t: t, pool: pool, prov: prov, srv: srv, logs: logs}
+}
+
+// testCredentials are the provisioner's and the router's credentials on every test server: the
+// clusters trust loopback, so no password.
+func testCredentials(t *testing.T) placement.Credentials {
+	t.Helper()
+	c, err := placement.ParseCredentials(strings.NewReader("*:provisioner:postgres:\n*:router:tenantmem_router:\n"))
+	require.NoError(t, err)
+	return c
 }
 
 // response is a finished HTTP exchange.

@@ -247,11 +247,11 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 	e, err := New(Config{
-		Name:       "router",
-		Logger:     cfg.Logger,
-		Registerer: cfg.Registerer,
-		Gatherer:   cfg.Gatherer,
-		BodyLimit:  cfg.BodyLimit,
+		Name:        "router",
+		Logger:      cfg.Logger,
+		Registerer:  cfg.Registerer,
+		Gatherer:    cfg.Gatherer,
+		BodyLimit:   cfg.BodyLimit,
 		Ready:       cfg.Ready,
 		ReadyDetail: cfg.ReadyDetail,
 		ErrorRules:  RouterErrorRules(),

@@ -69,7 +69,9 @@ func (d *deployment) serverConns(t *testing.T) int {
 	return n
 }
 
-func key(db string) registry.DatabaseKey { return registry.DatabaseKey{Placement: registry.LocalPlacement, Database: db} }
+func key(db string) registry.DatabaseKey {
+	return registry.DatabaseKey{Placement: registry.LocalPlacement, Database: db}
+}
 
 func query(t *testing.T, conn *pgxpool.Conn, db string) {
 	t.Helper()

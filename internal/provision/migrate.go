@@ -3,6 +3,7 @@ package provision
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -30,6 +31,8 @@ type TenantError struct {
 	TenantID  string
 	Placement string
 	Err       error
+	// Skipped is set when the tenant was not tried because its placement was unreachable.
+	Skipped bool
 }
 
 // PlacementReport is what Migrate did on one placement.
@@ -143,11 +146,15 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 		mu.Lock()
 		defer mu.Unlock()
 		done++
-		if err != nil {
+		var skipped *skippedError
+		switch {
+		case errors.As(err, &skipped):
+			rep.Failed = append(rep.Failed, TenantError{TenantID: j.name(), Placement: j.key.Placement, Err: skipped.err, Skipped: true})
+		case err != nil:
 			rep.Failed = append(rep.Failed, TenantError{TenantID: j.name(), Placement: j.key.Placement, Err: err})
 			p.cfg.Logger.ErrorContext(ctx, "tenant migration failed", "tenant_id", j.tenantID, "placement", j.key.Placement,
 				"database", j.key.Database, "schema", j.schemaName, "error", err.Error())
-		} else if after != before {
+		case after != before:
 			rep.Applied++
 		}
 		if params.Progress != nil {
@@ -200,7 +207,7 @@ func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placemen
 			"schemas", len(jobs), "error", err.Error())
 		pr.Skipped, pr.Err = true, err
 		for _, j := range jobs {
-			report(j, 0, 0, fmt.Errorf("skipped: %w", err))
+			report(j, 0, 0, &skippedError{err: err})
 		}
 		return pr
 	}
@@ -245,6 +252,12 @@ func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placemen
 	wg.Wait()
 	return pr
 }
+
+// skippedError marks a schema of an unreachable placement (logged once, for the placement).
+type skippedError struct{ err error }
+
+func (e *skippedError) Error() string { return "skipped: " + e.err.Error() }
+func (e *skippedError) Unwrap() error { return e.err }
 
 // migrateOne brings one schema up to date and records its version. It returns the versions before
 // and after.

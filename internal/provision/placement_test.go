@@ -432,7 +432,9 @@ func TestDatabaseTierNamesNeverCollide(t *testing.T) {
 	// A database of that name made by someone else is never adopted, and never dropped.
 	_, err = e.pool.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize())
 	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = e.pool.Exec(context.Background(), `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()) })
+	t.Cleanup(func() {
+		_, _ = e.pool.Exec(context.Background(), `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize())
+	})
 	_, err = e.pool.Exec(ctx, `COMMENT ON DATABASE `+pgx.Identifier{name}.Sanitize()+` IS 'someone else''s'`)
 	require.NoError(t, err)
 	_, err = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "victim", Tier: registry.TierDatabase})

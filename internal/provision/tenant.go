@@ -181,7 +181,7 @@ func (p *Provisioner) pickPlacement(ctx context.Context, conn *pgxpool.Conn, par
 		pl, err = registry.ChoosePlacement(ctx, conn, params.Tier)
 		if errors.Is(err, registry.ErrNotFound) {
 			return "", fmt.Errorf("no active placement takes new %s-tier tenants (all draining, disabled, full or not taking the tier): %w",
-				params.Tier, registry.ErrConflict)
+				params.Tier, registry.ErrNoPlacement)
 		}
 	} else {
 		pl, err = registry.GetPlacement(ctx, conn, params.Placement)
@@ -232,9 +232,9 @@ func admissible(pl registry.Placement, tier registry.Tier) error {
 		return &registry.FieldError{Field: "tier", Message: fmt.Sprintf("placement %q does not take the %s tier (it takes %s)",
 			pl.Name, tier, joinTiers(pl.Tiers))}
 	case pl.State != registry.PlacementActive:
-		return fmt.Errorf("placement %q is %s and takes no new tenants: %w", pl.Name, pl.State, registry.ErrConflict)
+		return fmt.Errorf("placement %q is %s and takes no new tenants: %w", pl.Name, pl.State, registry.ErrNoPlacement)
 	case pl.Full():
-		return fmt.Errorf("placement %q is full (%d of %d tenants): %w", pl.Name, pl.Tenants, pl.MaxTenants, registry.ErrConflict)
+		return fmt.Errorf("placement %q is full (%d of %d tenants): %w", pl.Name, pl.Tenants, pl.MaxTenants, registry.ErrNoPlacement)
 	}
 	return nil
 }

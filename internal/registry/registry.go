@@ -60,6 +60,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnauthenticated means an API key is malformed, unknown, revoked or wrong.
 	ErrUnauthenticated = errors.New("invalid API key")
+	// ErrNoPlacement means no placement takes a new tenant (draining, disabled, full): a conflict.
+	ErrNoPlacement = fmt.Errorf("no placement takes the tenant: %w", ErrConflict)
 )
 
 // FieldError is invalid input, naming the field.

@@ -12,5 +12,5 @@ func (r *Resolver) AddForTest(keyID, tenantID, schema string, hash []byte) {
 	r.keys.Add(keyID, keyEntry{hash: hash, tenantID: tenantID, loadedAt: now})
 	r.handles.Add(tenantID, &Handle{TenantID: tenantID, Tier: registry.TierSchema, Schema: schema,
 		Location: registry.Location{Placement: registry.LocalPlacement, Schema: schema, OwnerID: tenantID},
-		OwnerID: tenantID, Status: registry.StatusActive, Pool: r.cfg.Pool, loadedAt: now})
+		OwnerID:  tenantID, Status: registry.StatusActive, Pool: r.cfg.Pool, loadedAt: now})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 const adminToken = "e2e-admin-token-0123456789abcdef"
@@ -282,9 +283,14 @@ func TestRefusesUnsafeStarts(t *testing.T) {
 	require.Equal(t, 0, r.code)
 	for _, flag := range []string{"--database-url", "TENANTMEM_ROUTER_DATABASE_URL", "--listen", "--handle-cache-size", "--key-cache-size",
 		"--cache-ttl", "--statement-timeout", "--body-limit", "--max-conns", "--embedder", "--embedding-base-url",
-		"--embedding-model", "TENANTMEM_EMBEDDING_API_KEY"} {
+		"--embedding-model", "TENANTMEM_EMBEDDING_API_KEY", "--version"} {
 		require.Contains(t, r.stdout, flag)
 	}
+
+	// --version needs no database URL: one line naming the build.
+	r = runRouter(t, nil, "--version")
+	require.Equal(t, 0, r.code)
+	require.Equal(t, version.Get().Line("router")+"\n", r.stdout)
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {

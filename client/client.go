@@ -121,7 +121,10 @@ func newConn(cfg Config) (*conn, error) {
 				return false, ctx.Err()
 			}
 			// Transport errors are not retried: the server may have acted on the request.
-			if err != nil || !retryable(resp.StatusCode) {
+			if err != nil {
+				return false, err
+			}
+			if !retryable(resp.StatusCode) {
 				return false, nil
 			}
 			// A wait longer than the caller accepts is not worth starting.
@@ -198,7 +201,7 @@ func (c *conn) call(ctx context.Context, method string, segments []string, query
 		}
 		return 0, fmt.Errorf("client: %s %s: %w", method, u.Path, err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		return res.StatusCode, decodeError(method, u.Path, res)
 	}

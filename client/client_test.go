@@ -213,7 +213,7 @@ func TestErrorShapes(t *testing.T) {
 		require.Equal(t, tc.expect, *apiErr)
 		require.ErrorIs(t, err, tc.sentinel)
 		for _, other := range []error{ErrInvalidInput, ErrNotFound, ErrUnavailable, ErrForbidden} {
-			if other != tc.sentinel {
+			if !errors.Is(other, tc.sentinel) {
 				require.NotErrorIs(t, err, other)
 			}
 		}
@@ -355,4 +355,31 @@ func TestErrorsAsThroughWrapping(t *testing.T) {
 	require.True(t, errors.As(err, &apiErr))
 	require.Equal(t, 5*time.Second, apiErr.RetryAfter)
 	require.ErrorIs(t, err, ErrUnavailable)
+}
+
+// TestConnectionErrorsAreNotRetried: a connection that breaks mid-request may have been acted on
+// (the document written), so the client reports it instead of sending the POST again.
+func TestConnectionErrorsAreNotRetried(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	hits := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	}))
+	defer srv.Close()
+	r, err := NewRouter(Config{BaseURL: srv.URL, Token: "tm_key"})
+	require.NoError(t, err)
+	_, err = r.AddDocument(context.Background(), DocumentAddParams{DocumentName: "n", DocumentType: "text", Content: "c"})
+	require.ErrorContains(t, err, "client: POST /v1/documents")
+	var apiErr *Error
+	require.False(t, errors.As(err, &apiErr), "no answer, so no *Error")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, hits)
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
-	"github.com/tenantmem/tenantmem/internal/version"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // envAdminToken holds the admin token. It is read from the environment only, never from a flag,

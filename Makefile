@@ -32,7 +32,7 @@ deps: ## Install what the tests need when missing: PostgreSQL 15+ with pgvector 
 
 .PHONY: image-deps
 image-deps: ## Install podman, CA certificates and systemd-analyze when missing (for image-test and units-test).
-	@bash deploy/install-tools.sh podman ca-certificates systemd
+	@bash deploy/install-tools.sh podman ca-certificates systemd file
 
 .PHONY: run
 run: deps ## Start a private PostgreSQL under ./data, init it, and serve the provisioning API (:8081) and router (:8080).

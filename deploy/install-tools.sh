@@ -2,10 +2,11 @@
 # install-tools.sh installs, when missing, the system tools that tests and checks use besides
 # PostgreSQL (deploy/install-pgvector.sh does that one). Idempotent; needs root to install.
 #
-#   install-tools.sh TOOL...     TOOL: python3 | podman | ca-certificates | systemd
+#   install-tools.sh TOOL...     TOOL: python3 | podman | ca-certificates | systemd | file
 #
 # python3 runs the Python client's tests (make test), podman builds the container image, the CA
-# bundle goes into the image, and systemd provides systemd-analyze for the unit checks. On a
+# bundle goes into the image, file tells static binaries in it, and systemd provides
+# systemd-analyze for the unit checks. On a
 # system without apt it says what is missing and exits 1.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ present() {
 	podman) command -v podman >/dev/null ;;
 	ca-certificates) [[ -s /etc/ssl/certs/ca-certificates.crt ]] ;;
 	systemd) command -v systemd-analyze >/dev/null ;;
+	file) command -v file >/dev/null ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }

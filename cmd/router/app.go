@@ -30,6 +30,9 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
+	// Environ lists the environment ("KEY=value"), for the per-placement credential variables
+	// (TENANTMEM_PLACEMENT_<NAME>_ROUTER_USER, _PASSWORD). Default: none.
+	Environ func() []string
 	// OnListen, when set, is called with the address the router listens on, before serving.
 	OnListen func(addr net.Addr)
 }
@@ -45,6 +48,12 @@ type cli struct {
 	BodyLimit        int64         `name:"body-limit" env:"TENANTMEM_BODY_LIMIT" default:"${body_limit}" placeholder:"BYTES" help:"Largest request body in bytes; larger ones get 413 (default ${default}, 12 MiB)."`
 	MaxConns         int32         `name:"max-conns" env:"TENANTMEM_MAX_CONNS" default:"0" help:"Largest number of database connections; 0 means pgxpool's default, max(4, CPUs)."`
 	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"TENANTMEM_SHUTDOWN_TIMEOUT" default:"30s" help:"How long a shutdown waits for requests in flight (default ${default})."`
+
+	PlacementCredentials string        `name:"placement-credentials" env:"TENANTMEM_PLACEMENT_CREDENTIALS" placeholder:"FILE" help:"Credentials file for placements other than local: lines placement:login:user:password (see docs/scaling.md); mode 600."`
+	ConnBudget           int           `name:"conn-budget" env:"TENANTMEM_CONN_BUDGET" default:"64" help:"Connections open at once to every database but the control database (placements' main databases, tenant databases) (default ${default})."`
+	DatabaseMaxConns     int32         `name:"database-max-conns" env:"TENANTMEM_DATABASE_MAX_CONNS" default:"2" help:"Connections of the pool of each tenant database (default ${default})."`
+	PoolCacheSize        int           `name:"pool-cache-size" env:"TENANTMEM_POOL_CACHE_SIZE" default:"1000" help:"Per-database pools kept open; the least recently used idle one is closed beyond it (default ${default})."`
+	ConnWait             time.Duration `name:"conn-wait" env:"TENANTMEM_CONN_WAIT" default:"5s" help:"Longest a request waits for room in the connection budget before it gets 503 (default ${default})."`
 
 	Embedder               string `name:"embedder" env:"TENANTMEM_EMBEDDER" default:"builtin" enum:"builtin,openai" help:"Embedding provider: builtin (offline) or openai (any OpenAI-compatible server; API key from $$TENANTMEM_EMBEDDING_API_KEY)."`
 	EmbeddingBaseURL       string `name:"embedding-base-url" env:"TENANTMEM_EMBEDDING_BASE_URL" placeholder:"URL" help:"Base URL of the OpenAI-compatible server (default https://api.openai.com)."`
@@ -104,24 +113,40 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 	v := version.Get()
 	logger.InfoContext(ctx, "router starting", slog.String("version", v.Version), slog.String("commit", v.Commit),
 		slog.String("built", v.Date))
+	if c.ConnBudget < 1 || c.DatabaseMaxConns < 1 || int(c.DatabaseMaxConns) > c.ConnBudget || c.PoolCacheSize < 1 || c.ConnWait <= 0 {
+		return &command.UsageError{Msg: "--conn-budget, --database-max-conns (at most --conn-budget), --pool-cache-size and --conn-wait must be positive"}
+	}
+	var environ []string
+	if m.Environ != nil {
+		environ = m.Environ()
+	}
+	creds, err := command.PlacementCredentials(c.PlacementCredentials, environ)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	svc, err := dataplane.Open(ctx, dataplane.Config{
-		DatabaseURL:       c.DatabaseURL,
-		MaxConns:          c.MaxConns,
-		HandleCacheSize:   c.HandleCacheSize,
-		KeyCacheSize:      c.KeyCacheSize,
-		CacheTTL:          c.CacheTTL,
-		StatementTimeout:  c.StatementTimeout,
-		BodyLimit:         c.BodyLimit,
-		Embedding:         ec,
-		WorkerInterval:    c.WorkerInterval,
-		SweepInterval:     c.SweepInterval,
-		WorkerConcurrency: c.WorkerConcurrency,
-		ShutdownTimeout:   c.ShutdownTimeout,
-		Logger:            logger,
-		Registerer:        reg,
-		Gatherer:          reg,
+		DatabaseURL:          c.DatabaseURL,
+		MaxConns:             c.MaxConns,
+		PlacementCredentials: creds,
+		ConnBudget:           c.ConnBudget,
+		DatabaseMaxConns:     c.DatabaseMaxConns,
+		PoolCacheSize:        c.PoolCacheSize,
+		ConnWait:             c.ConnWait,
+		HandleCacheSize:      c.HandleCacheSize,
+		KeyCacheSize:         c.KeyCacheSize,
+		CacheTTL:             c.CacheTTL,
+		StatementTimeout:     c.StatementTimeout,
+		BodyLimit:            c.BodyLimit,
+		Embedding:            ec,
+		WorkerInterval:       c.WorkerInterval,
+		SweepInterval:        c.SweepInterval,
+		WorkerConcurrency:    c.WorkerConcurrency,
+		ShutdownTimeout:      c.ShutdownTimeout,
+		Logger:               logger,
+		Registerer:           reg,
+		Gatherer:             reg,
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -69,6 +71,24 @@ func testCredentials(t *testing.T) placement.Credentials {
 	c, err := placement.ParseCredentials(strings.NewReader("*:provisioner:postgres:\n*:router:tenantmem_router:\n"))
 	require.NoError(t, err)
 	return c
+}
+
+// addPlacement registers a placement on a fresh database of server and drops the deployment's
+// tenant databases on both servers when the test ends.
+func addPlacement(t *testing.T, prov *provision.Provisioner, admin *pgxpool.Pool, name string, server *pgtest.Server) registry.Placement {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(server.NewDatabase(t))
+	require.NoError(t, err)
+	s, err := registry.GetSettings(ctx, admin)
+	require.NoError(t, err)
+	marker := "tenantmem deployment " + s.DeploymentID + " "
+	pgtest.DropDatabasesOnCleanup(t, server.URL(), marker)
+	pgtest.DropDatabasesOnCleanup(t, pgtest.ServerURL(), marker)
+	pl, err := prov.AddPlacement(ctx, provision.PlacementAddParams{Name: name, Host: server.Host(), Port: server.Port(),
+		Database: strings.TrimPrefix(u.Path, "/")})
+	require.NoError(t, err)
+	return pl
 }
 
 // response is a finished HTTP exchange.

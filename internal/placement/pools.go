@@ -226,6 +226,11 @@ func (m *Pools) unavailable(ctx context.Context, key registry.DatabaseKey, err e
 		return err
 	}
 	m.logFailure(ctx, key.Placement, err)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// A pool closed under a connection being opened cancels it: not the caller's doing, so the
+		// context's error must not reach the caller's error chain.
+		return fmt.Errorf("placement %q (%s): %w: %s", key.Placement, key, ErrUnavailable, err.Error())
+	}
 	return fmt.Errorf("placement %q (%s): %w: %w", key.Placement, key, ErrUnavailable, err)
 }
 
@@ -360,11 +365,17 @@ func (m *Pools) retireLocked(e *entry) {
 func (m *Pools) evictLocked(keep *entry) {
 	for el := m.order.Back(); el != nil && len(m.pools) > m.cfg.MaxPools; {
 		prev := el.Prev()
-		if e := el.Value.(*entry); e != keep && e.refs == 0 && e.pool.Stat().AcquiredConns() == 0 {
+		if e := el.Value.(*entry); e != keep && e.refs == 0 && idle(e.pool) {
 			m.retireLocked(e)
 		}
 		el = prev
 	}
+}
+
+// idle reports whether no connection of a pool is out or being opened.
+func idle(p *pgxpool.Pool) bool {
+	st := p.Stat()
+	return st.AcquiredConns() == 0 && st.ConstructingConns() == 0
 }
 
 // closeLater closes a pool in the background (pgxpool.Close waits for connections in use and

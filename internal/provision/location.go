@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
@@ -89,9 +90,23 @@ func (p *Provisioner) setSharedVersion(placementName string, v int64) {
 	p.mu.Unlock()
 }
 
+// onPlacement marks a lost or refused connection to a placement as placement.ErrUnavailable,
+// naming the placement.
+func onPlacement(name string, err error) error {
+	if err == nil || errors.Is(err, placement.ErrUnavailable) || !placement.IsConnectionLoss(err) {
+		return err
+	}
+	return fmt.Errorf("placement %q: %w: %w", name, placement.ErrUnavailable, err)
+}
+
 // createLocation makes the place of a tenant's rows and brings it to the latest tenant migration,
 // idempotently, and returns the migration version. conn holds the tenant's lock.
 func (p *Provisioner) createLocation(ctx context.Context, conn *pgxpool.Conn, t registry.Tenant) (int64, error) {
+	v, err := p.makeLocation(ctx, conn, t)
+	return v, onPlacement(t.PlacementID, err)
+}
+
+func (p *Provisioner) makeLocation(ctx context.Context, conn *pgxpool.Conn, t registry.Tenant) (int64, error) {
 	loc := t.Location()
 	switch t.Tier {
 	case registry.TierShared:
@@ -150,6 +165,10 @@ func (p *Provisioner) createLocation(ctx context.Context, conn *pgxpool.Conn, t 
 // dropData removes a tenant's rows: its schema (schema tier), its rows of the shared schema
 // (shared tier) or its database (database tier), on its placement. Idempotent.
 func (p *Provisioner) dropData(ctx context.Context, conn *pgxpool.Conn, t registry.Tenant) error {
+	return onPlacement(t.PlacementID, p.unmakeLocation(ctx, conn, t))
+}
+
+func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t registry.Tenant) error {
 	loc := t.Location()
 	db, release, err := p.mainDB(ctx, conn, loc.Placement)
 	if err != nil {

@@ -246,7 +246,7 @@ func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placemen
 		wg.Go(func() {
 			defer func() { <-sem }()
 			before, after, err := p.migrateOne(ctx, j, latest)
-			report(j, before, after, err)
+			report(j, before, after, onPlacement(j.key.Placement, err))
 		})
 	}
 	wg.Wait()

@@ -572,3 +572,40 @@ func TestMigrateAcrossPlacements(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, rep.Applied)
 }
+
+// TestCreateTenantOnAServerThatIsDown: a clear error, nothing registered; once the server is back
+// the same call succeeds. Deleting a tenant whose server is down leaves it deleting, and the next
+// delete finishes.
+func TestCreateTenantOnAServerThatIsDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	srv := pgtest.NewServer(t)
+	e.addPlacement(t, "p3", srv)
+	before, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "before", Tier: registry.TierDatabase, Placement: "p3"})
+	require.NoError(t, err)
+
+	srv.Stop(t)
+	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema, registry.TierDatabase} {
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "down-" + string(tier), Tier: tier, Placement: "p3"})
+		require.ErrorIs(t, err, placement.ErrUnavailable, tier)
+		require.ErrorContains(t, err, `placement "p3"`)
+		_, err = e.prov.GetTenant(ctx, "down-"+string(tier))
+		require.ErrorIs(t, err, registry.ErrNotFound, "nothing half-created")
+	}
+	require.ErrorIs(t, e.prov.DeleteTenant(ctx, "before"), placement.ErrUnavailable)
+	tn, err := e.prov.GetTenant(ctx, "before")
+	require.NoError(t, err)
+	require.Equal(t, registry.StatusDeleting, tn.Status)
+
+	srv.Start(t)
+	require.NoError(t, e.prov.DeleteTenant(ctx, "before"))
+	var exists bool
+	require.NoError(t, superPool(t, srv, "postgres").QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, before.Tenant.DatabaseName).Scan(&exists))
+	require.False(t, exists)
+	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema, registry.TierDatabase} {
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "down-" + string(tier), Tier: tier, Placement: "p3"})
+		require.NoError(t, err, tier)
+	}
+}

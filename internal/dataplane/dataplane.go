@@ -235,6 +235,12 @@ func (s *Service) open(ctx context.Context) error {
 	}); err != nil {
 		return &ConfigError{Err: err}
 	}
+	if s.cfg.Registerer != nil {
+		if err := s.cfg.Registerer.Register(placement.NewCollector(s.pools)); err != nil &&
+			!errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("register placement metrics: %w", err)
+		}
+	}
 	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Pools: s.pools, Handles: s.cfg.HandleCacheSize,
 		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger}); err != nil {
 		return &ConfigError{Err: err}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/dataplane"
@@ -104,8 +105,9 @@ func TestOneRouterServesEveryTierOnTwoServers(t *testing.T) {
 	d := fleetDeployment(t, map[string]*pgtest.Server{"p2": pgtest.Second(t)})
 	tenants := createEverywhere(t, d, "local", "p2")
 	p := newFlaky(t)
+	reg := prometheus.NewRegistry()
 	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond,
-		PlacementCredentials: credentials(t, "p2:router::\n"), ConnBudget: 8})
+		PlacementCredentials: credentials(t, "p2:router::\n"), ConnBudget: 8, Registerer: reg, Gatherer: reg})
 
 	for _, tn := range tenants {
 		p.failures.Store(1) // the ingest call fails; the worker's succeeds
@@ -139,6 +141,13 @@ func TestOneRouterServesEveryTierOnTwoServers(t *testing.T) {
 	st := r.svc.Pools().Stats()
 	require.LessOrEqual(t, st.BudgetInUse, 8)
 	require.Positive(t, st.Pools, "pools for p2 and the tenant databases")
+	res, err := http.Get(r.base + "/metrics")
+	require.NoError(t, err)
+	metrics, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(metrics), "tenantmem_placement_budget_size 8")
+	require.Regexp(t, `tenantmem_placement_pools [1-9]`, string(metrics))
 
 	// Deleting a database-tier tenant drops its database under the router's idle connections;
 	// its key stops working, the others go on.

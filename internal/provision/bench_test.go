@@ -148,3 +148,51 @@ func BenchmarkDatabaseTierCreation(b *testing.B) {
 		pool.Close()
 	}
 }
+
+// BenchmarkTierFootprint measures what an empty tenant of each tier adds to the server's disk:
+// the growth of the database per schema-tier tenant (its catalog rows and empty tables and
+// indexes) over TENANTMEM_BENCH_FOOTPRINT_TENANTS (default 50) tenants, and the size of a
+// database-tier tenant's database.
+// Run it once: go test -run '^$' -bench TierFootprint -benchtime 1x ./internal/provision
+func BenchmarkTierFootprint(b *testing.B) {
+	n := envInt("TENANTMEM_BENCH_FOOTPRINT_TENANTS", 50)
+	ctx := context.Background()
+	for range b.N {
+		url := pgtest.NewDatabase(b)
+		pool, err := pgxpool.New(ctx, url)
+		require.NoError(b, err)
+		prov, err := provision.New(provision.Config{Pool: pool})
+		require.NoError(b, err)
+		_, err = prov.Init(ctx, provision.InitParams{})
+		require.NoError(b, err)
+		s, err := registry.GetSettings(ctx, pool)
+		require.NoError(b, err)
+		pgtest.DropDatabasesOnCleanup(b, pgtest.ServerURL(), "tenantmem deployment "+s.DeploymentID+" ")
+		size := func() int64 {
+			var v int64
+			_, err := pool.Exec(ctx, `CHECKPOINT`)
+			require.NoError(b, err)
+			require.NoError(b, pool.QueryRow(ctx, `SELECT pg_database_size(current_database())`).Scan(&v))
+			return v
+		}
+		before := size()
+		for i := range n {
+			_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("s%d", i), Tier: registry.TierSchema})
+			require.NoError(b, err)
+		}
+		b.ReportMetric(float64(size()-before)/float64(n)/1024, "schema_tenant_KiB")
+		before = size()
+		for i := range n {
+			_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("sh%d", i), Tier: registry.TierShared})
+			require.NoError(b, err)
+		}
+		b.ReportMetric(float64(size()-before)/float64(n)/1024, "shared_tenant_KiB")
+		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "d", Tier: registry.TierDatabase})
+		require.NoError(b, err)
+		var dbSize int64
+		require.NoError(b, pool.QueryRow(ctx, `SELECT pg_database_size($1)`, res.Tenant.DatabaseName).Scan(&dbSize))
+		b.ReportMetric(float64(dbSize)/1024/1024, "database_tenant_MiB")
+		prov.Close()
+		pool.Close()
+	}
+}

@@ -109,14 +109,15 @@ func TestOneRouterServesEveryTierOnTwoServers(t *testing.T) {
 	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond,
 		PlacementCredentials: credentials(t, "p2:router::\n"), ConnBudget: 8, Registerer: reg, Gatherer: reg})
 
+	p.failures.Store(1 << 30) // every ingest fails to embed (and the worker's tries meanwhile)
 	for _, tn := range tenants {
-		p.failures.Store(1) // the ingest call fails; the worker's succeeds
 		var added memory.DocumentAddResult
 		require.Equal(t, http.StatusCreated, r.call(t, tn.key, http.MethodPost, "/v1/documents", map[string]string{
 			"document_name": "doc of " + tn.id, "document_type": "text", "content": "the secret word of " + tn.id + " is plover",
 		}, &added), tn.id)
 		require.Positive(t, added.EmbeddingsPending)
 	}
+	p.failures.Store(0) // the provider is back: the worker embeds what ingest queued
 	for _, tn := range tenants {
 		waitUntil(t, 30*time.Second, "the worker to embed "+tn.id, func() bool {
 			var st memory.EmbeddingQueueStats

@@ -602,7 +602,9 @@ func (m *Pools) Health(ctx context.Context, timeout time.Duration) (map[string]H
 		h := Health{State: p.State}
 		if p.State == registry.PlacementDisabled {
 			h.Status = "disabled"
+			mu.Lock()
 			out[p.Name] = h
+			mu.Unlock()
 			continue
 		}
 		wg.Go(func() {

@@ -69,6 +69,15 @@ func (d *deployment) serverConns(t *testing.T) int {
 	return n
 }
 
+// requireServerConnsWithin checks the server's count of connections against the budget. A backend
+// whose client just closed its socket (giving its slot back) is still counted by the server for
+// the moment it takes to exit, so the server's count may exceed the budget by those for an
+// instant; it must come down to it at once.
+func (d *deployment) requireServerConnsWithin(t *testing.T, budget int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return d.serverConns(t) <= budget }, 2*time.Second, 5*time.Millisecond)
+}
+
 func key(db string) registry.DatabaseKey {
 	return registry.DatabaseKey{Placement: registry.LocalPlacement, Database: db}
 }
@@ -99,7 +108,7 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 			query(t, conn, db)
 			conn.Release()
 			require.LessOrEqual(t, p.Stats().BudgetInUse, budget)
-			require.LessOrEqual(t, d.serverConns(t), budget)
+			d.requireServerConnsWithin(t, budget)
 		}
 	}
 
@@ -116,7 +125,7 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 	require.ErrorIs(t, err, placement.ErrUnavailable)
 	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	require.Equal(t, uint64(1), p.Stats().BudgetRefused)
-	require.LessOrEqual(t, d.serverConns(t), budget)
+	d.requireServerConnsWithin(t, budget)
 
 	// A connection given back while a cold database waits is closed, and its room goes to it.
 	got := make(chan error, 1)
@@ -134,7 +143,7 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 		query(t, c, c.Conn().Config().Database)
 		c.Release()
 	}
-	require.LessOrEqual(t, d.serverConns(t), budget)
+	d.requireServerConnsWithin(t, budget)
 }
 
 // TestBurstOfColdDatabasesStaysWithinTheBudget opens many cold databases at once: some wait,
@@ -175,7 +184,7 @@ func TestBurstOfColdDatabasesStaysWithinTheBudget(t *testing.T) {
 	require.Empty(t, errs)
 	require.LessOrEqual(t, maxSeen, budget)
 	require.Positive(t, p.Stats().BudgetWaits, "the burst had to wait")
-	require.LessOrEqual(t, d.serverConns(t), budget)
+	d.requireServerConnsWithin(t, budget)
 }
 
 // TestPoolsAreEvictedButNeverUnderAConnection keeps fewer pools than databases and checks that

@@ -17,7 +17,7 @@ func PlacementCredentials(path string, environ []string) (placement.Credentials,
 		if err != nil {
 			return placement.Credentials{}, Usagef("--placement-credentials: %v", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		fi, err := f.Stat()
 		if err != nil {
 			return placement.Credentials{}, Usagef("--placement-credentials: %v", err)

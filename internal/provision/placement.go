@@ -164,11 +164,12 @@ func (p *Provisioner) checkNotControl(ctx context.Context, pool *pgxpool.Pool, n
 		id1, id2 int64
 		db1, db2 string
 	)
-	if err := pool.QueryRow(ctx, q).Scan(&id1, &db1); err != nil {
-		return nil
-	}
-	if err := p.pool.QueryRow(ctx, q).Scan(&id2, &db2); err != nil {
-		return nil
+	err1 := pool.QueryRow(ctx, q).Scan(&id1, &db1)
+	err2 := p.pool.QueryRow(ctx, q).Scan(&id2, &db2)
+	if err1 != nil || err2 != nil {
+		p.cfg.Logger.DebugContext(ctx, "cannot compare the placement with the control database", "placement", name,
+			"error", errors.Join(err1, err2).Error())
+		return nil // the login may not read pg_control_system(): the check is a courtesy
 	}
 	if id1 == id2 && db1 == db2 {
 		return &registry.FieldError{Field: "database", Message: fmt.Sprintf(

@@ -128,13 +128,22 @@ func ParseTiers(s string) ([]Tier, error) {
 	for _, part := range strings.Split(s, ",") {
 		t, err := ParseTier(strings.TrimSpace(part))
 		if err != nil {
-			return nil, &FieldError{Field: "tiers", Message: err.(*FieldError).Message}
+			return nil, tiersError(err)
 		}
 		if !slices.Contains(out, t) {
 			out = append(out, t)
 		}
 	}
 	return out, nil
+}
+
+// tiersError names the field "tiers" in a tier's error.
+func tiersError(err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return &FieldError{Field: "tiers", Message: fe.Message}
+	}
+	return err
 }
 
 // PlacementInsertParams registers a placement.
@@ -171,7 +180,7 @@ func (p PlacementInsertParams) Validate() error {
 	}
 	for _, t := range p.Tiers {
 		if _, err := ParseTier(string(t)); err != nil {
-			return &FieldError{Field: "tiers", Message: err.(*FieldError).Message}
+			return tiersError(err)
 		}
 	}
 	return nil

@@ -14,13 +14,14 @@ import (
 // that went away), so the count cannot drift from what the servers see.
 type budget struct {
 	slots   chan struct{} // nil: unlimited
+	nudge   chan struct{} // a connection became idle somewhere: waiters look for one to close
 	waiting atomic.Int32
 	waits   atomic.Uint64 // dials that had to wait for a slot
 	refused atomic.Uint64 // dials that gave up (ErrBudgetExhausted)
 }
 
 func newBudget(n int) *budget {
-	b := &budget{}
+	b := &budget{nudge: make(chan struct{}, 1)}
 	if n > 0 {
 		b.slots = make(chan struct{}, n)
 	}
@@ -35,12 +36,21 @@ func (b *budget) inUse() int {
 	return len(b.slots)
 }
 
-// hasWaiters reports whether a dial is waiting for a slot: connections given back to their pool
-// are then closed instead of kept idle, so the slot goes to the waiter.
-func (b *budget) hasWaiters() bool { return b.waiting.Load() > 0 }
+// released tells waiting dials that a connection became idle, so they close the least recently
+// used idle connection (perhaps that one) for their slot. It never blocks.
+func (b *budget) released() {
+	if b.waiting.Load() == 0 {
+		return
+	}
+	select {
+	case b.nudge <- struct{}{}:
+	default:
+	}
+}
 
-// acquire takes a slot, waiting at most wait. While it waits it calls reclaim (at once, then every
-// reclaimEvery), which closes idle connections of other pools.
+// acquire takes a slot, waiting at most wait. While it waits it calls reclaim (at once, whenever a
+// connection is given back, and every reclaimEvery), which closes idle connections of the least
+// recently used other pools.
 func (b *budget) acquire(ctx context.Context, wait time.Duration, reclaim func()) error {
 	if b.slots == nil {
 		return nil
@@ -67,6 +77,8 @@ func (b *budget) acquire(ctx context.Context, wait time.Duration, reclaim func()
 		case <-deadline.C:
 			b.refused.Add(1)
 			return ErrBudgetExhausted
+		case <-b.nudge:
+			reclaim()
 		case <-tick.C:
 			reclaim()
 		}

@@ -541,9 +541,12 @@ func (m *Pools) poolConfig(p registry.Placement, key registry.DatabaseKey) (*pgx
 		}
 		return &budgetConn{Conn: c, release: m.budget.release}, nil
 	}
-	// While a connection waits for room in the budget, connections given back are closed instead
-	// of kept idle, so their slots go to the waiter.
-	pc.AfterRelease = func(*pgx.Conn) bool { return !m.budget.hasWaiters() }
+	// A connection given back while another waits for room in the budget wakes the waiter, which
+	// closes the least recently used idle connection for it.
+	pc.AfterRelease = func(*pgx.Conn) bool {
+		m.budget.released()
+		return true
+	}
 	return pc, nil
 }
 

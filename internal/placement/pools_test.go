@@ -127,7 +127,7 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 	require.Equal(t, uint64(1), p.Stats().BudgetRefused)
 	d.requireServerConnsWithin(t, budget)
 
-	// A connection given back while a cold database waits is closed, and its room goes to it.
+	// A connection given back while a cold database waits wakes it, and the idle connection it closes makes its room.
 	got := make(chan error, 1)
 	go func() {
 		conn, err := p.DB(key(d.dbs[4])).Acquire(ctx)

@@ -315,7 +315,7 @@ func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tena
 }
 
 // sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.
-var sharedTables = []string{"search_history", "chunks", "documents"}
+var sharedTables = []string{"search_history", "chunk_terms", "chunk_stats", "chunks", "documents"}
 
 // IssueKey issues another API key for an active or suspended tenant.
 func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.IssuedKey, error) {

@@ -379,7 +379,6 @@ func rawSearch(ctx context.Context, pool *pgxpool.Pool, s memory.Scope, mode, te
 	return ids[:min(len(ids), limit)], nil
 }
 
-
 // benchLoad bulk-loads documents and chunks into schema sch with COPY as the superuser, with the
 // HNSW index rebuilt afterwards.
 func benchLoad(b *testing.B, url, sch string, docs, chunks [][]any) {

@@ -37,6 +37,8 @@ type Handle struct {
 	Status  registry.Status
 	// Pool is the pool of the database that holds the tenant's tables, as the router role.
 	Pool *pgxpool.Pool
+	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
+	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
@@ -54,7 +56,7 @@ const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
 // (memory.ErrFenced).
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
-		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
+		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt}},
 	}
 }
@@ -177,7 +179,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		return nil, err
 	}
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, loadedAt: now}
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, loadedAt: now}
 	if t.Tier == registry.TierDatabase {
 		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}

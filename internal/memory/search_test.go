@@ -167,13 +167,7 @@ func TestSearchScores(t *testing.T) {
 			}
 			return r
 		}
-		ids := func(r memory.SearchResponse) []string {
-			out := []string{}
-			for _, x := range r.Results {
-				out = append(out, x.ChunkID)
-			}
-			return out
-		}
+		chunkIDs := ids
 		vec := search(memory.SearchVector, nil)
 		for _, x := range vec.Results {
 			require.Equal(t, *x.Similarity, x.Score)
@@ -199,8 +193,8 @@ func TestSearchScores(t *testing.T) {
 			require.NotNil(t, x.TextRank)
 			require.InDelta(t, *x.RRFScore*float64(k+1), x.Score, 1e-12)
 		}
-		require.Equal(t, ids(vec), ids(search(memory.SearchHybrid, new(1.0))), "alpha 1 is the vector order")
-		require.Equal(t, ids(txt), ids(search(memory.SearchHybrid, new(0.0))), "alpha 0 is the text order")
+		require.Equal(t, chunkIDs(vec), chunkIDs(search(memory.SearchHybrid, new(1.0))), "alpha 1 is the vector order")
+		require.Equal(t, chunkIDs(txt), chunkIDs(search(memory.SearchHybrid, new(0.0))), "alpha 0 is the text order")
 	}
 }
 

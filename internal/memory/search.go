@@ -276,9 +276,11 @@ const (
 // searchRow is one candidate chunk read by the search statement, with everything a result needs.
 type searchRow struct {
 	r          SearchResult
-	vecRank    int // 1-based rank in the vector list; 0 = absent
-	txtRank    int // 1-based rank in the text list; 0 = absent
+	value      float64 // the leg's own value: cosine distance (vector) or BM25 score (text)
+	vecRank    int     // 1-based rank in the vector list; 0 = absent
+	txtRank    int     // 1-based rank in the text list; 0 = absent
 	bm25       float64
+	hasBM25    bool // the chunk is among the text leg's candidates
 	start, end int
 }
 
@@ -358,36 +360,55 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 		}
 	}
 	plan := e.planVector(s, in, size, n)
-	sql, args := e.searchSQL(s, in, lex, qvec, useVector, useText, plan, n)
 
 	var (
-		rows        []searchRow
-		fresh       int64 = -1
-		lexemeCount int64
+		vecRows, txtRows []searchRow
+		fresh            int64 = -1
+		lexemeCount      int64
 	)
 	settings := readSettings{{"hnsw.ef_search", strconv.Itoa(plan.ef)}, {"hnsw.iterative_scan", "relaxed_order"},
 		{"hnsw.max_scan_tuples", strconv.Itoa(e.cfg.MaxScanTuples)}}
-	err = s.read(ctx, settings,
-		readStmt{
-			sql: `SELECT coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0),
-				(SELECT count(*) FROM unnest(to_tsvector($2::regconfig, $3)))`,
-			args: []any{s.OwnerID, s.textConfig(), lex.pos},
-			scan: func(r *readRows) error {
-				for r.Next() {
-					if err := r.Scan(&fresh, &lexemeCount); err != nil {
-						return err
-					}
+	stmts := []readStmt{{
+		sql: `SELECT coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0),
+			(SELECT count(*) FROM unnest(to_tsvector($2::regconfig, $3)))`,
+		args: []any{s.OwnerID, s.textConfig(), lex.pos},
+		scan: func(r *readRows) error {
+			for r.Next() {
+				if err := r.Scan(&fresh, &lexemeCount); err != nil {
+					return err
 				}
-				return nil
-			}},
-		readStmt{sql: sql, args: args, scan: func(r *readRows) error {
-			var err error
-			rows, err = scanSearchRows(r, in)
+			}
+			return nil
+		}}}
+	if useVector {
+		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, n)
+		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			vecRows, err = scanSearchRows(r, in)
 			return err
 		}})
-	if err != nil {
+	}
+	if useText {
+		sql, args := e.textSQL(s, in, lex, qvec, n)
+		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			txtRows, err = scanSearchRows(r, in)
+			return err
+		}})
+	}
+	if err := s.read(ctx, settings, stmts...); err != nil {
 		return SearchResponse{}, err
 	}
+	if useVector && !plan.exact && len(vecRows) < n {
+		// Short list: the iterative scan hit max_scan_tuples before finding n rows that pass the
+		// owner and the filters. The exact scan finds every one that exists (one more round trip).
+		sql, args := e.vectorSQL(s, in, *qvec, true, n)
+		if err := s.read(ctx, nil, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			vecRows, err = scanSearchRows(r, in)
+			return err
+		}}); err != nil {
+			return SearchResponse{}, err
+		}
+	}
+	rows := mergeLegs(vecRows, txtRows)
 	if fresh >= 0 {
 		e.sizes.put(s, fresh)
 	}
@@ -462,115 +483,19 @@ func (e *Engine) planVector(s Scope, in searchInput, size int64, n int) vectorPl
 	return vectorPlan{ef: min(max(ef, n), 1000)}
 }
 
-// searchSQL builds the one statement of a search: the vector leg (CTE v), the text leg (CTE t),
-// their union with each chunk's rank in each leg, and the rows of those chunks.
-func (e *Engine) searchSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.Vector, useVector, useText bool,
-	plan vectorPlan, n int) (string, []any) {
-	args := []any{s.OwnerID, n}
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	var ctes []string
-	docCond := in.docFilter(&args)
-	chunkCond := ""
-	if in.chunkMetadata != nil {
-		chunkCond = " AND c.metadata @> " + arg(string(in.chunkMetadata)) + "::jsonb"
-	}
-	join := ""
-	if docCond != "" {
-		join = " JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1"
-	}
-	qv := "NULL::vector"
-	if qvec != nil {
-		qv = arg(*qvec) + "::vector"
-	}
-	if useVector {
-		where := `c.owner_id = $1 AND c.chunk_level = 0 AND c.embedding IS NOT NULL` + chunkCond + docCond
-		exact := fmt.Sprintf(`SELECT c.chunk_id, c.embedding <=> %[1]s AS distance FROM chunks c%[2]s WHERE %[3]s`, qv, join, where)
-		if plan.exact {
-			// The MATERIALIZED CTE has no ORDER BY the HNSW index could serve, so the planner
-			// reads the owner's rows and sorts them.
-			ctes = append(ctes, `vx AS MATERIALIZED (`+exact+`)`,
-				`v AS (SELECT chunk_id, distance, row_number() OVER (ORDER BY distance, chunk_id) AS r FROM (
-					SELECT * FROM vx ORDER BY distance, chunk_id LIMIT $2) x)`)
-		} else {
-			// relaxed_order may return rows slightly out of order: the window re-sorts them. When the
-			// iterative scan stops short (max_scan_tuples), the exact scan runs instead, in the same
-			// statement: its one-time filter keeps it from running otherwise.
-			ctes = append(ctes,
-				fmt.Sprintf(`va AS (SELECT c.chunk_id, c.embedding <=> %[1]s AS distance FROM chunks c%[2]s WHERE %[3]s
-					ORDER BY c.embedding <=> %[1]s LIMIT $2)`, qv, join, where),
-				`vx AS MATERIALIZED (`+exact+` AND (SELECT count(*) FROM va) < $2)`,
-				`v AS (SELECT chunk_id, distance, row_number() OVER (ORDER BY distance, chunk_id) AS r FROM (
-					SELECT * FROM va WHERE (SELECT count(*) FROM va) >= $2
-					UNION ALL (SELECT * FROM vx ORDER BY distance, chunk_id LIMIT $2)) x)`)
-		}
-	} else {
-		ctes = append(ctes, `v AS (SELECT NULL::uuid AS chunk_id, NULL::float8 AS distance, NULL::bigint AS r WHERE false)`)
-	}
-	scoreCol := "NULL::float8"
-	if useText {
-		cfg := arg(s.textConfig()) + "::regconfig"
-		pos := arg(lex.pos)
-		ctes = append(ctes,
-			`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
-				FROM chunk_stats WHERE owner_id = $1)`,
-			`p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1
-				AND term = ANY(ARRAY(SELECT DISTINCT lexeme FROM unnest(to_tsvector(`+cfg+`, `+pos+`)))))`,
-			`df AS (SELECT term, count(*)::float8 AS df FROM p GROUP BY term)`,
-			fmt.Sprintf(`scored AS MATERIALIZED (SELECT p.chunk_id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
-				* p.tf * %[1]g / (p.tf + %[2]g * (%[3]g + %[4]g * p.dl / st.avgdl))) AS score
-				FROM p JOIN df USING (term) CROSS JOIN st GROUP BY p.chunk_id)`, bm25K1+1, bm25K1, 1-bm25B, bm25B))
-		cond := chunkCond + docCond
-		if lex.must != "" {
-			cond += ` AND (numnode(mq.q) = 0 OR c.search_vector @@ mq.q)`
-		}
-		if lex.not != "" {
-			cond += ` AND (numnode(nq.q) = 0 OR NOT c.search_vector @@ nq.q)`
-		}
-		if cond == "" {
-			ctes = append(ctes, `t AS (SELECT chunk_id, score, row_number() OVER (ORDER BY score DESC, chunk_id) AS r FROM (
-				SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id LIMIT $2) x)`)
-		} else {
-			// Walk the scored chunks best first and stop at n that pass the conditions: the OFFSET 0
-			// keeps the lateral subquery a per-row probe, so the order is kept and the scan stops early.
-			from := ""
-			if lex.must != "" {
-				from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.must) + ") mq(q)"
-			}
-			if lex.not != "" {
-				from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.not) + ") nq(q)"
-			}
-			ctes = append(ctes, fmt.Sprintf(`t AS (SELECT chunk_id, score, row_number() OVER (ORDER BY score DESC, chunk_id) AS r FROM (
-				SELECT s.chunk_id, s.score FROM (SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id) s
-				JOIN LATERAL (SELECT 1 FROM chunks c%[1]s%[2]s WHERE c.owner_id = $1 AND c.chunk_id = s.chunk_id%[3]s OFFSET 0) f ON true
-				ORDER BY s.score DESC, s.chunk_id LIMIT $2) x)`, join, from, cond))
-		}
-		scoreCol = "sc.score"
-	} else {
-		ctes = append(ctes, `t AS (SELECT NULL::uuid AS chunk_id, NULL::float8 AS score, NULL::bigint AS r WHERE false)`)
-	}
-	ctes = append(ctes, `u AS (SELECT chunk_id, v.r AS vr, t.r AS tr FROM v FULL JOIN t USING (chunk_id))`)
-
-	cols := `c.chunk_id::text, u.vr, u.tr, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
+// outputSQL is the select list and joins that every leg's statement returns for a candidate
+// chunk c of document d: the columns scanSearchRows reads after the leg's own value.
+func outputSQL(in searchInput, qv string) (cols, joins string) {
+	cols = `c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
 		coalesce((c.metadata->>'start')::bigint, 0), coalesce((c.metadata->>'end')::bigint, 0)`
-	from := `u JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = u.chunk_id
-		JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
-	if qvec != nil {
+	if qv != "" {
 		cols += `, 1 - (c.embedding <=> ` + qv + `)`
-	} else {
-		cols += `, NULL::float8`
-	}
-	if useText {
-		cols += `, ` + scoreCol
-		from += ` LEFT JOIN scored sc ON sc.chunk_id = c.chunk_id`
 	} else {
 		cols += `, NULL::float8`
 	}
 	if in.p.IncludeParentContext {
 		cols += `, p2.chunk_id::text, p2.chunk_index, p2.chunk_level, p2.content`
-		from += ` LEFT JOIN chunks p2 ON p2.chunk_id = c.parent_chunk_id AND p2.owner_id = $1`
+		joins += ` LEFT JOIN chunks p2 ON p2.chunk_id = c.parent_chunk_id AND p2.owner_id = $1`
 	} else {
 		cols += `, NULL::text, NULL::int, NULL::smallint, NULL::text`
 	}
@@ -579,7 +504,129 @@ func (e *Engine) searchSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector
 	} else {
 		cols += `, NULL::text, NULL::jsonb, NULL::text, NULL::timestamptz`
 	}
-	return `WITH ` + strings.Join(ctes, ",\n") + "\nSELECT " + cols + " FROM " + from, args
+	return cols, joins
+}
+
+// vectorSQL is the vector leg: the n leaf chunks nearest to q with everything a result needs,
+// first column the cosine distance. exact scans the tenant's rows (a MATERIALIZED CTE has no
+// ORDER BY the HNSW index could serve); otherwise the HNSW index is walked (iterative scan,
+// relaxed order: the caller sorts).
+func (e *Engine) vectorSQL(s Scope, in searchInput, q pgvector.Vector, exact bool, n int) (string, []any) {
+	args := []any{s.OwnerID, n}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	qv := arg(q) + "::vector"
+	docCond := in.docFilter(&args)
+	chunkCond := ""
+	if in.chunkMetadata != nil {
+		chunkCond = " AND c.metadata @> " + arg(string(in.chunkMetadata)) + "::jsonb"
+	}
+	cols, joins := outputSQL(in, qv)
+	where := `c.owner_id = $1 AND c.chunk_level = 0 AND c.embedding IS NOT NULL` + chunkCond + docCond
+	if !exact {
+		return `SELECT c.embedding <=> ` + qv + `, ` + cols + ` FROM chunks c
+			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins + `
+			WHERE ` + where + ` ORDER BY c.embedding <=> ` + qv + ` LIMIT $2`, args
+	}
+	join := ""
+	if docCond != "" {
+		join = ` JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
+	}
+	return `WITH vx AS MATERIALIZED (SELECT c.chunk_id, c.embedding <=> ` + qv + ` AS distance FROM chunks c` + join + `
+			WHERE ` + where + `),
+		top AS MATERIALIZED (SELECT chunk_id, distance FROM vx ORDER BY distance, chunk_id LIMIT $2)
+		SELECT top.distance, ` + cols + ` FROM top JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
+			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+}
+
+// textSQL is the text leg: BM25 over the tenant's own postings (chunk_terms) and statistics
+// (chunk_stats), the n best chunks matching any of the query's words that pass the required
+// phrases, the exclusions and the filters, first column the BM25 score.
+func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.Vector, n int) (string, []any) {
+	args := []any{s.OwnerID, n}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	qv := ""
+	if qvec != nil {
+		qv = arg(*qvec) + "::vector"
+	}
+	cfg := arg(s.textConfig()) + "::regconfig"
+	pos := arg(lex.pos)
+	docCond := in.docFilter(&args)
+	cond := ""
+	if in.chunkMetadata != nil {
+		cond = " AND c.metadata @> " + arg(string(in.chunkMetadata)) + "::jsonb"
+	}
+	cond += docCond
+	from := ""
+	if lex.must != "" {
+		from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.must) + ") mq(q)"
+		cond += ` AND (numnode(mq.q) = 0 OR c.search_vector @@ mq.q)`
+	}
+	if lex.not != "" {
+		from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.not) + ") nq(q)"
+		cond += ` AND (numnode(nq.q) = 0 OR NOT c.search_vector @@ nq.q)`
+	}
+	ctes := []string{
+		`p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1
+			AND term = ANY(ARRAY(SELECT DISTINCT lexeme FROM unnest(to_tsvector(` + cfg + `, ` + pos + `)))))`,
+		`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
+			FROM chunk_stats WHERE owner_id = $1)`,
+		`df AS (SELECT term, count(*)::float8 AS df FROM p GROUP BY term)`,
+		fmt.Sprintf(`scored AS (SELECT p.chunk_id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
+			* p.tf * %[1]g / (p.tf + %[2]g * (%[3]g + %[4]g * p.dl / st.avgdl))) AS score
+			FROM p JOIN df USING (term) CROSS JOIN st GROUP BY p.chunk_id)`, bm25K1+1, bm25K1, 1-bm25B, bm25B),
+	}
+	if cond == "" {
+		ctes = append(ctes, `top AS MATERIALIZED (SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id LIMIT $2)`)
+	} else {
+		// Walk the scored chunks best first and stop at n that pass the conditions: the OFFSET 0
+		// keeps the lateral subquery a per-row probe, so the order is kept and the scan stops early.
+		join := ""
+		if docCond != "" {
+			join = ` JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
+		}
+		ctes = append(ctes, `top AS MATERIALIZED (SELECT s.chunk_id, s.score
+			FROM (SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id) s
+			JOIN LATERAL (SELECT 1 FROM chunks c`+join+from+` WHERE c.owner_id = $1 AND c.chunk_id = s.chunk_id`+cond+` OFFSET 0) f ON true
+			ORDER BY s.score DESC, s.chunk_id LIMIT $2)`)
+	}
+	cols, joins := outputSQL(in, qv)
+	return `WITH ` + strings.Join(ctes, ",\n") + `
+		SELECT top.score, ` + cols + ` FROM top JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
+			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+}
+
+// mergeLegs joins the two legs' rows by chunk: ranks come from each leg's own order (distance
+// ascending, BM25 descending, ties by chunk id).
+func mergeLegs(vec, txt []searchRow) []searchRow {
+	slices.SortFunc(vec, func(a, b searchRow) int {
+		return cmp.Or(cmp.Compare(a.value, b.value), strings.Compare(a.r.ChunkID, b.r.ChunkID))
+	})
+	slices.SortFunc(txt, func(a, b searchRow) int {
+		return cmp.Or(cmp.Compare(b.value, a.value), strings.Compare(a.r.ChunkID, b.r.ChunkID))
+	})
+	byID := make(map[string]int, len(vec)+len(txt))
+	out := make([]searchRow, 0, len(vec)+len(txt))
+	for i, r := range vec {
+		r.vecRank = i + 1
+		byID[r.r.ChunkID] = len(out)
+		out = append(out, r)
+	}
+	for i, r := range txt {
+		bm := r.value
+		if j, ok := byID[r.r.ChunkID]; ok {
+			out[j].txtRank, out[j].bm25, out[j].hasBM25 = i+1, bm, true
+			continue
+		}
+		r.txtRank, r.bm25, r.hasBM25 = i+1, bm, true
+		out = append(out, r)
+	}
+	return out
 }
 
 func scanSearchRows(r *readRows, in searchInput) ([]searchRow, error) {
@@ -587,30 +634,19 @@ func scanSearchRows(r *readRows, in searchInput) ([]searchRow, error) {
 	for r.Next() {
 		var (
 			row                  searchRow
-			vr, tr               *int64
 			start, end           int64
 			pID, pContent, dType *string
 			pIndex               *int32
 			pLevel               *int16
 			dMeta                []byte
-			bm25                 *float64
 		)
 		x := &row.r
-		if err := r.Scan(&x.ChunkID, &vr, &tr, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, &x.Metadata,
-			&start, &end, &x.Similarity, &bm25, &pID, &pIndex, &pLevel, &pContent, &dType, &dMeta, &x.IDAtOrigin,
+		if err := r.Scan(&row.value, &x.ChunkID, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, &x.Metadata,
+			&start, &end, &x.Similarity, &pID, &pIndex, &pLevel, &pContent, &dType, &dMeta, &x.IDAtOrigin,
 			&x.DocumentDate); err != nil {
 			return nil, err
 		}
-		if vr != nil {
-			row.vecRank = int(*vr)
-		}
-		if tr != nil {
-			row.txtRank = int(*tr)
-		}
 		row.start, row.end = int(start), int(end)
-		if bm25 != nil {
-			row.bm25 = *bm25
-		}
 		if pID != nil {
 			x.ParentChunks = []ParentChunk{{ChunkID: *pID, ChunkIndex: int(*pIndex), ChunkLevel: int(*pLevel), Content: *pContent}}
 		} else if in.p.IncludeParentContext {
@@ -633,7 +669,7 @@ func textRank(bm25 float64) float64 { return bm25 / (bm25 + 1) }
 // the text list (1-alpha)/(k+r); score is the fused value divided by its maximum 1/(k+1).
 func (e *Engine) fuse(in searchInput, rows []searchRow, useText bool) []searchRow {
 	for i := range rows {
-		if useText && rows[i].r.TextRank == nil {
+		if useText && rows[i].hasBM25 {
 			tr := textRank(rows[i].bm25)
 			rows[i].r.TextRank = &tr
 		}

@@ -538,6 +538,7 @@ type SearchRequest struct {
 	// ChunkMetadataFilter matches the chunk's own metadata; MetadataFilter the document's.
 	ChunkMetadataFilter json.RawMessage `json:"chunk_metadata_filter,omitempty"`
 	RecallTarget        *float64        `json:"recall_target,omitempty"`
+	Fusion              string          `json:"fusion,omitempty"`
 	Rerank              bool            `json:"rerank,omitempty"`
 	RerankTopK          *int            `json:"rerank_top_k,omitempty"`
 }
@@ -564,6 +565,7 @@ func (r *router) search(c echo.Context) error {
 		IncludeDocuments:     req.IncludeDocuments,
 		ChunkMetadataFilter:  req.ChunkMetadataFilter,
 		RecallTarget:         req.RecallTarget,
+		Fusion:               req.Fusion,
 		Rerank:               req.Rerank,
 		RerankTopK:           req.RerankTopK,
 	}

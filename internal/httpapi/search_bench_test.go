@@ -138,8 +138,19 @@ func BenchmarkSearchPath(b *testing.B) {
 		vec  []float32
 	}
 	queries := make([]query, nq)
+	stop := map[string]bool{}
+	for _, w := range benchVocabulary[:40] {
+		stop[w] = true
+	}
 	for i := range queries {
-		queries[i] = query{text: qwords.text(1 + i%3), vec: qgen.next()}
+		// At least one word that is not a stop word: a query of stop words only is a 400 for text search.
+		for {
+			t := qwords.text(1 + i%3)
+			if slices.ContainsFunc(strings.Fields(t), func(w string) bool { return !stop[w] }) {
+				queries[i] = query{text: t, vec: qgen.next()}
+				break
+			}
+		}
 	}
 	samples := 200
 	if v, err := strconv.Atoi(os.Getenv("TENANTMEM_BENCH_SAMPLES")); err == nil && v > 0 {

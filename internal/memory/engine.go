@@ -82,6 +82,9 @@ type Config struct {
 	// EfSearch, when set, fixes hnsw.ef_search for vector queries (at most 1000) instead of
 	// choosing it for the recall target. Default 0: chosen by [EfSearchFor].
 	EfSearch int
+	// Fusion is the default fusion of hybrid search, FusionScore or FusionRRF. Default
+	// FusionScore (chosen on the evaluation sets, docs/benchmarks.md).
+	Fusion string
 	// RecallTarget is the default recall@10 target of vector search (a request may override it
 	// with recall_target), in [MinRecallTarget, 1]. Default 0.95.
 	RecallTarget float64
@@ -118,6 +121,7 @@ func (c Config) WithDefaults() Config {
 	c.HistoryMaxAge = cmp.Or(c.HistoryMaxAge, DefaultHistoryMaxAge)
 	c.RRFK = cmp.Or(c.RRFK, DefaultRRFK)
 	c.RecallTarget = cmp.Or(c.RecallTarget, DefaultRecallTarget)
+	c.Fusion = cmp.Or(c.Fusion, FusionScore)
 	c.RerankTimeout = cmp.Or(c.RerankTimeout, DefaultRerankTimeout)
 	c.HistoryFlushInterval = cmp.Or(c.HistoryFlushInterval, DefaultHistoryFlushInterval)
 	c.HistoryQueueSize = cmp.Or(c.HistoryQueueSize, DefaultHistoryQueueSize)
@@ -147,6 +151,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("memory: Config.RRFK must be positive, got %d", c.RRFK)
 	case c.EfSearch < 0 || c.EfSearch > 1000:
 		return fmt.Errorf("memory: Config.EfSearch must be in [0, 1000], got %d", c.EfSearch)
+	case c.Fusion != FusionScore && c.Fusion != FusionRRF:
+		return fmt.Errorf("memory: Config.Fusion must be %q or %q, got %q", FusionScore, FusionRRF, c.Fusion)
 	case c.RecallTarget < MinRecallTarget || c.RecallTarget > 1:
 		return fmt.Errorf("memory: Config.RecallTarget must be in [%v, 1], got %v", MinRecallTarget, c.RecallTarget)
 	case c.RerankTimeout < 0 || c.HistoryFlushInterval < 0 || c.HistoryQueueSize < 1:

@@ -25,6 +25,15 @@ const (
 	SearchHybrid = "hybrid"
 )
 
+// Fusion methods of hybrid search.
+const (
+	// FusionScore normalises each leg's scores to 0..1 over its candidates (min-max) and adds
+	// them weighted by alpha (vector) and 1-alpha (text).
+	FusionScore = "score"
+	// FusionRRF is weighted reciprocal rank fusion: alpha/(k+rank) + (1-alpha)/(k+rank).
+	FusionRRF = "rrf"
+)
+
 // Defaults of [SearchParams].
 const (
 	DefaultSearchLimit = 10
@@ -69,6 +78,9 @@ type SearchParams struct {
 	IncludeParentContext bool `json:"include_parent_context,omitempty"`
 	// IncludeDocuments adds the document's type, metadata, id at origin and date.
 	IncludeDocuments bool `json:"include_documents,omitempty"`
+	// Fusion is how hybrid search fuses its two lists: score (min-max normalised scores,
+	// alpha-weighted) or rrf (weighted reciprocal rank fusion); empty means Config.Fusion.
+	Fusion string `json:"fusion,omitempty"`
 	// RecallTarget is the recall@10 against an exact scan that the HNSW search effort is chosen
 	// for, 0.5 to 1 (1 means an exact scan); nil means Config.RecallTarget (0.95).
 	RecallTarget *float64 `json:"recall_target,omitempty"`
@@ -136,6 +148,7 @@ type searchInput struct {
 	chunkMetadata json.RawMessage
 	queryText     string
 	recallTarget  float64
+	fusion        string
 	rerank        bool
 	rerankTopK    int
 }
@@ -215,6 +228,12 @@ func (e *Engine) validateSearch(p SearchParams) (searchInput, error) {
 			return in, invalid("recall_target", "must be between %v and 1 (1 = exact), got %v", MinRecallTarget, r)
 		}
 		in.recallTarget = *p.RecallTarget
+	}
+	in.fusion = cmp.Or(p.Fusion, e.cfg.Fusion)
+	switch in.fusion {
+	case FusionScore, FusionRRF:
+	default:
+		return in, invalid("fusion", "must be %s or %s, got %q", FusionScore, FusionRRF, p.Fusion)
 	}
 	in.rerank = p.Rerank
 	if p.RerankTopK != nil {
@@ -691,8 +710,38 @@ func (e *Engine) fuse(in searchInput, rows []searchRow, useText bool) []searchRo
 		return rows
 	}
 	k := float64(e.cfg.RRFK)
+	// Score fusion normalises each leg's scores over its own candidates (min-max) and takes the
+	// alpha-weighted sum; a chunk missing from a leg gets 0 from it.
+	var vMin, vMax, tMin, tMax = math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, r := range rows {
+		if r.vecRank > 0 {
+			v := 1 - r.value
+			vMin, vMax = min(vMin, v), max(vMax, v)
+		}
+		if r.hasBM25 {
+			tMin, tMax = min(tMin, r.bm25), max(tMax, r.bm25)
+		}
+	}
+	norm := func(x, lo, hi float64) float64 {
+		if hi <= lo {
+			return 1
+		}
+		return (x - lo) / (hi - lo)
+	}
 	fused := func(r searchRow) float64 {
 		var f float64
+		if in.fusion == FusionScore {
+			if r.vecRank > 0 && in.alpha > 0 {
+				f += in.alpha * norm(1-r.value, vMin, vMax)
+			}
+			if r.hasBM25 && in.alpha < 1 {
+				f += (1 - in.alpha) * norm(r.bm25, tMin, tMax)
+			}
+			if f == 0 && ((r.vecRank > 0 && in.alpha > 0) || (r.hasBM25 && in.alpha < 1)) {
+				f = math.SmallestNonzeroFloat64 // the last of its leg still counts
+			}
+			return f
+		}
 		if r.vecRank > 0 && in.alpha > 0 {
 			f += in.alpha / (k + float64(r.vecRank))
 		}
@@ -724,6 +773,10 @@ func (e *Engine) fuse(in searchInput, rows []searchRow, useText bool) []searchRo
 	})
 	for i := range rows {
 		f := fused(rows[i])
+		if in.fusion == FusionScore {
+			rows[i].r.Score = f // the best possible, first on both legs, is 1
+			continue
+		}
 		rows[i].r.RRFScore = &f
 		rows[i].r.Score = f * (k + 1)
 	}

@@ -155,7 +155,7 @@ func TestSearchScores(t *testing.T) {
 		q := "solar electricity"
 		search := func(mode string, alpha *float64) memory.SearchResponse {
 			t.Helper()
-			r, err := eng.Search(ctx, s, memory.SearchParams{QueryText: q, SearchType: mode, Alpha: alpha})
+			r, err := eng.Search(ctx, s, memory.SearchParams{QueryText: q, SearchType: mode, Alpha: alpha, Fusion: memory.FusionRRF})
 			require.NoError(t, err)
 			require.Equal(t, mode, r.SearchType)
 			require.NotEmpty(t, r.Results)
@@ -194,6 +194,17 @@ func TestSearchScores(t *testing.T) {
 			// for chunks only the vector leg found.
 			require.Equal(t, strings.Contains(x.Content, "solar") || strings.Contains(x.Content, "electricity"), x.TextRank != nil, x.Content)
 			require.InDelta(t, *x.RRFScore*float64(k+1), x.Score, 1e-12)
+		}
+		// Score fusion (the default): min-max normalised scores, 1 for the chunk first on both legs.
+		sf, err := eng.Search(ctx, s, memory.SearchParams{QueryText: q, SearchType: memory.SearchHybrid})
+		require.NoError(t, err)
+		require.Equal(t, top.ChunkID, sf.Results[0].ChunkID)
+		require.InDelta(t, 1.0, sf.Results[0].Score, 1e-12)
+		for i, x := range sf.Results {
+			require.Nil(t, x.RRFScore)
+			if i > 0 {
+				require.LessOrEqual(t, x.Score, sf.Results[i-1].Score)
+			}
 		}
 		require.Equal(t, chunkIDs(vec), chunkIDs(search(memory.SearchHybrid, new(1.0))), "alpha 1 is the vector order")
 		require.Equal(t, chunkIDs(txt), chunkIDs(search(memory.SearchHybrid, new(0.0))), "alpha 0 is the text order")

@@ -54,6 +54,7 @@ type mode struct {
 func run(ctx context.Context) error {
 	alphas := flag.String("alphas", "", "comma-separated hybrid alphas to report for both fusions besides the defaults (tuning)")
 	only := flag.String("sets", "", "comma-separated sets to run (go-std, debian); default all")
+	fusions := flag.String("fusions", "rrf,score,dbsf", "fusions that -alphas reports")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
@@ -128,7 +129,7 @@ func run(ctx context.Context) error {
 			if _, err := fmt.Sscan(a, &f); err != nil {
 				return fmt.Errorf("-alphas: %w", err)
 			}
-			for _, fu := range []string{"rrf", "score"} {
+			for _, fu := range strings.Split(*fusions, ",") {
 				modes = append(modes, mode{"hybrid " + fu + " alpha=" + a, map[string]any{"search_type": "hybrid", "alpha": f, "fusion": fu}})
 			}
 		}

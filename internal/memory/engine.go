@@ -151,7 +151,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("memory: Config.RRFK must be positive, got %d", c.RRFK)
 	case c.EfSearch < 0 || c.EfSearch > 1000:
 		return fmt.Errorf("memory: Config.EfSearch must be in [0, 1000], got %d", c.EfSearch)
-	case c.Fusion != FusionScore && c.Fusion != FusionRRF:
+	case c.Fusion != FusionScore && c.Fusion != FusionRRF && c.Fusion != FusionDBSF:
 		return fmt.Errorf("memory: Config.Fusion must be %q or %q, got %q", FusionScore, FusionRRF, c.Fusion)
 	case c.RecallTarget < MinRecallTarget || c.RecallTarget > 1:
 		return fmt.Errorf("memory: Config.RecallTarget must be in [%v, 1], got %v", MinRecallTarget, c.RecallTarget)

@@ -27,7 +27,7 @@ func (e *Engine) ExplainSearch(ctx context.Context, s Scope, p SearchParams) (st
 	if err != nil {
 		return "", err
 	}
-	n := in.limit + min(in.limit, 10)
+	n := in.limit
 	plan := e.planVector(s, in, size, n)
 	var lines []string
 	var stmts []readStmt

@@ -32,7 +32,27 @@ const (
 	FusionScore = "score"
 	// FusionRRF is weighted reciprocal rank fusion: alpha/(k+rank) + (1-alpha)/(k+rank).
 	FusionRRF = "rrf"
+	// FusionDBSF is distribution-based score fusion: like FusionScore, with each leg's range
+	// taken as its mean ± 3 standard deviations over its candidates.
+	FusionDBSF = "dbsf"
 )
+
+// spread is mean ± 3 standard deviations of xs.
+func spread(xs []float64) (float64, float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	var sum, sq float64
+	for _, x := range xs {
+		sum += x
+	}
+	mean := sum / float64(len(xs))
+	for _, x := range xs {
+		sq += (x - mean) * (x - mean)
+	}
+	sd := math.Sqrt(sq / float64(len(xs)))
+	return mean - 3*sd, mean + 3*sd
+}
 
 // Defaults of [SearchParams].
 const (
@@ -231,7 +251,7 @@ func (e *Engine) validateSearch(p SearchParams) (searchInput, error) {
 	}
 	in.fusion = cmp.Or(p.Fusion, e.cfg.Fusion)
 	switch in.fusion {
-	case FusionScore, FusionRRF:
+	case FusionScore, FusionRRF, FusionDBSF:
 	default:
 		return in, invalid("fusion", "must be %s or %s, got %q", FusionScore, FusionRRF, p.Fusion)
 	}
@@ -365,12 +385,16 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	// Candidates per leg: hybrid fuses two lists; every mode reads a few more than the limit so
 	// that dropping chunks nested in other results (hygiene) never shortens the list, and reranking
 	// reads its top k.
-	n := in.limit + min(in.limit, 10)
+	// Candidates per leg. The vector leg reads exactly what it needs: each row beyond the
+	// limit costs HNSW work (an iterative scan past its first ef_search candidates is several
+	// times slower). The text leg scores every match anyway, so it reads more for fusion and
+	// hygiene. Reranking reads its top k from both.
+	nVec, n := in.limit, in.limit+min(in.limit, 10)
 	if in.searchType == SearchHybrid {
 		n = max(2*in.limit, 20)
 	}
 	if in.rerank {
-		n = max(n, in.rerankTopK)
+		nVec, n = max(nVec, in.rerankTopK), max(n, in.rerankTopK)
 	}
 	size, known := e.sizes.get(s)
 	if useVector && !known {
@@ -378,7 +402,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 			return SearchResponse{}, err
 		}
 	}
-	plan := e.planVector(s, in, size, n)
+	plan := e.planVector(s, in, size, nVec)
 
 	var (
 		vecRows, txtRows []searchRow
@@ -400,7 +424,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 			return nil
 		}}}
 	if useVector {
-		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, n)
+		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, nVec)
 		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
 			vecRows, err = scanSearchRows(r, in)
 			return err
@@ -416,10 +440,10 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	if err := s.read(ctx, settings, stmts...); err != nil {
 		return SearchResponse{}, err
 	}
-	if useVector && !plan.exact && len(vecRows) < n {
+	if useVector && !plan.exact && len(vecRows) < nVec {
 		// Short list: the iterative scan hit max_scan_tuples before finding n rows that pass the
 		// owner and the filters. The exact scan finds every one that exists (one more round trip).
-		sql, args := e.vectorSQL(s, in, *qvec, true, n)
+		sql, args := e.vectorSQL(s, in, *qvec, true, nVec)
 		if err := s.read(ctx, nil, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
 			vecRows, err = scanSearchRows(r, in)
 			return err
@@ -447,6 +471,17 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 		}
 	}
 	resp.Results = hygiene(list, in.limit)
+	if in.searchType == SearchVector && len(resp.Results) < in.limit && len(vecRows) == nVec && len(list) > len(resp.Results) {
+		// Hygiene dropped nested chunks and more may exist: read twice as many (rare).
+		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, 2*nVec)
+		if err := s.read(ctx, settings, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			vecRows, err = scanSearchRows(r, in)
+			return err
+		}}); err != nil {
+			return SearchResponse{}, err
+		}
+		resp.Results = hygiene(e.fuse(in, mergeLegs(vecRows, nil), false), in.limit)
+	}
 	resp.TookMS = float64(time.Since(start).Microseconds()) / 1000
 	e.recordSearch(ctx, s, in, len(resp.Results), resp.TookMS)
 	return resp, nil
@@ -722,15 +757,29 @@ func (e *Engine) fuse(in searchInput, rows []searchRow, useText bool) []searchRo
 			tMin, tMax = min(tMin, r.bm25), max(tMax, r.bm25)
 		}
 	}
+	if in.fusion == FusionDBSF {
+		// Distribution-based: each leg's range is its mean ± 3 standard deviations.
+		var vs, ts []float64
+		for _, r := range rows {
+			if r.vecRank > 0 {
+				vs = append(vs, 1-r.value)
+			}
+			if r.hasBM25 {
+				ts = append(ts, r.bm25)
+			}
+		}
+		vMin, vMax = spread(vs)
+		tMin, tMax = spread(ts)
+	}
 	norm := func(x, lo, hi float64) float64 {
 		if hi <= lo {
 			return 1
 		}
-		return (x - lo) / (hi - lo)
+		return min(max((x-lo)/(hi-lo), 0), 1)
 	}
 	fused := func(r searchRow) float64 {
 		var f float64
-		if in.fusion == FusionScore {
+		if in.fusion != FusionRRF {
 			if r.vecRank > 0 && in.alpha > 0 {
 				f += in.alpha * norm(1-r.value, vMin, vMax)
 			}
@@ -773,7 +822,7 @@ func (e *Engine) fuse(in searchInput, rows []searchRow, useText bool) []searchRo
 	})
 	for i := range rows {
 		f := fused(rows[i])
-		if in.fusion == FusionScore {
+		if in.fusion != FusionRRF {
 			rows[i].r.Score = f // the best possible, first on both legs, is 1
 			continue
 		}

@@ -391,7 +391,9 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	// hygiene. Reranking reads its top k from both.
 	nVec, n := in.limit, in.limit+min(in.limit, 10)
 	if in.searchType == SearchHybrid {
+		// Fusion needs depth on both sides: max(2·limit, 20) each (as the evaluation measured).
 		n = max(2*in.limit, 20)
+		nVec = n
 	}
 	if in.rerank {
 		nVec, n = max(nVec, in.rerankTopK), max(n, in.rerankTopK)

@@ -2,16 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"go/ast"
+	"go/build"
 	"go/doc"
 	"go/parser"
 	"go/token"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 )
@@ -36,10 +36,14 @@ const maxContent = 6000
 // internal, vendor or cmd packages): its package comment without the first sentence, then its
 // exported declarations with their doc comments. The query is the first sentence (the synopsis
 // that `go list` shows) without "Package <name>".
-func goStdSet() (querySet, error) {
-	root := filepath.Join(runtime.GOROOT(), "src")
+func goStdSet(ctx context.Context) (querySet, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output()
+	if err != nil {
+		return querySet{}, fmt.Errorf("go env GOROOT: %w", err)
+	}
+	root := filepath.Join(strings.TrimSpace(string(out)), "src")
 	var dirs []string
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -72,26 +76,19 @@ func goStdSet() (querySet, error) {
 }
 
 func goPackage(root, dir string) (item, bool) {
+	bp, err := build.ImportDir(dir, build.ImportComment)
+	if err != nil || bp.Name == "main" || len(bp.GoFiles) == 0 {
+		return item{}, false
+	}
+	name := bp.Name
 	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, dir, func(fi fs.FileInfo) bool {
-		return !strings.HasSuffix(fi.Name(), "_test.go")
-	}, parser.ParseComments)
-	if err != nil || len(pkgs) == 0 {
-		return item{}, false
-	}
 	var files []*ast.File
-	name := ""
-	for n, p := range pkgs {
-		if n == "main" || strings.HasSuffix(n, "_test") {
-			continue
+	for _, f := range bp.GoFiles {
+		af, err := parser.ParseFile(fset, filepath.Join(dir, f), nil, parser.ParseComments)
+		if err != nil {
+			return item{}, false
 		}
-		name = n
-		for _, f := range p.Files {
-			files = append(files, f)
-		}
-	}
-	if name == "" {
-		return item{}, false
+		files = append(files, af)
 	}
 	rel, _ := filepath.Rel(root, dir)
 	p, err := doc.NewFromFiles(fset, files, filepath.ToSlash(rel))
@@ -136,8 +133,8 @@ func goPackage(root, dir string) (item, bool) {
 // `apt show` prints under the first line). The query is the short description (the first line).
 // Packages whose long or short description repeats another's are left out (e.g. -dev and -doc
 // packages sharing one text), so every query has one right answer.
-func debianSet() (querySet, error) {
-	out, err := exec.Command("dpkg-query", "-W", "-f", "${Package}\x1f${Description}\x1e").Output()
+func debianSet(ctx context.Context) (querySet, error) {
+	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Package}\x1f${Description}\x1e").Output()
 	if err != nil {
 		return querySet{}, fmt.Errorf("dpkg-query: %w", err)
 	}
@@ -180,5 +177,3 @@ func debianSet() (querySet, error) {
 	}
 	return set, nil
 }
-
-var _ = os.Getenv

@@ -60,8 +60,8 @@ func run(ctx context.Context) error {
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
 	sets := []querySet{}
-	for _, f := range []func() (querySet, error){goStdSet, debianSet} {
-		s, err := f()
+	for _, f := range []func(context.Context) (querySet, error){goStdSet, debianSet} {
+		s, err := f(ctx)
 		if err != nil {
 			return err
 		}
@@ -113,7 +113,12 @@ func run(ctx context.Context) error {
 	rctx, stopRouter := context.WithCancel(ctx)
 	routerDone := make(chan error, 1)
 	go func() { routerDone <- svc.Run(rctx, ln) }()
-	defer func() { stopRouter(); <-routerDone }()
+	defer func() {
+		stopRouter()
+		if err := <-routerDone; err != nil {
+			fmt.Fprintln(os.Stderr, "eval: router:", err)
+		}
+	}()
 	router := "http://" + ln.Addr().String()
 	waitReady(ctx, router)
 
@@ -182,7 +187,7 @@ func waitReady(ctx context.Context, base string) {
 	for range 100 {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
@@ -206,7 +211,7 @@ func call(ctx context.Context, method, url, key string, body any, out any) error
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, raw)

@@ -2,7 +2,6 @@ package memory
 
 import (
 	"math"
-	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -62,8 +61,7 @@ func EfSearchFor(shared bool, size int64, target float64) int {
 // and the HNSW walk. Every search reads the current count in its own round trip and stores it
 // here for the next one, so only a tenant's first search pays a round trip to learn it.
 type sizeCache struct {
-	mu sync.Mutex
-	c  *lru.Cache[string, int64]
+	c *lru.Cache[string, int64] // safe for concurrent use
 }
 
 func newSizeCache() *sizeCache {

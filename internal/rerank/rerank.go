@@ -108,7 +108,7 @@ func (c *Client) Rerank(ctx context.Context, query string, documents []string) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, err)

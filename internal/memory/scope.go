@@ -186,9 +186,10 @@ type readSettings [][2]string
 
 // readRows iterates over the rows of the last statement of [Scope.read].
 type readRows struct {
-	m   *pgtype.Map
-	fds []pgconn.FieldDescription
-	rr  *pgconn.ResultReader
+	m     *pgtype.Map
+	fds   []pgconn.FieldDescription
+	rr    *pgconn.ResultReader
+	plans []pgtype.ScanPlan // per column, planned on the first row (callers scan into the same types)
 }
 
 // Next advances to the next row.
@@ -200,12 +201,23 @@ func (r *readRows) Scan(dst ...any) error {
 	if len(dst) != len(vals) {
 		return fmt.Errorf("memory: scan %d columns into %d destinations", len(vals), len(dst))
 	}
+	if r.plans == nil {
+		r.plans = make([]pgtype.ScanPlan, len(dst))
+		for i, d := range dst {
+			if d != nil {
+				r.plans[i] = r.m.PlanScan(r.fds[i].DataTypeOID, r.fds[i].Format, d)
+			}
+		}
+	}
 	for i, d := range dst {
 		if d == nil {
 			continue
 		}
-		if err := r.m.Scan(r.fds[i].DataTypeOID, r.fds[i].Format, vals[i], d); err != nil {
-			return fmt.Errorf("memory: column %s: %w", r.fds[i].Name, err)
+		if err := r.plans[i].Scan(vals[i], d); err != nil {
+			// A plan made for a NULL-less first row may not fit this value's path: plan again.
+			if err2 := r.m.Scan(r.fds[i].DataTypeOID, r.fds[i].Format, vals[i], d); err2 != nil {
+				return fmt.Errorf("memory: column %s: %w", r.fds[i].Name, err2)
+			}
 		}
 	}
 	return nil

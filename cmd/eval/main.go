@@ -55,6 +55,7 @@ func run(ctx context.Context) error {
 	alphas := flag.String("alphas", "", "comma-separated hybrid alphas to report for both fusions besides the defaults (tuning)")
 	only := flag.String("sets", "", "comma-separated sets to run (go-std, debian); default all")
 	fusions := flag.String("fusions", "rrf,score,dbsf", "fusions that -alphas reports")
+	dump := flag.String("dump", "", "write each query's text and vector candidates (100 each, with scores) as JSON lines to this file, for studying fusion offline; the shared-tier tenants only")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
@@ -156,6 +157,11 @@ func run(ctx context.Context) error {
 			}
 			if err := load(ctx, router, key, set, progress); err != nil {
 				return err
+			}
+			if *dump != "" && tier == "shared" {
+				if err := dumpLegs(ctx, router, key, set, *dump); err != nil {
+					return err
+				}
 			}
 			for _, md := range modes {
 				var m metrics
@@ -316,4 +322,45 @@ func coverageReranker(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// dumpLegs appends, for every query of set, the text and vector legs' candidates to path.
+func dumpLegs(ctx context.Context, router, key string, set querySet, path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	enc := json.NewEncoder(f)
+	type hit struct {
+		Doc   string  `json:"doc"`
+		Chunk string  `json:"chunk"`
+		Score float64 `json:"score"`
+	}
+	for _, it := range set.Items {
+		rec := map[string]any{"set": set.Name, "query": it.Query, "target": it.ID}
+		for _, mode := range []string{"text", "vector"} {
+			var out struct {
+				Results []struct {
+					ChunkID      string  `json:"chunk_id"`
+					DocumentName string  `json:"document_name"`
+					Score        float64 `json:"score"`
+				} `json:"results"`
+			}
+			err := call(ctx, http.MethodPost, router+"/v1/search", key,
+				map[string]any{"query_text": it.Query, "search_type": mode, "limit": 100}, &out)
+			if err != nil && !strings.Contains(err.Error(), ": 400 ") {
+				return err
+			}
+			hits := []hit{}
+			for _, r := range out.Results {
+				hits = append(hits, hit{r.DocumentName, r.ChunkID, r.Score})
+			}
+			rec[mode] = hits
+		}
+		if err := enc.Encode(rec); err != nil {
+			return err
+		}
+	}
+	return nil
 }

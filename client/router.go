@@ -155,7 +155,7 @@ type DocumentDeleteManyResult struct {
 }
 
 // SearchParams is the body of POST /v1/search. Zero values are left out (the server's defaults:
-// hybrid, 10 results, alpha 0.35, score fusion, recall target 0.95).
+// hybrid, 10 results, alpha 0.1, score fusion, recall target 0.95).
 type SearchParams struct {
 	QueryText string `json:"query_text"`
 	// QueryEmbedding, when set, is used instead of embedding QueryText.

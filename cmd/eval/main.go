@@ -55,7 +55,7 @@ func run(ctx context.Context) error {
 	alphas := flag.String("alphas", "", "comma-separated hybrid alphas to report for both fusions besides the defaults (tuning)")
 	only := flag.String("sets", "", "comma-separated sets to run (go-std, debian); default all")
 	fusions := flag.String("fusions", "rrf,score,dbsf", "fusions that -alphas reports")
-	dump := flag.String("dump", "", "write each query's text and vector candidates (100 each, with scores) as JSON lines to this file, for studying fusion offline; the shared-tier tenants only")
+	dump := flag.String("dump", "", "only write each query's text and vector candidates (100 each, with scores) as JSON lines to this file, for studying fusion offline (shared-tier tenants)")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
@@ -158,10 +158,13 @@ func run(ctx context.Context) error {
 			if err := load(ctx, router, key, set, progress); err != nil {
 				return err
 			}
-			if *dump != "" && tier == "shared" {
-				if err := dumpLegs(ctx, router, key, set, *dump); err != nil {
-					return err
+			if *dump != "" {
+				if tier == "shared" {
+					if err := dumpLegs(ctx, router, key, set, *dump); err != nil {
+						return err
+					}
 				}
+				continue
 			}
 			for _, md := range modes {
 				var m metrics

@@ -57,7 +57,7 @@ func spread(xs []float64) (float64, float64) {
 // Defaults of [SearchParams].
 const (
 	DefaultSearchLimit = 10
-	DefaultAlpha       = 0.35
+	DefaultAlpha       = 0.1
 )
 
 // SearchParams is one search. Filters combine with AND and apply identically in every mode.
@@ -92,7 +92,7 @@ type SearchParams struct {
 	DateFrom *time.Time `json:"date_from,omitempty"`
 	DateTo   *time.Time `json:"date_to,omitempty"`
 	// Alpha weighs the vector side of hybrid search, 0 to 1 (1 = vector only, 0 = text only);
-	// nil means 0.35 (tuned with score fusion on the go-std evaluation set, docs/benchmarks.md).
+	// nil means 0.1 (tuned with score fusion on the go-std evaluation set, confirmed on debian: docs/benchmarks.md).
 	Alpha *float64 `json:"alpha,omitempty"`
 	// IncludeParentContext adds each hit's parent chunk (its wider context).
 	IncludeParentContext bool `json:"include_parent_context,omitempty"`

@@ -375,7 +375,7 @@ func TestSearchHistory(t *testing.T) {
 			require.Equal(t, 1, hist[0].ResultCount)
 			require.Positive(t, hist[0].LatencyMS)
 			require.JSONEq(t, `{"limit":5}`, string(hist[0].Filters))
-			require.JSONEq(t, `{"limit":10,"alpha":0.35,"document_types":["text"],"metadata_filter":{"a":1}}`, string(hist[1].Filters))
+			require.JSONEq(t, `{"limit":10,"alpha":0.1,"document_types":["text"],"metadata_filter":{"a":1}}`, string(hist[1].Filters))
 			require.Greater(t, hist[0].SearchID, hist[1].SearchID)
 			one, err := eng.SearchHistory(ctx, s, memory.SearchHistoryListParams{Limit: new(1)})
 			require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -227,6 +228,9 @@ func (r *readRows) Scan(dst ...any) error {
 type readStmt struct {
 	sql  string
 	args []any
+	// prepared statements are prepared once per connection and reused: only for SQL that names
+	// no tenant table (it is parsed before the round trip's search_path is set).
+	prepared bool
 	// scan reads the statement's rows; nil discards them.
 	scan func(*readRows) error
 }
@@ -279,10 +283,10 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 		args = append(args, s.Fence.LockID)
 		fmt.Fprintf(&b, `, pg_advisory_xact_lock_shared($%d)`, len(args))
 	}
-	all[0] = readStmt{sql: b.String(), args: args}
+	all[0] = readStmt{sql: b.String(), args: args, prepared: true}
 	var fenceOK bool
 	if s.Fence != nil {
-		all = append(all, readStmt{sql: s.Fence.Check, args: s.Fence.Args, scan: func(r *readRows) error {
+		all = append(all, readStmt{sql: s.Fence.Check, args: s.Fence.Args, prepared: true, scan: func(r *readRows) error {
 			for r.Next() {
 				if err := r.Scan(&fenceOK); err != nil {
 					return err
@@ -296,6 +300,20 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 	m := c.TypeMap()
 	batch := &pgconn.Batch{}
 	for _, st := range all {
+		if st.prepared {
+			// The settings and the fence check name no tenant table: prepare them once per
+			// connection (pgx remembers them), so they are neither parsed nor planned again.
+			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
+			if err != nil {
+				return fmt.Errorf("memory: prepare: %w", interpretError(err))
+			}
+			vals, fmts, err := encodeArgsFor(m, sd.ParamOIDs, st.args)
+			if err != nil {
+				return err
+			}
+			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
+			continue
+		}
 		vals, oids, fmts, err := encodeArgs(m, st.args)
 		if err != nil {
 			return err
@@ -347,6 +365,31 @@ func registerVector(ctx context.Context, c *pgx.Conn) error {
 		return fmt.Errorf("memory: register pgvector types: %w", interpretError(err))
 	}
 	return nil
+}
+
+// fnvHash is FNV-1a of s (a name for a prepared statement).
+func fnvHash(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// encodeArgsFor encodes arguments for a prepared statement's parameter types.
+func encodeArgsFor(m *pgtype.Map, oids []uint32, args []any) ([][]byte, []int16, error) {
+	if len(oids) != len(args) {
+		return nil, nil, fmt.Errorf("memory: %d arguments for %d parameters", len(args), len(oids))
+	}
+	vals := make([][]byte, len(args))
+	fmts := make([]int16, len(args))
+	for i, a := range args {
+		f := m.FormatCodeForOID(oids[i])
+		buf, err := m.Encode(oids[i], f, a, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
+		}
+		vals[i], fmts[i] = buf, f
+	}
+	return vals, fmts, nil
 }
 
 // encodeArgs encodes statement arguments for the extended protocol by their Go types (binary

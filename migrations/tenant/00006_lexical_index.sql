@@ -30,7 +30,6 @@ CREATE TABLE chunk_stats (
 -- that ingest fills, for leaves only, with the tenant's configuration (registry
 -- text_search_config); existing values stay.
 ALTER TABLE chunks ALTER COLUMN search_vector DROP EXPRESSION;
-UPDATE chunks SET search_vector = NULL WHERE chunk_level > 0 AND search_vector IS NOT NULL;
 -- Nothing uses the shared GIN index any more (lexical search reads chunk_terms), and with the
 -- opt-in LEAKPROOF @@ it was the shared-tier timing leak: drop it.
 DROP INDEX IF EXISTS chunks_search_vector_idx;
@@ -93,9 +92,11 @@ CREATE TRIGGER chunk_terms_insert AFTER INSERT ON chunks
 CREATE TRIGGER chunk_terms_delete AFTER DELETE ON chunks
     REFERENCING OLD TABLE AS old_chunks FOR EACH STATEMENT EXECUTE FUNCTION chunk_terms_delete();
 
--- Backfill from the rows that exist. The owner role is bound by the (FORCEd) policies, which see
--- nothing without an owner setting, so the policy is lifted for this transaction only.
+-- Backfill from the rows that exist (parents no longer keep a tsvector). The owner role is bound
+-- by the (FORCEd) policies, which see nothing without an owner setting, so FORCE is lifted for
+-- this transaction only.
 ALTER TABLE chunks NO FORCE ROW LEVEL SECURITY;
+UPDATE chunks SET search_vector = NULL WHERE chunk_level > 0 AND search_vector IS NOT NULL;
 INSERT INTO chunk_terms (owner_id, term, chunk_id, tf, dl)
 SELECT c.owner_id, t.lexeme, c.chunk_id, greatest(cardinality(t.positions), 1), l.dl
 FROM chunks c

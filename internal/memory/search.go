@@ -413,29 +413,18 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	)
 	settings := readSettings{{"hnsw.ef_search", strconv.Itoa(plan.ef)}, {"hnsw.iterative_scan", "relaxed_order"},
 		{"hnsw.max_scan_tuples", strconv.Itoa(e.cfg.MaxScanTuples)}}
-	stmts := []readStmt{{
-		sql: `SELECT coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0),
-			(SELECT count(*) FROM unnest(to_tsvector($2::regconfig, $3)))`,
-		args: []any{s.OwnerID, s.textConfig(), lex.pos},
-		scan: func(r *readRows) error {
-			for r.Next() {
-				if err := r.Scan(&fresh, &lexemeCount); err != nil {
-					return err
-				}
-			}
-			return nil
-		}}}
+	var stmts []readStmt
 	if useVector {
 		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, nVec)
 		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			vecRows, err = scanSearchRows(r, in)
+			vecRows, err = scanSearchRows(r, in, &fresh)
 			return err
 		}})
 	}
 	if useText {
 		sql, args := e.textSQL(s, in, lex, qvec, n)
 		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			txtRows, err = scanSearchRows(r, in)
+			txtRows, err = scanSearchRows(r, in, &fresh)
 			return err
 		}})
 	}
@@ -447,7 +436,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 		// owner and the filters. The exact scan finds every one that exists (one more round trip).
 		sql, args := e.vectorSQL(s, in, *qvec, true, nVec)
 		if err := s.read(ctx, nil, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			vecRows, err = scanSearchRows(r, in)
+			vecRows, err = scanSearchRows(r, in, &fresh)
 			return err
 		}}); err != nil {
 			return SearchResponse{}, err
@@ -457,11 +446,24 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	if fresh >= 0 {
 		e.sizes.put(s, fresh)
 	}
-	if useText && lexemeCount == 0 {
-		if in.searchType == SearchText {
+	if useText && len(txtRows) == 0 && in.searchType == SearchText {
+		// Nothing matched: tell a query with nothing to search for (only stop words) from one
+		// whose words the tenant does not have (one more round trip, only then).
+		err := s.read(ctx, nil, readStmt{sql: `SELECT count(*) FROM unnest(to_tsvector($1::regconfig, $2))`,
+			args: []any{s.textConfig(), lex.pos}, scan: func(r *readRows) error {
+				for r.Next() {
+					if err := r.Scan(&lexemeCount); err != nil {
+						return err
+					}
+				}
+				return nil
+			}})
+		if err != nil {
+			return SearchResponse{}, err
+		}
+		if lexemeCount == 0 {
 			return SearchResponse{}, errNoTerms
 		}
-		// Only stop words: the text leg matched nothing, the vector leg answers alone.
 	}
 	list := e.fuse(in, rows, useText)
 	if in.rerank {
@@ -477,7 +479,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 		// Hygiene dropped nested chunks and more may exist: read twice as many (rare).
 		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, 2*nVec)
 		if err := s.read(ctx, settings, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			vecRows, err = scanSearchRows(r, in)
+			vecRows, err = scanSearchRows(r, in, &fresh)
 			return err
 		}}); err != nil {
 			return SearchResponse{}, err
@@ -542,7 +544,7 @@ func (e *Engine) planVector(s Scope, in searchInput, size int64, n int) vectorPl
 // outputSQL is the select list and joins that every leg's statement returns for a candidate
 // chunk c of document d: the columns scanSearchRows reads after the leg's own value.
 func outputSQL(in searchInput, qv string) (cols, joins string) {
-	cols = `c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
+	cols = `coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0), c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
 		coalesce((c.metadata->>'start')::bigint, 0), coalesce((c.metadata->>'end')::bigint, 0)`
 	if qv != "" {
 		cols += `, 1 - (c.embedding <=> ` + qv + `)`
@@ -685,7 +687,8 @@ func mergeLegs(vec, txt []searchRow) []searchRow {
 	return out
 }
 
-func scanSearchRows(r *readRows, in searchInput) ([]searchRow, error) {
+// scanSearchRows reads a leg's rows; size receives the tenant's leaf count that every row carries.
+func scanSearchRows(r *readRows, in searchInput, size *int64) ([]searchRow, error) {
 	var out []searchRow
 	for r.Next() {
 		var (
@@ -697,7 +700,7 @@ func scanSearchRows(r *readRows, in searchInput) ([]searchRow, error) {
 			dMeta                []byte
 		)
 		x := &row.r
-		if err := r.Scan(&row.value, &x.ChunkID, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, &x.Metadata,
+		if err := r.Scan(&row.value, size, &x.ChunkID, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, &x.Metadata,
 			&start, &end, &x.Similarity, &pID, &pIndex, &pLevel, &pContent, &dType, &dMeta, &x.IDAtOrigin,
 			&x.DocumentDate); err != nil {
 			return nil, err

@@ -294,6 +294,16 @@ func benchSearchSize(b *testing.B, size int, tier registry.Tier) {
 		require.NoError(b, err)
 		truth[i] = *res.Results[len(res.Results)-1].Similarity
 	}
+	// Ground truth of text search: BM25 over every posting (LexicalDepth -1), by chunk id.
+	exactText := newEngine(b, p, func(c *memory.Config) { c.LexicalDepth = -1 })
+	textTruth := make([][]string, 100)
+	for i := range textTruth {
+		res, err := exactText.Search(ctx, s, memory.SearchParams{QueryText: queries[i], SearchType: memory.SearchText})
+		require.NoError(b, err)
+		for _, r := range res.Results {
+			textTruth[i] = append(textTruth[i], r.ChunkID)
+		}
+	}
 	// Warm the caches: every mode, as many queries as a sub-benchmark runs.
 	warm := newEngine(b, p)
 	for i := range 300 {
@@ -322,6 +332,17 @@ func benchSearchSize(b *testing.B, size int, tier registry.Tier) {
 					}
 					durs = append(durs, time.Since(t0))
 					results += len(res.Results)
+					if mode == memory.SearchText && i%len(queries) < len(textTruth) && len(textTruth[i%len(queries)]) > 0 {
+						want := textTruth[i%len(queries)]
+						hits := 0
+						for _, r := range res.Results {
+							if slices.Contains(want, r.ChunkID) {
+								hits++
+							}
+						}
+						recall += float64(hits) / float64(len(want))
+						judged++
+					}
 					if mode == memory.SearchVector && i%len(queries) < len(truth) {
 						hits := 0
 						for _, r := range res.Results {

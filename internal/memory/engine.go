@@ -22,6 +22,9 @@ const (
 	DefaultHistoryMaxAge = 30 * 24 * time.Hour
 	// DefaultRRFK is the k of reciprocal rank fusion.
 	DefaultRRFK = 60
+	// DefaultLexicalDepth bounds the postings text search reads per query term (see
+	// Config.LexicalDepth).
+	DefaultLexicalDepth = 1000
 	// DefaultRecallTarget is the recall@10 against an exact scan that vector search aims for: the
 	// HNSW search effort (ef_search) is chosen for it per tier and tenant size ([EfSearchFor]).
 	DefaultRecallTarget = 0.95
@@ -85,6 +88,11 @@ type Config struct {
 	// Fusion is the default fusion of hybrid search, FusionScore or FusionRRF. Default
 	// FusionScore (chosen on the evaluation sets, docs/benchmarks.md).
 	Fusion string
+	// LexicalDepth is how many postings of each query term text search reads, best impact
+	// first (the term's BM25 term-frequency part); terms with more postings are scored on their
+	// best LexicalDepth only, which bounds the cost of common words. Negative means all (exact
+	// BM25 for every query). Default 1000.
+	LexicalDepth int
 	// RecallTarget is the default recall@10 target of vector search (a request may override it
 	// with recall_target), in [MinRecallTarget, 1]. Default 0.95.
 	RecallTarget float64
@@ -121,6 +129,7 @@ func (c Config) WithDefaults() Config {
 	c.HistoryMaxAge = cmp.Or(c.HistoryMaxAge, DefaultHistoryMaxAge)
 	c.RRFK = cmp.Or(c.RRFK, DefaultRRFK)
 	c.RecallTarget = cmp.Or(c.RecallTarget, DefaultRecallTarget)
+	c.LexicalDepth = cmp.Or(c.LexicalDepth, DefaultLexicalDepth)
 	c.Fusion = cmp.Or(c.Fusion, FusionScore)
 	c.RerankTimeout = cmp.Or(c.RerankTimeout, DefaultRerankTimeout)
 	c.HistoryFlushInterval = cmp.Or(c.HistoryFlushInterval, DefaultHistoryFlushInterval)

@@ -629,12 +629,21 @@ func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.V
 		from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.not) + ") nq(q)"
 		cond += ` AND (numnode(nq.q) = 0 OR NOT c.search_vector @@ nq.q)`
 	}
+	// Each term's postings are read best impact first, at most LexicalDepth of them (all when
+	// negative); the document frequency counts them all (an index-only count).
+	depth := "ALL"
+	if e.cfg.LexicalDepth > 0 {
+		depth = arg(e.cfg.LexicalDepth)
+	}
 	ctes := []string{
-		`p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1
-			AND term = ANY(ARRAY(SELECT DISTINCT lexeme FROM unnest(to_tsvector(` + cfg + `, ` + pos + `)))))`,
+		`terms AS MATERIALIZED (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector(` + cfg + `, ` + pos + `)))`,
+		`p AS MATERIALIZED (SELECT t.term, x.chunk_id, x.tf, x.dl FROM terms t CROSS JOIN LATERAL (
+			SELECT chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1 AND term = t.term
+			ORDER BY impact DESC, chunk_id LIMIT ` + depth + `) x)`,
 		`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
 			FROM chunk_stats WHERE owner_id = $1)`,
-		`df AS (SELECT term, count(*)::float8 AS df FROM p GROUP BY term)`,
+		`df AS (SELECT t.term, (SELECT count(*) FROM chunk_terms c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df
+			FROM terms t)`,
 		fmt.Sprintf(`scored AS (SELECT p.chunk_id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
 			* p.tf * %[1]g / (p.tf + %[2]g * (%[3]g + %[4]g * p.dl / st.avgdl))) AS score
 			FROM p JOIN df USING (term) CROSS JOIN st GROUP BY p.chunk_id)`, bm25K1+1, bm25K1, 1-bm25B, bm25B),

@@ -11,14 +11,25 @@
 -- average length), and is also the engine's cheap answer to "how big is this tenant".
 -- Statement-level triggers on chunks keep both in step with every insert and delete (ingest,
 -- upsert, deletes, cascades), in the same transaction.
+-- impact is the posting's BM25 term-frequency part for a reference length of 100 lexemes, times
+-- 1000: postings are kept in impact order within (owner, term), so a query reads a common term's
+-- best postings first and can stop after Config.LexicalDepth of them.
 CREATE TABLE chunk_terms (
     owner_id text NOT NULL CHECK (owner_id <> ''),
     term     text NOT NULL,
+    impact   integer NOT NULL,
     chunk_id uuid NOT NULL,
     tf       integer NOT NULL,
     dl       integer NOT NULL,
-    CONSTRAINT chunk_terms_pkey PRIMARY KEY (owner_id, term, chunk_id) INCLUDE (tf, dl)
+    CONSTRAINT chunk_terms_pkey PRIMARY KEY (owner_id, term, impact, chunk_id) INCLUDE (tf, dl)
 );
+
+-- The impact of a posting (deterministic: insert and delete compute the same value).
+-- +goose StatementBegin
+CREATE FUNCTION chunk_term_impact(tf integer, dl integer) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN floor(1000 * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * dl / 100.0)))::integer;
+-- +goose StatementEnd
 
 CREATE TABLE chunk_stats (
     owner_id   text PRIMARY KEY CHECK (owner_id <> ''),
@@ -37,8 +48,9 @@ DROP INDEX IF EXISTS chunks_search_vector_idx;
 -- +goose StatementBegin
 CREATE FUNCTION chunk_terms_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO chunk_terms (owner_id, term, chunk_id, tf, dl)
-    SELECT n.owner_id, t.lexeme, n.chunk_id, greatest(cardinality(t.positions), 1), l.dl
+    INSERT INTO chunk_terms (owner_id, term, impact, chunk_id, tf, dl)
+    SELECT n.owner_id, t.lexeme, chunk_term_impact(greatest(cardinality(t.positions), 1), l.dl), n.chunk_id,
+           greatest(cardinality(t.positions), 1), l.dl
     FROM new_chunks n
     CROSS JOIN LATERAL (SELECT coalesce(sum(greatest(cardinality(u.positions), 1)), 0)::integer AS dl
                         FROM unnest(n.search_vector) u) l
@@ -61,10 +73,13 @@ $$;
 CREATE FUNCTION chunk_terms_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM chunk_terms p
-    USING (SELECT o.owner_id, o.chunk_id, t.lexeme
-           FROM old_chunks o CROSS JOIN LATERAL unnest(o.search_vector) t
+    USING (SELECT o.owner_id, o.chunk_id, t.lexeme, chunk_term_impact(greatest(cardinality(t.positions), 1), l.dl) AS impact
+           FROM old_chunks o
+           CROSS JOIN LATERAL (SELECT coalesce(sum(greatest(cardinality(u.positions), 1)), 0)::integer AS dl
+                               FROM unnest(o.search_vector) u) l
+           CROSS JOIN LATERAL unnest(o.search_vector) t
            WHERE o.chunk_level = 0 AND o.search_vector IS NOT NULL) d
-    WHERE p.owner_id = d.owner_id AND p.term = d.lexeme AND p.chunk_id = d.chunk_id;
+    WHERE p.owner_id = d.owner_id AND p.term = d.lexeme AND p.impact = d.impact AND p.chunk_id = d.chunk_id;
 
     UPDATE chunk_stats s SET leaf_count = greatest(s.leaf_count - x.n, 0), term_count = greatest(s.term_count - x.dl, 0)
     FROM (SELECT o.owner_id, count(*) AS n,
@@ -97,8 +112,9 @@ CREATE TRIGGER chunk_terms_delete AFTER DELETE ON chunks
 -- this transaction only.
 ALTER TABLE chunks NO FORCE ROW LEVEL SECURITY;
 UPDATE chunks SET search_vector = NULL WHERE chunk_level > 0 AND search_vector IS NOT NULL;
-INSERT INTO chunk_terms (owner_id, term, chunk_id, tf, dl)
-SELECT c.owner_id, t.lexeme, c.chunk_id, greatest(cardinality(t.positions), 1), l.dl
+INSERT INTO chunk_terms (owner_id, term, impact, chunk_id, tf, dl)
+SELECT c.owner_id, t.lexeme, chunk_term_impact(greatest(cardinality(t.positions), 1), l.dl), c.chunk_id,
+       greatest(cardinality(t.positions), 1), l.dl
 FROM chunks c
 CROSS JOIN LATERAL (SELECT coalesce(sum(greatest(cardinality(u.positions), 1)), 0)::integer AS dl FROM unnest(c.search_vector) u) l
 CROSS JOIN LATERAL unnest(c.search_vector) t
@@ -124,6 +140,7 @@ DROP TRIGGER chunk_terms_delete ON chunks;
 DROP TRIGGER chunk_terms_insert ON chunks;
 DROP FUNCTION chunk_terms_delete();
 DROP FUNCTION chunk_terms_insert();
+DROP FUNCTION chunk_term_impact(integer, integer);
 DROP TABLE chunk_stats;
 DROP TABLE chunk_terms;
 CREATE INDEX chunks_search_vector_idx ON chunks USING gin (search_vector);

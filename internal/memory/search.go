@@ -631,15 +631,16 @@ func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.V
 	}
 	// Each term's postings are read best impact first, at most LexicalDepth of them (all when
 	// negative); the document frequency counts them all (an index-only count).
-	depth := "ALL"
+	postings := `p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1
+			AND term = ANY(ARRAY(SELECT term FROM terms)))`
 	if e.cfg.LexicalDepth > 0 {
-		depth = arg(e.cfg.LexicalDepth)
+		postings = `p AS MATERIALIZED (SELECT t.term, x.chunk_id, x.tf, x.dl FROM terms t CROSS JOIN LATERAL (
+			SELECT chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1 AND term = t.term
+			ORDER BY impact DESC, chunk_id DESC LIMIT ` + arg(e.cfg.LexicalDepth) + `) x)`
 	}
 	ctes := []string{
 		`terms AS MATERIALIZED (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector(` + cfg + `, ` + pos + `)))`,
-		`p AS MATERIALIZED (SELECT t.term, x.chunk_id, x.tf, x.dl FROM terms t CROSS JOIN LATERAL (
-			SELECT chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1 AND term = t.term
-			ORDER BY impact DESC, chunk_id LIMIT ` + depth + `) x)`,
+		postings,
 		`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
 			FROM chunk_stats WHERE owner_id = $1)`,
 		`df AS (SELECT t.term, (SELECT count(*) FROM chunk_terms c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df

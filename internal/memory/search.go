@@ -643,7 +643,7 @@ func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.V
 		postings,
 		`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
 			FROM chunk_stats WHERE owner_id = $1)`,
-		`df AS (SELECT t.term, (SELECT count(*) FROM chunk_terms c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df
+		`df AS MATERIALIZED (SELECT t.term, (SELECT count(*) FROM chunk_terms c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df
 			FROM terms t)`,
 		fmt.Sprintf(`scored AS (SELECT p.chunk_id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
 			* p.tf * %[1]g / (p.tf + %[2]g * (%[3]g + %[4]g * p.dl / st.avgdl))) AS score

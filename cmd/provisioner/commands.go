@@ -53,7 +53,9 @@ type tenantCreateCmd struct {
 	ID        string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
 	Tier      string `name:"tier" required:"" placeholder:"TIER" help:"shared, schema or database."`
 	Placement string `name:"placement" placeholder:"NAME" help:"Placement (server) to create it on; default: the active placement taking the tier with the fewest tenants."`
-	JSON      bool   `name:"json" help:"Print JSON."`
+	// TextSearchConfig is the tenant's text search configuration.
+	TextSearchConfig string `name:"text-search-config" default:"english" placeholder:"NAME" help:"Text search configuration for indexing and queries: english (default), simple for mixed languages, or another of pg_catalog (german, french, ...). Fixed at creation."`
+	JSON             bool   `name:"json" help:"Print JSON."`
 }
 
 func (cmd *tenantCreateCmd) Run(rc *runContext) error {
@@ -74,7 +76,8 @@ func (cmd *tenantCreateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, Placement: cmd.Placement})
+	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, Placement: cmd.Placement,
+		TextSearchConfig: cmd.TextSearchConfig})
 	if err != nil {
 		return tenantError(cmd.ID, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -21,6 +22,10 @@ type TenantCreateParams struct {
 	// Placement names the server that will hold the tenant; empty applies the default policy
 	// (registry.ChoosePlacement: the active placement taking the tier with the fewest tenants).
 	Placement string
+	// TextSearchConfig is the tenant's text search configuration, a configuration of
+	// pg_catalog (english, simple for mixed languages, german, ...); empty means english. It is
+	// fixed at creation: it decides how the tenant's chunks are indexed.
+	TextSearchConfig string
 }
 
 // TenantCreateResult is a created tenant and its first API key, shown once.
@@ -35,6 +40,9 @@ func validateCreate(p TenantCreateParams) error {
 	}
 	if _, err := registry.ParseTier(string(p.Tier)); err != nil {
 		return err
+	}
+	if p.TextSearchConfig != "" && (!memory.ValidTextConfigName(p.TextSearchConfig) || p.TextSearchConfig[0] < 'a') {
+		return &registry.FieldError{Field: "text_search_config", Message: "must be the name of a text search configuration, e.g. english or simple"}
 	}
 	if p.Placement != "" {
 		return registry.ValidatePlacementName(p.Placement)
@@ -79,6 +87,9 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	if err != nil {
 		return TenantCreateResult{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
 	}
+	if err := p.checkTextConfig(ctx, params.TextSearchConfig); err != nil {
+		return TenantCreateResult{}, err
+	}
 	var res TenantCreateResult
 	err = p.withTenantLock(ctx, params.ID, func(ctx context.Context, conn *pgxpool.Conn) error {
 		existing, err := registry.Get(ctx, conn, params.ID)
@@ -115,6 +126,7 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 			}
 			t, err = registry.Insert(ctx, tx, registry.TenantInsertParams{
 				ID: params.ID, Tier: params.Tier, SchemaName: schemaName, DatabaseName: databaseName, PlacementID: target,
+				TextSearchConfig: params.TextSearchConfig,
 			})
 			if err != nil {
 				return err
@@ -168,6 +180,23 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	p.cfg.Logger.InfoContext(ctx, "tenant created", "tenant_id", res.Tenant.ID, "tier", string(res.Tenant.Tier),
 		"placement", res.Tenant.PlacementID, "schema", res.Tenant.SchemaName, "database", res.Tenant.DatabaseName)
 	return res, nil
+}
+
+// checkTextConfig refuses a text search configuration that pg_catalog does not have.
+func (p *Provisioner) checkTextConfig(ctx context.Context, name string) error {
+	if name == "" {
+		return nil
+	}
+	var ok bool
+	if err := p.cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_ts_config
+		WHERE cfgname = $1 AND cfgnamespace = 'pg_catalog'::regnamespace)`, name).Scan(&ok); err != nil {
+		return fmt.Errorf("check text search configuration: %w", err)
+	}
+	if !ok {
+		return &registry.FieldError{Field: "text_search_config",
+			Message: fmt.Sprintf("unknown text search configuration %q; see pg_ts_config (english, simple, german, ...)", name)}
+	}
+	return nil
 }
 
 // pickPlacement returns the placement a new tenant goes to (the one asked for, or the default

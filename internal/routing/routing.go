@@ -43,6 +43,8 @@ type Handle struct {
 	Pool memory.Pool
 	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
 	fencePool memory.Pool
+	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
+	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
@@ -60,7 +62,7 @@ const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
 // (memory.ErrFenced).
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
-		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
+		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt},
 			Pool: h.fencePool},
 	}
@@ -188,7 +190,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	loc := t.Location()
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, loadedAt: now}
+		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, loadedAt: now}
 	if !loc.Key().IsControl() {
 		h.fencePool = r.cfg.Pool
 	}

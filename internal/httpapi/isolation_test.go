@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -123,7 +124,10 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	engine, err := memory.New(memory.Config{Embedder: embedder})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg, Gatherer: reg})
+	// Only errors are logged: a 500 shows its cause.
+	errLog := slog.New(slog.NewJSONHandler(&logBuffer{t: t}, &slog.HandlerOptions{Level: slog.LevelError}))
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg, Gatherer: reg,
+		Logger: errLog})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

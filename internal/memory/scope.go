@@ -132,20 +132,12 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		return err
 	}
 	if s.Fence != nil && s.Fence.Pool != nil {
-		fconn, err := s.Fence.Pool.Acquire(ctx)
-		if err != nil {
-			return fmt.Errorf("memory: acquire fence: %w", interpretError(err))
-		}
-		defer fconn.Release()
-		ftx, err := fconn.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("memory: begin fence: %w", interpretError(err))
-		}
 		// Deferred before the scope's rollback, so it runs after it: the lock outlives the work.
-		defer func() { _ = ftx.Rollback(context.WithoutCancel(ctx)) }()
-		if err := s.fence(ctx, ftx, "", nil); err != nil {
+		end, err := s.remoteFence(ctx)
+		if err != nil {
 			return err
 		}
+		defer end()
 	}
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
@@ -186,6 +178,30 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		return fmt.Errorf("memory: commit: %w", interpretError(err))
 	}
 	return nil
+}
+
+// remoteFence takes the fence's lock and runs its check in a transaction of Fence.Pool (the
+// registry's database, apart from the scope's), and returns what ends that transaction: call it
+// after the scope's own transaction ended, so the lock covers all of it.
+func (s Scope) remoteFence(ctx context.Context) (end func(), err error) {
+	fconn, err := s.Fence.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("memory: acquire fence: %w", interpretError(err))
+	}
+	ftx, err := fconn.Begin(ctx)
+	if err != nil {
+		fconn.Release()
+		return nil, fmt.Errorf("memory: begin fence: %w", interpretError(err))
+	}
+	end = func() {
+		_ = ftx.Rollback(context.WithoutCancel(ctx))
+		fconn.Release()
+	}
+	if err := s.fence(ctx, ftx, "", nil); err != nil {
+		end()
+		return nil, err
+	}
+	return end, nil
 }
 
 // fence sends the scope settings (unless path is empty), the shared lock and the check in one
@@ -288,10 +304,21 @@ type readStmt struct {
 // Unnamed statements are parsed after the settings before them have run (so tables resolve in
 // the tenant's schema) and are always planned with their actual parameters: no generic plan can
 // replace the index scan the parameters call for. When the Fence check fails the rows read are
-// discarded and read returns ErrFenced; the transaction is read-only, so nothing happened.
+// discarded and read returns ErrFenced; the transaction is read-only, so nothing happened. A Fence
+// with a Pool of its own is taken there first (two round trips more) and held across the read.
 func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
 	if err := s.validate(); err != nil {
 		return err
+	}
+	if s.Fence != nil && s.Fence.Pool != nil {
+		// The registry is in another database: fence there, around this read, which then runs
+		// without a fence of its own.
+		end, err := s.remoteFence(ctx)
+		if err != nil {
+			return err
+		}
+		defer end()
+		s.Fence = nil
 	}
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/placement"
@@ -363,5 +364,12 @@ func TestFenceOrdersRequestsAndDeletesAcrossDatabases(t *testing.T) {
 		d.Tenant.DatabaseName).Scan(&exists))
 	require.False(t, exists)
 	err = h.Scope(0).InTx(ctx, func(pgx.Tx) error { t.Fatal("ran for a deleted tenant"); return nil })
+	require.ErrorIs(t, err, memory.ErrFenced)
+	// Searches read in a pipeline of their own: they are fenced in the control database too.
+	embedder, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
+	require.NoError(t, err)
+	engine, err := memory.New(memory.Config{Embedder: embedder})
+	require.NoError(t, err)
+	_, err = engine.Search(ctx, h.Scope(0), memory.SearchParams{QueryText: "anything", SearchType: "text"})
 	require.ErrorIs(t, err, memory.ErrFenced)
 }

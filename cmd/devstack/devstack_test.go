@@ -55,7 +55,7 @@ func TestReadmeSession(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- m.Run(ctx, []string{"--data-dir", dataDir, "--admin-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0"})
+		done <- m.Run(ctx, []string{"--data-dir", dataDir, "--admin-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"})
 	}()
 	var r Ready
 	select {

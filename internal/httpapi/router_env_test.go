@@ -136,7 +136,7 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 		ready = httpapi.RegistryReady(pool)
 	}
 	h, err := httpapi.NewRouter(httpapi.RouterConfig{
-		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg, Gatherer: reg,
+		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg,
 		BodyLimit: opts.bodyLimit, StatementTimeout: time.Minute, Ready: ready,
 		OnIngest: func(h *routing.Handle, n int) {
 			e.mu.Lock()

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
@@ -30,18 +32,38 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// AcquireWait bounds the wait for a connection (and for the Gates); past it a transaction
+	// fails with a *limit.BusyError. Zero waits as long as ctx allows.
+	AcquireWait time.Duration
+	// Gates are shares of the pool the scope's transactions must enter first (e.g. the tier's).
+	Gates []*limit.Gate
+	// Quota bounds what the tenant may store; AddDocument refuses a document that would exceed
+	// it with a *QuotaError (nothing is written). Zero fields mean no limit.
+	Quota Quota
+}
+
+// Quota is a tenant's storage quota. A zero field means no limit.
+type Quota struct {
+	Documents    int64
+	Chunks       int64
+	ContentBytes int64
 }
 
 // Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
-// serve. Each transaction takes the advisory lock LockID shared (so it waits while someone holds
-// it exclusively, e.g. a delete, and such a holder waits for it), then runs Check, which must
-// return one boolean true, else the transaction ends with [ErrFenced] before fn runs. Check runs
-// after the lock, as its own statement, so it sees what the lock holder committed. The settings,
-// the lock and the check travel in one round trip.
+// serve (or of the credential they serve it for). Each transaction takes the advisory lock LockID
+// shared (so it waits while someone holds it exclusively, e.g. a delete, and such a holder waits
+// for it), then runs Check, which must return one row of one text column: NULL when the
+// transaction may go on, else a reason, and the transaction ends before fn runs with
+// Refuse(reason), or [ErrFenced] when Refuse is nil or returns nil. Check runs after the lock, as
+// its own statement, so it sees what the lock holder committed. The settings, the lock and the
+// check travel in one round trip.
 type Fence struct {
 	LockID int64
 	Check  string
 	Args   []any
+	// Refuse turns a reason returned by Check into the transaction's error; it must wrap
+	// [ErrFenced] or another error the caller maps (e.g. an unauthenticated credential).
+	Refuse func(reason string) error
 }
 
 func (s Scope) validate() error {
@@ -77,16 +99,60 @@ func (s Scope) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.inTx(ctx, pgx.TxOptions{}, fn)
 }
 
+// maxBeginAttempts bounds the attempts to open a transaction when the connection is found dead
+// before any of the caller's statements ran.
+const maxBeginAttempts = 3
+
 func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	tx, err := s.Pool.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("memory: begin: %w", interpretError(err))
+	var (
+		lease *limit.Lease
+		tx    pgx.Tx
+		err   error
+	)
+	// A pooled connection the server closed (a restart, pg_terminate_backend, a proxy that cut
+	// it) is found dead at BEGIN or at the scope's first statement, before anything of fn ran:
+	// retry on another connection. Nothing reached the server that could have changed a row.
+	for attempt := 1; ; attempt++ {
+		lease, tx, err = s.begin(ctx, opts)
+		if err == nil {
+			break
+		}
+		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
 	}
+	defer lease.Release()
 	// After a commit this is a no-op (pgx.ErrTxClosed); it also runs when fn panics.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return interpretError(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("memory: commit: %w", interpretError(err))
+	}
+	return nil
+}
+
+// begin takes a connection (bounded by AcquireWait and the Gates), begins the transaction and
+// sets the scope's transaction-local state and fence. On error it holds nothing.
+func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx.Tx, error) {
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("memory: acquire: %w", interpretError(err))
+	}
+	tx, err := lease.Conn.BeginTx(ctx, opts)
+	if err != nil {
+		lease.Release()
+		return nil, nil, fmt.Errorf("memory: begin: %w", interpretError(err))
+	}
+	fail := func(err error) (*limit.Lease, pgx.Tx, error) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		lease.Release()
+		return nil, nil, err
+	}
 	var timeout *string
 	if s.StatementTimeout > 0 {
 		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
@@ -96,25 +162,19 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
 	if s.Fence == nil {
 		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
-			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
+			return fail(fmt.Errorf("memory: scope transaction: %w", interpretError(err)))
 		}
 	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
-		return err
+		return fail(err)
 	}
 	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {
 		// The type is found through the search_path just set. The registration lives in the
 		// connection's client-side type map, not in the server session.
 		if err := pgxvec.RegisterTypes(ctx, tx.Conn()); err != nil {
-			return fmt.Errorf("memory: register pgvector types: %w", err)
+			return fail(fmt.Errorf("memory: register pgvector types: %w", interpretError(err)))
 		}
 	}
-	if err := fn(tx); err != nil {
-		return interpretError(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("memory: commit: %w", interpretError(err))
-	}
-	return nil
+	return lease, tx, nil
 }
 
 // fence sends the scope settings, the shared lock and the check in one batch.
@@ -128,9 +188,9 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err == nil {
 		_, err = br.Exec()
 	}
-	var ok bool
+	var reason *string
 	if err == nil {
-		err = br.QueryRow().Scan(&ok)
+		err = br.QueryRow().Scan(&reason)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -138,7 +198,12 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err != nil {
 		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 	}
-	if !ok {
+	if reason != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*reason); err != nil {
+				return err
+			}
+		}
 		return ErrFenced
 	}
 	return nil

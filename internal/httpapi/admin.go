@@ -429,12 +429,19 @@ func readJSON(c echo.Context, v any) ([]byte, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, &registry.FieldError{Field: "body", Message: "must be a JSON object; the body is empty"}
 	}
-	if err := checkJSON(body); err != nil {
-		return nil, err
+	syntaxOK := json.Valid(body)
+	if syntaxOK {
+		// Well-formed: now what encoding/json would let through silently.
+		if err := checkJSON(body); err != nil {
+			return nil, err
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &registry.FieldError{Field: "body", Message: "truncated JSON"}
+		}
 		var te *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &te):
@@ -447,11 +454,15 @@ func readJSON(c echo.Context, v any) ([]byte, error) {
 		}
 		return nil, err
 	}
+	if !syntaxOK {
+		// Decode accepted a prefix: something follows the object.
+		return nil, &registry.FieldError{Field: "body", Message: "unexpected data after the JSON object"}
+	}
 	return body, nil
 }
 
-// checkJSON validates body as one strict JSON value (see readJSON) and names the top-level field
-// of the first problem.
+// checkJSON validates a well-formed body as one strict JSON value (see readJSON) and names the
+// top-level field of the first problem.
 func checkJSON(body []byte) error {
 	dec := jsontext.NewDecoder(bytes.NewReader(body))
 	if err := dec.SkipValue(); err != nil {
@@ -480,7 +491,7 @@ func jsonFieldError(err error) error {
 				field = "body"
 			}
 		}
-		msg := strings.TrimPrefix(se.Err.Error(), "jsontext: ")
+		msg := "invalid JSON: " + strings.TrimPrefix(se.Err.Error(), "jsontext: ")
 		if ptr != "" {
 			msg += " at " + ptr
 		}

@@ -141,12 +141,12 @@ func DefaultErrorRules() []ErrorRule {
 		// broke during its commit: writes carry an Idempotency-Key (or an id_at_origin) so that
 		// the retry is safe.
 		{Match: dberr.Unavailable, Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
-			RetryAfter: retryDatabase, Message: func(error) string { return "the database is unavailable; retry later" }},
+			RetryAfter: retryDatabase, Message: func(error) string { return "database unavailable" }},
 	}
 }
 
 // retryDatabase is the Retry-After of a database outage: a restart or failover takes seconds.
-const retryDatabase = 2 * time.Second
+const retryDatabase = 5 * time.Second
 
 // describeTypeError names the field of a JSON type mismatch ("body" for the whole document) and
 // says what was expected.

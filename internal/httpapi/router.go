@@ -263,8 +263,8 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	e, err := New(Config{
-		Name:       "router",
-		Logger:     cfg.Logger,
+		Name:         "router",
+		Logger:       cfg.Logger,
 		Registerer:   cfg.Registerer,
 		BodyLimit:    cfg.BodyLimit,
 		Ready:        cfg.Ready,

@@ -82,6 +82,7 @@ func statusOfCode(code string) int {
 		httpapi.CodeInvalidInput: 400, httpapi.CodeUnauthorized: 401, httpapi.CodeForbidden: 403,
 		httpapi.CodeNotFound: 404, httpapi.CodeMethodNotAllowed: 405, httpapi.CodeAlreadyExists: 409,
 		httpapi.CodeConflict: 409, httpapi.CodePayloadTooLarge: 413, httpapi.CodeRateLimited: 429,
+		httpapi.CodeQuotaExceeded: 413, httpapi.CodeIdempotencyReuse: 422,
 		httpapi.CodeInternal: 500, httpapi.CodeUnavailable: 503,
 	}[code]
 }

@@ -379,3 +379,43 @@ func TestDiskFullIs503(t *testing.T) {
 	require.NotContains(t, string(res.body), "No space", "server details stay in the log")
 	e.requireNothingStored(t, key, "full")
 }
+
+// TestAdminTenantLimits: the provisioning API reads and replaces a tenant's overrides; bad values
+// are 400 naming the field; an unknown tenant is 404.
+func TestAdminTenantLimits(t *testing.T) {
+	t.Parallel()
+	e := newAdminEnv(t, true)
+	require.Equal(t, http.StatusCreated, e.do(http.MethodPost, "/v1/tenants", map[string]string{"tenant_id": "org/a", "tier": "shared"}).status)
+	res := e.do(http.MethodGet, "/v1/tenants/org%2Fa/limits", nil)
+	require.Equal(t, http.StatusOK, res.status, string(res.body))
+	require.JSONEq(t, `{"tenant_id": "org/a", "limits": {"requests_per_second": null, "burst": null, "max_concurrent": null,
+		"max_documents": null, "max_chunks": null, "max_content_bytes": null}}`, string(res.body))
+	res = e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", `{"requests_per_second": 2.5, "max_documents": 0}`)
+	require.Equal(t, http.StatusOK, res.status, string(res.body))
+	var got httpapi.LimitsResponse
+	res.decode(t, &got)
+	require.Equal(t, 2.5, *got.Limits.RequestsPerSecond)
+	require.Zero(t, *got.Limits.MaxDocuments)
+	require.Nil(t, got.Limits.Burst)
+	stored, err := e.prov.GetTenantLimits(context.Background(), "org/a")
+	require.NoError(t, err)
+	require.Equal(t, got.Limits, stored)
+
+	for _, tc := range []struct{ body, field string }{
+		{`{"max_chunks": -1}`, "max_chunks"},
+		{`{"requests_per_second": -2}`, "requests_per_second"},
+		{`{"max_documents": "many"}`, "max_documents"},
+		{`{"tenant_id": "other"}`, "tenant_id"},
+	} {
+		res := e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", tc.body)
+		require.Equal(t, http.StatusBadRequest, res.status, tc.body)
+		require.Equal(t, tc.field, res.problem(t).Field, tc.body)
+	}
+	require.Equal(t, http.StatusNotFound, e.do(http.MethodPut, "/v1/tenants/ghost/limits", `{}`).status)
+	require.Equal(t, http.StatusNotFound, e.do(http.MethodGet, "/v1/tenants/ghost/limits", nil).status)
+	res = e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", `{}`)
+	require.Equal(t, http.StatusOK, res.status)
+	stored, err = e.prov.GetTenantLimits(context.Background(), "org/a")
+	require.NoError(t, err)
+	require.True(t, stored.IsZero(), "an empty body returns every limit to the default")
+}

@@ -13,6 +13,10 @@ import (
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
+// ListenerApplicationName is the application_name of the listener's connection, unless its
+// ConnConfig sets one.
+const ListenerApplicationName = "tenantmem-registry-listener"
+
 // ListenerConfig configures [Listen].
 type ListenerConfig struct {
 	// ConnConfig is how to open the dedicated listening connection (not from a pool).
@@ -32,8 +36,8 @@ type ListenerConfig struct {
 	// Default 30s.
 	HealthyAfter time.Duration
 	// OnLost, when set, is called each time the connection is lost (caching is off from then
-	// until the next OnListening).
-	OnLost func(err error)
+	// until the next OnListening), with the delay before the next attempt.
+	OnLost func(err error, backoff time.Duration)
 	Logger *slog.Logger
 }
 
@@ -69,7 +73,7 @@ func Listen(ctx context.Context, cfg ListenerConfig) error {
 		cfg.Logger.WarnContext(ctx, "registry listener lost its connection; caching off until it is back",
 			slog.String("error", err.Error()), slog.Duration("backoff", backoff))
 		if cfg.OnLost != nil {
-			cfg.OnLost(err)
+			cfg.OnLost(err, backoff)
 		}
 		select {
 		case <-ctx.Done():
@@ -82,7 +86,14 @@ func Listen(ctx context.Context, cfg ListenerConfig) error {
 
 // listenOnce listens until the connection fails, and returns how long LISTEN was in place.
 func listenOnce(ctx context.Context, cfg ListenerConfig) (time.Duration, error) {
-	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	cc := cfg.ConnConfig.Copy()
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	if cc.RuntimeParams["application_name"] == "" {
+		cc.RuntimeParams["application_name"] = ListenerApplicationName // findable in pg_stat_activity
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return 0, err
 	}

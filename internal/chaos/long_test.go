@@ -1,0 +1,93 @@
+//go:build chaos
+
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// TestChaosLong is `make chaos`: every scenario for TENANTMEM_CHAOS_SECONDS (default 20), and a
+// full disk: one schema-tier tenant's chunks live on a 2 MB tmpfs tablespace that its own writes
+// fill; it gets 503 with Retry-After (SQLSTATE 53100 from the real server) while the other
+// tenants are served, and its writes go in once the table is moved back. Mounting needs root.
+func TestChaosLong(t *testing.T) {
+	secs := 20
+	if v := os.Getenv("TENANTMEM_CHAOS_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "TENANTMEM_CHAOS_SECONDS")
+		secs = n
+	}
+	runScenarios(t, time.Duration(secs)*time.Second, fault{name: "disk full (the tenant's chunks on a full 2 MB tablespace)", run: diskFull})
+}
+
+func diskFull(ctx context.Context, h *harness) {
+	t := h.t
+	require.Zero(t, os.Geteuid(), "the full-disk scenario mounts a tmpfs: run make chaos as root")
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "tiny")
+	require.NoError(t, os.Mkdir(mnt, 0o755))
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput()
+	require.NoError(t, err, "mount: %s", out)
+	defer func() {
+		out, err := exec.Command("umount", mnt).CombinedOutput()
+		require.NoError(t, err, "umount: %s", out)
+	}()
+	if u := cluster.RunAs(); u != "" {
+		pu, err := user.Lookup(u)
+		require.NoError(t, err)
+		uid, _ := strconv.Atoi(pu.Uid)
+		gid, _ := strconv.Atoi(pu.Gid)
+		require.NoError(t, os.Chown(mnt, uid, gid))
+		// The parents must be traversable by the server's user.
+		require.NoError(t, os.Chmod(dir, 0o755))
+	}
+	bg := context.Background()
+	ts := "tiny_" + h.db
+	_, err = h.admin.Exec(bg, `CREATE TABLESPACE `+ts+` LOCATION '`+mnt+`'`)
+	require.NoError(t, err)
+	defer func() {
+		_, err := h.admin.Exec(bg, `DROP TABLESPACE `+ts)
+		require.NoError(t, err)
+	}()
+	var victim tenant
+	for _, tn := range h.tenants {
+		if tn.id == "schema-a" {
+			victim = tn
+		}
+	}
+	tn, err := h.prov.GetTenant(bg, victim.id)
+	require.NoError(t, err)
+	chunks := pgx.Identifier{tn.SchemaName, "chunks"}.Sanitize()
+	_, err = h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE `+ts)
+	require.NoError(t, err)
+	defer func() {
+		_, err := h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE pg_default`)
+		require.NoError(t, err)
+	}()
+	// Fill it with the tenant's own documents until the server says the disk is full.
+	big := strings.Repeat("filling the tiny tablespace with words. ", 5000)
+	for i := 0; ctx.Err() == nil; i++ {
+		a := h.call(victim, http.MethodPost, "/v1/documents", map[string]any{"document_name": fmt.Sprint("filler ", i),
+			"document_type": "text", "content": big}, nil)
+		if a.status == http.StatusServiceUnavailable {
+			require.True(t, a.retryAfter)
+			t.Logf("disk full after %d filler documents: %s", i, a.body)
+			break
+		}
+		require.Equal(t, http.StatusCreated, a.status, string(a.body))
+	}
+	<-ctx.Done()
+}

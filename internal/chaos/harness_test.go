@@ -52,6 +52,9 @@ type harness struct {
 	tenants []tenant
 	client  *http.Client
 
+	// current is the tally of the scenario that runs, for faults that also send requests.
+	current *tally
+
 	mu      sync.Mutex
 	acked   map[string]map[string]bool // tenant -> write key -> acknowledged
 	pending map[string]map[string]bool // tenant -> write key never acknowledged
@@ -368,8 +371,13 @@ func runScenarios(t *testing.T, dur time.Duration, extra ...fault) {
 	var report strings.Builder
 	fmt.Fprintf(&report, "| fault | 2xx | 503 (all with Retry-After) | 400 | 500 | other | connection errors | writes (retried) | acked / unacked |\n")
 	fmt.Fprintf(&report, "|---|---|---|---|---|---|---|---|---|\n")
+	only := os.Getenv("TENANTMEM_CHAOS_ONLY") // a substring of the scenarios to run
 	for _, f := range append(faults(), extra...) {
+		if only != "" && !strings.Contains(f.name, only) {
+			continue
+		}
 		tl := newTally()
+		h.current = tl
 		ctx, cancel := context.WithTimeout(context.Background(), dur)
 		fctx, fcancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup

@@ -36,7 +36,11 @@ func TestChaosLong(t *testing.T) {
 func diskFull(ctx context.Context, h *harness) {
 	t := h.t
 	require.Zero(t, os.Geteuid(), "the full-disk scenario mounts a tmpfs: run make chaos as root")
-	dir := t.TempDir()
+	// Not t.TempDir(): its parent is private to root, and the server runs as another user.
+	dir, err := os.MkdirTemp("", "tenantmem-tiny-")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	require.NoError(t, os.Chmod(dir, 0o755))
 	mnt := filepath.Join(dir, "tiny")
 	require.NoError(t, os.Mkdir(mnt, 0o755))
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput()
@@ -51,8 +55,6 @@ func diskFull(ctx context.Context, h *harness) {
 		uid, _ := strconv.Atoi(pu.Uid)
 		gid, _ := strconv.Atoi(pu.Gid)
 		require.NoError(t, os.Chown(mnt, uid, gid))
-		// The parents must be traversable by the server's user.
-		require.NoError(t, os.Chmod(dir, 0o755))
 	}
 	bg := context.Background()
 	ts := "tiny_" + h.db
@@ -71,23 +73,32 @@ func diskFull(ctx context.Context, h *harness) {
 	tn, err := h.prov.GetTenant(bg, victim.id)
 	require.NoError(t, err)
 	chunks := pgx.Identifier{tn.SchemaName, "chunks"}.Sanitize()
-	_, err = h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE `+ts)
+	_, err = h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE `+ts+`, SET (autovacuum_enabled = false)`)
 	require.NoError(t, err)
 	defer func() {
-		_, err := h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE pg_default`)
+		_, err := h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE pg_default, RESET (autovacuum_enabled)`)
 		require.NoError(t, err)
 	}()
-	// Fill it with the tenant's own documents until the server says the disk is full.
-	big := strings.Repeat("filling the tiny tablespace with words. ", 5000)
-	for i := 0; ctx.Err() == nil; i++ {
-		a := h.call(victim, http.MethodPost, "/v1/documents", map[string]any{"document_name": fmt.Sprint("filler ", i),
-			"document_type": "text", "content": big}, nil)
-		if a.status == http.StatusServiceUnavailable {
-			require.True(t, a.retryAfter)
-			t.Logf("disk full after %d filler documents: %s", i, a.body)
-			break
+	// Fill it with the tenant's own documents, smaller and smaller, until the server says the disk
+	// is full even for a one-chunk document.
+	for _, words := range []int{5000, 500, 50, 5} {
+		content := strings.Repeat("filling the tiny tablespace with words. ", words)
+		for i := 0; ctx.Err() == nil; i++ {
+			a := h.call(victim, http.MethodPost, "/v1/documents", map[string]any{"document_name": fmt.Sprint("filler ", i),
+				"document_type": "text", "content": content}, nil)
+			if a.status == http.StatusServiceUnavailable {
+				require.True(t, a.retryAfter)
+				t.Logf("disk full for %d-word documents after %d: %s", words*6, i, a.body)
+				break
+			}
+			require.Equal(t, http.StatusCreated, a.status, string(a.body))
 		}
-		require.Equal(t, http.StatusCreated, a.status, string(a.body))
 	}
-	<-ctx.Done()
+	// Until the fault ends, the tenant keeps sending documents of a few chunks: the disk is full.
+	content := strings.Repeat("a document that no longer fits on the full disk. ", 300)
+	for ctx.Err() == nil {
+		h.current.add("POST /v1/documents (full disk)", h.call(victim, http.MethodPost, "/v1/documents",
+			map[string]any{"document_name": "late", "document_type": "text", "content": content}, nil))
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -17,12 +17,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
 // TestChaosLong is `make chaos`: every scenario for TENANTMEM_CHAOS_SECONDS (default 20), and a
-// full disk: one schema-tier tenant's chunks live on a 2 MB tmpfs tablespace that its own writes
-// fill; it gets 503 with Retry-After (SQLSTATE 53100 from the real server) while the other
-// tenants are served, and its writes go in once the table is moved back. Mounting needs root.
+// full disk: a schema-tier tenant's chunks live on a 2 MB tmpfs tablespace that its own writes
+// fill; it gets 503 with Retry-After (SQLSTATE 53100 from the real server) while the load's
+// tenants are served. Mounting needs root.
 func TestChaosLong(t *testing.T) {
 	secs := 20
 	if v := os.Getenv("TENANTMEM_CHAOS_SECONDS"); v != "" {
@@ -64,15 +67,13 @@ func diskFull(ctx context.Context, h *harness) {
 		_, err := h.admin.Exec(bg, `DROP TABLESPACE `+ts)
 		require.NoError(t, err)
 	}()
-	var victim tenant
-	for _, tn := range h.tenants {
-		if tn.id == "schema-a" {
-			victim = tn
-		}
-	}
-	tn, err := h.prov.GetTenant(bg, victim.id)
+	// A tenant of its own, whose (empty) chunk table moves to the tiny tablespace; the load's
+	// tenants go on beside it.
+	res, err := h.prov.CreateTenant(bg, provision.TenantCreateParams{ID: "disk-full-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		Tier: registry.TierSchema})
 	require.NoError(t, err)
-	chunks := pgx.Identifier{tn.SchemaName, "chunks"}.Sanitize()
+	victim := tenant{id: res.Tenant.ID, key: res.Key.Key, tier: registry.TierSchema}
+	chunks := pgx.Identifier{res.Tenant.SchemaName, "chunks"}.Sanitize()
 	_, err = h.admin.Exec(bg, `ALTER TABLE `+chunks+` SET TABLESPACE `+ts+`, SET (autovacuum_enabled = false)`)
 	require.NoError(t, err)
 	defer func() {
@@ -86,6 +87,7 @@ func diskFull(ctx context.Context, h *harness) {
 		for i := 0; ctx.Err() == nil; i++ {
 			a := h.call(victim, http.MethodPost, "/v1/documents", map[string]any{"document_name": fmt.Sprint("filler ", i),
 				"document_type": "text", "content": content}, nil)
+			h.current.add("POST /v1/documents (filling the disk)", a)
 			if a.status == http.StatusServiceUnavailable {
 				require.True(t, a.retryAfter)
 				t.Logf("disk full for %d-word documents after %d: %s", words*6, i, a.body)

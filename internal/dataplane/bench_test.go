@@ -243,3 +243,95 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 	b.Logf("tier %s: victims alone p50 %.2f ms p99 %.2f ms (%d requests); beside the neighbour p50 %.2f ms p99 %.2f ms (%d requests), p99 %+.0f%%; neighbour got %v",
 		tier, a50, a99, len(alone), n50, n99, len(beside), 100*(n99/a99-1), codes)
 }
+
+// BenchmarkRevocation measures how soon a revoked key is refused: eight clients send requests
+// with one key as fast as they can while the key is revoked with the provisioner; it counts the
+// requests that started after RevokeKey returned and were still served (the fence makes that 0),
+// and how long after the return the last success and the first 401 arrived.
+func BenchmarkRevocation(b *testing.B) {
+	for range b.N {
+		revocation(b)
+	}
+}
+
+func revocation(b *testing.B) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(b)
+	admin, err := pgxpool.New(ctx, url)
+	require.NoError(b, err)
+	defer admin.Close()
+	prov, err := provision.New(provision.Config{Pool: admin})
+	require.NoError(b, err)
+	_, err = prov.Init(ctx, provision.InitParams{})
+	require.NoError(b, err)
+	builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
+	require.NoError(b, err)
+	svc, err := dataplane.Open(ctx, dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
+		Provider: builtin, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(b, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(rctx, ln) }()
+	defer func() {
+		stop()
+		require.NoError(b, <-done)
+		svc.Close()
+	}()
+	transport := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer transport.CloseIdleConnections()
+	c := benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport, Timeout: time.Minute}}
+	res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "revoked", Tier: registry.TierShared})
+	require.NoError(b, err)
+	// No tenant limits here: the clients go as fast as they can.
+	zero, big := 0.0, 1<<20
+	_, err = prov.SetTenantLimits(ctx, "revoked", registry.TenantLimits{RequestsPerSecond: &zero, MaxConcurrent: &big})
+	require.NoError(b, err)
+	key := res.Key.Key
+	type sample struct {
+		start, end time.Time
+		code       int
+	}
+	var (
+		mu      sync.Mutex
+		samples []sample
+		wg      sync.WaitGroup
+	)
+	lctx, cancel := context.WithCancel(ctx)
+	for range 8 {
+		wg.Go(func() {
+			for lctx.Err() == nil {
+				s := time.Now()
+				code, _ := c.do(key, http.MethodGet, "/v1/statistics", nil)
+				mu.Lock()
+				samples = append(samples, sample{start: s, end: time.Now(), code: code})
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	require.NoError(b, prov.RevokeKey(ctx, "revoked", res.Key.KeyID))
+	revoked := time.Now()
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	var servedAfter, total int
+	var lastOK, first401 time.Duration = -1, -1
+	for _, s := range samples {
+		total++
+		switch {
+		case s.code == http.StatusOK && s.start.After(revoked):
+			servedAfter++
+		case s.code == http.StatusUnauthorized && (first401 < 0 || s.end.Sub(revoked) < first401):
+			first401 = s.end.Sub(revoked)
+		}
+		if s.code == http.StatusOK && s.end.Sub(revoked) > lastOK {
+			lastOK = s.end.Sub(revoked)
+		}
+	}
+	b.ReportMetric(float64(servedAfter), "served-after-revoke")
+	b.ReportMetric(float64(first401.Microseconds())/1000, "first-401-ms")
+	b.Logf("%d requests; started after revoke returned and still served: %d; last success answered %.2f ms after the return (started before it); first 401 answered %.2f ms after",
+		total, servedAfter, float64(lastOK.Microseconds())/1000, float64(first401.Microseconds())/1000)
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/pgcluster"
 	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // Main wires the dev stack; tests run it in-process.
@@ -49,8 +50,13 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:9080", "address of the Prometheus /metrics of both servers")
 	leakproof := fs.Bool("leakproof-text-search", false,
 		"mark the text match operator LEAKPROOF (fast text search under RLS, but its timing tells a shared-tier tenant whether a word occurs in other tenants' chunks)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(m.Stdout, version.Get().Line("devstack"))
+		return nil
 	}
 	logger := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 

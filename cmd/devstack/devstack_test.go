@@ -19,6 +19,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // TestMain fails the binary on leaked goroutines. The dev stack starts its own cluster, so the
@@ -151,4 +152,16 @@ func TestReadmeSession(t *testing.T) {
 	require.NoError(t, pool.QueryRow(context.Background(),
 		`SELECT proleakproof FROM pg_proc WHERE oid = 'pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure`).Scan(&leakproof))
 	require.False(t, leakproof)
+}
+
+// TestVersion: --version prints the build's line and starts nothing.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr syncBuffer
+	m := &Main{Stdout: &stdout, Stderr: &stderr}
+	dataDir := filepath.Join(t.TempDir(), "never-created")
+	require.NoError(t, m.Run(context.Background(), []string{"--version", "--data-dir", dataDir}))
+	require.NoDirExists(t, dataDir)
+	require.Equal(t, version.Get().Line("devstack")+"\n", stdout.String())
+	require.Empty(t, stderr.String())
 }

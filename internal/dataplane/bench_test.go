@@ -335,3 +335,56 @@ func revocation(b *testing.B) {
 	b.Logf("%d requests; started after revoke returned and still served: %d; last success answered %.2f ms after the return (started before it); first 401 answered %.2f ms after",
 		total, servedAfter, float64(lastOK.Microseconds())/1000, float64(first401.Microseconds())/1000)
 }
+
+// BenchmarkLargeIngest sends one document of 10 MB (the largest content accepted) through the
+// router with its default settings, in each tier, and reports how long it took and how many
+// chunks it made. Before ingest was batched, one INSERT carried every chunk and ran past the
+// 30 s statement timeout.
+func BenchmarkLargeIngest(b *testing.B) {
+	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema} {
+		b.Run("tier="+string(tier), func(b *testing.B) {
+			ctx := context.Background()
+			url := pgtest.NewDatabase(b)
+			admin, err := pgxpool.New(ctx, url)
+			require.NoError(b, err)
+			defer admin.Close()
+			prov, err := provision.New(provision.Config{Pool: admin})
+			require.NoError(b, err)
+			_, err = prov.Init(ctx, provision.InitParams{})
+			require.NoError(b, err)
+			builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
+			require.NoError(b, err)
+			svc, err := dataplane.Open(ctx, dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
+				Provider: builtin, Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(b, err)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(b, err)
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- svc.Run(rctx, ln) }()
+			defer func() {
+				stop()
+				require.NoError(b, <-done)
+				svc.Close()
+			}()
+			c := benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 5 * time.Minute}}
+			res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "big", Tier: tier})
+			require.NoError(b, err)
+			content := benchText(rand.New(rand.NewSource(2)), 1_650_000)
+			content = content[:min(len(content), 10<<20)]
+			b.ResetTimer()
+			for i := range b.N {
+				start := time.Now()
+				code, body := c.do(res.Key.Key, http.MethodPost, "/v1/documents", map[string]any{"document_name": "10 MB",
+					"document_type": "text", "content": content, "id_at_origin": fmt.Sprint("big-", i)})
+				require.Equal(b, http.StatusCreated, code, string(body))
+				var added struct {
+					ChunksCreated int `json:"chunks_created"`
+				}
+				require.NoError(b, json.Unmarshal(body, &added))
+				b.Logf("tier %s: %d bytes, %d chunks in %s", tier, len(content), added.ChunksCreated, time.Since(start).Round(time.Millisecond))
+				b.ReportMetric(float64(added.ChunksCreated), "chunks")
+			}
+		})
+	}
+}

@@ -78,6 +78,9 @@ type Config struct {
 	Limits limit.Limits
 	// RequestTimeout bounds a whole request. Default httpapi.DefaultRequestTimeout (60s).
 	RequestTimeout time.Duration
+	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
+	// limit.DefaultQueueWait (2s).
+	QueueWait time.Duration
 	// MaxChunksPerDocument bounds the chunks of one document. Default
 	// memory.DefaultMaxChunksPerDocument (20,000).
 	MaxChunksPerDocument int
@@ -257,6 +260,7 @@ func (s *Service) open(ctx context.Context) error {
 		BodyLimit:        s.cfg.BodyLimit,
 		StatementTimeout: s.cfg.StatementTimeout,
 		RequestTimeout:   s.cfg.RequestTimeout,
+		QueueWait:        s.cfg.QueueWait,
 		Limits:           s.cfg.Limits,
 		Ready:            httpapi.RegistryReady(s.registry),
 		ReadyDetails:     s.readyDetails,

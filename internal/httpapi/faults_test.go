@@ -147,11 +147,12 @@ func TestRouterRateLimits(t *testing.T) {
 	})
 }
 
-// TestRouterConcurrencyCap: a tenant with its cap of requests in flight gets 429 for one more,
-// while another tenant is served.
+// TestRouterConcurrencyCap: a tenant with its cap of requests in flight queues one more in its
+// own queue, for a bounded time, then gets 429; another tenant is served meanwhile.
 func TestRouterConcurrencyCap(t *testing.T) {
 	t.Parallel()
-	e := newRouterEnvWith(t, routerOptions{limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 1}})
+	e := newRouterEnvWith(t, routerOptions{limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 1},
+		queueWait: 200 * time.Millisecond})
 	a := e.tenant("capped-a", registry.TierSchema)
 	b := e.tenant("capped-b", registry.TierSchema)
 	release := e.embedder.hold()
@@ -241,7 +242,7 @@ func TestNeighbourCannotStallOthers(t *testing.T) {
 	t.Parallel()
 	// Six connections, at most three per tier, at most two per tenant: a tier in trouble leaves
 	// the other tier at least three, a tenant in trouble leaves its tier at least one.
-	e := newRouterEnvWith(t, routerOptions{maxConns: 6, tierMaxConns: 3, acquireWait: 300 * time.Millisecond,
+	e := newRouterEnvWith(t, routerOptions{maxConns: 6, tierMaxConns: 3, acquireWait: 300 * time.Millisecond, queueWait: 100 * time.Millisecond,
 		limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 2}})
 	neighbour := e.tenant("neighbour", registry.TierSchema)
 	victim := e.tenant("victim", registry.TierSchema)

@@ -95,6 +95,9 @@ type RouterConfig struct {
 	// RequestTimeout bounds a whole request: past it the request's statements are cancelled and
 	// it gets 503 with Retry-After. Default [DefaultRequestTimeout] (60s).
 	RequestTimeout time.Duration
+	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
+	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.
+	QueueWait time.Duration
 	// ReadyDetails, when set, adds to the body of GET /readyz what it returns (per-tier and
 	// per-pool state), whether ready or not.
 	ReadyDetails func(context.Context) any
@@ -108,6 +111,7 @@ func (c RouterConfig) WithDefaults() RouterConfig {
 	c.BodyLimit = cmp.Or(c.BodyLimit, DefaultRouterBodyLimit)
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, DefaultStatementTimeout)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, DefaultRequestTimeout)
+	c.QueueWait = cmp.Or(c.QueueWait, limit.DefaultQueueWait)
 	c.Limits = limit.Config{Defaults: c.Limits}.WithDefaults().Defaults
 	return c
 }
@@ -338,12 +342,13 @@ func (r *router) limitsOf(h *routing.Handle) limit.Limits {
 	return r.cfg.Limits.With(h.Limits)
 }
 
-// admit holds an authenticated request to its tenant's request rate and requests in flight
-// (429 with Retry-After beyond), before anything else of it runs.
+// admit holds an authenticated request to its tenant's request rate (429 with Retry-After
+// beyond) and requests in flight (it waits up to QueueWait in the tenant's own queue, then 429),
+// before anything else of it runs.
 func (r *router) admit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := handleFrom(c.Request().Context())
-		release, err := r.limiter.Admit(h.TenantID, r.limitsOf(h))
+		release, err := r.limiter.Admit(c.Request().Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
 		if err != nil {
 			return err
 		}

@@ -112,6 +112,7 @@ type routerOptions struct {
 	// limits are the default tenant limits (zero: limit's defaults).
 	limits         limit.Limits
 	requestTimeout time.Duration
+	queueWait      time.Duration
 	// noListener leaves the resolver without a LISTEN (a lost notification, for ever).
 	noListener bool
 }
@@ -194,7 +195,7 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	h, err := httpapi.NewRouter(httpapi.RouterConfig{
 		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg,
 		BodyLimit: opts.bodyLimit, StatementTimeout: time.Minute, Ready: ready,
-		Limits: opts.limits, RequestTimeout: opts.requestTimeout,
+		Limits: opts.limits, RequestTimeout: opts.requestTimeout, QueueWait: opts.queueWait,
 		OnIngest: func(h *routing.Handle, n int) {
 			e.mu.Lock()
 			e.ingests = append(e.ingests, ingestEvent{tenantID: h.TenantID, pending: n})

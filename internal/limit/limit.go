@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"time"
 
 	"github.com/tenantmem/tenantmem/internal/registry"
@@ -16,8 +17,9 @@ const (
 	DefaultRequestsPerSecond = 50
 	// DefaultBurst is how many requests a tenant may send at once above its rate.
 	DefaultBurst = 100
-	// DefaultMaxConcurrent is how many requests of one tenant may be in flight at once.
-	DefaultMaxConcurrent = 4
+	// DefaultQueueWait bounds how long a tenant's request waits behind its own requests in
+	// flight before 429.
+	DefaultQueueWait = 2 * time.Second
 	// DefaultMaxDocuments, DefaultMaxChunks and DefaultMaxContentBytes are a tenant's storage
 	// quotas: 1,000,000 documents, 10,000,000 chunks and 10 GiB of document content.
 	DefaultMaxDocuments    = 1_000_000
@@ -36,6 +38,11 @@ var (
 	// bounded wait: HTTP 503. The request did nothing.
 	ErrBusy = errors.New("database busy")
 )
+
+// DefaultMaxConcurrent is how many requests of one tenant may be in flight at once: half the
+// CPUs, at least one, so that one tenant's heavy requests (a large ingest, an expensive search)
+// never keep more than half the machine busy. Its other requests wait in its own queue.
+var DefaultMaxConcurrent = max(1, runtime.NumCPU()/2)
 
 // Limits is what one tenant may use. A zero field means no limit.
 type Limits struct {
@@ -104,6 +111,9 @@ type Config struct {
 	Defaults Limits
 	// AcquireWait bounds the wait for a database connection. Default [DefaultAcquireWait].
 	AcquireWait time.Duration
+	// QueueWait bounds the wait of a tenant's request behind its own requests in flight.
+	// Default [DefaultQueueWait].
+	QueueWait time.Duration
 }
 
 // Unlimited, in a field of Config.Defaults, turns that limit off (a zero field takes the default).
@@ -120,6 +130,7 @@ func (c Config) WithDefaults() Config {
 	d.MaxChunks = orUnlimited(d.MaxChunks, DefaultMaxChunks)
 	d.MaxContentBytes = orUnlimited(d.MaxContentBytes, DefaultMaxContentBytes)
 	c.AcquireWait = cmp.Or(c.AcquireWait, DefaultAcquireWait)
+	c.QueueWait = cmp.Or(c.QueueWait, DefaultQueueWait)
 	return c
 }
 
@@ -135,8 +146,8 @@ func orUnlimited[T int | int64 | float64](v, def T) T {
 
 // Validate reports an unusable configuration (after WithDefaults).
 func (c Config) Validate() error {
-	if c.AcquireWait < 0 {
-		return fmt.Errorf("limit: acquire wait must not be negative, got %s", c.AcquireWait)
+	if c.AcquireWait < 0 || c.QueueWait < 0 {
+		return fmt.Errorf("limit: waits must not be negative, got %s and %s", c.AcquireWait, c.QueueWait)
 	}
 	return c.Defaults.Validate()
 }
@@ -153,7 +164,7 @@ type RateLimitError struct {
 
 func (e *RateLimitError) Error() string {
 	if e.Reason == ReasonConcurrency {
-		return fmt.Sprintf("too many requests in flight for this tenant (at most %v at once); retry later", e.Limit)
+		return fmt.Sprintf("too many requests in flight for this tenant (at most %v at once, the others wait in its queue); retry later", e.Limit)
 	}
 	return fmt.Sprintf("request rate of this tenant exceeded (%v per second); retry later", e.Limit)
 }

@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -45,16 +46,17 @@ func (c *clock) Now() time.Time { return c.now }
 
 func TestLimiterRate(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	c := &clock{now: time.Unix(1000, 0)}
 	l := NewLimiter()
 	l.now = c.Now
 	lim := Limits{RequestsPerSecond: 2, Burst: 3}
 	for i := range 3 {
-		release, err := l.Admit("a", lim)
+		release, err := l.Admit(ctx, "a", lim, 0)
 		require.NoError(t, err, "request %d is within the burst", i)
 		release()
 	}
-	_, err := l.Admit("a", lim)
+	_, err := l.Admit(ctx, "a", lim, 0)
 	var rle *RateLimitError
 	require.ErrorAs(t, err, &rle)
 	require.ErrorIs(t, err, ErrRateLimited)
@@ -63,44 +65,45 @@ func TestLimiterRate(t *testing.T) {
 	require.Equal(t, time.Second, rle.RetryAfter(), "at least a second")
 
 	// Another tenant has its own bucket.
-	release, err := l.Admit("b", lim)
+	release, err := l.Admit(ctx, "b", lim, 0)
 	require.NoError(t, err)
 	release()
 
 	// A refused request cost nothing: after half a second exactly one more is admitted.
 	c.now = c.now.Add(500 * time.Millisecond)
-	release, err = l.Admit("a", lim)
+	release, err = l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
 	release()
-	_, err = l.Admit("a", lim)
+	_, err = l.Admit(ctx, "a", lim, 0)
 	require.ErrorIs(t, err, ErrRateLimited)
 
 	// An override that lifts the limit applies at once.
-	release, err = l.Admit("a", Limits{})
+	release, err = l.Admit(ctx, "a", Limits{}, 0)
 	require.NoError(t, err)
 	release()
 }
 
 func TestLimiterConcurrency(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	l := NewLimiter()
 	lim := Limits{MaxConcurrent: 2}
-	r1, err := l.Admit("a", lim)
+	r1, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
-	r2, err := l.Admit("a", lim)
+	r2, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
-	_, err = l.Admit("a", lim)
+	_, err = l.Admit(ctx, "a", lim, 0)
 	var rle *RateLimitError
 	require.ErrorAs(t, err, &rle)
 	require.Equal(t, ReasonConcurrency, rle.Reason)
 	require.Equal(t, 2, l.InFlight("a"))
-	r3, err := l.Admit("b", lim)
+	r3, err := l.Admit(ctx, "b", lim, 0)
 	require.NoError(t, err, "another tenant is not affected")
 	r3()
 	r1()
 	r1() // a second release is a no-op
 	require.Equal(t, 1, l.InFlight("a"))
-	r4, err := l.Admit("a", lim)
+	r4, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
 	r4()
 	r2()
@@ -109,18 +112,19 @@ func TestLimiterConcurrency(t *testing.T) {
 
 func TestLimiterForgetsIdleTenants(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	c := &clock{now: time.Unix(1000, 0)}
 	l := NewLimiter()
 	l.now = c.Now
 	for _, id := range []string{"a", "b"} {
-		release, err := l.Admit(id, Limits{RequestsPerSecond: 10})
+		release, err := l.Admit(ctx, id, Limits{RequestsPerSecond: 10}, 0)
 		require.NoError(t, err)
 		if id == "a" {
 			release()
 		}
 	}
 	c.now = c.now.Add(2 * idleAfter)
-	release, err := l.Admit("c", Limits{})
+	release, err := l.Admit(ctx, "c", Limits{}, 0)
 	require.NoError(t, err)
 	release()
 	l.mu.Lock()
@@ -129,4 +133,53 @@ func TestLimiterForgetsIdleTenants(t *testing.T) {
 	l.mu.Unlock()
 	require.False(t, hasA, "idle with a full bucket: forgotten")
 	require.True(t, hasB, "a request in flight keeps its state")
+}
+
+// TestLimiterQueuesATenantsExcess: over its cap, a tenant's requests wait in its own queue, first
+// come first served, for a bounded time; a release hands the slot to the oldest waiter.
+func TestLimiterQueuesATenantsExcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := NewLimiter()
+	lim := Limits{MaxConcurrent: 1}
+	first, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	got := make(chan int, 2)
+	for i := range 2 {
+		go func() {
+			release, err := l.Admit(ctx, "a", lim, time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- i
+			release()
+		}()
+		// The second waiter queues after the first.
+		for {
+			l.mu.Lock()
+			n := len(l.tenants["a"].waiters)
+			l.mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	_, err = l.Admit(ctx, "a", lim, 10*time.Millisecond)
+	require.ErrorIs(t, err, ErrRateLimited, "a bounded wait ends in 429")
+	other, err := l.Admit(ctx, "b", lim, 0)
+	require.NoError(t, err, "another tenant does not queue behind it")
+	other()
+	first()
+	require.Equal(t, 0, <-got)
+	require.Equal(t, 1, <-got)
+	cctx, cancel := context.WithCancel(ctx)
+	hold, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	cancel()
+	_, err = l.Admit(cctx, "a", lim, time.Minute)
+	require.ErrorIs(t, err, context.Canceled)
+	hold()
+	require.Zero(t, l.InFlight("a"))
 }

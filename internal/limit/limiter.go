@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -26,6 +27,9 @@ type tenantState struct {
 	bucket   *rate.Limiter
 	limits   Limits
 	inflight int
+	// waiters are the requests queued for a slot, oldest first; a release hands its slot to the
+	// first one by closing its channel.
+	waiters  []chan struct{}
 	lastUsed time.Time
 }
 
@@ -34,13 +38,15 @@ func NewLimiter() *Limiter {
 	return &Limiter{now: time.Now, tenants: map[string]*tenantState{}}
 }
 
-// Admit admits one request of tenantID under lim, or refuses it with a [*RateLimitError]: with
-// lim.MaxConcurrent requests already in flight, or over lim.RequestsPerSecond. A refused request
-// costs the tenant nothing. After admission, call release exactly once when the request ends.
-func (l *Limiter) Admit(tenantID string, lim Limits) (release func(), err error) {
+// Admit admits one request of tenantID under lim, or refuses it with a [*RateLimitError]: over
+// lim.RequestsPerSecond (at once), or still without a slot after waiting up to wait behind the
+// tenant's lim.MaxConcurrent requests in flight (a tenant's excess requests queue in its own
+// queue, first come first served, never in everyone's). A refused request costs the tenant
+// nothing but its token. When ctx ends first, Admit returns ctx's error. After admission, call
+// release exactly once when the request ends.
+func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait time.Duration) (release func(), err error) {
 	now := l.now()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.sweep(now)
 	st := l.tenants[tenantID]
 	if st == nil {
@@ -63,29 +69,76 @@ func (l *Limiter) Admit(tenantID string, lim Limits) (release func(), err error)
 		st.limits = lim
 	}
 	st.lastUsed = now
-	if lim.MaxConcurrent > 0 && st.inflight >= lim.MaxConcurrent {
-		return nil, &RateLimitError{Reason: ReasonConcurrency, Limit: float64(lim.MaxConcurrent), Wait: time.Second}
-	}
 	if st.bucket != nil {
 		r := st.bucket.ReserveN(now, 1)
 		if !r.OK() {
+			l.mu.Unlock()
 			return nil, &RateLimitError{Reason: ReasonRate, Limit: lim.RequestsPerSecond, Wait: time.Second}
 		}
 		if d := r.DelayFrom(now); d > 0 {
 			r.CancelAt(now)
+			l.mu.Unlock()
 			return nil, &RateLimitError{Reason: ReasonRate, Limit: lim.RequestsPerSecond, Wait: d}
 		}
 	}
-	st.inflight++
+	if lim.MaxConcurrent <= 0 || st.inflight < lim.MaxConcurrent {
+		st.inflight++
+		l.mu.Unlock()
+		return l.releaser(st), nil
+	}
+	refuse := &RateLimitError{Reason: ReasonConcurrency, Limit: float64(lim.MaxConcurrent), Wait: time.Second}
+	if wait <= 0 {
+		l.mu.Unlock()
+		return nil, refuse
+	}
+	slot := make(chan struct{})
+	st.waiters = append(st.waiters, slot)
+	l.mu.Unlock()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-slot:
+		return l.releaser(st), nil
+	case <-timer.C:
+		err = refuse
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := indexOf(st.waiters, slot); i >= 0 {
+		st.waiters = append(st.waiters[:i], st.waiters[i+1:]...)
+		return nil, err
+	}
+	// The slot was handed over just as the wait ended: it is ours.
+	return l.releaser(st), nil
+}
+
+func indexOf(s []chan struct{}, c chan struct{}) int {
+	for i, x := range s {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// releaser ends one admitted request of st: its slot goes to the first waiter, if any.
+func (l *Limiter) releaser(st *tenantState) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
-			st.inflight--
+			defer l.mu.Unlock()
 			st.lastUsed = l.now()
-			l.mu.Unlock()
+			st.inflight--
+			for len(st.waiters) > 0 && (st.limits.MaxConcurrent <= 0 || st.inflight < st.limits.MaxConcurrent) {
+				close(st.waiters[0]) // the slot passes on to the oldest waiter
+				st.waiters = st.waiters[1:]
+				st.inflight++
+			}
 		})
-	}, nil
+	}
 }
 
 // InFlight returns the number of admitted requests of tenantID that have not been released.
@@ -105,7 +158,7 @@ func (l *Limiter) sweep(now time.Time) {
 	}
 	l.lastSweep = now
 	for id, st := range l.tenants {
-		if st.inflight == 0 && now.Sub(st.lastUsed) >= idleAfter &&
+		if st.inflight == 0 && len(st.waiters) == 0 && now.Sub(st.lastUsed) >= idleAfter &&
 			(st.bucket == nil || st.bucket.TokensAt(now) >= float64(st.bucket.Burst())) {
 			delete(l.tenants, id)
 		}

@@ -50,7 +50,7 @@ type cli struct {
 	MaxConns         int32         `name:"max-conns" env:"TENANTMEM_MAX_CONNS" default:"16" help:"Database connections for tenant work (default ${default}); registry reads have 4 of their own."`
 	TierMaxConns     int           `name:"tier-max-conns" env:"TENANTMEM_TIER_MAX_CONNS" default:"0" help:"Connections one tier (shared, schema) may hold at once; 0 means three quarters of --max-conns."`
 	AcquireTimeout   time.Duration `name:"acquire-timeout" env:"TENANTMEM_ACQUIRE_TIMEOUT" default:"3s" help:"Longest wait for a database connection; a request that waits longer gets 503 with Retry-After (default ${default})."`
-	RequestTimeout   time.Duration `name:"request-timeout" env:"TENANTMEM_REQUEST_TIMEOUT" default:"60s" help:"Longest a request may take, embedding included; beyond it 503 with Retry-After (default ${default})."`
+	RequestTimeout   time.Duration `name:"request-timeout" env:"TENANTMEM_REQUEST_TIMEOUT" default:"2m" help:"Longest a request may take, embedding included; beyond it 503 with Retry-After (default ${default})."`
 	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"TENANTMEM_SHUTDOWN_TIMEOUT" default:"30s" help:"How long a shutdown waits for requests in flight before cancelling them; the exit code is 0 either way (default ${default})."`
 	MetricsListen    string        `name:"metrics-listen" env:"TENANTMEM_ROUTER_METRICS_LISTEN" default:"127.0.0.1:9080" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the tenant-facing port (default ${default})."`
 

@@ -76,7 +76,7 @@ type Config struct {
 	// Limits are every tenant's default limits; zero fields take limit's defaults and
 	// limit.Unlimited turns one off (see httpapi.RouterConfig.Limits).
 	Limits limit.Limits
-	// RequestTimeout bounds a whole request. Default httpapi.DefaultRequestTimeout (60s).
+	// RequestTimeout bounds a whole request. Default httpapi.DefaultRequestTimeout (2 minutes).
 	RequestTimeout time.Duration
 	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
 	// limit.DefaultQueueWait (2s).

@@ -39,7 +39,7 @@ const (
 	// DefaultStatementTimeout bounds every statement of a router request, transaction-locally.
 	DefaultStatementTimeout = 30 * time.Second
 	// DefaultRequestTimeout bounds a whole router request (the embedding of a document included).
-	DefaultRequestTimeout = 60 * time.Second
+	DefaultRequestTimeout = 2 * time.Minute
 )
 
 // HeaderIdempotencyKey makes a POST that writes idempotent: a retry with the same key and body
@@ -93,7 +93,7 @@ type RouterConfig struct {
 	// limit.Default* values and limit.Unlimited (-1) turns one off (see limit.Config).
 	Limits limit.Limits
 	// RequestTimeout bounds a whole request: past it the request's statements are cancelled and
-	// it gets 503 with Retry-After. Default [DefaultRequestTimeout] (60s).
+	// it gets 503 with Retry-After. Default [DefaultRequestTimeout] (2 minutes).
 	RequestTimeout time.Duration
 	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
 	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.

@@ -39,6 +39,8 @@ type Handle struct {
 	Status  registry.Status
 	// Pool is the pool of the database that holds the tenant's tables, as the router role.
 	Pool *pgxpool.Pool
+	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
+	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
@@ -87,7 +89,7 @@ func (h *Handle) KeyScope(keyID string, statementTimeout time.Duration) memory.S
 
 func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
-		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
+		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		AcquireWait: h.acquireWait, Gates: h.gates,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
 			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse},
@@ -245,7 +247,8 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	t := p.Tenant
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, Limits: p.Limits, acquireWait: r.cfg.AcquireWait, loadedAt: now}
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Limits: p.Limits,
+		acquireWait: r.cfg.AcquireWait, loadedAt: now}
 	if g := r.cfg.Gates[t.Tier]; g != nil {
 		h.gates = []*limit.Gate{g}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -36,6 +37,12 @@ const (
 	DefaultConnBudget = 64
 	// placementCheckTimeout bounds each placement's ping in GET /readyz.
 	placementCheckTimeout = 2 * time.Second
+	// DefaultMaxConns is the size of the router's pool for tenant work: room for several tenants
+	// at their default of 4 requests in flight each.
+	DefaultMaxConns = 16
+	// registryConns is the size of the pool for registry reads (key lookups, readiness), kept
+	// apart so that they never wait behind tenant work.
+	registryConns = 4
 	// probeTimeout bounds the start-up call that checks an HTTP embedding provider's dimension.
 	probeTimeout = 15 * time.Second
 )
@@ -62,22 +69,38 @@ func configErrorf(format string, args ...any) error {
 type Config struct {
 	// DatabaseURL is the main database, logged in as the router role (tenantmem_router). Required.
 	DatabaseURL string
-	// MaxConns bounds the router pool of the control database, and of each placement's main
-	// database. Default: pgxpool's (the larger of 4 and the CPU count).
+	// MaxConns bounds the router pool for tenant work. Default [DefaultMaxConns] (16). Registry
+	// reads (key lookups, readiness) use a separate pool of 4 connections.
 	MaxConns int32
+	// TierMaxConns bounds the connections one tier (shared, schema) may hold at once, so that
+	// trouble in one tier (a lock on a shared table, a slow tenant schema) cannot take every
+	// connection. Default: three quarters of MaxConns.
+	TierMaxConns int
+	// AcquireWait bounds a request's wait for a connection; past it the request gets 503 with
+	// Retry-After. Default limit.DefaultAcquireWait (3s).
+	AcquireWait time.Duration
+	// Limits are every tenant's default limits; zero fields take limit's defaults and
+	// limit.Unlimited turns one off (see httpapi.RouterConfig.Limits).
+	Limits limit.Limits
+	// RequestTimeout bounds a whole request. Default httpapi.DefaultRequestTimeout (2 minutes).
+	RequestTimeout time.Duration
+	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
+	// limit.DefaultQueueWait (2s).
+	QueueWait time.Duration
+	// MaxChunksPerDocument bounds the chunks of one document. Default
+	// memory.DefaultMaxChunksPerDocument (20,000).
+	MaxChunksPerDocument int
 	// PlacementCredentials are the router's credentials on placements other than local (file and
 	// environment, read by cmd/router).
 	PlacementCredentials placement.Credentials
 	// ConnBudget bounds the connections open at once to every database but the control database
-	// (placements' main databases and tenant databases). Default 64; see placement.Config.Budget.
+	// (placements' main databases and tenant databases); a new connection beyond it waits up to
+	// AcquireWait, like any other wait for a connection. Default 64; see placement.Config.Budget.
 	ConnBudget int
 	// DatabaseMaxConns bounds the pool of each tenant database. Default 2.
 	DatabaseMaxConns int32
 	// PoolCacheSize bounds the per-database pools kept open. Default 1000.
 	PoolCacheSize int
-	// ConnWait is the longest a request waits for a new connection within the budget before it
-	// gets 503. Default 5s.
-	ConnWait time.Duration
 	// HandleCacheSize, KeyCacheSize and CacheTTL size the resolver's caches (routing.Config
 	// defaults: 10,000, 10,000, 1 minute).
 	HandleCacheSize, KeyCacheSize int
@@ -116,9 +139,9 @@ type Config struct {
 	ListenTimeout time.Duration
 	// Logger receives logs. Default: discard.
 	Logger *slog.Logger
-	// Registerer receives the metrics and Gatherer exposes them on /metrics (see httpapi.Config).
+	// Registerer receives the metrics; serve them with httpapi.MetricsHandler on a listener of
+	// their own.
 	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -129,6 +152,10 @@ func (c Config) WithDefaults() Config {
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
 	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
+	c.MaxConns = cmp.Or(c.MaxConns, DefaultMaxConns)
+	c.TierMaxConns = cmp.Or(c.TierMaxConns, max(1, int(c.MaxConns)*3/4))
+	c.AcquireWait = cmp.Or(c.AcquireWait, limit.DefaultAcquireWait)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, httpapi.DefaultRequestTimeout)
 	c.ConnBudget = cmp.Or(c.ConnBudget, DefaultConnBudget)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -142,8 +169,14 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: the database URL is required")
 	case c.MaxConns < 0:
 		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
-	case c.ConnBudget < 0 || c.DatabaseMaxConns < 0 || c.PoolCacheSize < 0 || c.ConnWait < 0:
-		return configErrorf("dataplane: the connection budget, pool sizes and wait must not be negative")
+	case c.ConnBudget < 0 || c.DatabaseMaxConns < 0 || c.PoolCacheSize < 0:
+		return configErrorf("dataplane: the connection budget and pool sizes must not be negative")
+	case c.TierMaxConns < 1 || c.TierMaxConns > int(c.MaxConns):
+		return configErrorf("dataplane: tier max conns must be between 1 and max conns (%d), got %d", c.MaxConns, c.TierMaxConns)
+	case c.AcquireWait < 0 || c.RequestTimeout < 0:
+		return configErrorf("dataplane: durations must be positive")
+	case c.MaxChunksPerDocument < 0:
+		return configErrorf("dataplane: max chunks per document must be positive, got %d", c.MaxChunksPerDocument)
 	case c.HandleCacheSize < 0 || c.KeyCacheSize < 0:
 		return configErrorf("dataplane: cache sizes must be positive")
 	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.SweepInterval < 0 ||
@@ -163,6 +196,8 @@ type Service struct {
 	cfg      Config
 	pool     *pgxpool.Pool
 	pools    *placement.Pools
+	registry *pgxpool.Pool
+	gates    map[registry.Tier]*limit.Gate
 	listenCC *pgx.ConnConfig
 	resolver *routing.Resolver
 	engine   *memory.Engine
@@ -186,16 +221,25 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, configErrorf("database URL: %w", err)
 	}
-	if cfg.MaxConns > 0 {
-		pc.MaxConns = cfg.MaxConns
-	}
+	rc := pc.Copy()
+	pc.MaxConns = cfg.MaxConns
+	rc.MaxConns, rc.MinConns = registryConns, 0
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s := &Service{cfg: cfg, pool: pool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue()}
-	if err := s.open(ctx); err != nil {
+	regPool, err := pgxpool.NewWithConfig(ctx, rc)
+	if err != nil {
 		pool.Close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue(),
+		gates: map[registry.Tier]*limit.Gate{
+			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
+			registry.TierSchema: limit.NewGate("schema tier connection", cfg.TierMaxConns),
+		}}
+	if err := s.open(ctx); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -223,7 +267,8 @@ func (s *Service) open(ctx context.Context) error {
 		return err
 	}
 	logger := s.cfg.Logger
-	mc := memory.Config{Embedder: s.provider, Logger: logger, AsyncHistory: true, HistoryFlushInterval: s.cfg.HistoryFlushInterval}
+	mc := memory.Config{Embedder: s.provider, Logger: logger, AsyncHistory: true, HistoryFlushInterval: s.cfg.HistoryFlushInterval,
+		MaxChunksPerDocument: s.cfg.MaxChunksPerDocument}
 	if s.cfg.Reranker.BaseURL != "" {
 		rr, err := rerank.New(s.cfg.Reranker)
 		if err != nil {
@@ -239,12 +284,13 @@ func (s *Service) open(ctx context.Context) error {
 	}
 	if s.pools, err = placement.New(placement.Config{
 		Control:          s.pool,
+		Registry:         s.registry,
 		Login:            placement.LoginRouter,
 		Credentials:      s.cfg.PlacementCredentials,
 		DefaultUser:      settings.RouterRole,
 		DatabaseMaxConns: s.cfg.DatabaseMaxConns,
 		Budget:           s.cfg.ConnBudget,
-		BudgetWait:       s.cfg.ConnWait,
+		BudgetWait:       s.cfg.AcquireWait,
 		MaxPools:         s.cfg.PoolCacheSize,
 		Logger:           logger,
 	}); err != nil {
@@ -256,8 +302,9 @@ func (s *Service) open(ctx context.Context) error {
 			return fmt.Errorf("register placement metrics: %w", err)
 		}
 	}
-	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Pools: s.pools, Handles: s.cfg.HandleCacheSize,
-		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger}); err != nil {
+	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Pools: s.pools,
+		Handles: s.cfg.HandleCacheSize, Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
+		AcquireWait: s.cfg.AcquireWait}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
@@ -265,11 +312,13 @@ func (s *Service) open(ctx context.Context) error {
 		Engine:           s.engine,
 		Logger:           logger,
 		Registerer:       s.cfg.Registerer,
-		Gatherer:         s.cfg.Gatherer,
 		BodyLimit:        s.cfg.BodyLimit,
 		StatementTimeout: s.cfg.StatementTimeout,
-		Ready:            httpapi.RegistryReady(s.pool),
-		ReadyDetail:      s.placementHealth,
+		RequestTimeout:   s.cfg.RequestTimeout,
+		QueueWait:        s.cfg.QueueWait,
+		Limits:           s.cfg.Limits,
+		Ready:            httpapi.RegistryReady(s.registry),
+		ReadyDetails:     s.readyDetails,
 		OnIngest: func(h *routing.Handle, _ int) {
 			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
 		},
@@ -376,15 +425,6 @@ func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 // Pools are the router's per-database pools.
 func (s *Service) Pools() *placement.Pools { return s.pools }
 
-// placementHealth is the placements part of GET /readyz: each placement's state and whether its
-// main database answers. One placement's trouble never makes the router unready.
-func (s *Service) placementHealth(ctx context.Context) any {
-	h, err := s.pools.Health(ctx, placementCheckTimeout)
-	if err != nil {
-		return map[string]string{"error": "cannot list placements"}
-	}
-	return map[string]any{"placements": h, "pools": s.pools.Stats()}
-}
 
 func (s *Service) scopeOf(pool memory.Pool, schemaName, ownerID string) memory.Scope {
 	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
@@ -454,4 +494,54 @@ func (s *Service) Close() {
 		s.pools.Close()
 	}
 	s.pool.Close()
+	s.registry.Close()
+}
+
+// PoolDetails is the state of a pool in GET /readyz.
+type PoolDetails struct {
+	Acquired int32 `json:"acquired"`
+	Idle     int32 `json:"idle"`
+	Max      int32 `json:"max"`
+}
+
+// GateDetails is the state of a tier's share of the pool in GET /readyz.
+type GateDetails struct {
+	InUse int `json:"in_use"`
+	Size  int `json:"size"`
+}
+
+// ReadyDetails is the "details" of GET /readyz: what may be in trouble without making the whole
+// router unready. A tier whose share is full, or a listener that is reconnecting (every request
+// then reads the registry), shows here while the router keeps serving the others.
+type ReadyDetails struct {
+	// Listener is "listening", or "reconnecting" while the registry LISTEN is down.
+	Listener string                 `json:"listener"`
+	Pool     PoolDetails            `json:"pool"`
+	Registry PoolDetails            `json:"registry_pool"`
+	Tiers    map[string]GateDetails `json:"tiers"`
+	// Placements is each placement's state and health: "ok", "unreachable", "no_credentials" or
+	// "disabled" (placement.Pools.Health). One placement's trouble never makes the router unready.
+	Placements map[string]placement.Health `json:"placements,omitempty"`
+	// PlacementPools counts the pools of other databases and the connection budget.
+	PlacementPools placement.Stats `json:"placement_pools"`
+}
+
+func (s *Service) readyDetails(ctx context.Context) any {
+	pd := func(p *pgxpool.Pool) PoolDetails {
+		st := p.Stat()
+		return PoolDetails{Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Max: st.MaxConns()}
+	}
+	d := ReadyDetails{Listener: "listening", Pool: pd(s.pool), Registry: pd(s.registry), Tiers: map[string]GateDetails{}}
+	if !s.resolver.Caching() {
+		d.Listener = "reconnecting"
+	}
+	for tier, g := range s.gates {
+		inUse, size := g.Usage()
+		d.Tiers[string(tier)] = GateDetails{InUse: inUse, Size: size}
+	}
+	if h, err := s.pools.Health(ctx, placementCheckTimeout); err == nil {
+		d.Placements = h
+	}
+	d.PlacementPools = s.pools.Stats()
+	return d
 }

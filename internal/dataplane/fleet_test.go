@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/dataplane"
+	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/placement"
@@ -90,7 +92,7 @@ func readyz(t *testing.T, r *running) (int, map[string]any) {
 }
 
 func placementStatus(body map[string]any, name string) string {
-	detail, _ := body["detail"].(map[string]any)
+	detail, _ := body["details"].(map[string]any)
 	ps, _ := detail["placements"].(map[string]any)
 	p, _ := ps[name].(map[string]any)
 	s, _ := p["status"].(string)
@@ -107,7 +109,7 @@ func TestOneRouterServesEveryTierOnTwoServers(t *testing.T) {
 	p := newFlaky(t)
 	reg := prometheus.NewRegistry()
 	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond,
-		PlacementCredentials: credentials(t, "p2:router::\n"), ConnBudget: 8, Registerer: reg, Gatherer: reg})
+		PlacementCredentials: credentials(t, "p2:router::\n"), ConnBudget: 8, Registerer: reg})
 
 	p.failures.Store(1 << 30) // every ingest fails to embed (and the worker's tries meanwhile)
 	for _, tn := range tenants {
@@ -142,11 +144,9 @@ func TestOneRouterServesEveryTierOnTwoServers(t *testing.T) {
 	st := r.svc.Pools().Stats()
 	require.LessOrEqual(t, st.BudgetInUse, 8)
 	require.Positive(t, st.Pools, "pools for p2 and the tenant databases")
-	res, err := http.Get(r.base + "/metrics")
-	require.NoError(t, err)
-	metrics, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	require.NoError(t, err)
+	rec := httptest.NewRecorder()
+	httpapi.MetricsHandler(reg, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	metrics := rec.Body.Bytes()
 	require.Contains(t, string(metrics), "tenantmem_placement_budget_size 8")
 	require.Regexp(t, `tenantmem_placement_pools [1-9]`, string(metrics))
 
@@ -171,7 +171,7 @@ func TestAPlacementDownAndBack(t *testing.T) {
 	d := fleetDeployment(t, map[string]*pgtest.Server{"p3": srv})
 	tenants := createEverywhere(t, d, "local", "p3")
 	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: newFlaky(t),
-		PlacementCredentials: credentials(t, "p3:router::\n"), ConnWait: time.Second})
+		PlacementCredentials: credentials(t, "p3:router::\n"), AcquireWait: time.Second})
 	status := func(tn fleetTenant) (int, http.Header) {
 		req, err := http.NewRequest(http.MethodGet, r.base+"/v1/statistics", nil)
 		require.NoError(t, err)

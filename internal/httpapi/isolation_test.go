@@ -126,7 +126,7 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	// Only errors are logged: a 500 shows its cause.
 	errLog := slog.New(slog.NewJSONHandler(&logBuffer{t: t}, &slog.HandlerOptions{Level: slog.LevelError}))
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg, Gatherer: reg,
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg,
 		Logger: errLog})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)

@@ -16,6 +16,8 @@ import (
 	"github.com/pgvector/pgvector-go"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
@@ -41,6 +43,14 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// AcquireWait bounds the wait for a connection (and for the Gates); past it a transaction
+	// fails with a *limit.BusyError. Zero waits as long as ctx allows.
+	AcquireWait time.Duration
+	// Gates are shares of the pool the scope's transactions must enter first (e.g. the tier's).
+	Gates []*limit.Gate
+	// Quota bounds what the tenant may store; AddDocument refuses a document that would exceed
+	// it with a *QuotaError (nothing is written). Zero fields mean no limit.
+	Quota Quota
 	// TextConfig is the tenant's text search configuration (a pg_catalog configuration such as
 	// english or simple), used to index its chunks and to read its queries. Empty means english.
 	TextConfig string
@@ -57,12 +67,21 @@ func (s Scope) textConfig() string {
 	return "pg_catalog." + s.TextConfig
 }
 
+// Quota is a tenant's storage quota. A zero field means no limit.
+type Quota struct {
+	Documents    int64
+	Chunks       int64
+	ContentBytes int64
+}
+
 // Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
-// serve. Each transaction takes the advisory lock LockID shared (so it waits while someone holds
-// it exclusively, e.g. a delete, and such a holder waits for it), then runs Check, which must
-// return one boolean true, else the transaction ends with [ErrFenced] before fn runs. Check runs
-// after the lock, as its own statement, so it sees what the lock holder committed. The settings,
-// the lock and the check travel in one round trip.
+// serve (or of the credential they serve it for). Each transaction takes the advisory lock LockID
+// shared (so it waits while someone holds it exclusively, e.g. a delete, and such a holder waits
+// for it), then runs Check, which must return one row of one text column: NULL when the
+// transaction may go on, else a reason, and the transaction ends before fn runs with
+// Refuse(reason), or [ErrFenced] when Refuse is nil or returns nil. Check runs after the lock, as
+// its own statement, so it sees what the lock holder committed. The settings, the lock and the
+// check travel in one round trip.
 //
 // Advisory locks belong to one database, so when the tenant's tables are not in the database of
 // the registry (another placement, or the tenant's own database), Pool names the registry's
@@ -72,6 +91,9 @@ type Fence struct {
 	LockID int64
 	Check  string
 	Args   []any
+	// Refuse turns a reason returned by Check into the transaction's error; it must wrap
+	// [ErrFenced] or another error the caller maps (e.g. an unauthenticated credential).
+	Refuse func(reason string) error
 	// Pool, when set, is the registry's database, apart from the scope's.
 	Pool Pool
 }
@@ -127,6 +149,10 @@ func (s Scope) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.inTx(ctx, pgx.TxOptions{}, fn)
 }
 
+// maxBeginAttempts bounds the attempts to open a transaction when the connection is found dead
+// before any of the caller's statements ran.
+const maxBeginAttempts = 3
+
 func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if err := s.validate(); err != nil {
 		return err
@@ -139,38 +165,26 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		}
 		defer end()
 	}
-	conn, err := s.Pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("memory: acquire: %w", interpretError(err))
+	var (
+		lease *limit.Lease
+		tx    pgx.Tx
+		err   error
+	)
+	// A pooled connection the server closed (a restart, pg_terminate_backend, a proxy that cut
+	// it) is found dead at BEGIN or at the scope's first statement, before anything of fn ran:
+	// retry on another connection. Nothing reached the server that could have changed a row.
+	for attempt := 1; ; attempt++ {
+		lease, tx, err = s.begin(ctx, opts)
+		if err == nil {
+			break
+		}
+		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
 	}
-	defer conn.Release()
-	tx, err := conn.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("memory: begin: %w", interpretError(err))
-	}
+	defer lease.Release()
 	// After a commit this is a no-op (pgx.ErrTxClosed); it also runs when fn panics.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	var timeout *string
-	if s.StatementTimeout > 0 {
-		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
-		timeout = &ms
-	}
-	// pg_temp is named last so a temporary table can never shadow a tenant table.
-	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
-	if s.Fence == nil || s.Fence.Pool != nil {
-		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
-			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
-		}
-	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
-		return err
-	}
-	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {
-		// The type is found through the search_path just set. The registration lives in the
-		// connection's client-side type map, not in the server session.
-		if err := pgxvec.RegisterTypes(ctx, tx.Conn()); err != nil {
-			return fmt.Errorf("memory: register pgvector types: %w", err)
-		}
-	}
 	if err := fn(tx); err != nil {
 		return interpretError(err)
 	}
@@ -180,22 +194,72 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	return nil
 }
 
+// begin takes a connection (bounded by AcquireWait and the Gates), begins the transaction and
+// sets the scope's transaction-local state and fence. On error it holds nothing.
+func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx.Tx, error) {
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("memory: acquire: %w", interpretError(err))
+	}
+	tx, err := lease.Conn.BeginTx(ctx, opts)
+	if err != nil {
+		lease.Release()
+		return nil, nil, fmt.Errorf("memory: begin: %w", interpretError(err))
+	}
+	fail := func(err error) (*limit.Lease, pgx.Tx, error) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		lease.Release()
+		return nil, nil, err
+	}
+	var timeout *string
+	if s.StatementTimeout > 0 {
+		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
+		timeout = &ms
+	}
+	// pg_temp is named last so a temporary table can never shadow a tenant table.
+	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
+	if s.Fence == nil || s.Fence.Pool != nil {
+		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
+			return fail(fmt.Errorf("memory: scope transaction: %w", interpretError(err)))
+		}
+	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
+		return fail(err)
+	}
+	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {
+		// The type is found through the search_path just set. The registration lives in the
+		// connection's client-side type map, not in the server session.
+		if err := pgxvec.RegisterTypes(ctx, tx.Conn()); err != nil {
+			return fail(fmt.Errorf("memory: register pgvector types: %w", interpretError(err)))
+		}
+	}
+	return lease, tx, nil
+}
+
 // remoteFence takes the fence's lock and runs its check in a transaction of Fence.Pool (the
 // registry's database, apart from the scope's), and returns what ends that transaction: call it
 // after the scope's own transaction ended, so the lock covers all of it.
 func (s Scope) remoteFence(ctx context.Context) (end func(), err error) {
-	fconn, err := s.Fence.Pool.Acquire(ctx)
+	for attempt := 1; ; attempt++ {
+		end, err = s.remoteFenceOnce(ctx)
+		if err == nil || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return end, err
+		}
+	}
+}
+
+func (s Scope) remoteFenceOnce(ctx context.Context) (end func(), err error) {
+	lease, err := limit.Acquire(ctx, s.Fence.Pool, s.AcquireWait)
 	if err != nil {
 		return nil, fmt.Errorf("memory: acquire fence: %w", interpretError(err))
 	}
-	ftx, err := fconn.Begin(ctx)
+	ftx, err := lease.Conn.Begin(ctx)
 	if err != nil {
-		fconn.Release()
+		lease.Release()
 		return nil, fmt.Errorf("memory: begin fence: %w", interpretError(err))
 	}
 	end = func() {
 		_ = ftx.Rollback(context.WithoutCancel(ctx))
-		fconn.Release()
+		lease.Release()
 	}
 	if err := s.fence(ctx, ftx, "", nil); err != nil {
 		end()
@@ -221,9 +285,9 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err == nil {
 		_, err = br.Exec()
 	}
-	var ok bool
+	var reason *string
 	if err == nil {
-		err = br.QueryRow().Scan(&ok)
+		err = br.QueryRow().Scan(&reason)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -231,7 +295,12 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err != nil {
 		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 	}
-	if !ok {
+	if reason != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*reason); err != nil {
+				return err
+			}
+		}
 		return ErrFenced
 	}
 	return nil
@@ -320,15 +389,28 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 		defer end()
 		s.Fence = nil
 	}
-	conn, err := s.Pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("memory: acquire: %w", interpretError(err))
+	for attempt := 1; ; attempt++ {
+		err, beforeWork := s.readOnce(ctx, settings, stmts)
+		// A dead pooled connection found before the round trip was sent: nothing ran, no row
+		// was scanned; try another connection.
+		if err == nil || !beforeWork || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
 	}
-	defer conn.Release()
-	c := conn.Conn()
+}
+
+// readOnce is one attempt of read. beforeWork reports that it failed before sending the round
+// trip (taking the connection, registering types, preparing), when a retry is safe.
+func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []readStmt) (err error, beforeWork bool) { //nolint:revive // the pair reads best in this order
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return fmt.Errorf("memory: acquire: %w", interpretError(err)), true
+	}
+	defer lease.Release()
+	c := lease.Conn.Conn()
 	if _, ok := c.TypeMap().TypeForName("vector"); !ok {
 		if err := registerVector(ctx, c); err != nil {
-			return err
+			return err, true
 		}
 	}
 	var timeout *string
@@ -351,11 +433,11 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 		fmt.Fprintf(&b, `, pg_advisory_xact_lock_shared($%d)`, len(args))
 	}
 	all[0] = readStmt{sql: b.String(), args: args, prepared: true}
-	var fenceOK bool
+	var refused *string
 	if s.Fence != nil {
 		all = append(all, readStmt{sql: s.Fence.Check, args: s.Fence.Args, prepared: true, scan: func(r *readRows) error {
 			for r.Next() {
-				if err := r.Scan(&fenceOK); err != nil {
+				if err := r.Scan(&refused); err != nil {
 					return err
 				}
 			}
@@ -372,18 +454,18 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 			// connection (pgx remembers them), so they are neither parsed nor planned again.
 			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
 			if err != nil {
-				return fmt.Errorf("memory: prepare: %w", interpretError(err))
+				return fmt.Errorf("memory: prepare: %w", interpretError(err)), true
 			}
 			vals, fmts, err := encodeArgsFor(m, sd.ParamOIDs, st.args)
 			if err != nil {
-				return err
+				return err, false
 			}
 			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
 			continue
 		}
 		vals, oids, fmts, err := encodeArgs(m, st.args)
 		if err != nil {
-			return err
+			return err, false
 		}
 		batch.ExecParams(st.sql, vals, oids, fmts, []int16{pgtype.BinaryFormatCode})
 	}
@@ -404,12 +486,17 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 		firstErr = err
 	}
 	if firstErr != nil {
-		return fmt.Errorf("memory: read: %w", interpretError(firstErr))
+		return fmt.Errorf("memory: read: %w", interpretError(firstErr)), false
 	}
-	if s.Fence != nil && !fenceOK {
-		return ErrFenced
+	if refused != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*refused); err != nil {
+				return err, false
+			}
+		}
+		return ErrFenced, false
 	}
-	return nil
+	return nil, false
 }
 
 // searchPath is the scope's search_path: its schema, then extensions; pg_temp last so a

@@ -2,10 +2,13 @@ package placement
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tenantmem/tenantmem/internal/limit"
 )
 
 // budget bounds the connections open at once across every pool of a [Pools] (the control pool
@@ -76,7 +79,7 @@ func (b *budget) acquire(ctx context.Context, wait time.Duration, reclaim func()
 			return ctx.Err()
 		case <-deadline.C:
 			b.refused.Add(1)
-			return ErrBudgetExhausted
+			return fmt.Errorf("%w: %w", ErrBudgetExhausted, &limit.BusyError{What: "slot of the connection budget", Waited: wait})
 		case <-b.nudge:
 			reclaim()
 		case <-tick.C:

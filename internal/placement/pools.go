@@ -11,21 +11,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
 // Errors. Every failure to reach a placement's database wraps ErrUnavailable (the router answers
-// 503 with Retry-After); the others say why.
+// 503 with Retry-After); the others say why. A full connection budget is limit.ErrBusy instead.
 var (
 	// ErrUnavailable means a placement's database cannot be used right now: it is down or
-	// unreachable, disabled, missing credentials, or the connection budget is exhausted.
+	// unreachable, disabled, or missing credentials.
 	ErrUnavailable = errors.New("placement unavailable")
 	// ErrNoCredentials means no credentials are configured for a placement (file, environment or
 	// passfile).
@@ -33,7 +33,8 @@ var (
 	// ErrDisabled means the placement is disabled: its tenants are not served.
 	ErrDisabled = errors.New("placement is disabled")
 	// ErrBudgetExhausted means no connection could be opened within the budget wait: every
-	// connection of the budget was busy.
+	// connection of the budget was busy. It comes with a *limit.BusyError (limit.ErrBusy: HTTP
+	// 503 with Retry-After 1s), the same answer as any other bounded wait for a connection.
 	ErrBudgetExhausted = errors.New("connection budget exhausted")
 	// ErrClosed means the Pools were closed.
 	ErrClosed = errors.New("placement pools closed")
@@ -58,6 +59,8 @@ type Config struct {
 	// password, TLS) are the local placement's. It is not counted in the budget and never closed
 	// by Pools. Required.
 	Control *pgxpool.Pool
+	// Registry reads the placements' registry rows. Default: Control.
+	Registry registry.DBTX
 	// Login selects the credentials used on other placements. Default LoginRouter.
 	Login Login
 	// Credentials of the other placements (file and environment). The local placement uses
@@ -93,6 +96,9 @@ type Config struct {
 // WithDefaults returns the config with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
 	c.Login = cmp.Or(c.Login, LoginRouter)
+	if c.Registry == nil && c.Control != nil {
+		c.Registry = c.Control
+	}
 	if c.Control != nil {
 		c.DefaultUser = cmp.Or(c.DefaultUser, c.Control.Config().ConnConfig.User)
 		c.MainMaxConns = cmp.Or(c.MainMaxConns, c.Control.Config().MaxConns)
@@ -224,6 +230,10 @@ func (d db) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 func (m *Pools) unavailable(ctx context.Context, key registry.DatabaseKey, err error) error {
 	if ctx.Err() != nil {
 		return err
+	}
+	if errors.Is(err, limit.ErrBusy) {
+		// The connection budget was full: the database may be fine (limit's 503, Retry-After 1s).
+		return fmt.Errorf("placement %q (%s): %w", key.Placement, key, err)
 	}
 	m.logFailure(ctx, key.Placement, err)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -431,7 +441,7 @@ func (m *Pools) Placement(ctx context.Context, name string) (registry.Placement,
 	if ok && time.Since(cp.loadedAt) < m.cfg.PlacementTTL {
 		return cp.p, nil
 	}
-	var db registry.DBTX = m.cfg.Control
+	db := m.cfg.Registry
 	if r, ok := ctx.Value(registryKey{}).(registry.DBTX); ok {
 		db = r
 	}
@@ -592,7 +602,7 @@ type Health struct {
 // Health checks every registered placement's main database (a ping, at most timeout each, all at
 // once) and returns the outcome by placement name. It fails only when the registry cannot be read.
 func (m *Pools) Health(ctx context.Context, timeout time.Duration) (map[string]Health, error) {
-	ps, err := registry.ListPlacements(ctx, m.cfg.Control)
+	ps, err := registry.ListPlacements(ctx, m.cfg.Registry)
 	if err != nil {
 		return nil, err
 	}
@@ -654,22 +664,13 @@ func (m *Pools) Close() {
 	m.closing.Wait()
 }
 
-// IsConnectionLoss reports whether err means the database connection was lost or could not be
-// made: a failed connect, a server shutting down or crashed (SQLSTATE class 57P), a connection
-// exception (class 08), or a connection closed under the statement.
+// IsConnectionLoss reports whether err means a placement's database could not be used: the
+// placement is unavailable (disabled, down, without credentials; ErrUnavailable), or the connection
+// could not be opened or was lost (dberr.ConnectionLost). A full connection budget is not one: it
+// is limit.ErrBusy.
 func IsConnectionLoss(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, limit.ErrBusy) {
 		return false
 	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) || errors.Is(err, ErrUnavailable) {
-		return true
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
-	}
-	// Not io.ErrUnexpectedEOF: a truncated request body is one too, and it is the client's fault.
-	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
+	return errors.Is(err, ErrUnavailable) || dberr.ConnectionLost(err)
 }

@@ -226,7 +226,7 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 }
 
 // sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.
-var sharedTables = []string{"search_history", "chunk_terms", "chunk_stats", "chunks", "documents"}
+var sharedTables = []string{"search_history", "idempotency_keys", "tenant_usage", "chunk_terms", "chunk_stats", "chunks", "documents"}
 
 // marker is the comment of a tenant database, which says whose it is: a database of the derived
 // name that carries another marker is never adopted or dropped.

@@ -87,6 +87,9 @@ type Config struct {
 	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
 	// limit.DefaultQueueWait (2s).
 	QueueWait time.Duration
+	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
+	// is active. Default limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
+	AloneMaxConcurrent int
 	// MaxChunksPerDocument bounds the chunks of one document. Default
 	// memory.DefaultMaxChunksPerDocument (20,000).
 	MaxChunksPerDocument int
@@ -308,17 +311,18 @@ func (s *Service) open(ctx context.Context) error {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
-		Resolver:         s.resolver,
-		Engine:           s.engine,
-		Logger:           logger,
-		Registerer:       s.cfg.Registerer,
-		BodyLimit:        s.cfg.BodyLimit,
-		StatementTimeout: s.cfg.StatementTimeout,
-		RequestTimeout:   s.cfg.RequestTimeout,
-		QueueWait:        s.cfg.QueueWait,
-		Limits:           s.cfg.Limits,
-		Ready:            httpapi.RegistryReady(s.registry),
-		ReadyDetails:     s.readyDetails,
+		Resolver:           s.resolver,
+		Engine:             s.engine,
+		Logger:             logger,
+		Registerer:         s.cfg.Registerer,
+		BodyLimit:          s.cfg.BodyLimit,
+		StatementTimeout:   s.cfg.StatementTimeout,
+		RequestTimeout:     s.cfg.RequestTimeout,
+		QueueWait:          s.cfg.QueueWait,
+		AloneMaxConcurrent: s.cfg.AloneMaxConcurrent,
+		Limits:             s.cfg.Limits,
+		Ready:              httpapi.RegistryReady(s.registry),
+		ReadyDetails:       s.readyDetails,
 		OnIngest: func(h *routing.Handle, _ int) {
 			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
 		},

@@ -100,6 +100,10 @@ type RouterConfig struct {
 	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
 	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.
 	QueueWait time.Duration
+	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
+	// is active (the in-flight cap lends idle capacity; see limit.LimiterConfig). Default
+	// limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
+	AloneMaxConcurrent int
 	// ReadyDetails, when set, adds to the body of GET /readyz what it returns (per-tier and
 	// per-pool state), whether ready or not.
 	ReadyDetails func(context.Context) any
@@ -313,7 +317,7 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 
-	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter()}
+	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter(limit.LimiterConfig{AloneMaxConcurrent: cfg.AloneMaxConcurrent})}
 	// Authentication is route middleware, as in the admin API, so unknown methods stay 405.
 	mw := []echo.MiddlewareFunc{r.instrument, r.deadline, r.authenticate, r.admit}
 	e.POST("/v1/documents", r.addDocument, mw...)

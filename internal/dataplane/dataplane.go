@@ -429,7 +429,6 @@ func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 // Pools are the router's per-database pools.
 func (s *Service) Pools() *placement.Pools { return s.pools }
 
-
 func (s *Service) scopeOf(pool memory.Pool, schemaName, ownerID string) memory.Scope {
 	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
 }

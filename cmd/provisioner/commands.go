@@ -419,13 +419,20 @@ func (cmd *keyListCmd) Run(rc *runContext) error {
 		return writeJSON(rc.stdout, map[string]any{"keys": ks})
 	}
 	w := newTable(rc.stdout)
-	fmt.Fprintln(w, "KEY ID\tCREATED\tREVOKED")
+	fmt.Fprintln(w, "KEY ID\tCREATED\tREVOKED\tSCOPES")
 	for _, k := range ks {
 		revoked := "-"
 		if k.RevokedAt != nil {
 			revoked = k.RevokedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", k.KeyID, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+		scopes := "-"
+		switch {
+		case k.CreateDescendants:
+			scopes = "delegate,create_descendants"
+		case k.Delegate:
+			scopes = "delegate"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.KeyID, k.CreatedAt.UTC().Format(time.RFC3339), revoked, scopes)
 	}
 	return w.Flush()
 }

@@ -105,4 +105,3 @@ func TestAdminDelegatedKeysAndDescendants(t *testing.T) {
 	res = e.do(http.MethodPost, "/v1/tenants/acme/descendants", map[string]any{"tenant_ids": []string{"acme/u-5"}})
 	require.Equal(t, http.StatusCreated, res.status)
 }
-

@@ -178,6 +178,14 @@ func TestDelegatedKeyActsForDescendantsOnly(t *testing.T) {
 			require.Equal(t, st.DocumentCount, ownSt.DocumentCount)
 		}
 	}
+	// The access log names the effective tenant and the key's tenant.
+	var logged bool
+	for _, r := range e.logs.records("http request") {
+		if r["tenant_id"] == "acme/team/u-2" && r["delegated_by"] == "acme" {
+			logged = true
+		}
+	}
+	require.True(t, logged, "an access log line with tenant_id and delegated_by")
 	// Siblings created in bulk count nothing; acme itself holds only its own (none).
 	for _, target := range []string{"acme/u-3", "acme/u-4", "-"} {
 		var st memory.Statistics

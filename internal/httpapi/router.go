@@ -442,6 +442,9 @@ func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("authenticate: %w", err)
 		}
 		SetTenantID(ctx, h.TenantID)
+		if parent := h.ActingFor(); parent != "" {
+			setActingFor(ctx, parent)
+		}
 		keyID, _, _ := registry.ParseKey(key) // Resolve accepted it
 		ctx = context.WithValue(context.WithValue(ctx, handleKey{}, h), keyIDKey{}, keyID)
 		c.SetRequest(req.WithContext(ctx))

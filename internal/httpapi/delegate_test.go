@@ -506,6 +506,29 @@ func TestDescendantCreatedOnFirstUse(t *testing.T) {
 	}
 }
 
+// TestRecreatedParentInheritsNoDescendants: deleting acme leaves acme/u-1 (a tenant of its own);
+// a new tenant acme, created later under the same id, cannot reach it with a delegate key: only
+// descendants registered after the key's tenant are its own.
+func TestRecreatedParentInheritsNoDescendants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newDelegateEnv(t)
+	require.Equal(t, http.StatusOK, e.as(t, e.delegate, "acme/u-1", http.MethodGet, "/v1/statistics", nil).status)
+	notFound := e.as(t, e.delegate, "acme/never", http.MethodGet, "/v1/statistics", nil)
+	require.NoError(t, e.prov.DeleteTenant(ctx, "acme"))
+	e.tenant("acme", registry.TierShared)
+	k, err := e.prov.IssueKeyWith(ctx, registry.KeyIssueParams{TenantID: "acme", Delegate: true, CreateDescendants: true})
+	require.NoError(t, err)
+	for _, target := range []string{"acme/u-1", "acme/team/u-2", "acme/u-3"} {
+		res := e.as(t, k.Key, target, http.MethodGet, "/v1/statistics", nil)
+		require.Equal(t, http.StatusNotFound, res.status, target)
+		require.Equal(t, string(notFound.body), string(res.body), target)
+		e.requireNoCanary(t, res)
+	}
+	// The old descendant keeps its own key and data.
+	require.Equal(t, 1, e.stats(t, e.own["acme/u-1"]).DocumentCount)
+}
+
 // routerRolePool connects as the router role.
 func routerRolePool(t *testing.T, url string) *pgxpool.Pool {
 	t.Helper()

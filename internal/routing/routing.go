@@ -110,7 +110,7 @@ const delegatedFenceCheck = `SELECT CASE
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
 		WHERE key_id = $3 AND tenant_id = $4 AND revoked_at IS NULL AND delegate) THEN 'key'
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-		WHERE tenant_id = $4 AND created_at = $5 AND status = 'active'
+		WHERE tenant_id = $4 AND created_at = $5 AND status = 'active' AND created_at <= $2
 		AND left($1::text, length($4::text) + 1) = $4::text || '/') THEN 'parent'
 	END`
 
@@ -359,8 +359,10 @@ func (r *Resolver) newHandle(t registry.Tenant, limits registry.TenantLimits, no
 //     ErrUnavailable are about the key's own tenant);
 //   - target must be a valid tenant id as written (ErrInvalidTarget; nothing is normalised);
 //   - the key must have the delegate scope (ErrDelegationForbidden), whatever target is;
-//   - target must be strictly below the key's tenant, segment-wise, and registered and active
-//     (ErrTenantNotFound for every other case, alike; ErrUnavailable while it is provisioned).
+//   - target must be strictly below the key's tenant, segment-wise, registered no earlier than
+//     the key's tenant (so a tenant re-created under a deleted one's id inherits none of its
+//     descendants), and active (ErrTenantNotFound for every other case, alike; ErrUnavailable
+//     while it is provisioned).
 //     A missing target is registered in the shared tier first when the key has the
 //     create_descendants scope (registry.CreateDescendant; ErrNoPlacement when no placement takes
 //     it).
@@ -407,6 +409,11 @@ func (r *Resolver) ResolveAs(ctx context.Context, apiKey, target string) (*Handl
 		return nil, ErrTenantNotFound
 	case err != nil:
 		return nil, err
+	}
+	if h.CreatedAt.Before(parent.CreatedAt) {
+		// Registered before this incarnation of the key's tenant: it may be a descendant of a
+		// deleted tenant of the same id, which this one must not inherit.
+		return nil, ErrTenantNotFound
 	}
 	switch h.Status {
 	case registry.StatusActive:

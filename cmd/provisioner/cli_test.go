@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -264,7 +266,14 @@ func TestMigrateListsFailedTenantsAndExitsWithOne(t *testing.T) {
 	_, err := e.pool().Exec(context.Background(), `DROP SCHEMA tenant_broken CASCADE`)
 	require.NoError(t, err)
 
+	// Migrate trusts the registry's record of each schema's version: nothing looks behind.
 	r := e.run("migrate")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "migrated 3 schemas to tenant version")
+	require.Contains(t, r.stdout, "1 checked, 0 updated, 0 failed")
+
+	// --verify reads every schema's own version and finds the lost one.
+	r = e.run("migrate", "--verify")
 	require.Equal(t, 1, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 3 schemas")
 	require.Contains(t, r.stdout, "1 failed")
@@ -288,15 +297,25 @@ func TestProgress(t *testing.T) {
 		{given: "a terminal, 40 schemas", tty: true, total: 40, expectLines: 1, expectCR: true},
 	} {
 		var buf bytes.Buffer
-		p := newProgress(&buf, tc.tty)
+		p := newProgress(&buf, tc.tty, "migrating", "schemas")
+		clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		p.now = func() time.Time { clock = clock.Add(500 * time.Millisecond); return clock }
 		for i := 1; i <= tc.total; i++ {
-			p.report(provision.MigrateProgress{Done: i, Total: tc.total, Failed: i / 10})
+			p.update(i, tc.total, strconv.Itoa(i/10)+" failed")
 		}
 		p.finish()
 		out := buf.String()
 		require.Equal(t, tc.expectLines, strings.Count(out, "\n"), "%s: %q", tc.given, out)
 		require.Equal(t, tc.expectCR, strings.Contains(out, "\r"), tc.given)
-		require.True(t, strings.HasSuffix(out, "(100%), "+strconv.Itoa(tc.total/10)+" failed\n"), "%s: %q", tc.given, out)
+		lines := strings.Split(strings.TrimSuffix(strings.ReplaceAll(out, "\r", "\n"), "\n"), "\n")
+		last := lines[len(lines)-1]
+		took := time.Duration(tc.total-1) * 500 * time.Millisecond
+		rate := fmt.Sprintf("%.1f/s", float64(tc.total)/took.Seconds())
+		require.True(t, strings.HasSuffix(last, fmt.Sprintf("%d/%d schemas (100%%), %d failed, %s, took %s", tc.total, tc.total,
+			tc.total/10, rate, took)), "%s: %q", tc.given, last)
+		if tc.total > 3 {
+			require.Contains(t, lines[len(lines)-2], ", ETA ", tc.given)
+		}
 	}
 }
 

@@ -41,7 +41,8 @@ func (cmd *initCmd) Run(rc *runContext) error {
 }
 
 type tenantCmd struct {
-	Create  tenantCreateCmd  `cmd:"" help:"Create a tenant and its first API key (shown once)."`
+	Create     tenantCreateCmd     `cmd:"" help:"Create a tenant and its first API key (shown once)."`
+	CreateBulk tenantCreateBulkCmd `cmd:"" name:"create-bulk" help:"Create many shared-tier tenants from a file of ids; their API keys go to a file."`
 	List    tenantListCmd    `cmd:"" help:"List tenants, in tenant id order."`
 	Show    tenantShowCmd    `cmd:"" help:"Show one tenant."`
 	Delete  tenantDeleteCmd  `cmd:"" help:"Delete a tenant and all its data."`
@@ -314,7 +315,8 @@ func (cmd *keyRevokeCmd) Run(rc *runContext) error {
 }
 
 type migrateCmd struct {
-	Parallelism int `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time (default ${default})."`
+	Parallelism int  `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time (default ${default})."`
+	Verify      bool `name:"verify" help:"Read every tenant schema's own version instead of trusting the registry's record (about 1 ms per schema), and migrate any that is behind."`
 }
 
 func (cmd *migrateCmd) Run(rc *runContext) error {
@@ -326,14 +328,17 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	progress := newProgress(rc.stderr, isTerminal(rc.stderr))
-	rep, err := prov.Migrate(rc.ctx, provision.MigrateParams{Progress: progress.report})
+	progress := newProgress(rc.stderr, isTerminal(rc.stderr), "migrating", "schemas")
+	rep, err := prov.Migrate(rc.ctx, provision.MigrateParams{Verify: cmd.Verify, Progress: func(m provision.MigrateProgress) {
+		progress.update(m.Done, m.Total, fmt.Sprintf("%d failed", m.Failed))
+	}})
 	progress.finish()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(rc.stdout, "migrated %d %s to tenant version %d (control version %d) in %s: %d updated, %d failed\n",
-		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Applied, len(rep.Failed))
+	fmt.Fprintf(rc.stdout, "migrated %d %s to tenant version %d (control version %d) in %s: %d checked, %d updated, %d failed\n",
+		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond),
+		rep.Checked, rep.Applied, len(rep.Failed))
 	if len(rep.Failed) == 0 {
 		return nil
 	}
@@ -342,40 +347,6 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 		fmt.Fprintf(rc.stdout, "  %s: %v\n", f.TenantID, f.Err)
 	}
 	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)
-}
-
-// progress prints Migrate's progress on stderr: one line rewritten with \r on a terminal, else a
-// plain line at every 5% step. Migrate calls report one call at a time.
-type progress struct {
-	w        io.Writer
-	tty      bool
-	lastStep int
-	printed  bool
-}
-
-func newProgress(w io.Writer, tty bool) *progress { return &progress{w: w, tty: tty, lastStep: -1} }
-
-func (p *progress) report(m provision.MigrateProgress) {
-	if m.Total == 0 {
-		return
-	}
-	pct := m.Done * 100 / m.Total
-	line := fmt.Sprintf("migrating: %d/%d schemas (%d%%), %d failed", m.Done, m.Total, pct, m.Failed)
-	if p.tty {
-		fmt.Fprintf(p.w, "\r%s", line)
-		p.printed = true
-		return
-	}
-	if step := pct / 5; step > p.lastStep || m.Done == m.Total {
-		p.lastStep = step
-		fmt.Fprintln(p.w, line)
-	}
-}
-
-func (p *progress) finish() {
-	if p.tty && p.printed {
-		fmt.Fprintln(p.w)
-	}
 }
 
 // checkTenantID validates a tenant id before anything connects to the database.

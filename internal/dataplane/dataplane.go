@@ -15,18 +15,21 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantmem/tenantmem/internal/connbudget"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
+	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
 // Defaults of [Config].
 const (
 	DefaultWorkerInterval    = 5 * time.Second
-	DefaultSweepInterval     = 5 * time.Minute
+	DefaultReconcileInterval = 24 * time.Hour
+	DefaultReconcileRate     = 50
 	DefaultWorkerConcurrency = 2
 	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
 	DefaultListenTimeout = 30 * time.Second
@@ -74,13 +77,21 @@ type Config struct {
 	// Provider, when set, is used instead of building one from Embedding (tests inject failures
 	// with it). Its dimension must be the deployment's.
 	Provider embed.Provider
-	// WorkerInterval is the first pause before a tenant whose queued embeddings are not due (in
-	// backoff, or leased by another replica) is looked at again; it doubles on each idle look, up
-	// to SweepInterval. Default 5s.
+	// WorkerInterval is the longest the embedding worker sleeps between two looks at its work
+	// queue when nothing is due (work queued by other replicas is found within it; this router's
+	// ingest wakes it at once), and the first pause before a tenant whose queue could not be read
+	// is tried again (doubling, up to 5 minutes). Default 5s.
 	WorkerInterval time.Duration
-	// SweepInterval is how often every active tenant is checked for queued embeddings (work left by
-	// a crash or another replica). Default 5 minutes.
-	SweepInterval time.Duration
+	// ReconcileInterval is how often the worker starts a reconciliation pass over every active
+	// tenant (at start, then at this interval), which lists embedding work the queue does not know
+	// of. Default 24h.
+	ReconcileInterval time.Duration
+	// ReconcileRate bounds the reconciliation to this many tenants per second. Default 50.
+	ReconcileRate float64
+	// MaxConnSchemas is how many distinct schemas a pooled connection serves before it is closed
+	// at release and replaced, bounding the catalog cache each backend keeps (about 100 KB per
+	// schema; see docs/scaling.md). Default connbudget.DefaultMaxSchemas (1000); negative: never.
+	MaxConnSchemas int
 	// WorkerConcurrency is how many tenants the embedding worker serves at once. Default 2.
 	WorkerConcurrency int
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown. Default
@@ -99,7 +110,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, httpapi.DefaultStatementTimeout)
 	c.WorkerInterval = cmp.Or(c.WorkerInterval, DefaultWorkerInterval)
-	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.ReconcileInterval = cmp.Or(c.ReconcileInterval, DefaultReconcileInterval)
+	c.ReconcileRate = cmp.Or(c.ReconcileRate, DefaultReconcileRate)
+	c.MaxConnSchemas = cmp.Or(c.MaxConnSchemas, connbudget.DefaultMaxSchemas)
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
 	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
@@ -117,9 +130,11 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
 	case c.HandleCacheSize < 0 || c.KeyCacheSize < 0:
 		return configErrorf("dataplane: cache sizes must be positive")
-	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.SweepInterval < 0 ||
+	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.ReconcileInterval < 0 ||
 		c.ShutdownTimeout < 0 || c.ListenTimeout < 0:
 		return configErrorf("dataplane: durations must be positive")
+	case c.ReconcileRate < 0:
+		return configErrorf("dataplane: the reconcile rate must be positive, got %g", c.ReconcileRate)
 	case c.WorkerConcurrency < 1:
 		return configErrorf("dataplane: worker concurrency must be positive, got %d", c.WorkerConcurrency)
 	case c.BodyLimit < 0:
@@ -138,9 +153,14 @@ type Service struct {
 	engine   *memory.Engine
 	worker   *memory.Worker
 	handler  http.Handler
-	queue    *embedQueue
 	settings registry.Settings
 	provider embed.Provider
+	// budget recycles pooled connections that served MaxConnSchemas schemas.
+	budget *connbudget.Budget
+	// placements are the databases whose embedding work the worker serves.
+	placements []placement
+	// wake tells the work loops that ingest queued work.
+	wake chan struct{}
 }
 
 // Open connects as the router role, refuses a role that would bypass row-level security
@@ -159,11 +179,14 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
 	}
+	budget := connbudget.New(cfg.MaxConnSchemas)
+	budget.Configure(pc)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s := &Service{cfg: cfg, pool: pool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue()}
+	s := &Service{cfg: cfg, pool: pool, listenCC: pc.ConnConfig.Copy(), budget: budget, wake: make(chan struct{}, 1),
+		placements: []placement{{id: "local", queue: memory.NewWorkQueue(pool)}}}
 	if err := s.open(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -189,6 +212,9 @@ func (s *Service) open(ctx context.Context) error {
 	if err := checkNotOwner(ctx, s.pool, settings.OwnerRole); err != nil {
 		return err
 	}
+	if err := checkMigrated(ctx, s.pool); err != nil {
+		return err
+	}
 	if s.provider, err = s.newProvider(ctx); err != nil {
 		return err
 	}
@@ -200,7 +226,7 @@ func (s *Service) open(ctx context.Context) error {
 		return err
 	}
 	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Handles: s.cfg.HandleCacheSize,
-		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger}); err != nil {
+		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, ObserveConn: s.budget.Observe, Logger: logger}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
@@ -212,9 +238,9 @@ func (s *Service) open(ctx context.Context) error {
 		BodyLimit:        s.cfg.BodyLimit,
 		StatementTimeout: s.cfg.StatementTimeout,
 		Ready:            httpapi.RegistryReady(s.pool),
-		OnIngest: func(h *routing.Handle, _ int) {
-			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
-		},
+		// Ingest listed the tenant in its placement's work queue, in its own transaction; this
+		// only saves the worker its wait.
+		OnIngest: func(*routing.Handle, int) { s.wakeWorker() },
 	})
 	if err != nil {
 		return &ConfigError{Err: err}
@@ -242,6 +268,20 @@ func checkRole(ctx context.Context, pool *pgxpool.Pool) error {
 	case bypass:
 		return fmt.Errorf("%w: %s has BYPASSRLS, which bypasses row-level security; log in as the router role (%s)",
 			ErrUnsafeRole, user, provision.DefaultRouterRole)
+	}
+	return nil
+}
+
+// checkMigrated refuses a database whose placement schema (`provisioner migrate`) is missing:
+// ingest lists tenants with embedding work there.
+func checkMigrated(ctx context.Context, pool *pgxpool.Pool) error {
+	var ok bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema.PlacementSchema+".embedding_work").Scan(&ok); err != nil {
+		return fmt.Errorf("check the database: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: the database lacks %s.embedding_work: run `provisioner migrate` (or init) first",
+			provision.ErrNotInitialized, schema.PlacementSchema)
 	}
 	return nil
 }
@@ -316,8 +356,12 @@ func (s *Service) Handler() http.Handler { return s.handler }
 func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 
 func (s *Service) scopeOf(pool *pgxpool.Pool, schemaName, ownerID string) memory.Scope {
-	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
+	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout,
+		Observe: s.budget.Observe}
 }
+
+// RecycledConns counts the pooled connections closed for having served MaxConnSchemas schemas.
+func (s *Service) RecycledConns() uint64 { return s.budget.Recycled() }
 
 // Run serves the router on ln until ctx ends, then shuts down gracefully: it stops accepting,
 // finishes the requests in flight (up to ShutdownTimeout), then stops the embedding worker and the

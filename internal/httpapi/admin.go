@@ -91,6 +91,7 @@ func (c AdminConfig) validate() error {
 //	POST   /v1/tenants/{id}/keys                -> 201 issued key (the clear key, once)
 //	GET    /v1/tenants/{id}/keys                -> {keys}
 //	DELETE /v1/tenants/{id}/keys/{key_id}       -> 204
+//	POST   /v1/bulk/tenants                     {tier, tenant_ids} -> 201 {created, existing, tenants}
 func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -129,6 +130,7 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/tenants/:id/keys", a.issueKey, auth)
 	e.GET("/v1/tenants/:id/keys", a.listKeys, auth)
 	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
+	e.POST("/v1/bulk/tenants", a.createTenants, auth)
 	return e, nil
 }
 

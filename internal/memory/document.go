@@ -388,6 +388,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 				SELECT unnest($1::uuid[]), $2`, pending, s.OwnerID); err != nil {
 				return fmt.Errorf("memory: queue embeddings: %w", err)
 			}
+			return markWork(ctx, tx, s)
 		}
 		return nil
 	})

@@ -30,6 +30,10 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// Observe, when set, is called with the connection of each of the scope's transactions and
+	// the scope's schema before anything runs on it. The router counts the schemas each pooled
+	// connection served, to recycle a connection whose server-side catalog caches grew large.
+	Observe func(conn *pgx.Conn, schema string)
 }
 
 // Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
@@ -87,6 +91,9 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	}
 	// After a commit this is a no-op (pgx.ErrTxClosed); it also runs when fn panics.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if s.Observe != nil {
+		s.Observe(tx.Conn(), s.Schema)
+	}
 	var timeout *string
 	if s.StatementTimeout > 0 {
 		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)

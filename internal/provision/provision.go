@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"regexp"
 	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,6 +61,9 @@ type Config struct {
 	// Hook, when set, runs before each named step (the Step* constants) of a tenant operation; an
 	// error stops the operation there, exactly as a crash at that point would. For tests.
 	Hook func(ctx context.Context, step, tenantID string) error
+	// TenantMigrations, when set, replaces migrations/tenant (see
+	// schema.MigratorConfig.TenantMigrations). For benchmarks that add a synthetic migration.
+	TenantMigrations fs.FS
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -103,8 +106,6 @@ type Provisioner struct {
 	mu       sync.Mutex
 	settings *registry.Settings
 	migrator *schema.Migrator
-	// sharedVersion caches the shared schema's migration version, read once per process.
-	sharedVersion atomic.Int64
 }
 
 // New returns a Provisioner.
@@ -135,6 +136,7 @@ func (p *Provisioner) ready(ctx context.Context) (*schema.Migrator, registry.Set
 		Role:               s.OwnerRole,
 		EmbeddingDimension: s.EmbeddingDimension,
 		Logger:             p.cfg.Logger,
+		TenantMigrations:   p.cfg.TenantMigrations,
 	})
 	if err != nil {
 		return nil, registry.Settings{}, err

@@ -103,11 +103,11 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 			if err := p.hook(ctx, StepCreateSchema, t.ID); err != nil {
 				return err
 			}
-			if version, err = p.migrateSchema(ctx, conn, m, t.SchemaName); err != nil {
+			if version, err = p.migrateSchema(ctx, m, schema.TenantSet, t.SchemaName, false); err != nil {
 				return err
 			}
 		case registry.TierShared:
-			if version, err = p.sharedSchemaVersion(ctx, m); err != nil {
+			if version, err = p.sharedSchemaVersion(ctx, conn, m); err != nil {
 				return err
 			}
 			// A request of an earlier tenant with this id that was still in flight when that
@@ -152,10 +152,10 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	return res, nil
 }
 
-// sharedSchemaVersion is the migration version of the shared schema, read once per process and
-// refreshed by Migrate.
-func (p *Provisioner) sharedSchemaVersion(ctx context.Context, m *schema.Migrator) (int64, error) {
-	if v := p.sharedVersion.Load(); v > 0 {
+// sharedSchemaVersion is the migration version of the shared schema, as the provisioner recorded
+// it once its grants were in place (or, before it recorded one, as goose reports it).
+func (p *Provisioner) sharedSchemaVersion(ctx context.Context, db registry.DBTX, m *schema.Migrator) (int64, error) {
+	if v, err := registry.SharedMigrationVersion(ctx, db); err == nil && v > 0 {
 		return v, nil
 	}
 	v, err := m.Version(ctx, schema.TenantSet, schema.SharedSchema)
@@ -165,7 +165,6 @@ func (p *Provisioner) sharedSchemaVersion(ctx context.Context, m *schema.Migrato
 	if v == 0 {
 		return 0, fmt.Errorf("the shared schema is not migrated: %w", ErrNotInitialized)
 	}
-	p.sharedVersion.Store(v)
 	return v, nil
 }
 
@@ -293,8 +292,10 @@ func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tena
 			return fmt.Errorf("refusing to drop schema %q of tenant %q", t.SchemaName, t.ID)
 		}
 		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`)
-			return err
+			if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`); err != nil {
+				return err
+			}
+			return deleteWork(ctx, tx, t)
 		})
 	case registry.TierShared:
 		// Row-level security binds the owner role too (FORCE), so scope the transaction to the
@@ -308,10 +309,26 @@ func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tena
 					return fmt.Errorf("delete from %s: %w", table, err)
 				}
 			}
-			return nil
+			return deleteWork(ctx, tx, t)
 		})
 	}
 	return fmt.Errorf("tenant %q: tier %s: %w", t.ID, t.Tier, ErrTierNotSupported)
+}
+
+// deleteWork removes the tenant's row from the list of tenants with embedding work, if any; its
+// jobs went with its data.
+func deleteWork(ctx context.Context, tx pgx.Tx, t registry.Tenant) error {
+	// A deployment not migrated since the placement schema came has no list yet.
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema.PlacementSchema+".embedding_work").Scan(&exists); err != nil || !exists {
+		return err
+	}
+	_, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.PlacementSchema)+`.embedding_work WHERE schema_name = $1 AND owner_id = $2`,
+		t.SchemaName, t.ID)
+	if err != nil {
+		return fmt.Errorf("delete embedding work: %w", err)
+	}
+	return nil
 }
 
 // sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.

@@ -232,13 +232,61 @@ func SetMigrationVersion(ctx context.Context, db DBTX, tenantID string, version 
 	return nil
 }
 
-// SetSharedMigrationVersion records the version of the shared schema on every shared-tier tenant.
+// SetSharedMigrationVersion records the version of the shared schema: in the settings (the
+// version whose router grants are in place) and on every shared-tier tenant whose recorded version
+// differs. Finding those is two range probes of tenants_tier_version_idx, so with nothing to change
+// it writes nothing, whatever the number of shared-tier tenants.
 func SetSharedMigrationVersion(ctx context.Context, db DBTX, version int64) error {
+	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.settings SET shared_migration_version = $1
+		WHERE shared_migration_version <> $1`, version); err != nil {
+		return fmt.Errorf("registry: set shared migration version: %w", err)
+	}
 	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = $1, updated_at = now()
-		WHERE tier = 'shared' AND migration_version <> $1`, version); err != nil {
+		WHERE tier = 'shared' AND (migration_version < $1 OR migration_version > $1)`, version); err != nil {
 		return fmt.Errorf("registry: set shared migration version: %w", err)
 	}
 	return nil
+}
+
+// SchemaTenant is a schema-tier tenant as [ListSchemaTenants] returns it.
+type SchemaTenant struct {
+	ID               string
+	SchemaName       string
+	MigrationVersion int64
+}
+
+// SchemaTenantListParams selects the schema-tier tenants that are active or suspended.
+type SchemaTenantListParams struct {
+	// Lagging, when non-negative, keeps the tenants whose recorded migration version differs from
+	// it: two range probes of tenants_tier_version_idx, whatever the number of tenants.
+	Lagging int64
+}
+
+// ListSchemaTenants returns the active and suspended schema-tier tenants (those `migrate` keeps
+// current), in tenant id order.
+func ListSchemaTenants(ctx context.Context, db DBTX, p SchemaTenantListParams) ([]SchemaTenant, error) {
+	rows, err := db.Query(ctx, `SELECT tenant_id, schema_name, migration_version FROM tenantmem_control.tenants
+		WHERE tier = 'schema' AND status IN ('active', 'suspended')
+		  AND ($1 < 0 OR migration_version < $1 OR migration_version > $1)
+		ORDER BY tenant_id`, p.Lagging)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list schema tenants: %w", err)
+	}
+	ts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[SchemaTenant])
+	if err != nil {
+		return nil, fmt.Errorf("registry: list schema tenants: %w", err)
+	}
+	return ts, nil
+}
+
+// CountSchemaTenants counts the active and suspended schema-tier tenants.
+func CountSchemaTenants(ctx context.Context, db DBTX) (int, error) {
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM tenantmem_control.tenants
+		WHERE tier = 'schema' AND status IN ('active', 'suspended')`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("registry: count schema tenants: %w", err)
+	}
+	return n, nil
 }
 
 // Delete removes a tenant's registry entry; its keys go with it. The audit log keeps its history.
@@ -451,4 +499,14 @@ func GetSettings(ctx context.Context, db DBTX) (Settings, error) {
 		return Settings{}, fmt.Errorf("registry: settings: %w", err)
 	}
 	return s, nil
+}
+
+// SharedMigrationVersion is the version of the shared schema whose router grants are in place, as
+// the provisioner recorded it (0 before it recorded one). It needs control migration 3.
+func SharedMigrationVersion(ctx context.Context, db DBTX) (int64, error) {
+	var v int64
+	if err := db.QueryRow(ctx, `SELECT shared_migration_version FROM tenantmem_control.settings`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("registry: shared migration version: %w", err)
+	}
+	return v, nil
 }

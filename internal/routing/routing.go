@@ -12,6 +12,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
@@ -41,6 +42,7 @@ type Handle struct {
 	// gets another.
 	CreatedAt time.Time
 	loadedAt  time.Time
+	observe   func(*pgx.Conn, string)
 }
 
 // fenceCheck is true while the tenant is still this incarnation and active.
@@ -55,7 +57,8 @@ const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
-		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt}},
+		Fence:   &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt}},
+		Observe: h.observe,
 	}
 }
 
@@ -63,6 +66,8 @@ type keyEntry struct {
 	hash     []byte
 	tenantID string
 	loadedAt time.Time
+	// seq tells this caching of the key from an earlier one in the tenant index.
+	seq uint64
 }
 
 // Config configures a [Resolver].
@@ -76,6 +81,8 @@ type Config struct {
 	Keys int
 	// TTL bounds how long a cached entry is trusted without a notification. Default 1 minute.
 	TTL time.Duration
+	// ObserveConn, when set, becomes the Observe of every handle's scope (see memory.Scope).
+	ObserveConn func(conn *pgx.Conn, schema string)
 	// Logger. Default: discard.
 	Logger *slog.Logger
 }
@@ -119,6 +126,12 @@ type Resolver struct {
 	// (both caches hit) does not take mu.
 	mu         sync.Mutex
 	generation uint64
+	// byTenant indexes the cached keys by tenant, so that evicting a tenant costs the number of
+	// its keys, not of all cached keys. An entry is added (under mu) before its key is cached and
+	// removed when the key leaves the cache, unless the key was cached again since (seq differs).
+	idxMu    sync.Mutex
+	byTenant map[string]map[string]uint64
+	seq      atomic.Uint64
 
 	handleHits, handleMisses, keyHits, keyMisses, evictions, purges atomic.Uint64
 }
@@ -133,11 +146,42 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := lru.New[string, keyEntry](cfg.Keys)
-	if err != nil {
+	r := &Resolver{cfg: cfg, handles: handles, byTenant: map[string]map[string]uint64{}}
+	if r.keys, err = lru.NewWithEvict[string, keyEntry](cfg.Keys, r.unindex); err != nil {
 		return nil, err
 	}
-	return &Resolver{cfg: cfg, handles: handles, keys: keys}, nil
+	return r, nil
+}
+
+// index records that keyID of tenantID is about to be cached as caching seq.
+func (r *Resolver) index(tenantID, keyID string, seq uint64) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	ks := r.byTenant[tenantID]
+	if ks == nil {
+		ks = map[string]uint64{}
+		r.byTenant[tenantID] = ks
+	}
+	ks[keyID] = seq
+}
+
+// unindex is the key cache's eviction callback: the key left the cache.
+func (r *Resolver) unindex(keyID string, e keyEntry) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	if ks := r.byTenant[e.tenantID]; ks != nil && ks[keyID] == e.seq {
+		delete(ks, keyID)
+		if len(ks) == 0 {
+			delete(r.byTenant, e.tenantID)
+		}
+	}
+}
+
+// cacheKey caches a key of a tenant. Call it with mu held.
+func (r *Resolver) cacheKey(keyID string, e keyEntry) {
+	e.seq = r.seq.Add(1)
+	r.index(e.tenantID, keyID, e.seq)
+	r.keys.Add(keyID, e)
 }
 
 // Resolve authenticates a clear API key and returns the handle of its tenant. A malformed,
@@ -177,7 +221,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		return nil, err
 	}
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, loadedAt: now}
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, loadedAt: now, observe: r.cfg.ObserveConn}
 	if t.Tier == registry.TierDatabase {
 		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}
@@ -185,7 +229,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	// the change that was announced.
 	r.mu.Lock()
 	if r.generation == gen {
-		r.keys.Add(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
+		r.cacheKey(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
 		r.handles.Add(t.ID, h)
 	}
 	r.mu.Unlock()
@@ -206,17 +250,19 @@ func check(h *Handle) (*Handle, error) {
 }
 
 // EvictTenant drops a tenant's handle and every cached key of it, and makes loads that are in
-// flight uncacheable.
+// flight uncacheable. It costs the number of the tenant's cached keys, whatever the cache holds.
 func (r *Resolver) EvictTenant(tenantID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.generation++
 	r.evictions.Add(1)
 	r.handles.Remove(tenantID)
-	for _, k := range r.keys.Keys() {
-		if e, ok := r.keys.Peek(k); ok && e.tenantID == tenantID {
-			r.keys.Remove(k)
-		}
+	r.idxMu.Lock()
+	ks := r.byTenant[tenantID]
+	delete(r.byTenant, tenantID)
+	r.idxMu.Unlock()
+	for k := range ks {
+		r.keys.Remove(k)
 	}
 }
 
@@ -236,6 +282,9 @@ func (r *Resolver) Purge() {
 	r.generation++
 	r.purges.Add(1)
 	r.handles.Purge()
+	r.idxMu.Lock()
+	r.byTenant = map[string]map[string]uint64{}
+	r.idxMu.Unlock()
 	r.keys.Purge()
 }
 

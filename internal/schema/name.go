@@ -24,6 +24,9 @@ const (
 	ControlSchema = "tenantmem_control"
 	// ExtensionSchema holds the vector extension; it is on every search_path the project sets.
 	ExtensionSchema = "extensions"
+	// PlacementSchema holds the bookkeeping of one database that holds tenant tables
+	// (migrations/placement): every such database has it once.
+	PlacementSchema = "tenantmem_placement"
 
 	hashLength = 12 // hex characters of sha256 kept in hashed names (48 bits)
 )

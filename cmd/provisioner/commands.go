@@ -43,11 +43,11 @@ func (cmd *initCmd) Run(rc *runContext) error {
 type tenantCmd struct {
 	Create     tenantCreateCmd     `cmd:"" help:"Create a tenant and its first API key (shown once)."`
 	CreateBulk tenantCreateBulkCmd `cmd:"" name:"create-bulk" help:"Create many shared-tier tenants from a file of ids; their API keys go to a file."`
-	List    tenantListCmd    `cmd:"" help:"List tenants, in tenant id order."`
-	Show    tenantShowCmd    `cmd:"" help:"Show one tenant."`
-	Delete  tenantDeleteCmd  `cmd:"" help:"Delete a tenant and all its data."`
-	Suspend tenantSuspendCmd `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
-	Resume  tenantResumeCmd  `cmd:"" help:"Resume a suspended tenant."`
+	List       tenantListCmd       `cmd:"" help:"List tenants, in tenant id order."`
+	Show       tenantShowCmd       `cmd:"" help:"Show one tenant."`
+	Delete     tenantDeleteCmd     `cmd:"" help:"Delete a tenant and all its data."`
+	Suspend    tenantSuspendCmd    `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
+	Resume     tenantResumeCmd     `cmd:"" help:"Resume a suspended tenant."`
 }
 
 type tenantCreateCmd struct {

@@ -130,7 +130,7 @@ type Resolver struct {
 	// its keys, not of all cached keys. An entry is added (under mu) before its key is cached and
 	// removed when the key leaves the cache, unless the key was cached again since (seq differs).
 	idxMu    sync.Mutex
-	byTenant map[string]map[string]uint64
+	byTenant map[string][]indexedKey
 	seq      atomic.Uint64
 
 	handleHits, handleMisses, keyHits, keyMisses, evictions, purges atomic.Uint64
@@ -146,11 +146,18 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolver{cfg: cfg, handles: handles, byTenant: map[string]map[string]uint64{}}
+	r := &Resolver{cfg: cfg, handles: handles, byTenant: map[string][]indexedKey{}}
 	if r.keys, err = lru.NewWithEvict[string, keyEntry](cfg.Keys, r.unindex); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// indexedKey is one cached key in the tenant index. A tenant has one key, or a few: a slice is
+// the smallest index (a map per tenant would cost some 300 bytes each).
+type indexedKey struct {
+	keyID string
+	seq   uint64
 }
 
 // index records that keyID of tenantID is about to be cached as caching seq.
@@ -158,21 +165,29 @@ func (r *Resolver) index(tenantID, keyID string, seq uint64) {
 	r.idxMu.Lock()
 	defer r.idxMu.Unlock()
 	ks := r.byTenant[tenantID]
-	if ks == nil {
-		ks = map[string]uint64{}
-		r.byTenant[tenantID] = ks
+	for i := range ks {
+		if ks[i].keyID == keyID {
+			ks[i].seq = seq
+			return
+		}
 	}
-	ks[keyID] = seq
+	r.byTenant[tenantID] = append(ks, indexedKey{keyID: keyID, seq: seq})
 }
 
 // unindex is the key cache's eviction callback: the key left the cache.
 func (r *Resolver) unindex(keyID string, e keyEntry) {
 	r.idxMu.Lock()
 	defer r.idxMu.Unlock()
-	if ks := r.byTenant[e.tenantID]; ks != nil && ks[keyID] == e.seq {
-		delete(ks, keyID)
-		if len(ks) == 0 {
-			delete(r.byTenant, e.tenantID)
+	ks := r.byTenant[e.tenantID]
+	for i := range ks {
+		if ks[i].keyID == keyID && ks[i].seq == e.seq {
+			ks = append(ks[:i], ks[i+1:]...)
+			if len(ks) == 0 {
+				delete(r.byTenant, e.tenantID)
+			} else {
+				r.byTenant[e.tenantID] = ks
+			}
+			return
 		}
 	}
 }
@@ -261,8 +276,8 @@ func (r *Resolver) EvictTenant(tenantID string) {
 	ks := r.byTenant[tenantID]
 	delete(r.byTenant, tenantID)
 	r.idxMu.Unlock()
-	for k := range ks {
-		r.keys.Remove(k)
+	for _, k := range ks {
+		r.keys.Remove(k.keyID)
 	}
 }
 
@@ -283,7 +298,7 @@ func (r *Resolver) Purge() {
 	r.purges.Add(1)
 	r.handles.Purge()
 	r.idxMu.Lock()
-	r.byTenant = map[string]map[string]uint64{}
+	r.byTenant = map[string][]indexedKey{}
 	r.idxMu.Unlock()
 	r.keys.Purge()
 }

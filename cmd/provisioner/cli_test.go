@@ -112,12 +112,21 @@ func TestCommandsEndToEnd(t *testing.T) {
 		require.Equal(t, key.KeyID == issued["key id"], key.RevokedAt != nil)
 	}
 
-	// migrate: nothing pending, a summary on stdout, progress on stderr.
+	// migrate: nothing pending, a summary on stdout, no schema to visit. With --verify every
+	// schema is read, with progress on stderr.
 	r = e.run("migrate", "--parallelism", "2")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 2 schemas")
-	require.Contains(t, r.stdout, "0 failed")
-	require.Contains(t, r.stderr, "migrating: 2/2 schemas (100%), 0 failed")
+	require.Contains(t, r.stdout, "1 checked, 0 updated, 0 failed")
+	r = e.run("migrate", "--verify")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "2 checked, 0 updated, 0 failed")
+	_, err = pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = 1 WHERE tenant_id = 'acme'`)
+	require.NoError(t, err)
+	r = e.run("migrate")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "2 checked, 0 updated, 0 failed")
+	require.Contains(t, r.stderr, "migrating: 1/1 schemas (100%), 0 failed")
 
 	// delete.
 	require.Contains(t, e.ok("tenant", "delete", "acme"), "deleted")

@@ -61,6 +61,8 @@ type cliEnv struct {
 	t   *testing.T
 	url string
 	env map[string]string
+	// stdin, when set, is the commands' standard input.
+	stdin string
 }
 
 func newCLIEnv(t *testing.T, initialise bool) *cliEnv {
@@ -83,7 +85,7 @@ func (e *cliEnv) run(args ...string) result {
 func (e *cliEnv) runEnv(env map[string]string, args ...string) result {
 	e.t.Helper()
 	var stdout, stderr syncBuffer
-	m := &Main{Stdout: &stdout, Stderr: &stderr, LookupEnv: mapEnv(env)}
+	m := &Main{Stdout: &stdout, Stderr: &stderr, Stdin: strings.NewReader(e.stdin), LookupEnv: mapEnv(env)}
 	code := m.Run(context.Background(), args)
 	r := result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	e.t.Logf("provisioner %s -> %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, r.stdout, r.stderr)

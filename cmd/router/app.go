@@ -55,7 +55,7 @@ type cli struct {
 	ReconcileInterval time.Duration `name:"reconcile-interval" env:"TENANTMEM_WORKER_RECONCILE_INTERVAL" default:"24h" help:"How often the rate-bounded check of every active tenant for unlisted embedding work starts (also at start) (default ${default})."`
 	ReconcileRate     float64       `name:"reconcile-rate" env:"TENANTMEM_WORKER_RECONCILE_RATE" default:"50" help:"Tenants per second that check visits (default ${default})."`
 	WorkerConcurrency int           `name:"worker-concurrency" env:"TENANTMEM_WORKER_CONCURRENCY" default:"2" help:"Tenants the embedding worker serves at once (default ${default})."`
-	MaxConnSchemas    int           `name:"max-conn-schemas" env:"TENANTMEM_MAX_CONN_SCHEMAS" default:"1000" help:"Distinct tenant schemas a database connection serves before it is replaced, bounding its server-side catalog cache; -1: never (default ${default}; see docs/scaling.md)."`
+	MaxConnSchemas    int           `name:"max-conn-schemas" env:"TENANTMEM_MAX_CONN_SCHEMAS" default:"500" help:"Distinct tenant schemas a database connection serves before it is replaced, bounding its server-side catalog cache; -1: never (default ${default}; see docs/scaling.md)."`
 
 	LogLevel string `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
 }

@@ -1,6 +1,6 @@
 // Package connbudget bounds the server-side memory of pooled PostgreSQL connections that serve many
 // schemas. A PostgreSQL backend caches the catalog entries of every table and index it touches
-// (about 100 KB per tenant schema of tenantmem) and never frees them, so a long-lived pooled
+// (about 190 KB per tenant schema of tenantmem under a full request mix) and never frees them, so a long-lived pooled
 // connection that serves requests of thousands of schema-tier tenants grows to gigabytes. A
 // [Budget] counts the distinct schemas each connection served and has the pool close a connection
 // once it served more than MaxSchemas, when it is released: its next use opens a fresh backend.
@@ -15,9 +15,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// DefaultMaxSchemas is the default budget: with about 100 KB of catalog cache per schema a
-// backend stays near 100 MB (docs/scaling.md).
-const DefaultMaxSchemas = 1000
+// DefaultMaxSchemas is the default budget: at about 190 KB of catalog cache per schema a backend
+// keeps under 100 MB of private memory, and a connection is replaced once every 500 or so requests
+// when traffic is spread over thousands of schemas (docs/scaling.md).
+const DefaultMaxSchemas = 500
 
 // Budget counts the distinct schemas each connection of a pool served. It is safe for concurrent
 // use. The zero value is not usable; build one with [New].

@@ -89,8 +89,8 @@ type Config struct {
 	// ReconcileRate bounds the reconciliation to this many tenants per second. Default 50.
 	ReconcileRate float64
 	// MaxConnSchemas is how many distinct schemas a pooled connection serves before it is closed
-	// at release and replaced, bounding the catalog cache each backend keeps (about 100 KB per
-	// schema; see docs/scaling.md). Default connbudget.DefaultMaxSchemas (1000); negative: never.
+	// at release and replaced, bounding the catalog cache each backend keeps (about 190 KB per
+	// schema; see docs/scaling.md). Default connbudget.DefaultMaxSchemas (500); negative: never.
 	MaxConnSchemas int
 	// WorkerConcurrency is how many tenants the embedding worker serves at once. Default 2.
 	WorkerConcurrency int

@@ -18,6 +18,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/dataplane"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 const envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY" //nolint:gosec // the variable's name, not a credential
@@ -57,7 +58,8 @@ type cli struct {
 	WorkerConcurrency int           `name:"worker-concurrency" env:"TENANTMEM_WORKER_CONCURRENCY" default:"2" help:"Tenants the embedding worker serves at once (default ${default})."`
 	MaxConnSchemas    int           `name:"max-conn-schemas" env:"TENANTMEM_MAX_CONN_SCHEMAS" default:"500" help:"Distinct tenant schemas a database connection serves before it is replaced, bounding its server-side catalog cache; -1: never (default ${default}; see docs/scaling.md)."`
 
-	LogLevel string `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	LogLevel string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	Version  command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
 }
 
 // Run parses the command line (without the program name), serves until ctx ends, and returns the
@@ -107,8 +109,11 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		return &command.UsageError{Msg: "--embedding-base-url and --embedding-model need --embedder openai"}
 	}
 
+	v := version.Get()
+	logger.InfoContext(ctx, "router starting", slog.String("version", v.Version), slog.String("commit", v.Commit),
+		slog.String("built", v.Date))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	svc, err := dataplane.Open(ctx, dataplane.Config{
 		DatabaseURL:       c.DatabaseURL,
 		MaxConns:          c.MaxConns,

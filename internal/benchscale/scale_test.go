@@ -48,8 +48,11 @@ func knob(name string, def int) int {
 // figures docs/benchmarks.md records. Other knobs: TENANTMEM_SCALE_BUCKET (1,000 tenants per
 // creation bucket), TENANTMEM_SCALE_WORKERS (4 concurrent creators, and migrate parallelism),
 // TENANTMEM_SCALE_SEARCHES (1,000 searches per round, 3 rounds), TENANTMEM_SCALE_BIG_DOCS (1,000
-// documents in the big shared-tier tenant). Run it once: make bench-scale.
+// documents in the big shared-tier tenant). It runs only with TENANTMEM_BENCH_SCALE=1: make bench-scale.
 func BenchmarkScale(b *testing.B) {
+	if os.Getenv("TENANTMEM_BENCH_SCALE") == "" {
+		b.Skip("set TENANTMEM_BENCH_SCALE=1 (make bench-scale): it takes about an hour")
+	}
 	schemaN := knob("TENANTMEM_SCALE_SCHEMA_TENANTS", 10_000)
 	sharedN := knob("TENANTMEM_SCALE_SHARED_TENANTS", 1_000_000)
 	bucket := knob("TENANTMEM_SCALE_BUCKET", 1000)

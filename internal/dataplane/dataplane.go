@@ -245,8 +245,41 @@ func (s *Service) open(ctx context.Context) error {
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
+	if err := s.registerMetrics(); err != nil {
+		return &ConfigError{Err: err}
+	}
 	logger.InfoContext(ctx, "router ready to serve", slog.String("embedder", s.provider.Name()),
 		slog.Int("embedding_dimension", settings.EmbeddingDimension))
+	return nil
+}
+
+// registerMetrics adds the data plane's own metrics to Registerer: connections recycled by the
+// budget, and whether the embedding provider's circuit breaker is open.
+func (s *Service) registerMetrics() error {
+	reg := s.cfg.Registerer
+	if reg == nil {
+		return nil
+	}
+	cs := []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tenantmem_router_connections_recycled_total",
+		Help: "Database connections closed for having served more than --max-conn-schemas tenant schemas.",
+	}, func() float64 { return float64(s.budget.Recycled()) })}
+	if g, ok := s.provider.(embed.Gate); ok {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tenantmem_embedding_breaker_open",
+			Help: "1 while the embedding provider's circuit breaker fails calls fast (ingest queues, vector search answers 503).",
+		}, func() float64 {
+			if g.OpenFor() > 0 {
+				return 1
+			}
+			return 0
+		}))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("dataplane: metrics: %w", err)
+		}
+	}
 	return nil
 }
 

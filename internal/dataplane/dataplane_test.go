@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/dataplane"
@@ -403,10 +404,22 @@ func TestIngestQueuesAtOnceWhileTheProviderIsDown(t *testing.T) {
 	ctx := context.Background()
 	d := newDeployment(t)
 	f := newFakeOpenAI(t)
-	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, WorkerInterval: 10 * time.Millisecond,
+	reg := prometheus.NewRegistry()
+	breakerOpen := func() float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "tenantmem_embedding_breaker_open" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no tenantmem_embedding_breaker_open")
+		return 0
+	}
+	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, WorkerInterval: 10 * time.Millisecond, Registerer: reg, Gatherer: reg,
 		Embedding: embed.Config{Kind: embed.KindOpenAI, OpenAI: embed.OpenAIConfig{BaseURL: f.srv.URL, Model: "fake",
 			MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-			Breaker: embed.BreakerConfig{Cooldown: 300 * time.Millisecond}}}})
+			Breaker: embed.BreakerConfig{Cooldown: 2 * time.Second}}}})
 	res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "outage", Tier: registry.TierShared})
 	require.NoError(t, err)
 	key := res.Key.Key
@@ -429,6 +442,7 @@ func TestIngestQueuesAtOnceWhileTheProviderIsDown(t *testing.T) {
 		add(i)
 	}
 	require.Equal(t, before, f.requests.Load(), "no request while the breaker is open")
+	require.EqualValues(t, 1, breakerOpen())
 	require.Equal(t, http.StatusServiceUnavailable, r.call(t, key, http.MethodPost, "/v1/search",
 		map[string]string{"query_text": "outage", "search_type": "vector"}, nil))
 
@@ -443,6 +457,7 @@ func TestIngestQueuesAtOnceWhileTheProviderIsDown(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.call(t, key, http.MethodPost, "/v1/search",
 		map[string]string{"query_text": "outage number", "search_type": "vector"}, &sr))
 	require.Len(t, sr.Results, 6)
+	require.Zero(t, breakerOpen())
 }
 
 // TestConnectionsAreRecycledAfterMaxConnSchemas: a pooled connection that served more than

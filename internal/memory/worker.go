@@ -157,10 +157,10 @@ func (w *Worker) claim(ctx context.Context, s Scope) ([]job, error) {
 		// given up rather than reclaimed forever.
 		if _, err := tx.Exec(ctx, `
 			UPDATE embedding_jobs SET status = 'failed', locked_until = NULL, updated_at = now(),
-				lease_expiries = lease_expiries + 1,
+				lease_expiries = coalesce(lease_expiries, 0) + 1,
 				last_error = coalesce(last_error || '; ', '') || 'its worker stopped while embedding it ' ||
-					(lease_expiries + 1) || ' times'
-			WHERE owner_id = $1 AND status = 'running' AND locked_until <= now() AND lease_expiries + 1 >= $2`,
+					(coalesce(lease_expiries, 0) + 1) || ' times'
+			WHERE owner_id = $1 AND status = 'running' AND locked_until <= now() AND coalesce(lease_expiries, 0) + 1 >= $2`,
 			s.OwnerID, w.cfg.MaxLeaseExpiries); err != nil {
 			return fmt.Errorf("memory: expire jobs: %w", err)
 		}
@@ -175,7 +175,7 @@ func (w *Worker) claim(ctx context.Context, s Scope) ([]job, error) {
 			)
 			UPDATE embedding_jobs j
 			SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
-				lease_expiries = j.lease_expiries + (j.status = 'running')::int,
+				lease_expiries = coalesce(j.lease_expiries, 0) + (j.status = 'running')::int,
 				locked_until = now() + make_interval(secs => $3)
 			FROM due, chunks c
 			WHERE j.chunk_id = due.chunk_id AND j.owner_id = $1 AND c.chunk_id = j.chunk_id AND c.owner_id = $1

@@ -416,6 +416,7 @@ func (s *scale) searchRounds(small, big string, n int, label string) [2]time.Dur
 			_, err := r.call(key, http.MethodPost, "/v1/search", map[string]any{"query_text": query(q), "limit": 10})
 			require.NoError(s.b, err)
 		}
+		cpu0, srv0 := cpuSeconds(os.Getpid(), false), s.serverCPU()
 		for round := range 3 {
 			lat := make([]time.Duration, 0, n)
 			for q := range n {
@@ -427,6 +428,11 @@ func (s *scale) searchRounds(small, big string, n int, label string) [2]time.Dur
 			}
 			p50s, p99s = append(p50s, percentile(lat, .5)), append(p99s, percentile(lat, .99))
 		}
+		// CPU per search (router process and server) is what the tenant count could add to a
+		// search; unlike latency, other work on the machine hardly moves it.
+		perSearch := (cpuSeconds(os.Getpid(), false) - cpu0 + s.serverCPU() - srv0) / float64(3*n)
+		s.report("search %s tenant at %s: CPU %.2f ms per search (router process and PostgreSQL)", []string{"small", "big"}[i], label,
+			perSearch*1000)
 		out[i] = percentile(p99s, .5)
 		s.report("search %s tenant at %s: p50 %s, p99 %s (median of 3 rounds of %d; p99s %v; load %s)", []string{"small", "big"}[i], label,
 			percentile(p50s, .5).Round(10*time.Microsecond), out[i].Round(10*time.Microsecond), n, roundAll(p99s), loadavg())

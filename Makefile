@@ -57,11 +57,20 @@ bench-scale: deps ## Fleet scale, not in CI: SCHEMA_TENANTS=10000 SHARED_TENANTS
 	TENANTMEM_BENCH_SCALE=1 TENANTMEM_SCALE_SCHEMA_TENANTS=$(SCHEMA_TENANTS) TENANTMEM_SCALE_SHARED_TENANTS=$(SHARED_TENANTS) \
 		TENANTMEM_SCALE_WORKERS=$(WORKERS) $(GO) test -run '^$$' -bench 'Scale$$' -benchtime 1x -timeout 300m ./internal/benchscale
 
+.PHONY: chaos
+chaos: deps ## Fault scenarios, longer (TENANTMEM_CHAOS_SECONDS, default 20 each) plus a full disk (root); prints the codes clients saw.
+	TENANTMEM_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.md $(GO) test -tags chaos -count=1 -timeout 60m -run 'TestChaosLong' -v ./internal/chaos | grep -v 'time='
+	@mkdir -p bin; echo; cat bin/chaos-report.md
+
 .PHONY: lint
 lint: ## Run golangci-lint (.golangci.yml); installs v2.15.0 into $(go env GOPATH)/bin when missing.
 	@command -v golangci-lint >/dev/null || test -x "$$($(GO) env GOPATH)/bin/golangci-lint" || \
 		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
+
+.PHONY: eval
+eval: deps ## Retrieval quality: two known-item sets through the router, MRR/recall/nDCG@10 per mode vs BM25 (docs/benchmarks.md).
+	$(GO) run ./cmd/eval
 
 .PHONY: fuzz
 fuzz: ## Fuzz the tenant id mapping and the chunker for 30 s each.

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
@@ -20,7 +22,8 @@ import (
 const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
 
 type serveCmd struct {
-	Listen string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	Listen        string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	MetricsListen string `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
 }
 
 func (cmd *serveCmd) Run(rc *runContext) error {
@@ -54,7 +57,6 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 		AdminToken:  token,
 		Logger:      rc.logger,
 		Registerer:  reg,
-		Gatherer:    reg,
 	})
 	if err != nil {
 		return command.Usagef("serve: %v", err)
@@ -63,15 +65,32 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := httpapi.NewServer(httpapi.ServerConfig{Handler: httpapi.MetricsHandler(reg, rc.logger),
+		Logger: rc.logger, ShutdownTimeout: time.Second})
+	if err != nil {
+		return err
+	}
 	ln, err := (&net.ListenConfig{}).Listen(rc.ctx, "tcp", cmd.Listen)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	rc.logger.InfoContext(rc.ctx, "provisioner API listening", slog.String("addr", ln.Addr().String()))
+	mln, err := (&net.ListenConfig{}).Listen(rc.ctx, "tcp", cmd.MetricsListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("serve: metrics: %w", err)
+	}
+	rc.logger.InfoContext(rc.ctx, "provisioner API listening", slog.String("addr", ln.Addr().String()),
+		slog.String("metrics_addr", mln.Addr().String()))
 	if rc.main.OnListen != nil {
 		rc.main.OnListen(ln.Addr())
 	}
-	if err := srv.Serve(rc.ctx, ln); err != nil {
+	if rc.main.OnMetricsListen != nil {
+		rc.main.OnMetricsListen(mln.Addr())
+	}
+	g, gctx := errgroup.WithContext(rc.ctx)
+	g.Go(func() error { return metrics.Serve(gctx, mln) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	if err := g.Wait(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	rc.logger.InfoContext(rc.ctx, "provisioner API stopped")

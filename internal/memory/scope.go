@@ -4,13 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgvector/pgvector-go"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
@@ -34,18 +41,52 @@ type Scope struct {
 	// the scope's schema before anything runs on it. The router counts the schemas each pooled
 	// connection served, to recycle a connection whose server-side catalog caches grew large.
 	Observe func(conn *pgx.Conn, schema string)
+	// AcquireWait bounds the wait for a connection (and for the Gates); past it a transaction
+	// fails with a *limit.BusyError. Zero waits as long as ctx allows.
+	AcquireWait time.Duration
+	// Gates are shares of the pool the scope's transactions must enter first (e.g. the tier's).
+	Gates []*limit.Gate
+	// Quota bounds what the tenant may store; AddDocument refuses a document that would exceed
+	// it with a *QuotaError (nothing is written). Zero fields mean no limit.
+	Quota Quota
+	// TextConfig is the tenant's text search configuration (a pg_catalog configuration such as
+	// english or simple), used to index its chunks and to read its queries. Empty means english.
+	TextConfig string
+}
+
+// DefaultTextConfig is the text search configuration of a scope that names none.
+const DefaultTextConfig = "english"
+
+// textConfig is the schema-qualified text search configuration of the scope.
+func (s Scope) textConfig() string {
+	if s.TextConfig == "" {
+		return "pg_catalog." + DefaultTextConfig
+	}
+	return "pg_catalog." + s.TextConfig
+}
+
+// Quota is a tenant's storage quota. A zero field means no limit.
+type Quota struct {
+	Documents    int64
+	Chunks       int64
+	ContentBytes int64
 }
 
 // Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
-// serve. Each transaction takes the advisory lock LockID shared (so it waits while someone holds
-// it exclusively, e.g. a delete, and such a holder waits for it), then runs Check, which must
-// return one boolean true, else the transaction ends with [ErrFenced] before fn runs. Check runs
-// after the lock, as its own statement, so it sees what the lock holder committed. The settings,
-// the lock and the check travel in one round trip.
+// serve (or of the credential they serve it for). Each transaction takes the advisory lock LockID
+// shared (so it waits while someone holds it exclusively, e.g. a delete, and such a holder waits
+// for it), then runs Check, which must return one row of one text column: NULL when the
+// transaction may go on, else a reason, and the transaction ends before fn runs with
+// Refuse(reason), or [ErrFenced] when Refuse is nil or returns nil. Check runs after the lock, as
+// its own statement, so it sees what the lock holder committed. The settings, the lock and the
+// check travel in one round trip.
 type Fence struct {
 	LockID int64
 	Check  string
 	Args   []any
+	// Refuse turns a reason returned by Check into the transaction's error; it must wrap
+	// [ErrFenced] or another error the caller maps (e.g. an unauthenticated credential).
+	Refuse func(reason string) error
 }
 
 func (s Scope) validate() error {
@@ -60,7 +101,25 @@ func (s Scope) validate() error {
 	if err := schema.ValidateTenantID(s.OwnerID); err != nil {
 		return fmt.Errorf("memory: Scope.OwnerID: %w", err)
 	}
+	if !ValidTextConfigName(s.TextConfig) {
+		return fmt.Errorf("memory: Scope.TextConfig %q is not a text search configuration name", s.TextConfig)
+	}
 	return nil
+}
+
+// ValidTextConfigName reports whether name has the form of a text search configuration name
+// (lower-case letters, digits and underscores, at most 63 bytes); "" is valid and means english.
+// Whether the configuration exists is the provisioner's check.
+func ValidTextConfigName(name string) bool {
+	if len(name) > 63 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // scopeSQL sets the transaction-local state of a scope in one statement. With is_local = true
@@ -81,18 +140,60 @@ func (s Scope) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.inTx(ctx, pgx.TxOptions{}, fn)
 }
 
+// maxBeginAttempts bounds the attempts to open a transaction when the connection is found dead
+// before any of the caller's statements ran.
+const maxBeginAttempts = 3
+
 func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	tx, err := s.Pool.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("memory: begin: %w", interpretError(err))
+	var (
+		lease *limit.Lease
+		tx    pgx.Tx
+		err   error
+	)
+	// A pooled connection the server closed (a restart, pg_terminate_backend, a proxy that cut
+	// it) is found dead at BEGIN or at the scope's first statement, before anything of fn ran:
+	// retry on another connection. Nothing reached the server that could have changed a row.
+	for attempt := 1; ; attempt++ {
+		lease, tx, err = s.begin(ctx, opts)
+		if err == nil {
+			break
+		}
+		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
 	}
+	defer lease.Release()
 	// After a commit this is a no-op (pgx.ErrTxClosed); it also runs when fn panics.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if s.Observe != nil {
-		s.Observe(tx.Conn(), s.Schema)
+	if err := fn(tx); err != nil {
+		return interpretError(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("memory: commit: %w", interpretError(err))
+	}
+	return nil
+}
+
+// begin takes a connection (bounded by AcquireWait and the Gates), begins the transaction and
+// sets the scope's transaction-local state and fence. On error it holds nothing.
+func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx.Tx, error) {
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("memory: acquire: %w", interpretError(err))
+	}
+	s.observe(lease)
+	tx, err := lease.Conn.BeginTx(ctx, opts)
+	if err != nil {
+		lease.Release()
+		return nil, nil, fmt.Errorf("memory: begin: %w", interpretError(err))
+	}
+	fail := func(err error) (*limit.Lease, pgx.Tx, error) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		lease.Release()
+		return nil, nil, err
 	}
 	var timeout *string
 	if s.StatementTimeout > 0 {
@@ -103,25 +204,26 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
 	if s.Fence == nil {
 		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
-			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
+			return fail(fmt.Errorf("memory: scope transaction: %w", interpretError(err)))
 		}
 	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
-		return err
+		return fail(err)
 	}
 	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {
 		// The type is found through the search_path just set. The registration lives in the
 		// connection's client-side type map, not in the server session.
 		if err := pgxvec.RegisterTypes(ctx, tx.Conn()); err != nil {
-			return fmt.Errorf("memory: register pgvector types: %w", err)
+			return fail(fmt.Errorf("memory: register pgvector types: %w", interpretError(err)))
 		}
 	}
-	if err := fn(tx); err != nil {
-		return interpretError(err)
+	return lease, tx, nil
+}
+
+// observe tells Observe, when set, which connection serves the scope's schema.
+func (s Scope) observe(lease *limit.Lease) {
+	if s.Observe != nil {
+		s.Observe(lease.Conn.Conn(), s.Schema)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("memory: commit: %w", interpretError(err))
-	}
-	return nil
 }
 
 // fence sends the scope settings, the shared lock and the check in one batch.
@@ -135,9 +237,9 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err == nil {
 		_, err = br.Exec()
 	}
-	var ok bool
+	var reason *string
 	if err == nil {
-		err = br.QueryRow().Scan(&ok)
+		err = br.QueryRow().Scan(&reason)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -145,8 +247,275 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err != nil {
 		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 	}
-	if !ok {
+	if reason != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*reason); err != nil {
+				return err
+			}
+		}
 		return ErrFenced
 	}
 	return nil
+}
+
+// readSettings are transaction-local settings of a read (search) transaction besides the
+// scope's own: name, value pairs set with set_config(name, value, true).
+type readSettings [][2]string
+
+// readRows iterates over the rows of the last statement of [Scope.read].
+type readRows struct {
+	m     *pgtype.Map
+	fds   []pgconn.FieldDescription
+	rr    *pgconn.ResultReader
+	plans []pgtype.ScanPlan // per column, planned on the first row (callers scan into the same types)
+}
+
+// Next advances to the next row.
+func (r *readRows) Next() bool { return r.rr.NextRow() }
+
+// Scan decodes the current row into dst, one destination per column (nil skips a column).
+func (r *readRows) Scan(dst ...any) error {
+	vals := r.rr.Values()
+	if len(dst) != len(vals) {
+		return fmt.Errorf("memory: scan %d columns into %d destinations", len(vals), len(dst))
+	}
+	if r.plans == nil {
+		r.plans = make([]pgtype.ScanPlan, len(dst))
+		for i, d := range dst {
+			if d != nil {
+				r.plans[i] = r.m.PlanScan(r.fds[i].DataTypeOID, r.fds[i].Format, d)
+			}
+		}
+	}
+	for i, d := range dst {
+		if d == nil {
+			continue
+		}
+		if err := r.plans[i].Scan(vals[i], d); err != nil {
+			// A plan made for a NULL-less first row may not fit this value's path: plan again.
+			if err2 := r.m.Scan(r.fds[i].DataTypeOID, r.fds[i].Format, vals[i], d); err2 != nil {
+				return fmt.Errorf("memory: column %s: %w", r.fds[i].Name, err2)
+			}
+		}
+	}
+	return nil
+}
+
+// readStmt is one statement of a read round trip.
+type readStmt struct {
+	sql  string
+	args []any
+	// prepared statements are prepared once per connection and reused: only for SQL that names
+	// no tenant table (it is parsed before the round trip's search_path is set).
+	prepared bool
+	// scan reads the statement's rows; nil discards them.
+	scan func(*readRows) error
+}
+
+// read runs read-only statements for the scope in ONE round trip: a pipeline of unnamed
+// statements ended by one Sync, which PostgreSQL runs as one implicit transaction:
+//
+//  1. the scope's settings (search_path, owner id, statement timeout), transaction_read_only,
+//     plan_cache_mode = force_custom_plan, the caller's settings and, with a Fence, the shared
+//     advisory lock: one statement;
+//  2. the Fence check, as its own statement (so it sees what was committed before the lock was
+//     granted);
+//  3. stmts, in order.
+//
+// Unnamed statements are parsed after the settings before them have run (so tables resolve in
+// the tenant's schema) and are always planned with their actual parameters: no generic plan can
+// replace the index scan the parameters call for. When the Fence check fails the rows read are
+// discarded and read returns ErrFenced; the transaction is read-only, so nothing happened.
+func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		err, beforeWork := s.readOnce(ctx, settings, stmts)
+		// A dead pooled connection found before the round trip was sent: nothing ran, no row
+		// was scanned; try another connection.
+		if err == nil || !beforeWork || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
+	}
+}
+
+// readOnce is one attempt of read. beforeWork reports that it failed before sending the round
+// trip (taking the connection, registering types, preparing), when a retry is safe.
+func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []readStmt) (err error, beforeWork bool) { //nolint:revive // the pair reads best in this order
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return fmt.Errorf("memory: acquire: %w", interpretError(err)), true
+	}
+	defer lease.Release()
+	s.observe(lease)
+	c := lease.Conn.Conn()
+	if _, ok := c.TypeMap().TypeForName("vector"); !ok {
+		if err := registerVector(ctx, c); err != nil {
+			return err, true
+		}
+	}
+	var timeout *string
+	if s.StatementTimeout > 0 {
+		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
+		timeout = &ms
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT set_config('search_path', $1, true), set_config('tenantmem.owner_id', $2, true),
+		set_config('statement_timeout', coalesce($3, current_setting('statement_timeout')), true),
+		set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', 'force_custom_plan', true)`)
+	args := []any{s.searchPath(), s.OwnerID, timeout}
+	for _, kv := range settings {
+		args = append(args, kv[0], kv[1])
+		fmt.Fprintf(&b, `, set_config($%d, $%d, true)`, len(args)-1, len(args))
+	}
+	all := []readStmt{{}}
+	if s.Fence != nil {
+		args = append(args, s.Fence.LockID)
+		fmt.Fprintf(&b, `, pg_advisory_xact_lock_shared($%d)`, len(args))
+	}
+	all[0] = readStmt{sql: b.String(), args: args, prepared: true}
+	var refused *string
+	if s.Fence != nil {
+		all = append(all, readStmt{sql: s.Fence.Check, args: s.Fence.Args, prepared: true, scan: func(r *readRows) error {
+			for r.Next() {
+				if err := r.Scan(&refused); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+	}
+	all = append(all, stmts...)
+
+	m := c.TypeMap()
+	batch := &pgconn.Batch{}
+	for _, st := range all {
+		if st.prepared {
+			// The settings and the fence check name no tenant table: prepare them once per
+			// connection (pgx remembers them), so they are neither parsed nor planned again.
+			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
+			if err != nil {
+				return fmt.Errorf("memory: prepare: %w", interpretError(err)), true
+			}
+			vals, fmts, err := encodeArgsFor(m, sd.ParamOIDs, st.args)
+			if err != nil {
+				return err, false
+			}
+			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
+			continue
+		}
+		vals, oids, fmts, err := encodeArgs(m, st.args)
+		if err != nil {
+			return err, false
+		}
+		batch.ExecParams(st.sql, vals, oids, fmts, []int16{pgtype.BinaryFormatCode})
+	}
+	mrr := c.PgConn().ExecBatch(ctx, batch)
+	var firstErr error
+	for i := 0; mrr.NextResult(); i++ {
+		rr := mrr.ResultReader()
+		if firstErr == nil && i < len(all) && all[i].scan != nil {
+			if err := all[i].scan(&readRows{m: m, fds: rr.FieldDescriptions(), rr: rr}); err != nil {
+				firstErr = err
+			}
+		}
+		if _, err := rr.Close(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if err := mrr.Close(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	if firstErr != nil {
+		return fmt.Errorf("memory: read: %w", interpretError(firstErr)), false
+	}
+	if refused != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*refused); err != nil {
+				return err, false
+			}
+		}
+		return ErrFenced, false
+	}
+	return nil, false
+}
+
+// searchPath is the scope's search_path: its schema, then extensions; pg_temp last so a
+// temporary table can never shadow a tenant table.
+func (s Scope) searchPath() string {
+	return pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
+}
+
+// registerVector registers the pgvector types on a connection, in a transaction whose
+// search_path finds them.
+func registerVector(ctx context.Context, c *pgx.Conn) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`,
+			pgx.Identifier{schema.ExtensionSchema}.Sanitize()); err != nil {
+			return err
+		}
+		return pgxvec.RegisterTypes(ctx, tx.Conn())
+	})
+	if err != nil {
+		return fmt.Errorf("memory: register pgvector types: %w", interpretError(err))
+	}
+	return nil
+}
+
+// fnvHash is FNV-1a of s (a name for a prepared statement).
+func fnvHash(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// encodeArgsFor encodes arguments for a prepared statement's parameter types.
+func encodeArgsFor(m *pgtype.Map, oids []uint32, args []any) ([][]byte, []int16, error) {
+	if len(oids) != len(args) {
+		return nil, nil, fmt.Errorf("memory: %d arguments for %d parameters", len(args), len(oids))
+	}
+	vals := make([][]byte, len(args))
+	fmts := make([]int16, len(args))
+	for i, a := range args {
+		f := m.FormatCodeForOID(oids[i])
+		buf, err := m.Encode(oids[i], f, a, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
+		}
+		vals[i], fmts[i] = buf, f
+	}
+	return vals, fmts, nil
+}
+
+// encodeArgs encodes statement arguments for the extended protocol by their Go types (binary
+// where the type supports it). nil is NULL.
+func encodeArgs(m *pgtype.Map, args []any) ([][]byte, []uint32, []int16, error) {
+	vals := make([][]byte, len(args))
+	oids := make([]uint32, len(args))
+	fmts := make([]int16, len(args))
+	for i, a := range args {
+		if a == nil {
+			continue
+		}
+		var (
+			t  *pgtype.Type
+			ok bool
+		)
+		if _, isVec := a.(pgvector.Vector); isVec {
+			t, ok = m.TypeForName("vector")
+		} else {
+			t, ok = m.TypeForValue(a)
+		}
+		if !ok {
+			return nil, nil, nil, fmt.Errorf("memory: no PostgreSQL type for argument %d (%T)", i+1, a)
+		}
+		f := m.FormatCodeForOID(t.OID)
+		buf, err := m.Encode(t.OID, f, a, nil)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
+		}
+		vals[i], oids[i], fmts[i] = buf, t.OID, f
+	}
+	return vals, oids, fmts, nil
 }

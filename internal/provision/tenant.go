@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
@@ -17,6 +18,10 @@ type TenantCreateParams struct {
 	ID        string
 	Tier      registry.Tier
 	Placement string // database tier only; default "local"
+	// TextSearchConfig is the tenant's text search configuration, a configuration of
+	// pg_catalog (english, simple for mixed languages, german, ...); empty means english. It is
+	// fixed at creation: it decides how the tenant's chunks are indexed.
+	TextSearchConfig string
 }
 
 // TenantCreateResult is a created tenant and its first API key, shown once.
@@ -31,6 +36,9 @@ func validateCreate(p TenantCreateParams) (schemaName string, err error) {
 	}
 	if _, err := registry.ParseTier(string(p.Tier)); err != nil {
 		return "", err
+	}
+	if p.TextSearchConfig != "" && (!memory.ValidTextConfigName(p.TextSearchConfig) || p.TextSearchConfig[0] < 'a') {
+		return "", &registry.FieldError{Field: "text_search_config", Message: "must be the name of a text search configuration, e.g. english or simple"}
 	}
 	switch p.Tier {
 	case registry.TierShared:
@@ -64,6 +72,9 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	if err != nil {
 		return TenantCreateResult{}, err
 	}
+	if err := p.checkTextConfig(ctx, params.TextSearchConfig); err != nil {
+		return TenantCreateResult{}, err
+	}
 	var res TenantCreateResult
 	err = p.withTenantLock(ctx, params.ID, func(conn *pgxpool.Conn) error {
 		var t registry.Tenant
@@ -79,7 +90,7 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 				return err
 			}
 			t, err = registry.Insert(ctx, tx, registry.TenantInsertParams{
-				ID: params.ID, Tier: params.Tier, SchemaName: schemaName,
+				ID: params.ID, Tier: params.Tier, SchemaName: schemaName, TextSearchConfig: params.TextSearchConfig,
 			})
 			if err != nil {
 				return err
@@ -150,6 +161,23 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	p.cfg.Logger.InfoContext(ctx, "tenant created", "tenant_id", res.Tenant.ID, "tier", string(res.Tenant.Tier),
 		"schema", res.Tenant.SchemaName)
 	return res, nil
+}
+
+// checkTextConfig refuses a text search configuration that pg_catalog does not have.
+func (p *Provisioner) checkTextConfig(ctx context.Context, name string) error {
+	if name == "" {
+		return nil
+	}
+	var ok bool
+	if err := p.cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_ts_config
+		WHERE cfgname = $1 AND cfgnamespace = 'pg_catalog'::regnamespace)`, name).Scan(&ok); err != nil {
+		return fmt.Errorf("check text search configuration: %w", err)
+	}
+	if !ok {
+		return &registry.FieldError{Field: "text_search_config",
+			Message: fmt.Sprintf("unknown text search configuration %q; see pg_ts_config (english, simple, german, ...)", name)}
+	}
+	return nil
 }
 
 // sharedSchemaVersion is the migration version of the shared schema, as the provisioner recorded
@@ -332,7 +360,7 @@ func deleteWork(ctx context.Context, tx pgx.Tx, t registry.Tenant) error {
 }
 
 // sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.
-var sharedTables = []string{"search_history", "chunks", "documents"}
+var sharedTables = []string{"search_history", "idempotency_keys", "tenant_usage", "chunk_terms", "chunk_stats", "chunks", "documents"}
 
 // IssueKey issues another API key for an active or suspended tenant.
 func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.IssuedKey, error) {
@@ -392,4 +420,45 @@ func wrap(what string, err error) error {
 		return fe
 	}
 	return fmt.Errorf("provision: %s: %w", what, err)
+}
+
+// GetTenantLimits returns a tenant's limit overrides (all nil: the router's defaults apply).
+func (p *Provisioner) GetTenantLimits(ctx context.Context, tenantID string) (registry.TenantLimits, error) {
+	if _, err := p.GetTenant(ctx, tenantID); err != nil {
+		return registry.TenantLimits{}, err
+	}
+	l, err := registry.GetLimits(ctx, p.pool, tenantID)
+	return l, wrap("get limits", err)
+}
+
+// SetTenantLimits replaces a tenant's limit overrides (nil fields: the router's defaults; an
+// all-nil value removes every override) and announces the change, so every router applies it to
+// the tenant's next request. Invalid values give a *registry.FieldError and change nothing.
+func (p *Provisioner) SetTenantLimits(ctx context.Context, tenantID string, l registry.TenantLimits) (registry.TenantLimits, error) {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return registry.TenantLimits{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	if err := l.Validate(); err != nil {
+		return registry.TenantLimits{}, err
+	}
+	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		t, err := registry.GetForUpdate(ctx, tx, tenantID)
+		if err != nil {
+			return err
+		}
+		if t.Status == registry.StatusDeleting {
+			return fmt.Errorf("tenant %q is %s: %w", tenantID, t.Status, registry.ErrConflict)
+		}
+		if err := registry.SetLimits(ctx, tx, tenantID, l); err != nil {
+			return err
+		}
+		if err := registry.Audit(ctx, tx, tenantID, "limits_set", p.cfg.Actor, map[string]any{"limits": l}); err != nil {
+			return err
+		}
+		return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: "limits_changed"})
+	})
+	if err != nil {
+		return registry.TenantLimits{}, wrap("set limits", err)
+	}
+	return l, nil
 }

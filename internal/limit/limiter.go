@@ -1,0 +1,245 @@
+package limit
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// idleAfter is how long a tenant's state is kept after its last request; a sweep forgets it
+// then (a full bucket and nothing in flight equal a fresh state).
+const idleAfter = time.Minute
+
+// DefaultQuietWindow is how long after another tenant's last request a tenant counts as not
+// alone (see [LimiterConfig.AloneMaxConcurrent]).
+const DefaultQuietWindow = time.Second
+
+// DefaultAloneMaxConcurrent is how many requests a tenant may have in flight while no other
+// tenant is active (see [LimiterConfig.AloneMaxConcurrent]).
+const DefaultAloneMaxConcurrent = 8
+
+// LimiterConfig configures a [Limiter]. Zero values mean the documented default.
+type LimiterConfig struct {
+	// AloneMaxConcurrent makes the in-flight cap work-conserving: while no other tenant has a
+	// request in flight or queued, or sent one in the last QuietWindow, a tenant may run up to
+	// max(its MaxConcurrent, AloneMaxConcurrent) requests at once, so one busy tenant on an
+	// otherwise idle router is not held to its fair share of a contended one. As soon as another
+	// tenant shows up, new requests are held to MaxConcurrent again (requests already running
+	// finish). Default [DefaultAloneMaxConcurrent]; a value at or below MaxConcurrent (e.g. 1)
+	// turns borrowing off.
+	AloneMaxConcurrent int
+	// QuietWindow is how recent another tenant's request must be for a tenant not to count as
+	// alone. Default [DefaultQuietWindow].
+	QuietWindow time.Duration
+}
+
+// Limiter admits the requests of many tenants, each against its own [Limits]: a token bucket for
+// the request rate and a count of requests in flight. Memory is bounded by the tenants active in
+// the last minute.
+type Limiter struct {
+	now func() time.Time
+	cfg LimiterConfig
+
+	mu        sync.Mutex
+	tenants   map[string]*tenantState
+	lastSweep time.Time
+	// inflight and waiting count every tenant's admitted and queued requests; recent holds the
+	// last two distinct tenants that sent a request and when, so "has any other tenant been
+	// active lately" is answered without visiting every tenant.
+	inflight, waiting int
+	recent            [2]activity
+}
+
+type activity struct {
+	tenantID string
+	at       time.Time
+}
+
+type tenantState struct {
+	id       string
+	bucket   *rate.Limiter
+	limits   Limits
+	inflight int
+	// waiters are the requests queued for a slot, oldest first; a release hands its slot to the
+	// first one by closing its channel.
+	waiters  []chan struct{}
+	lastUsed time.Time
+}
+
+// NewLimiter returns an empty Limiter.
+func NewLimiter(cfg LimiterConfig) *Limiter {
+	if cfg.AloneMaxConcurrent == 0 {
+		cfg.AloneMaxConcurrent = DefaultAloneMaxConcurrent
+	}
+	if cfg.QuietWindow <= 0 {
+		cfg.QuietWindow = DefaultQuietWindow
+	}
+	return &Limiter{now: time.Now, cfg: cfg, tenants: map[string]*tenantState{}}
+}
+
+// touch records that tenantID sent a request at now. Called with mu held.
+func (l *Limiter) touch(tenantID string, now time.Time) {
+	if l.recent[0].tenantID != tenantID {
+		l.recent[1] = l.recent[0]
+	}
+	l.recent[0] = activity{tenantID: tenantID, at: now}
+}
+
+// capOf is st's in-flight cap at now: its MaxConcurrent (0: none), raised to AloneMaxConcurrent
+// while no other tenant is active. Called with mu held.
+func (l *Limiter) capOf(st *tenantState, now time.Time) int {
+	c := st.limits.MaxConcurrent
+	if c <= 0 || l.cfg.AloneMaxConcurrent <= c {
+		return c
+	}
+	other := l.recent[0]
+	if other.tenantID == st.id {
+		other = l.recent[1]
+	}
+	alone := l.inflight == st.inflight && l.waiting == len(st.waiters) &&
+		(other.tenantID == "" || now.Sub(other.at) >= l.cfg.QuietWindow)
+	if alone {
+		return l.cfg.AloneMaxConcurrent
+	}
+	return c
+}
+
+// Admit admits one request of tenantID under lim, or refuses it with a [*RateLimitError]: over
+// lim.RequestsPerSecond (at once), or still without a slot after waiting up to wait behind the
+// tenant's lim.MaxConcurrent requests in flight (a tenant's excess requests queue in its own
+// queue, first come first served, never in everyone's). A refused request costs the tenant
+// nothing but its token. When ctx ends first, Admit returns ctx's error. After admission, call
+// release exactly once when the request ends.
+func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait time.Duration) (release func(), err error) {
+	now := l.now()
+	l.mu.Lock()
+	l.sweep(now)
+	st := l.tenants[tenantID]
+	if st == nil {
+		st = &tenantState{id: tenantID, limits: lim}
+		if lim.RequestsPerSecond > 0 {
+			st.bucket = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), lim.burst())
+		}
+		l.tenants[tenantID] = st
+	} else if st.limits != lim {
+		// The tenant's limits changed (an override was set): keep its bucket's state.
+		switch {
+		case lim.RequestsPerSecond <= 0:
+			st.bucket = nil
+		case st.bucket == nil:
+			st.bucket = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), lim.burst())
+		default:
+			st.bucket.SetLimitAt(now, rate.Limit(lim.RequestsPerSecond))
+			st.bucket.SetBurstAt(now, lim.burst())
+		}
+		st.limits = lim
+	}
+	st.lastUsed = now
+	l.touch(tenantID, now)
+	if st.bucket != nil {
+		r := st.bucket.ReserveN(now, 1)
+		if !r.OK() {
+			l.mu.Unlock()
+			return nil, &RateLimitError{Reason: ReasonRate, Limit: lim.RequestsPerSecond, Wait: time.Second}
+		}
+		if d := r.DelayFrom(now); d > 0 {
+			r.CancelAt(now)
+			l.mu.Unlock()
+			return nil, &RateLimitError{Reason: ReasonRate, Limit: lim.RequestsPerSecond, Wait: d}
+		}
+	}
+	if c := l.capOf(st, now); c <= 0 || st.inflight < c {
+		st.inflight++
+		l.inflight++
+		l.mu.Unlock()
+		return l.releaser(st), nil
+	}
+	refuse := &RateLimitError{Reason: ReasonConcurrency, Limit: float64(lim.MaxConcurrent), Wait: time.Second}
+	if wait <= 0 {
+		l.mu.Unlock()
+		return nil, refuse
+	}
+	slot := make(chan struct{})
+	st.waiters = append(st.waiters, slot)
+	l.waiting++
+	l.mu.Unlock()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-slot:
+		return l.releaser(st), nil
+	case <-timer.C:
+		err = refuse
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := indexOf(st.waiters, slot); i >= 0 {
+		st.waiters = append(st.waiters[:i], st.waiters[i+1:]...)
+		l.waiting--
+		return nil, err
+	}
+	// The slot was handed over just as the wait ended: it is ours.
+	return l.releaser(st), nil
+}
+
+func indexOf(s []chan struct{}, c chan struct{}) int {
+	for i, x := range s {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// releaser ends one admitted request of st: its slot goes to the first waiter, if any.
+func (l *Limiter) releaser(st *tenantState) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			now := l.now()
+			st.lastUsed = now
+			st.inflight--
+			l.inflight--
+			for len(st.waiters) > 0 {
+				if c := l.capOf(st, now); c > 0 && st.inflight >= c {
+					break
+				}
+				close(st.waiters[0]) // the slot passes on to the oldest waiter
+				st.waiters = st.waiters[1:]
+				l.waiting--
+				st.inflight++
+				l.inflight++
+			}
+		})
+	}
+}
+
+// InFlight returns the number of admitted requests of tenantID that have not been released.
+func (l *Limiter) InFlight(tenantID string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.tenants[tenantID]; st != nil {
+		return st.inflight
+	}
+	return 0
+}
+
+// sweep forgets tenants idle for idleAfter, at most once per idleAfter. Called with mu held.
+func (l *Limiter) sweep(now time.Time) {
+	if now.Sub(l.lastSweep) < idleAfter {
+		return
+	}
+	l.lastSweep = now
+	for id, st := range l.tenants {
+		if st.inflight == 0 && len(st.waiters) == 0 && now.Sub(st.lastUsed) >= idleAfter &&
+			(st.bucket == nil || st.bucket.TokensAt(now) >= float64(st.bucket.Burst())) {
+			delete(l.tenants, id)
+		}
+	}
+}

@@ -461,7 +461,12 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 				SELECT unnest($1::uuid[]), $2`, pending[lo:hi], s.OwnerID); err != nil {
 				return fmt.Errorf("memory: queue embeddings: %w", err)
 			}
-			return markWork(ctx, tx, s)
+		}
+		if len(pending) > 0 {
+			// The tenant's row in its placement's work queue, in the same transaction as its jobs.
+			if err := markWork(ctx, tx, s); err != nil {
+				return err
+			}
 		}
 		res.ChunksCreated = len(chunks)
 		res.EmbeddingsCreated = len(vecs)

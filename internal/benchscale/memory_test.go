@@ -12,10 +12,10 @@ import (
 )
 
 // BenchmarkBackendMemoryPerSchema measures what one schema-tier tenant costs a router backend
-// that serves it: a router with one connection and no budget serves TENANTMEM_SCALE_MEMORY_SCHEMAS
+// that serves it: a router with one connection and no recycling serves TENANTMEM_SCALE_MEMORY_SCHEMAS
 // (300) schema-tier tenants, each with one document, a request mix per tenant (an ingest, a hybrid
 // search, a list, the statistics), and the backend's private memory (RssAnon) is read before and
-// after. docs/scaling.md derives the connection budget from it.
+// after. docs/scaling.md derives the schema recycle limit from it.
 func BenchmarkBackendMemoryPerSchema(b *testing.B) {
 	n := knob("TENANTMEM_SCALE_MEMORY_SCHEMAS", 300)
 	for range b.N {

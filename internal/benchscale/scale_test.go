@@ -97,7 +97,7 @@ func BenchmarkScale(b *testing.B) {
 		s.additiveMigrate(workers)
 
 		// 5. Router backend memory after a uniform random sweep over every schema.
-		s.sweep(keys, connBudgetDefault)
+		s.sweep(keys, recycleDefault)
 		s.sweep(keys, -1)
 
 		// 6. Searches with every tenant in place, the router's worker and reconciliation running.
@@ -108,7 +108,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-const connBudgetDefault = 0 // dataplane's default MaxConnSchemas
+const recycleDefault = 0 // dataplane's default MaxConnSchemas
 
 type scale struct {
 	b       *testing.B
@@ -332,7 +332,7 @@ type router struct {
 
 func (s *scale) startRouter(maxConnSchemas int) *router { return s.startRouterConns(maxConnSchemas, 0) }
 
-// startRouterConns starts a router with a connection budget and a pool size (0: default).
+// startRouterConns starts a router with a schema recycle limit (--max-conn-schemas) and a pool size (0: default).
 func (s *scale) startRouterConns(maxConnSchemas int, maxConns int32) *router {
 	b := s.b
 	svc, err := dataplane.Open(s.ctx, dataplane.Config{
@@ -399,7 +399,7 @@ func (s *scale) searchRounds(small, big string, n int, label string) [2]time.Dur
 	require.NoError(s.b, err)
 	_, err = s.pool.Exec(s.ctx, `VACUUM ANALYZE tenantmem_shared.search_history`)
 	require.NoError(s.b, err)
-	r := s.startRouter(connBudgetDefault)
+	r := s.startRouter(recycleDefault)
 	defer r.stop(s.b)
 	time.Sleep(10 * time.Second) // the worker and its reconciliation get going
 	// With no client traffic, what do the router (this process) and the server spend? The
@@ -574,9 +574,9 @@ ALTER TABLE documents DROP COLUMN bench_flag;
 }
 
 // sweep sends one GET /v1/statistics per schema-tier tenant, in random order, from 4 clients,
-// through a router with the given connection budget, then reports its backends' memory.
-func (s *scale) sweep(keys []string, budget int) {
-	r := s.startRouter(budget)
+// through a router with the given schema recycle limit, then reports its backends' memory.
+func (s *scale) sweep(keys []string, maxConnSchemas int) {
+	r := s.startRouter(maxConnSchemas)
 	defer r.stop(s.b)
 	order := rand.Perm(len(keys))
 	var next atomic.Int64
@@ -610,9 +610,9 @@ func (s *scale) sweep(keys []string, budget int) {
 		maxRSS = max(maxRSS, procField(pid, "VmRSS"))
 		maxAnon = max(maxAnon, procField(pid, "RssAnon"))
 	}
-	label := "default budget"
-	if budget < 0 {
-		label = "no budget"
+	label := "default recycle limit"
+	if maxConnSchemas < 0 {
+		label = "no recycling"
 	}
 	s.report("router sweep of %d schemas (%s, %.0f req/s): %d backends, max VmRSS %d MB, max RssAnon %d MB, %d connections recycled",
 		len(keys), label, float64(len(keys))/el.Seconds(), len(pids), maxRSS>>20, maxAnon>>20, r.svc.RecycledConns())

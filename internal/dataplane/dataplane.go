@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tenantmem/tenantmem/internal/connbudget"
+	"github.com/tenantmem/tenantmem/internal/connrecycle"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/limit"
@@ -126,7 +126,7 @@ type Config struct {
 	ReconcileRate float64
 	// MaxConnSchemas is how many distinct schemas a pooled connection serves before it is closed
 	// at release and replaced, bounding the catalog cache each backend keeps (about 190 KB per
-	// schema; see docs/scaling.md). Default connbudget.DefaultMaxSchemas (500); negative: never.
+	// schema; see docs/scaling.md). Default connrecycle.DefaultMaxSchemas (500); negative: never.
 	MaxConnSchemas int
 	// WorkerConcurrency is how many tenants the embedding worker serves at once. Default 2.
 	WorkerConcurrency int
@@ -148,7 +148,7 @@ func (c Config) WithDefaults() Config {
 	c.WorkerInterval = cmp.Or(c.WorkerInterval, DefaultWorkerInterval)
 	c.ReconcileInterval = cmp.Or(c.ReconcileInterval, DefaultReconcileInterval)
 	c.ReconcileRate = cmp.Or(c.ReconcileRate, DefaultReconcileRate)
-	c.MaxConnSchemas = cmp.Or(c.MaxConnSchemas, connbudget.DefaultMaxSchemas)
+	c.MaxConnSchemas = cmp.Or(c.MaxConnSchemas, connrecycle.DefaultMaxSchemas)
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
 	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
@@ -203,8 +203,8 @@ type Service struct {
 	handler  http.Handler
 	settings registry.Settings
 	provider embed.Provider
-	// budget recycles pooled connections that served MaxConnSchemas schemas.
-	budget *connbudget.Budget
+	// recycler closes pooled connections that served MaxConnSchemas schemas (the schema recycle limit).
+	recycler *connrecycle.Recycler
 	// placements are the databases whose embedding work the worker serves.
 	placements []placement
 	// wake tells the work loops that ingest queued work.
@@ -228,8 +228,8 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	pc.MaxConns = cfg.MaxConns
 	rc.MaxConns, rc.MinConns = registryConns, 0
 	// Only the tenant pool touches tenant schemas: the registry pool needs no recycling.
-	budget := connbudget.New(cfg.MaxConnSchemas)
-	budget.Configure(pc)
+	recycler := connrecycle.New(cfg.MaxConnSchemas)
+	recycler.Configure(pc)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -239,7 +239,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), budget: budget,
+	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), recycler: recycler,
 		wake: make(chan struct{}, 1), placements: []placement{{id: "local", queue: memory.NewWorkQueue(pool)}},
 		gates: map[registry.Tier]*limit.Gate{
 			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
@@ -294,7 +294,7 @@ func (s *Service) open(ctx context.Context) error {
 	}
 	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Handles: s.cfg.HandleCacheSize,
 		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
-		AcquireWait: s.cfg.AcquireWait, ObserveConn: s.budget.Observe}); err != nil {
+		AcquireWait: s.cfg.AcquireWait, ObserveConn: s.recycler.Observe}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
@@ -325,8 +325,8 @@ func (s *Service) open(ctx context.Context) error {
 	return nil
 }
 
-// registerMetrics adds the data plane's own metrics to Registerer: connections recycled by the
-// budget, and whether the embedding provider's circuit breaker is open.
+// registerMetrics adds the data plane's own metrics to Registerer: connections recycled at the
+// schema recycle limit, and whether the embedding provider's circuit breaker is open.
 func (s *Service) registerMetrics() error {
 	reg := s.cfg.Registerer
 	if reg == nil {
@@ -335,7 +335,7 @@ func (s *Service) registerMetrics() error {
 	cs := []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tenantmem_router_connections_recycled_total",
 		Help: "Database connections closed for having served more than --max-conn-schemas tenant schemas.",
-	}, func() float64 { return float64(s.budget.Recycled()) })}
+	}, func() float64 { return float64(s.recycler.Recycled()) })}
 	if g, ok := s.provider.(embed.Gate); ok {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tenantmem_embedding_breaker_open",
@@ -462,11 +462,11 @@ func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 
 func (s *Service) scopeOf(pool *pgxpool.Pool, schemaName, ownerID string) memory.Scope {
 	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout,
-		Observe: s.budget.Observe}
+		Observe: s.recycler.Observe}
 }
 
 // RecycledConns counts the pooled connections closed for having served MaxConnSchemas schemas.
-func (s *Service) RecycledConns() uint64 { return s.budget.Recycled() }
+func (s *Service) RecycledConns() uint64 { return s.recycler.Recycled() }
 
 // Run serves the router on ln until ctx ends, then shuts down gracefully: it stops accepting,
 // finishes the requests in flight (up to ShutdownTimeout), then stops the embedding worker and the

@@ -13,7 +13,7 @@
 // open the worker takes no work. A slow reconciliation of every active tenant, rate-bounded, runs at
 // start and every ReconcileInterval for work the queue does not know of.
 //
-// The pool closes a connection once it served MaxConnSchemas distinct schemas (connbudget), so
+// The pool closes a connection once it served MaxConnSchemas distinct schemas (connrecycle), so
 // no backend keeps the catalog caches of thousands of tenant schemas (docs/scaling.md).
 //
 // cmd/router and cmd/devstack (make run) both run a [Service]. A Service is safe for concurrent

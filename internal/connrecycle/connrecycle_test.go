@@ -1,4 +1,4 @@
-package connbudget_test
+package connrecycle_test
 
 import (
 	"fmt"
@@ -8,13 +8,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tenantmem/tenantmem/internal/connbudget"
+	"github.com/tenantmem/tenantmem/internal/connrecycle"
 )
 
-// TestBudget: a connection is kept while it served at most MaxSchemas distinct schemas (repeats
+// TestRecycler: a connection is kept while it served at most MaxSchemas distinct schemas (repeats
 // do not count), closed at its first release beyond, and forgotten when closed; hooks already on
-// the pool config still run; a negative budget never closes.
-func TestBudget(t *testing.T) {
+// the pool config still run; a negative limit never closes.
+func TestRecycler(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		given       int // maxSchemas
@@ -24,12 +24,12 @@ func TestBudget(t *testing.T) {
 	}{
 		{given: 3, schemas: 3, expectKeep: true, expectLimit: 3},
 		{given: 3, schemas: 4, expectKeep: false, expectLimit: 3},
-		{given: 0, schemas: connbudget.DefaultMaxSchemas, expectKeep: true, expectLimit: connbudget.DefaultMaxSchemas},
-		{given: 0, schemas: connbudget.DefaultMaxSchemas + 1, expectKeep: false, expectLimit: connbudget.DefaultMaxSchemas},
+		{given: 0, schemas: connrecycle.DefaultMaxSchemas, expectKeep: true, expectLimit: connrecycle.DefaultMaxSchemas},
+		{given: 0, schemas: connrecycle.DefaultMaxSchemas + 1, expectKeep: false, expectLimit: connrecycle.DefaultMaxSchemas},
 		{given: -1, schemas: 10000, expectKeep: true, expectLimit: -1},
 	} {
-		name := fmt.Sprintf("budget %d, %d schemas", tc.given, tc.schemas)
-		b := connbudget.New(tc.given)
+		name := fmt.Sprintf("limit %d, %d schemas", tc.given, tc.schemas)
+		b := connrecycle.New(tc.given)
 		require.Equal(t, tc.expectLimit, b.MaxSchemas(), name)
 		var released, closed int
 		pc := &pgxpool.Config{

@@ -1,11 +1,15 @@
-// Package connbudget bounds the server-side memory of pooled PostgreSQL connections that serve many
-// schemas. A PostgreSQL backend caches the catalog entries of every table and index it touches
+// Package connrecycle bounds the server-side memory of pooled PostgreSQL connections that serve many
+// schemas: the schema recycle limit. A PostgreSQL backend caches the catalog entries of every table and index it touches
 // (about 190 KB per tenant schema of tenantmem under a full request mix) and never frees them, so a long-lived pooled
 // connection that serves requests of thousands of schema-tier tenants grows to gigabytes. A
-// [Budget] counts the distinct schemas each connection served and has the pool close a connection
+// [Recycler] counts the distinct schemas each connection served and has the pool close a connection
 // once it served more than MaxSchemas, when it is released: its next use opens a fresh backend.
+//
+// It bounds memory, not the number of connections: a recycled connection is closed like any other
+// (its socket too), so a cap on connections kept elsewhere (placement's connection budget, which
+// takes a slot when a socket is dialled and gives it back when it is closed) gets its slot back.
 // docs/scaling.md derives the default from measurements.
-package connbudget
+package connrecycle
 
 import (
 	"sync"
@@ -15,14 +19,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// DefaultMaxSchemas is the default budget: at about 190 KB of catalog cache per schema a backend
+// DefaultMaxSchemas is the default limit: at about 190 KB of catalog cache per schema a backend
 // keeps under 100 MB of private memory, and a connection is replaced once every 500 or so requests
 // when traffic is spread over thousands of schemas (docs/scaling.md).
 const DefaultMaxSchemas = 500
 
-// Budget counts the distinct schemas each connection of a pool served. It is safe for concurrent
+// Recycler counts the distinct schemas each connection of a pool served. It is safe for concurrent
 // use. The zero value is not usable; build one with [New].
-type Budget struct {
+type Recycler struct {
 	max      int
 	mu       sync.Mutex
 	conns    map[*pgx.Conn]*served
@@ -34,19 +38,19 @@ type served struct {
 	over    bool
 }
 
-// New returns a budget of maxSchemas distinct schemas per connection; a negative maxSchemas
+// New returns a recycler of maxSchemas distinct schemas per connection; a negative maxSchemas
 // never recycles (the connections still count), zero means DefaultMaxSchemas.
-func New(maxSchemas int) *Budget {
+func New(maxSchemas int) *Recycler {
 	if maxSchemas == 0 {
 		maxSchemas = DefaultMaxSchemas
 	}
-	return &Budget{max: maxSchemas, conns: map[*pgx.Conn]*served{}}
+	return &Recycler{max: maxSchemas, conns: map[*pgx.Conn]*served{}}
 }
 
-// Configure installs the budget's hooks on a pool configuration: AfterRelease closes a
-// connection over budget, BeforeClose forgets a closed one. Hooks already set are kept and run
+// Configure installs the recycler's hooks on a pool configuration: AfterRelease closes a
+// connection over the limit, BeforeClose forgets a closed one. Hooks already set are kept and run
 // first.
-func (b *Budget) Configure(pc *pgxpool.Config) {
+func (b *Recycler) Configure(pc *pgxpool.Config) {
 	prevRelease, prevClose := pc.AfterRelease, pc.BeforeClose
 	pc.AfterRelease = func(conn *pgx.Conn) bool {
 		if prevRelease != nil && !prevRelease(conn) {
@@ -72,7 +76,7 @@ func (b *Budget) Configure(pc *pgxpool.Config) {
 }
 
 // Observe records that conn served schema. Pass it as memory.Scope.Observe.
-func (b *Budget) Observe(conn *pgx.Conn, schema string) {
+func (b *Recycler) Observe(conn *pgx.Conn, schema string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.conns[conn]
@@ -89,9 +93,9 @@ func (b *Budget) Observe(conn *pgx.Conn, schema string) {
 	}
 }
 
-// Recycled counts the connections closed for being over budget.
-func (b *Budget) Recycled() uint64 { return b.recycled.Load() }
+// Recycled counts the connections closed for being over the limit.
+func (b *Recycler) Recycled() uint64 { return b.recycled.Load() }
 
-// MaxSchemas is the budget: distinct schemas a connection serves before it is recycled
+// MaxSchemas is the limit: distinct schemas a connection serves before it is recycled
 // (negative: never).
-func (b *Budget) MaxSchemas() int { return b.max }
+func (b *Recycler) MaxSchemas() int { return b.max }

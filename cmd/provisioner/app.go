@@ -28,6 +28,9 @@ type Main struct {
 	Stdin io.Reader
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
+	// Environ lists the environment ("KEY=value"), for the per-placement credential variables
+	// (TENANTMEM_PLACEMENT_<NAME>_PROVISIONER_USER, _PASSWORD). Default: none.
+	Environ func() []string
 	// OnListen, when set, is called by `serve` with the address it listens on, before serving.
 	OnListen func(addr net.Addr)
 	// OnMetricsListen, when set, is called by `serve` with the address of its metrics listener.
@@ -40,13 +43,15 @@ type cli struct {
 	OwnerRole   string              `name:"owner-role" env:"TENANTMEM_OWNER_ROLE" default:"${owner_role}" help:"Role that owns tenant schemas and tables."`
 	RouterRole  string              `name:"router-role" env:"TENANTMEM_ROUTER_ROLE" default:"${router_role}" help:"Role the router logs in as (DML only, no BYPASSRLS)."`
 	LogLevel    string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	Credentials string              `name:"placement-credentials" env:"TENANTMEM_PLACEMENT_CREDENTIALS" placeholder:"FILE" help:"Credentials file for placements other than local: lines placement:login:user:password (see docs/scaling.md); mode 600."`
 	Version     command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
 
-	Init    initCmd    `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
-	Tenant  tenantCmd  `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`
-	Key     keyCmd     `cmd:"" help:"Issue, list and revoke a tenant's API keys."`
-	Migrate migrateCmd `cmd:"" help:"Migrate the control schema, the shared schema and every tenant schema to the latest version."`
-	Serve   serveCmd   `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
+	Init      initCmd      `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
+	Tenant    tenantCmd    `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`
+	Key       keyCmd       `cmd:"" help:"Issue, list and revoke a tenant's API keys."`
+	Placement placementCmd `cmd:"" help:"Add, list, show, drain, disable, activate and remove placements (PostgreSQL servers)."`
+	Migrate   migrateCmd   `cmd:"" help:"Migrate the control schema and, on every placement, the shared schema and every tenant schema and database to the latest version."`
+	Serve     serveCmd     `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
 }
 
 // Run runs one command line (without the program name) and returns the exit code. Cancelling ctx
@@ -118,6 +123,14 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 	if err != nil {
 		return nil, command.Usagef("--database-url: %v", err)
 	}
+	var environ []string
+	if rc.main.Environ != nil {
+		environ = rc.main.Environ()
+	}
+	creds, err := command.PlacementCredentials(rc.cli.Credentials, environ)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(rc.ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -129,6 +142,7 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 		Logger:      rc.logger,
 		Actor:       cmp.Or(rc.actor, "provisioner-cli"),
 		Parallelism: rc.parallelism,
+		Credentials: creds,
 	})
 	if err != nil {
 		pool.Close()
@@ -139,6 +153,9 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 }
 
 func (rc *runContext) close() {
+	if rc.prov != nil {
+		rc.prov.Close()
+	}
 	if rc.pool != nil {
 		rc.pool.Close()
 	}

@@ -170,8 +170,9 @@ func (cmd *tenantLimitsCmd) Run(rc *runContext) error {
 }
 
 type tenantCreateCmd struct {
-	ID   string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
-	Tier string `name:"tier" required:"" placeholder:"TIER" help:"shared or schema."`
+	ID        string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
+	Tier      string `name:"tier" required:"" placeholder:"TIER" help:"shared, schema or database."`
+	Placement string `name:"placement" placeholder:"NAME" help:"Placement (server) to create it on; default: the active placement taking the tier with the fewest tenants."`
 	// TextSearchConfig is the tenant's text search configuration.
 	TextSearchConfig string `name:"text-search-config" default:"english" placeholder:"NAME" help:"Text search configuration for indexing and queries: english (default), simple for mixed languages, or another of pg_catalog (german, french, ...). Fixed at creation."`
 	JSON             bool   `name:"json" help:"Print JSON."`
@@ -186,11 +187,17 @@ func (cmd *tenantCreateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
+	if cmd.Placement != "" {
+		if err := registry.ValidatePlacementName(cmd.Placement); err != nil {
+			return err
+		}
+	}
 	prov, err := rc.provisioner()
 	if err != nil {
 		return err
 	}
-	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, TextSearchConfig: cmd.TextSearchConfig})
+	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, Placement: cmd.Placement,
+		TextSearchConfig: cmd.TextSearchConfig})
 	if err != nil {
 		return tenantError(cmd.ID, err)
 	}
@@ -248,9 +255,13 @@ func (cmd *tenantListCmd) Run(rc *runContext) error {
 		return writeJSON(rc.stdout, out)
 	}
 	w := newTable(rc.stdout)
-	fmt.Fprintln(w, "ID\tTIER\tSCHEMA\tSTATUS\tVERSION\tCREATED")
+	fmt.Fprintln(w, "ID\tTIER\tPLACEMENT\tSCHEMA\tSTATUS\tVERSION\tCREATED")
 	for _, t := range out.Tenants {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Tier, t.SchemaName, t.Status, t.MigrationVersion,
+		where := t.SchemaName
+		if t.DatabaseName != "" {
+			where = t.DatabaseName + "." + t.SchemaName
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Tier, t.PlacementID, where, t.Status, t.MigrationVersion,
 			t.CreatedAt.UTC().Format(time.RFC3339))
 	}
 	if err := w.Flush(); err != nil {
@@ -436,8 +447,8 @@ func (cmd *keyRevokeCmd) Run(rc *runContext) error {
 }
 
 type migrateCmd struct {
-	Parallelism int  `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time (default ${default})."`
-	Verify      bool `name:"verify" help:"Read every tenant schema's own version instead of trusting the registry's record (about 1 ms per schema), and migrate any that is behind."`
+	Parallelism int  `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time on each placement (default ${default})."`
+	Verify      bool `name:"verify" help:"Read every tenant schema's own version instead of trusting the registry's record (about 1 ms per schema, a connection per tenant database), and migrate any that is behind."`
 }
 
 func (cmd *migrateCmd) Run(rc *runContext) error {
@@ -457,15 +468,28 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(rc.stdout, "migrated %d %s to tenant version %d (control version %d) in %s: %d checked, %d updated, %d failed\n",
-		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond),
-		rep.Checked, rep.Applied, len(rep.Failed))
+	fmt.Fprintf(rc.stdout, "migrated %d %s on %d %s to tenant version %d (control version %d) in %s: %d checked, %d updated, %d failed\n",
+		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), len(rep.Placements), plural(len(rep.Placements), "placement", "placements"),
+		rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Checked, rep.Applied, len(rep.Failed))
+	for _, pr := range rep.Placements {
+		switch {
+		case pr.Err != nil:
+			fmt.Fprintf(rc.stdout, "placement %s unreachable, %d %s skipped: %v\n", pr.Name, pr.Schemas,
+				plural(pr.Schemas, "schema", "schemas"), pr.Err)
+		case pr.Skipped:
+			fmt.Fprintf(rc.stdout, "placement %s is %s, %d %s skipped\n", pr.Name, pr.State, pr.Schemas,
+				plural(pr.Schemas, "schema", "schemas"))
+		}
+	}
 	if len(rep.Failed) == 0 {
 		return nil
 	}
 	fmt.Fprintln(rc.stdout, "failed:")
 	for _, f := range rep.Failed {
-		fmt.Fprintf(rc.stdout, "  %s: %v\n", f.TenantID, f.Err)
+		if f.Skipped {
+			continue // reported with its placement above
+		}
+		fmt.Fprintf(rc.stdout, "  %s (placement %s): %v\n", f.TenantID, f.Placement, f.Err)
 	}
 	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)
 }
@@ -482,6 +506,8 @@ func checkTenantID(id string) error {
 // still sees the sentinel, so the exit code stays 2.
 func tenantError(id string, err error) error {
 	switch {
+	case errors.Is(err, registry.ErrNoPlacement):
+		return err // names the placement and why
 	case errors.Is(err, registry.ErrNotFound):
 		return describe(err, "tenant %q not found", id)
 	case errors.Is(err, registry.ErrExists):
@@ -517,6 +543,10 @@ func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 
 func writeTenant(w io.Writer, t registry.Tenant) {
 	fmt.Fprintf(w, "tenant\t%s\n", t.ID)
 	fmt.Fprintf(w, "tier\t%s\n", t.Tier)
+	fmt.Fprintf(w, "placement\t%s\n", t.PlacementID)
+	if t.DatabaseName != "" {
+		fmt.Fprintf(w, "database\t%s\n", t.DatabaseName)
+	}
 	fmt.Fprintf(w, "schema\t%s\n", t.SchemaName)
 	fmt.Fprintf(w, "status\t%s\n", t.Status)
 	fmt.Fprintf(w, "version\t%d\n", t.MigrationVersion)

@@ -36,6 +36,9 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
+	// Environ lists the environment ("KEY=value"), for the per-placement credential variables
+	// (TENANTMEM_PLACEMENT_<NAME>_ROUTER_USER, _PASSWORD). Default: none.
+	Environ func() []string
 	// OnListen, when set, is called with the address the router listens on, before serving.
 	OnListen func(addr net.Addr)
 	// OnMetricsListen, when set, is called with the address of the metrics listener.
@@ -67,6 +70,11 @@ type cli struct {
 	TenantMaxChunks          int64         `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant; 0 means no quota (default ${default})."`
 	TenantMaxBytes           int64         `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant, in bytes; 0 means no quota (default ${default}, 10 GiB)."`
 	MaxChunksPerDocument     int           `name:"max-chunks-per-document" env:"TENANTMEM_MAX_CHUNKS_PER_DOCUMENT" default:"20000" help:"Most chunks one document may make; larger ones get 413 (default ${default})."`
+
+	PlacementCredentials string `name:"placement-credentials" env:"TENANTMEM_PLACEMENT_CREDENTIALS" placeholder:"FILE" help:"Credentials file for placements other than local: lines placement:login:user:password (see docs/scaling.md); mode 600."`
+	ConnBudget           int    `name:"conn-budget" env:"TENANTMEM_CONN_BUDGET" default:"64" help:"Connections open at once to every database but the control database (placements' main databases, tenant databases); a new one beyond it waits up to --acquire-timeout (default ${default})."`
+	DatabaseMaxConns     int32  `name:"database-max-conns" env:"TENANTMEM_DATABASE_MAX_CONNS" default:"2" help:"Connections of the pool of each tenant database (default ${default})."`
+	PoolCacheSize        int    `name:"pool-cache-size" env:"TENANTMEM_POOL_CACHE_SIZE" default:"1000" help:"Per-database pools kept open; the least recently used idle one is closed beyond it (default ${default})."`
 
 	Embedder               string `name:"embedder" env:"TENANTMEM_EMBEDDER" default:"builtin" enum:"builtin,openai" help:"Embedding provider: builtin (offline) or openai (any OpenAI-compatible server; API key from $$TENANTMEM_EMBEDDING_API_KEY)."`
 	EmbeddingBaseURL       string `name:"embedding-base-url" env:"TENANTMEM_EMBEDDING_BASE_URL" placeholder:"URL" help:"Base URL of the OpenAI-compatible server (default https://api.openai.com)."`
@@ -157,11 +165,26 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 	v := version.Get()
 	logger.InfoContext(ctx, "router starting", slog.String("version", v.Version), slog.String("commit", v.Commit),
 		slog.String("built", v.Date))
+	if c.ConnBudget < 1 || c.DatabaseMaxConns < 1 || int(c.DatabaseMaxConns) > c.ConnBudget || c.PoolCacheSize < 1 {
+		return &command.UsageError{Msg: "--conn-budget, --database-max-conns (at most --conn-budget) and --pool-cache-size must be positive"}
+	}
+	var environ []string
+	if m.Environ != nil {
+		environ = m.Environ()
+	}
+	creds, err := command.PlacementCredentials(c.PlacementCredentials, environ)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	svc, err := dataplane.Open(ctx, dataplane.Config{
 		DatabaseURL:          c.DatabaseURL,
 		MaxConns:             c.MaxConns,
+		PlacementCredentials: creds,
+		ConnBudget:           c.ConnBudget,
+		DatabaseMaxConns:     c.DatabaseMaxConns,
+		PoolCacheSize:        c.PoolCacheSize,
 		TierMaxConns:         c.TierMaxConns,
 		AcquireWait:          c.AcquireTimeout,
 		RequestTimeout:       c.RequestTimeout,

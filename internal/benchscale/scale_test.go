@@ -531,8 +531,12 @@ func (s *scale) noopMigrate() {
 }
 
 func (s *scale) schemaCount() int {
-	n, err := registry.CountSchemaTenants(s.ctx, s.pool)
+	counts, err := registry.CountSchemaTenants(s.ctx, s.pool)
 	require.NoError(s.b, err)
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
 	return n
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/rerank"
@@ -35,6 +36,10 @@ const (
 	DefaultWorkerConcurrency = 2
 	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
 	DefaultListenTimeout = 30 * time.Second
+	// DefaultConnBudget is the default of Config.ConnBudget.
+	DefaultConnBudget = 64
+	// placementCheckTimeout bounds each placement's ping in GET /readyz.
+	placementCheckTimeout = 2 * time.Second
 	// DefaultMaxConns is the size of the router's pool for tenant work: room for several tenants
 	// at their default of 4 requests in flight each.
 	DefaultMaxConns = 16
@@ -91,6 +96,17 @@ type Config struct {
 	// MaxChunksPerDocument bounds the chunks of one document. Default
 	// memory.DefaultMaxChunksPerDocument (20,000).
 	MaxChunksPerDocument int
+	// PlacementCredentials are the router's credentials on placements other than local (file and
+	// environment, read by cmd/router).
+	PlacementCredentials placement.Credentials
+	// ConnBudget bounds the connections open at once to every database but the control database
+	// (placements' main databases and tenant databases); a new connection beyond it waits up to
+	// AcquireWait, like any other wait for a connection. Default 64; see placement.Config.Budget.
+	ConnBudget int
+	// DatabaseMaxConns bounds the pool of each tenant database. Default 2.
+	DatabaseMaxConns int32
+	// PoolCacheSize bounds the per-database pools kept open. Default 1000.
+	PoolCacheSize int
 	// HandleCacheSize, KeyCacheSize and CacheTTL size the resolver's caches (routing.Config
 	// defaults: 10,000, 10,000, 1 minute).
 	HandleCacheSize, KeyCacheSize int
@@ -156,6 +172,7 @@ func (c Config) WithDefaults() Config {
 	c.TierMaxConns = cmp.Or(c.TierMaxConns, max(1, int(c.MaxConns)*3/4))
 	c.AcquireWait = cmp.Or(c.AcquireWait, limit.DefaultAcquireWait)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, httpapi.DefaultRequestTimeout)
+	c.ConnBudget = cmp.Or(c.ConnBudget, DefaultConnBudget)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -168,6 +185,8 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: the database URL is required")
 	case c.MaxConns < 0:
 		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
+	case c.ConnBudget < 0 || c.DatabaseMaxConns < 0 || c.PoolCacheSize < 0:
+		return configErrorf("dataplane: the connection budget and pool sizes must not be negative")
 	case c.TierMaxConns < 1 || c.TierMaxConns > int(c.MaxConns):
 		return configErrorf("dataplane: tier max conns must be between 1 and max conns (%d), got %d", c.MaxConns, c.TierMaxConns)
 	case c.AcquireWait < 0 || c.RequestTimeout < 0:
@@ -194,6 +213,7 @@ func (c Config) validate() error {
 type Service struct {
 	cfg      Config
 	pool     *pgxpool.Pool
+	pools    *placement.Pools
 	registry *pgxpool.Pool
 	gates    map[registry.Tier]*limit.Gate
 	listenCC *pgx.ConnConfig
@@ -205,10 +225,9 @@ type Service struct {
 	provider embed.Provider
 	// recycler closes pooled connections that served MaxConnSchemas schemas (the schema recycle limit).
 	recycler *connrecycle.Recycler
-	// placements are the databases whose embedding work the worker serves.
-	placements []placement
-	// wake tells the work loops that ingest queued work.
-	wake chan struct{}
+	// queues are the work queues the embedding worker serves, by database (see runWorker).
+	queuesMu sync.Mutex
+	queues   map[registry.DatabaseKey]*workQueue
 }
 
 // Open connects as the router role, refuses a role that would bypass row-level security
@@ -240,7 +259,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), recycler: recycler,
-		wake: make(chan struct{}, 1), placements: []placement{{id: "local", queue: memory.NewWorkQueue(pool)}},
+		queues: map[registry.DatabaseKey]*workQueue{},
 		gates: map[registry.Tier]*limit.Gate{
 			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
 			registry.TierSchema: limit.NewGate("schema tier connection", cfg.TierMaxConns),
@@ -292,8 +311,31 @@ func (s *Service) open(ctx context.Context) error {
 	if s.worker, err = memory.NewWorker(memory.WorkerConfig{Embedder: s.provider, Logger: logger}); err != nil {
 		return err
 	}
-	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Handles: s.cfg.HandleCacheSize,
-		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
+	if s.pools, err = placement.New(placement.Config{
+		Control:          s.pool,
+		Registry:         s.registry,
+		Login:            placement.LoginRouter,
+		Credentials:      s.cfg.PlacementCredentials,
+		DefaultUser:      settings.RouterRole,
+		DatabaseMaxConns: s.cfg.DatabaseMaxConns,
+		Budget:           s.cfg.ConnBudget,
+		BudgetWait:       s.cfg.AcquireWait,
+		MaxPools:         s.cfg.PoolCacheSize,
+		// Every pool's connections are recycled at the schema recycle limit too; a recycled
+		// connection gives its slot of the budget back when it is closed.
+		ConfigurePool: s.recycler.Configure,
+		Logger:        logger,
+	}); err != nil {
+		return &ConfigError{Err: err}
+	}
+	if s.cfg.Registerer != nil {
+		if err := s.cfg.Registerer.Register(placement.NewCollector(s.pools)); err != nil &&
+			!errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("register placement metrics: %w", err)
+		}
+	}
+	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Pools: s.pools,
+		Handles: s.cfg.HandleCacheSize, Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
 		AcquireWait: s.cfg.AcquireWait, ObserveConn: s.recycler.Observe}); err != nil {
 		return &ConfigError{Err: err}
 	}
@@ -312,7 +354,7 @@ func (s *Service) open(ctx context.Context) error {
 		ReadyDetails:       s.readyDetails,
 		// Ingest listed the tenant in its placement's work queue, in its own transaction; this
 		// only saves the worker its wait.
-		OnIngest: func(*routing.Handle, int) { s.wakeWorker() },
+		OnIngest: func(h *routing.Handle, _ int) { s.wakeWorker(h.Location.Key()) },
 	})
 	if err != nil {
 		return &ConfigError{Err: err}
@@ -460,7 +502,10 @@ func (s *Service) Handler() http.Handler { return s.handler }
 // Resolver is the router's tenant resolver.
 func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 
-func (s *Service) scopeOf(pool *pgxpool.Pool, schemaName, ownerID string) memory.Scope {
+// Pools are the router's per-database pools.
+func (s *Service) Pools() *placement.Pools { return s.pools }
+
+func (s *Service) scopeOf(pool memory.Pool, schemaName, ownerID string) memory.Scope {
 	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout,
 		Observe: s.recycler.Observe}
 }
@@ -528,6 +573,9 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 
 // Close releases the pools. Call it after Run returned.
 func (s *Service) Close() {
+	if s.pools != nil {
+		s.pools.Close()
+	}
 	s.pool.Close()
 	s.registry.Close()
 }
@@ -554,9 +602,14 @@ type ReadyDetails struct {
 	Pool     PoolDetails            `json:"pool"`
 	Registry PoolDetails            `json:"registry_pool"`
 	Tiers    map[string]GateDetails `json:"tiers"`
+	// Placements is each placement's state and health: "ok", "unreachable", "no_credentials" or
+	// "disabled" (placement.Pools.Health). One placement's trouble never makes the router unready.
+	Placements map[string]placement.Health `json:"placements,omitempty"`
+	// PlacementPools counts the pools of other databases and the connection budget.
+	PlacementPools placement.Stats `json:"placement_pools"`
 }
 
-func (s *Service) readyDetails(context.Context) any {
+func (s *Service) readyDetails(ctx context.Context) any {
 	pd := func(p *pgxpool.Pool) PoolDetails {
 		st := p.Stat()
 		return PoolDetails{Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Max: st.MaxConns()}
@@ -569,5 +622,9 @@ func (s *Service) readyDetails(context.Context) any {
 		inUse, size := g.Usage()
 		d.Tiers[string(tier)] = GateDetails{InUse: inUse, Size: size}
 	}
+	if h, err := s.pools.Health(ctx, placementCheckTimeout); err == nil {
+		d.Placements = h
+	}
+	d.PlacementPools = s.pools.Stats()
 	return d
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -62,6 +63,7 @@ const (
 	retryTimeout           = 5 * time.Second
 	retryEmbedTransient    = 5 * time.Second
 	retryEmbedPermanent    = 60 * time.Second
+	retryPlacement         = 5 * time.Second
 )
 
 // RouterConfig configures the tenant router, built by [NewRouter].
@@ -171,6 +173,9 @@ func RegistryReady(pool *pgxpool.Pool) func(context.Context) error {
 //   - limit.ErrRateLimited (rate or requests in flight): 429 with Retry-After, and
 //     limit.ErrBusy (no connection in the bounded wait): 503 with Retry-After 1s (both in
 //     [DefaultErrorRules]);
+//   - the tenant's database unavailable (placement.IsConnectionLoss: its placement disabled,
+//     down, unreachable or without credentials in this router, the connection lost): 503,
+//     Retry-After 5s (a full connection budget is limit.ErrBusy: 503, Retry-After 1s);
 //   - context.Canceled (the client went away): 499, logged only.
 func RouterErrorRules() []ErrorRule {
 	rules := []ErrorRule{
@@ -212,6 +217,11 @@ func RouterErrorRules() []ErrorRule {
 			Message: func(error) string {
 				return "the request exceeded its time limit; retry later or narrow it (smaller limit, more filters)"
 			}},
+		// The tenant's placement disabled, down, unreachable or without credentials here, or the
+		// connection lost mid-way. (A full connection budget is limit.ErrBusy, in the defaults.)
+		{Match: placement.IsConnectionLoss, Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryPlacement,
+			Message:    func(error) string { return "the tenant's database is unavailable; retry later" }},
 	}
 	return append(rules, DefaultErrorRules()...)
 }

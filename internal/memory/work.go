@@ -54,16 +54,31 @@ type WorkItem struct {
 // lapses), runs [Worker.ProcessScope] for each, then settles it: rescheduled at its next due job,
 // or removed when it has none left. It is safe for concurrent use.
 type WorkQueue struct {
-	pool *pgxpool.Pool
+	pool Pool
 }
 
-// NewWorkQueue returns the work queue of the database pool reaches, as the router role.
-func NewWorkQueue(pool *pgxpool.Pool) *WorkQueue { return &WorkQueue{pool: pool} }
+// NewWorkQueue returns the work queue of the database pool reaches, as the router role: the
+// control pool, or a placement pool's database (placement.Pools.DB).
+func NewWorkQueue(pool Pool) *WorkQueue { return &WorkQueue{pool: pool} }
+
+// conn takes a connection of the queue's database.
+func (q *WorkQueue) conn(ctx context.Context) (*pgxpool.Conn, error) {
+	c, err := q.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("memory: embedding work: %w", interpretError(err))
+	}
+	return c, nil
+}
 
 // Claim returns up to limit tenants whose work is due, oldest due first, and pushes their due
 // time out by lease: if the worker dies, they are due again then.
 func (q *WorkQueue) Claim(ctx context.Context, limit int, lease time.Duration) ([]WorkItem, error) {
-	rows, err := q.pool.Query(ctx, `
+	c, err := q.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Release()
+	rows, err := c.Query(ctx, `
 		UPDATE `+workTable+` w SET due_at = now() + make_interval(secs => $2), updated_at = now()
 		FROM (SELECT schema_name, owner_id FROM `+workTable+` WHERE due_at <= now()
 			ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
@@ -81,8 +96,13 @@ func (q *WorkQueue) Claim(ctx context.Context, limit int, lease time.Duration) (
 
 // Earliest is when the next tenant's work is due; ok is false when the queue is empty.
 func (q *WorkQueue) Earliest(ctx context.Context) (at time.Time, ok bool, err error) {
+	c, err := q.conn(ctx)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	defer c.Release()
 	var t *time.Time
-	if err := q.pool.QueryRow(ctx, `SELECT min(due_at) FROM `+workTable).Scan(&t); err != nil {
+	if err := c.QueryRow(ctx, `SELECT min(due_at) FROM `+workTable).Scan(&t); err != nil {
 		return time.Time{}, false, fmt.Errorf("memory: embedding work: %w", interpretError(err))
 	}
 	if t == nil {
@@ -125,7 +145,12 @@ func (q *WorkQueue) Settle(ctx context.Context, s Scope, it WorkItem) error {
 // failed and its failure count grows. A row whose generation moved since the claim keeps the
 // due time ingest gave it.
 func (q *WorkQueue) Defer(ctx context.Context, it WorkItem, after time.Duration, failed bool) error {
-	_, err := q.pool.Exec(ctx, `UPDATE `+workTable+` SET
+	c, err := q.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	_, err = c.Exec(ctx, `UPDATE `+workTable+` SET
 			due_at = CASE WHEN generation = $3 THEN now() + make_interval(secs => $4) ELSE due_at END,
 			failures = failures + $5::int, updated_at = now()
 		WHERE schema_name = $1 AND owner_id = $2`, it.Schema, it.OwnerID, it.Generation, after.Seconds(), boolInt(failed))
@@ -138,7 +163,12 @@ func (q *WorkQueue) Defer(ctx context.Context, it WorkItem, after time.Duration,
 // Remove drops a claimed tenant from the queue, unless ingest queued more work meanwhile: for a
 // row whose tenant is gone, or lives in another schema now.
 func (q *WorkQueue) Remove(ctx context.Context, it WorkItem) error {
-	_, err := q.pool.Exec(ctx, `DELETE FROM `+workTable+` WHERE schema_name = $1 AND owner_id = $2 AND generation = $3`,
+	c, err := q.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	_, err = c.Exec(ctx, `DELETE FROM `+workTable+` WHERE schema_name = $1 AND owner_id = $2 AND generation = $3`,
 		it.Schema, it.OwnerID, it.Generation)
 	if err != nil {
 		return fmt.Errorf("memory: remove embedding work: %w", interpretError(err))
@@ -146,10 +176,11 @@ func (q *WorkQueue) Remove(ctx context.Context, it WorkItem) error {
 	return nil
 }
 
-// Reconcile lists the scope's tenant in the queue if it has embedding jobs that the queue does
-// not know of (work queued before the queue existed, or a row lost some other way), and reports
-// whether it did. It reads the tenant's jobs with one index probe.
-func (q *WorkQueue) Reconcile(ctx context.Context, s Scope) (bool, error) {
+// ReconcileWork lists the scope's tenant in the work queue of the scope's database if it has
+// embedding jobs that the queue does not know of (work queued before the queue existed, or a row
+// lost some other way), and reports whether it did. It reads the tenant's jobs with one index
+// probe, in one of the scope's transactions.
+func ReconcileWork(ctx context.Context, s Scope) (bool, error) {
 	var listed bool
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		var next *time.Time

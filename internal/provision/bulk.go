@@ -110,11 +110,20 @@ func (p *Provisioner) CreateTenants(ctx context.Context, params TenantBulkCreate
 	if size == 0 {
 		size = DefaultBulkBatchSize
 	}
-	m, _, err := p.ready(ctx)
-	if err != nil {
+	if _, _, err := p.ready(ctx); err != nil {
 		return TenantBulkCreateResult{}, err
 	}
-	version, err := p.sharedSchemaVersion(ctx, p.pool, m)
+	// Bulk tenants go to the local placement (the control server's shared schema), which must
+	// take new shared-tier tenants; its capacity hint is checked once, here, so one call may go
+	// past it by up to its own size.
+	pl, err := registry.GetPlacement(ctx, p.pool, registry.LocalPlacement)
+	if err != nil {
+		return TenantBulkCreateResult{}, wrap("create tenants", err)
+	}
+	if err := admissible(pl, registry.TierShared); err != nil {
+		return TenantBulkCreateResult{}, wrap("create tenants", err)
+	}
+	version, err := p.sharedSchemaVersion(ctx, registry.LocalPlacement)
 	if err != nil {
 		return TenantBulkCreateResult{}, wrap("create tenants", err)
 	}

@@ -25,7 +25,7 @@ type Tier string
 const (
 	TierShared   Tier = "shared"   // one shared schema, rows tagged with owner_id
 	TierSchema   Tier = "schema"   // its own schema tenant_<name> in the main database
-	TierDatabase Tier = "database" // its own database (modelled; not provisioned yet)
+	TierDatabase Tier = "database" // its own database on its placement
 )
 
 // ParseTier returns the tier named s, or an error naming the field "tier".
@@ -60,6 +60,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnauthenticated means an API key is malformed, unknown, revoked or wrong.
 	ErrUnauthenticated = errors.New("invalid API key")
+	// ErrNoPlacement means no placement takes a new tenant (draining, disabled, full): a conflict.
+	ErrNoPlacement = fmt.Errorf("no placement takes the tenant: %w", ErrConflict)
 )
 
 // FieldError is invalid input, naming the field.
@@ -99,11 +101,13 @@ type IssuedKey struct {
 	Key string `json:"api_key"`
 }
 
-// Notification is the payload of a NOTIFY on [Channel].
+// Notification is the payload of a NOTIFY on [Channel]. A tenant's change names the tenant (and
+// the key, for a revocation); a placement's change names the placement and no tenant.
 type Notification struct {
-	TenantID string `json:"tenant_id"`
-	Event    string `json:"event"`
-	KeyID    string `json:"key_id,omitempty"`
+	TenantID  string `json:"tenant_id,omitempty"`
+	Event     string `json:"event"`
+	KeyID     string `json:"key_id,omitempty"`
+	Placement string `json:"placement,omitempty"`
 }
 
 // DBTX is what the registry needs from a connection, pool or transaction.
@@ -208,7 +212,7 @@ func Insert(ctx context.Context, db DBTX, p TenantInsertParams) (Tenant, error) 
 				return Tenant{}, fmt.Errorf("registry: tenant %q: %w", p.ID, ErrExists)
 			case pgErr.Code == pgerrcode.UniqueViolation:
 				return Tenant{}, fmt.Errorf("registry: tenant %q: schema or database name %q is taken by another tenant: %w", p.ID, p.SchemaName, ErrExists)
-			case pgErr.Code == pgerrcode.ForeignKeyViolation:
+			case pgErr.Code == pgerrcode.ForeignKeyViolation && pgErr.ConstraintName == "tenants_placement_id_fkey":
 				return Tenant{}, &FieldError{Field: "placement", Message: fmt.Sprintf("unknown placement %q", p.PlacementID)}
 			}
 		}
@@ -236,41 +240,55 @@ func SetMigrationVersion(ctx context.Context, db DBTX, tenantID string, version 
 	return nil
 }
 
-// SetSharedMigrationVersion records the version of the shared schema: in the settings (the
-// version whose router grants are in place) and on every shared-tier tenant whose recorded version
-// differs. Finding those is two range probes of tenants_tier_version_idx, so with nothing to change
-// it writes nothing, whatever the number of shared-tier tenants.
-func SetSharedMigrationVersion(ctx context.Context, db DBTX, version int64) error {
-	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.settings SET shared_migration_version = $1
-		WHERE shared_migration_version <> $1`, version); err != nil {
+// SetSharedMigrationVersion records the version of a placement's shared schema: on the placement
+// (the version whose router grants are in place) and on every shared-tier tenant of that placement
+// whose recorded version differs. Finding those is two range probes of tenants_tier_version_idx, so
+// with nothing to change it writes nothing, whatever the number of shared-tier tenants.
+func SetSharedMigrationVersion(ctx context.Context, db DBTX, placement string, version int64) error {
+	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.placements SET shared_migration_version = $1
+		WHERE placement_id = $2 AND shared_migration_version <> $1`, version, placement); err != nil {
 		return fmt.Errorf("registry: set shared migration version: %w", err)
 	}
 	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = $1, updated_at = now()
-		WHERE tier = 'shared' AND (migration_version < $1 OR migration_version > $1)`, version); err != nil {
+		WHERE tier = 'shared' AND (migration_version < $1 OR migration_version > $1) AND placement_id = $2`,
+		version, placement); err != nil {
 		return fmt.Errorf("registry: set shared migration version: %w", err)
 	}
 	return nil
 }
 
-// SchemaTenant is a schema-tier tenant as [ListSchemaTenants] returns it.
+// SchemaTenant is a tenant with a schema of its own (schema or database tier), as
+// [ListSchemaTenants] returns it.
 type SchemaTenant struct {
 	ID               string
+	Tier             Tier
 	SchemaName       string
 	MigrationVersion int64
+	PlacementID      string
+	DatabaseName     string
 }
 
-// SchemaTenantListParams selects the schema-tier tenants that are active or suspended.
+// Location is where the tenant's schema is.
+func (t SchemaTenant) Location() Location {
+	return Tenant{ID: t.ID, Tier: t.Tier, SchemaName: t.SchemaName, PlacementID: t.PlacementID,
+		DatabaseName: t.DatabaseName}.Location()
+}
+
+// SchemaTenantListParams selects the schema-tier and database-tier tenants that are active or
+// suspended.
 type SchemaTenantListParams struct {
 	// Lagging, when non-negative, keeps the tenants whose recorded migration version differs from
-	// it: two range probes of tenants_tier_version_idx, whatever the number of tenants.
+	// it: range probes of tenants_tier_version_idx, whatever the number of tenants.
 	Lagging int64
 }
 
-// ListSchemaTenants returns the active and suspended schema-tier tenants (those `migrate` keeps
-// current), in tenant id order.
+// ListSchemaTenants returns the active and suspended tenants of the schema and database tiers
+// (those whose schemas `migrate` keeps current one by one), in tenant id order.
 func ListSchemaTenants(ctx context.Context, db DBTX, p SchemaTenantListParams) ([]SchemaTenant, error) {
-	rows, err := db.Query(ctx, `SELECT tenant_id, schema_name, migration_version FROM tenantmem_control.tenants
-		WHERE tier = 'schema' AND status IN ('active', 'suspended')
+	rows, err := db.Query(ctx, `SELECT tenant_id, tier, schema_name, migration_version, placement_id,
+			coalesce(database_name, '')
+		FROM tenantmem_control.tenants
+		WHERE tier IN ('schema', 'database') AND status IN ('active', 'suspended')
 		  AND ($1 < 0 OR migration_version < $1 OR migration_version > $1)
 		ORDER BY tenant_id`, p.Lagging)
 	if err != nil {
@@ -283,14 +301,27 @@ func ListSchemaTenants(ctx context.Context, db DBTX, p SchemaTenantListParams) (
 	return ts, nil
 }
 
-// CountSchemaTenants counts the active and suspended schema-tier tenants.
-func CountSchemaTenants(ctx context.Context, db DBTX) (int, error) {
-	var n int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM tenantmem_control.tenants
-		WHERE tier = 'schema' AND status IN ('active', 'suspended')`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("registry: count schema tenants: %w", err)
+// CountSchemaTenants counts the active and suspended tenants of the schema and database tiers, by
+// placement.
+func CountSchemaTenants(ctx context.Context, db DBTX) (map[string]int, error) {
+	rows, err := db.Query(ctx, `SELECT placement_id, count(*) FROM tenantmem_control.tenants
+		WHERE tier IN ('schema', 'database') AND status IN ('active', 'suspended') GROUP BY placement_id`)
+	if err != nil {
+		return nil, fmt.Errorf("registry: count schema tenants: %w", err)
 	}
-	return n, nil
+	out := map[string]int{}
+	var (
+		name string
+		n    int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &n}, func() error {
+		out[name] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: count schema tenants: %w", err)
+	}
+	return out, nil
 }
 
 // Delete removes a tenant's registry entry; its keys go with it. The audit log keeps its history.
@@ -597,13 +628,16 @@ type Settings struct {
 	EmbeddingDimension int
 	OwnerRole          string
 	RouterRole         string
+	// DeploymentID is a random id of the deployment (control migration 4), hashed into the names
+	// of database-tier databases so two deployments sharing a server never collide.
+	DeploymentID string
 }
 
 // GetSettings reads the settings, or ErrNotFound before init.
 func GetSettings(ctx context.Context, db DBTX) (Settings, error) {
 	var s Settings
-	err := db.QueryRow(ctx, `SELECT embedding_dimension, owner_role, router_role FROM tenantmem_control.settings`).
-		Scan(&s.EmbeddingDimension, &s.OwnerRole, &s.RouterRole)
+	err := db.QueryRow(ctx, `SELECT embedding_dimension, owner_role, router_role, deployment_id FROM tenantmem_control.settings`).
+		Scan(&s.EmbeddingDimension, &s.OwnerRole, &s.RouterRole, &s.DeploymentID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Settings{}, ErrNotFound
 	}
@@ -617,11 +651,15 @@ func GetSettings(ctx context.Context, db DBTX) (Settings, error) {
 	return s, nil
 }
 
-// SharedMigrationVersion is the version of the shared schema whose router grants are in place, as
-// the provisioner recorded it (0 before it recorded one). It needs control migration 3.
-func SharedMigrationVersion(ctx context.Context, db DBTX) (int64, error) {
+// SharedMigrationVersion is the version of a placement's shared schema whose router grants are in
+// place, as the provisioner recorded it (0 before it recorded one). It needs control migration 3.
+func SharedMigrationVersion(ctx context.Context, db DBTX, placement string) (int64, error) {
 	var v int64
-	if err := db.QueryRow(ctx, `SELECT shared_migration_version FROM tenantmem_control.settings`).Scan(&v); err != nil {
+	if err := db.QueryRow(ctx, `SELECT shared_migration_version FROM tenantmem_control.placements
+		WHERE placement_id = $1`, placement).Scan(&v); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, ErrNotFound
+		}
 		return 0, fmt.Errorf("registry: shared migration version: %w", err)
 	}
 	return v, nil

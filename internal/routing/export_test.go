@@ -13,7 +13,8 @@ func (r *Resolver) AddForTest(keyID, tenantID, schema string, hash []byte) {
 	r.cacheKey(keyID, keyEntry{hash: hash, tenantID: tenantID, loadedAt: now})
 	r.mu.Unlock()
 	r.handles.Add(tenantID, &Handle{TenantID: tenantID, Tier: registry.TierSchema, Schema: schema,
-		OwnerID: tenantID, Status: registry.StatusActive, Pool: r.cfg.Pool, loadedAt: now})
+		Location: registry.Location{Placement: registry.LocalPlacement, Schema: schema, OwnerID: tenantID},
+		OwnerID:  tenantID, Status: registry.StatusActive, Pool: r.cfg.Pool, loadedAt: now})
 }
 
 // IndexedKeys counts the keys in the tenant index, for tests that check it stays exact.

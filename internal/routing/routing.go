@@ -18,6 +18,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/dberr"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -33,13 +34,18 @@ var (
 type Handle struct {
 	TenantID string
 	Tier     registry.Tier
+	// Location is where the tenant's rows live (registry.Tenant.Location).
+	Location registry.Location
 	// Schema holds the tenant's tables (tenantmem_shared for the shared tier).
 	Schema string
 	// OwnerID is the value of owner_id on every row of the tenant.
 	OwnerID string
 	Status  registry.Status
-	// Pool is the pool of the database that holds the tenant's tables, as the router role.
-	Pool *pgxpool.Pool
+	// Pool hands out connections to the database that holds the tenant's tables, as the router
+	// role: the control pool, or a placement's database (placement.Pools.DB).
+	Pool memory.Pool
+	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
+	fencePool memory.Pool
 	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
 	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
@@ -94,7 +100,7 @@ func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Sco
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		AcquireWait: h.acquireWait, Gates: h.gates, Observe: h.observe,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse},
+			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool},
 	}
 }
 
@@ -116,8 +122,11 @@ type keyEntry struct {
 // Config configures a [Resolver].
 type Config struct {
 	// Pool connects to the main database as the router role; it reads the registry and serves
-	// the shared and schema tiers.
+	// the tenants of the local placement's main database.
 	Pool *pgxpool.Pool
+	// Pools serves every other location (other placements, tenant databases). When nil, tenants
+	// outside the control database are unavailable (503).
+	Pools *placement.Pools
 	// Handles is the capacity of the tenant handle LRU. Default 10,000.
 	Handles int
 	// Keys is the capacity of the API key LRU. Default 10,000.
@@ -304,14 +313,16 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		return nil, err
 	}
 	t := p.Tenant
-	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Limits: p.Limits,
+	loc := t.Location()
+	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
+		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Limits: p.Limits,
 		acquireWait: r.cfg.AcquireWait, loadedAt: now, observe: r.cfg.ObserveConn}
-	if g := r.cfg.Gates[t.Tier]; g != nil {
+	if !loc.Key().IsControl() {
+		// Elsewhere than the control database: no share of the control pool to take, but the
+		// fence's transaction runs there (and the placement pools' connection budget bounds the rest).
+		h.fencePool = r.cfg.Pool
+	} else if g := r.cfg.Gates[t.Tier]; g != nil {
 		h.gates = []*limit.Gate{g}
-	}
-	if t.Tier == registry.TierDatabase {
-		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}
 	// Cache only while listening, and if no eviction or purge happened while we were reading:
 	// what we read may predate the change that was announced.
@@ -322,6 +333,25 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	r.mu.Unlock()
 	return check(h)
+}
+
+// PoolFor returns what hands out connections to a location's database, as the router role: the
+// control pool for the control database, else the placement's database from Config.Pools.
+func (r *Resolver) PoolFor(loc registry.Location) memory.Pool {
+	if loc.Key().IsControl() {
+		return r.cfg.Pool
+	}
+	if r.cfg.Pools == nil {
+		return unservedPool{key: loc.Key()}
+	}
+	return r.cfg.Pools.DB(loc.Key())
+}
+
+// unservedPool is a location this resolver has no pools for.
+type unservedPool struct{ key registry.DatabaseKey }
+
+func (u unservedPool) Acquire(context.Context) (*pgxpool.Conn, error) {
+	return nil, fmt.Errorf("routing: %s: no placement pools configured: %w", u.key, placement.ErrUnavailable)
 }
 
 // SetCaching turns the caches on (LISTEN is in place: changes will be announced) or off (no
@@ -335,6 +365,10 @@ func (r *Resolver) SetCaching(on bool) {
 	r.purges.Add(1)
 	r.handles.Purge()
 	r.keys.Purge()
+	if r.cfg.Pools != nil {
+		// Placement rows are cached for a TTL of their own; they may have changed unannounced.
+		r.cfg.Pools.InvalidateAll()
+	}
 }
 
 // Caching reports whether the caches are in use (a LISTEN is in place).
@@ -394,6 +428,9 @@ func (r *Resolver) Purge() {
 	r.byTenant = map[string][]indexedKey{}
 	r.idxMu.Unlock()
 	r.keys.Purge()
+	if r.cfg.Pools != nil {
+		r.cfg.Pools.InvalidateAll()
+	}
 }
 
 // Len returns the number of cached handles and keys.
@@ -415,5 +452,8 @@ func (r *Resolver) Apply(n registry.Notification) {
 	}
 	if n.TenantID != "" {
 		r.EvictTenant(n.TenantID)
+	}
+	if n.Placement != "" && r.cfg.Pools != nil {
+		r.cfg.Pools.Invalidate(n.Placement)
 	}
 }

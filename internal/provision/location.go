@@ -58,6 +58,7 @@ func (p *Provisioner) migratorFor(ctx context.Context, key registry.DatabaseKey)
 	}
 	return schema.NewMigrator(schema.MigratorConfig{
 		ConnConfig: cc, Role: s.OwnerRole, EmbeddingDimension: s.EmbeddingDimension, Logger: p.cfg.Logger,
+		TenantMigrations: p.cfg.TenantMigrations,
 	})
 }
 

@@ -99,12 +99,12 @@ func (j migrateJob) name() string { return cmp.Or(j.tenantID, "(shared tier)") }
 // reads a few rows per placement and changes none.
 func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (MigrateReport, error) {
 	start := time.Now()
-	_, settings, err := p.ready(ctx)
+	m, settings, err := p.ready(ctx)
 	if err != nil {
 		return MigrateReport{}, err
 	}
 	var rep MigrateReport
-	if rep.LatestVersion, err = schema.Latest(schema.TenantSet); err != nil {
+	if rep.LatestVersion, err = m.Latest(schema.TenantSet); err != nil {
 		return rep, err
 	}
 	controlMigrator, err := schema.NewMigrator(schema.MigratorConfig{

@@ -113,7 +113,7 @@ func (p *Provisioner) AddPlacement(ctx context.Context, params PlacementAddParam
 		return registry.Placement{}, fmt.Errorf("placement %q: %w", params.Name, err)
 	}
 	m, err := schema.NewMigrator(schema.MigratorConfig{ConnConfig: pc.ConnConfig, Role: settings.OwnerRole,
-		EmbeddingDimension: settings.EmbeddingDimension, Logger: p.cfg.Logger})
+		EmbeddingDimension: settings.EmbeddingDimension, Logger: p.cfg.Logger, TenantMigrations: p.cfg.TenantMigrations})
 	if err != nil {
 		return registry.Placement{}, err
 	}

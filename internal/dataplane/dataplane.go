@@ -228,6 +228,8 @@ type Service struct {
 	// queues are the work queues the embedding worker serves, by database (see runWorker).
 	queuesMu sync.Mutex
 	queues   map[registry.DatabaseKey]*workQueue
+	// refreshNow asks the worker to read the list of databases again (ingest in one it lacks).
+	refreshNow chan struct{}
 }
 
 // Open connects as the router role, refuses a role that would bypass row-level security
@@ -259,7 +261,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), recycler: recycler,
-		queues: map[registry.DatabaseKey]*workQueue{},
+		queues: map[registry.DatabaseKey]*workQueue{}, refreshNow: make(chan struct{}, 1),
 		gates: map[registry.Tier]*limit.Gate{
 			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
 			registry.TierSchema: limit.NewGate("schema tier connection", cfg.TierMaxConns),

@@ -57,6 +57,7 @@ func (s *Service) runWorker(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		case <-s.refreshNow:
 		}
 		t.Stop()
 	}
@@ -138,7 +139,13 @@ func (s *Service) wakeWorker(key registry.DatabaseKey) {
 	q := s.queues[key]
 	s.queuesMu.Unlock()
 	if q == nil {
-		return // a database the worker does not serve yet: the next refresh starts its loop
+		// A database the worker does not serve yet (a tenant database created since the last
+		// refresh): refresh now, which starts its loop, and the loop looks at its queue at once.
+		select {
+		case s.refreshNow <- struct{}{}:
+		default:
+		}
+		return
 	}
 	select {
 	case q.wake <- struct{}{}:

@@ -127,7 +127,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	r = e.run("migrate")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "2 checked, 0 updated, 0 failed")
-	require.Contains(t, r.stderr, "migrating: 1/1 schemas (100%), 0 failed")
+	require.Contains(t, r.stderr, "migrating: 2/2 schemas (100%), 0 failed", "the tenant recorded behind and the shared schema")
 
 	// delete.
 	require.Contains(t, e.ok("tenant", "delete", "acme"), "deleted")
@@ -291,7 +291,7 @@ func TestMigrateListsFailedTenantsAndExitsWithOne(t *testing.T) {
 	// Migrate trusts the registry's record of each schema's version: nothing looks behind.
 	r := e.run("migrate")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "migrated 3 schemas to tenant version")
+	require.Contains(t, r.stdout, "migrated 3 schemas on 1 placement to tenant version")
 	require.Contains(t, r.stdout, "1 checked, 0 updated, 0 failed")
 
 	// --verify reads every schema's own version and finds the lost one.

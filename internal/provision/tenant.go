@@ -303,9 +303,9 @@ func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tena
 			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
 				return err
 			}
-			for _, table := range sharedTables {
-				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, t.ID); err != nil {
-					return fmt.Errorf("delete from %s: %w", table, err)
+			for _, table := range schema.TenantTablesChildrenFirst() {
+				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table.Name)+` WHERE owner_id = $1`, t.ID); err != nil {
+					return fmt.Errorf("delete from %s: %w", table.Name, err)
 				}
 			}
 			return nil
@@ -313,9 +313,6 @@ func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tena
 	}
 	return fmt.Errorf("tenant %q: tier %s: %w", t.ID, t.Tier, ErrTierNotSupported)
 }
-
-// sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.
-var sharedTables = []string{"search_history", "chunks", "documents"}
 
 // IssueKey issues another API key for an active or suspended tenant.
 func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.IssuedKey, error) {

@@ -5,6 +5,20 @@ GO ?= go
 DATA_DIR ?= $(CURDIR)/data
 PKGS := ./...
 
+# Version information stamped into release binaries (internal/version) and the image's labels.
+# Override for a release: make release VERSION=v1.2.0. BUILD_DATE honours SOURCE_DATE_EPOCH.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null && echo $$c || echo $$c-dirty; } || echo unknown)
+BUILD_DATE ?= $(shell date -u -d "@$${SOURCE_DATE_EPOCH:-$$(date +%s)}" +%Y-%m-%dT%H:%M:%SZ)
+# Evaluate each once, so the binaries and the image carry the same values.
+VERSION := $(VERSION)
+COMMIT := $(COMMIT)
+BUILD_DATE := $(BUILD_DATE)
+RELEASE_DIR ?= bin/release
+IMAGE ?= localhost/tenantmem
+VERSION_PKG := github.com/tenantmem/tenantmem/internal/version
+RELEASE_LDFLAGS := -s -w -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).date=$(BUILD_DATE)
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -12,8 +26,13 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install PostgreSQL 15+ with pgvector 0.8+ when missing (idempotent; needs root to install).
+deps: ## Install what the tests need when missing: PostgreSQL 15+ with pgvector 0.8+, python3 (idempotent; needs root to install).
 	@bash deploy/install-pgvector.sh
+	@bash deploy/install-tools.sh python3
+
+.PHONY: image-deps
+image-deps: ## Install podman, CA certificates and systemd-analyze when missing (for image-test and units-test).
+	@bash deploy/install-tools.sh podman ca-certificates systemd file
 
 .PHONY: run
 run: deps ## Start a private PostgreSQL under ./data, init it, and serve the provisioning API (:8081) and router (:8080).
@@ -42,6 +61,23 @@ fuzz: ## Fuzz the tenant id mapping and the chunker for 30 s each.
 .PHONY: build
 build: ## Build the router and provisioner binaries into ./bin.
 	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: release
+release: ## Build static router and provisioner binaries with version information into bin/release.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(RELEASE_LDFLAGS)' -o $(RELEASE_DIR)/ ./cmd/router ./cmd/provisioner
+	@$(RELEASE_DIR)/router --version && $(RELEASE_DIR)/provisioner --version
+
+.PHONY: image
+image: release ## Build the container image $(IMAGE):$(VERSION) with podman (no network inside the build).
+	bash deploy/container/build.sh $(RELEASE_DIR) $(IMAGE):$(VERSION) $(VERSION) $(COMMIT) $(BUILD_DATE)
+
+.PHONY: image-test
+image-test: image-deps release ## Build the image under a test tag and inspect it: user, command, labels, files, static binaries.
+	bash deploy/container/image-test.sh $(RELEASE_DIR) $(VERSION) $(COMMIT) $(BUILD_DATE)
+
+.PHONY: units-test
+units-test: image-deps release ## Check the systemd units: systemd-analyze verify and the security exposure score.
+	bash deploy/systemd/units-test.sh $(RELEASE_DIR)
 
 .PHONY: clean
 clean: ## Stop nothing, delete ./bin and the make-run data folder.

@@ -21,6 +21,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/pgcluster"
 	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // Main wires the dev stack; tests run it in-process.
@@ -46,8 +47,13 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	adminListen := fs.String("admin-listen", "127.0.0.1:8081", "address of the provisioning API")
 	routerListen := fs.String("router-listen", "127.0.0.1:8080", "address of the tenant router")
 	pgPort := fs.Int("pg-port", 0, "PostgreSQL port (0: a free one)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(m.Stdout, version.Get().Line("devstack"))
+		return nil
 	}
 	logger := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 

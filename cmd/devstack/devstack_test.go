@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // TestMain fails the binary on leaked goroutines. The dev stack starts its own cluster, so the
@@ -129,4 +130,16 @@ func TestReadmeSession(t *testing.T) {
 	require.Equal(t, 1, st.DocumentCount)
 	require.Equal(t, http.StatusOK, call(http.MethodGet, router+"/readyz", "", "", nil))
 	require.Equal(t, http.StatusOK, call(http.MethodGet, admin+"/readyz", "", "", nil))
+}
+
+// TestVersion: --version prints the build's line and starts nothing.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr syncBuffer
+	m := &Main{Stdout: &stdout, Stderr: &stderr}
+	dataDir := filepath.Join(t.TempDir(), "never-created")
+	require.NoError(t, m.Run(context.Background(), []string{"--version", "--data-dir", dataDir}))
+	require.NoDirExists(t, dataDir)
+	require.Equal(t, version.Get().Line("devstack")+"\n", stdout.String())
+	require.Empty(t, stderr.String())
 }

@@ -32,10 +32,11 @@ type Main struct {
 
 // cli is the command line. Global flags come first; each command is a struct with a Run method.
 type cli struct {
-	DatabaseURL string `name:"database-url" env:"TENANTMEM_DATABASE_URL" required:"" placeholder:"URL" help:"PostgreSQL URL of the main database (init needs a superuser)."`
-	OwnerRole   string `name:"owner-role" env:"TENANTMEM_OWNER_ROLE" default:"${owner_role}" help:"Role that owns tenant schemas and tables."`
-	RouterRole  string `name:"router-role" env:"TENANTMEM_ROUTER_ROLE" default:"${router_role}" help:"Role the router logs in as (DML only, no BYPASSRLS)."`
-	LogLevel    string `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	DatabaseURL string              `name:"database-url" env:"TENANTMEM_DATABASE_URL" required:"" placeholder:"URL" help:"PostgreSQL URL of the main database (init needs a superuser)."`
+	OwnerRole   string              `name:"owner-role" env:"TENANTMEM_OWNER_ROLE" default:"${owner_role}" help:"Role that owns tenant schemas and tables."`
+	RouterRole  string              `name:"router-role" env:"TENANTMEM_ROUTER_ROLE" default:"${router_role}" help:"Role the router logs in as (DML only, no BYPASSRLS)."`
+	LogLevel    string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	Version     command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
 
 	Init    initCmd    `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
 	Tenant  tenantCmd  `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`

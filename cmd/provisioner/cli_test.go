@@ -13,6 +13,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 func TestCommandsEndToEnd(t *testing.T) {
@@ -307,7 +308,7 @@ func TestHelp(t *testing.T) {
 		given  []string
 		expect []string
 	}{
-		{[]string{"--help"}, []string{"tenant create", "key revoke", "migrate", "serve", "$TENANTMEM_DATABASE_URL"}},
+		{[]string{"--help"}, []string{"tenant create", "key revoke", "migrate", "serve", "$TENANTMEM_DATABASE_URL", "--version"}},
 		{[]string{"tenant", "create", "--help"}, []string{"--id=TENANT_ID", "--tier=TIER", "--json"}},
 		{[]string{"migrate", "--help"}, []string{"--parallelism=N", "$TENANTMEM_MIGRATE_PARALLELISM"}},
 		{[]string{"serve", "--help"}, []string{"--listen=ADDR", "127.0.0.1:8081", "$TENANTMEM_PROVISIONER_LISTEN"}},
@@ -321,6 +322,10 @@ func TestHelp(t *testing.T) {
 			require.Contains(t, r.stdout, want, tc.given)
 		}
 	}
+	// --version also needs no database URL: one line naming the build.
+	r := e.runEnv(nil, "--version")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, version.Get().Line("provisioner")+"\n", r.stdout)
 }
 
 // keyValues parses the "key  value" lines of the plain output.

@@ -12,6 +12,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // envAdminToken holds the admin token. It is read from the environment only, never from a flag,
@@ -42,8 +43,11 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 		rc.logger.WarnContext(rc.ctx, "database check failed; serving anyway", slog.String("error", err.Error()))
 	}
 
+	v := version.Get()
+	rc.logger.InfoContext(rc.ctx, "provisioner API starting", slog.String("version", v.Version),
+		slog.String("commit", v.Commit), slog.String("built", v.Date))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	handler, err := httpapi.NewAdmin(httpapi.AdminConfig{
 		Provisioner: prov,
 		Pool:        rc.pool,

@@ -18,6 +18,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/dataplane"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 const envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY" //nolint:gosec // the variable's name, not a credential
@@ -55,7 +56,8 @@ type cli struct {
 	SweepInterval     time.Duration `name:"sweep-interval" env:"TENANTMEM_WORKER_SWEEP_INTERVAL" default:"5m" help:"How often every active tenant is checked for queued embeddings (default ${default})."`
 	WorkerConcurrency int           `name:"worker-concurrency" env:"TENANTMEM_WORKER_CONCURRENCY" default:"2" help:"Tenants the embedding worker serves at once (default ${default})."`
 
-	LogLevel string `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	LogLevel string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	Version  command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
 }
 
 // Run parses the command line (without the program name), serves until ctx ends, and returns the
@@ -99,8 +101,11 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		return &command.UsageError{Msg: "--embedding-base-url and --embedding-model need --embedder openai"}
 	}
 
+	v := version.Get()
+	logger.InfoContext(ctx, "router starting", slog.String("version", v.Version), slog.String("commit", v.Commit),
+		slog.String("built", v.Date))
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	svc, err := dataplane.Open(ctx, dataplane.Config{
 		DatabaseURL:       c.DatabaseURL,
 		MaxConns:          c.MaxConns,

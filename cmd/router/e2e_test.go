@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,17 +19,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/client"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
-	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 const adminToken = "e2e-admin-token-0123456789abcdef"
 
 // TestEndToEnd runs the real provisioner (`init`, then `serve`) and the real router against a
 // throwaway database: a tenant is created over the provisioning API, then a document is added,
-// searched in every mode and counted over the router's API. Then the router shuts down gracefully
+// searched in every mode and counted over the router's API, all through the Go client. Then the router shuts down gracefully
 // while a request is in flight, which still succeeds.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
@@ -97,72 +98,61 @@ func TestEndToEnd(t *testing.T) {
 
 	transport := &http.Transport{ExpectContinueTimeout: time.Minute}
 	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: transport, Timeout: time.Minute}
-	call := func(method, url, bearer string, body any, v any) int {
-		t.Helper()
-		var r io.Reader
-		if body != nil {
-			b, err := json.Marshal(body)
-			require.NoError(t, err)
-			r = strings.NewReader(string(b))
-		}
-		req, err := http.NewRequest(method, url, r)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+bearer)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := client.Do(req)
-		require.NoError(t, err)
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		require.NoError(t, err)
-		if v != nil {
-			require.NoError(t, json.Unmarshal(b, v), string(b))
-		}
-		t.Logf("%s %s -> %d %.300s", method, url, res.StatusCode, b)
-		return res.StatusCode
-	}
+	httpClient := &http.Client{Transport: transport, Timeout: time.Minute}
+	cctx, cancelCalls := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancelCalls()
 
-	// Create a tenant over the provisioning API.
-	var created struct {
-		Tenant registry.Tenant    `json:"tenant"`
-		Key    registry.IssuedKey `json:"api_key"`
-	}
-	require.Equal(t, http.StatusCreated, call(http.MethodPost, adminBase+"/v1/tenants", adminToken,
-		map[string]string{"tenant_id": "e2e/acme", "tier": "schema"}, &created))
-	key := created.Key.Key
+	// Create a tenant over the provisioning API, with the Go client.
+	admin, err := client.NewAdmin(client.Config{BaseURL: adminBase, Token: adminToken, HTTPClient: httpClient})
+	require.NoError(t, err)
+	created, err := admin.CreateTenant(cctx, client.TenantCreateParams{TenantID: "e2e/acme", Tier: client.TierSchema})
+	require.NoError(t, err)
+	key := created.APIKey.Key
 
 	// Add a document, search it in every mode, see the statistics.
-	require.Equal(t, http.StatusOK, call(http.MethodGet, base+"/readyz", "", nil, nil))
-	var added memory.DocumentAddResult
-	require.Equal(t, http.StatusCreated, call(http.MethodPost, base+"/v1/documents", key, map[string]any{
-		"document_name": "Onboarding guide", "document_type": "markdown",
-		"content": "# Onboarding\n\nNew engineers get a laptop, a mentor and access to the deployment runbook.",
-	}, &added))
+	r, err := client.NewRouter(client.Config{BaseURL: base, Token: key, HTTPClient: httpClient})
+	require.NoError(t, err)
+	require.NoError(t, r.Ready(cctx))
+	added, err := r.AddDocument(cctx, client.DocumentAddParams{
+		DocumentName: "Onboarding guide", DocumentType: "markdown",
+		Content: "# Onboarding\n\nNew engineers get a laptop, a mentor and access to the deployment runbook.",
+	})
+	require.NoError(t, err)
+	require.True(t, added.Created)
 	require.Positive(t, added.EmbeddingsCreated)
-	for _, mode := range []string{"vector", "text", "hybrid"} {
-		var sr memory.SearchResponse
-		require.Equal(t, http.StatusOK, call(http.MethodPost, base+"/v1/search", key,
-			map[string]any{"query_text": "mentor for new engineers", "search_type": mode}, &sr))
+	for _, mode := range []string{client.SearchVector, client.SearchText, client.SearchHybrid} {
+		sr, err := r.Search(cctx, client.SearchParams{QueryText: "mentor for new engineers", SearchType: mode})
+		require.NoError(t, err, mode)
 		require.NotEmpty(t, sr.Results, mode)
 		require.Equal(t, added.DocumentID, sr.Results[0].DocumentID, mode)
 	}
-	var st memory.Statistics
-	require.Equal(t, http.StatusOK, call(http.MethodGet, base+"/v1/statistics", key, nil, &st))
+	st, err := r.Statistics(cctx)
+	require.NoError(t, err)
 	require.Equal(t, 1, st.DocumentCount)
 	require.Equal(t, map[string]int{"markdown": 1}, st.DocumentTypeBreakdown)
 	// The admin token is no tenant key, and a tenant key no admin token.
-	require.Equal(t, http.StatusUnauthorized, call(http.MethodGet, base+"/v1/statistics", adminToken, nil, nil))
-	require.Equal(t, http.StatusUnauthorized, call(http.MethodGet, adminBase+"/v1/tenants", key, nil, nil))
+	asAdmin, err := client.NewRouter(client.Config{BaseURL: base, Token: adminToken, HTTPClient: httpClient})
+	require.NoError(t, err)
+	_, err = asAdmin.Statistics(cctx)
+	require.ErrorIs(t, err, client.ErrUnauthorized)
+	asTenant, err := client.NewAdmin(client.Config{BaseURL: adminBase, Token: key, HTTPClient: httpClient})
+	require.NoError(t, err)
+	_, err = asTenant.ListTenants(cctx, client.TenantListParams{})
+	require.ErrorIs(t, err, client.ErrUnauthorized)
 	// Suspension over the provisioning API reaches the router.
-	require.Equal(t, http.StatusOK, call(http.MethodPost, adminBase+"/v1/tenants/e2e%2Facme/suspend", adminToken, nil, nil))
+	_, err = admin.SuspendTenant(cctx, "e2e/acme")
+	require.NoError(t, err)
 	waitUntil(t, 10*time.Second, "403", func() bool {
-		return call(http.MethodGet, base+"/v1/statistics", key, nil, nil) == http.StatusForbidden
+		_, err := r.Statistics(cctx)
+		return errors.Is(err, client.ErrForbidden)
 	})
-	require.Equal(t, http.StatusOK, call(http.MethodPost, adminBase+"/v1/tenants/e2e%2Facme/resume", adminToken, nil, nil))
+	_, err = admin.ResumeTenant(cctx, "e2e/acme")
+	require.NoError(t, err)
 	waitUntil(t, 10*time.Second, "200", func() bool {
-		return call(http.MethodGet, base+"/v1/statistics", key, nil, nil) == http.StatusOK
+		_, err := r.Statistics(cctx)
+		return err == nil
 	})
-	res, err := client.Get(base + "/metrics")
+	res, err := httpClient.Get(base + "/metrics")
 	require.NoError(t, err)
 	metrics, err := io.ReadAll(res.Body)
 	require.NoError(t, res.Body.Close())
@@ -188,7 +178,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	answered := make(chan answer, 1)
 	go func() {
-		res, err := client.Do(req)
+		res, err := httpClient.Do(req)
 		if err != nil {
 			answered <- answer{err: err}
 			return
@@ -225,11 +215,11 @@ func TestEndToEnd(t *testing.T) {
 	require.Contains(t, stderr.String(), "router stopped")
 
 	// Both documents are in the tenant's schema.
-	admin, err := pgxpool.New(context.Background(), url)
+	db, err := pgxpool.New(context.Background(), url)
 	require.NoError(t, err)
-	defer admin.Close()
+	defer db.Close()
 	var n int
-	require.NoError(t, admin.QueryRow(context.Background(),
+	require.NoError(t, db.QueryRow(context.Background(),
 		`SELECT count(*) FROM `+pgx.Identifier{created.Tenant.SchemaName, "documents"}.Sanitize()).Scan(&n))
 	require.Equal(t, 2, n)
 }
@@ -282,9 +272,14 @@ func TestRefusesUnsafeStarts(t *testing.T) {
 	require.Equal(t, 0, r.code)
 	for _, flag := range []string{"--database-url", "TENANTMEM_ROUTER_DATABASE_URL", "--listen", "--handle-cache-size", "--key-cache-size",
 		"--cache-ttl", "--statement-timeout", "--body-limit", "--max-conns", "--embedder", "--embedding-base-url",
-		"--embedding-model", "TENANTMEM_EMBEDDING_API_KEY"} {
+		"--embedding-model", "TENANTMEM_EMBEDDING_API_KEY", "--version"} {
 		require.Contains(t, r.stdout, flag)
 	}
+
+	// --version needs no database URL: one line naming the build.
+	r = runRouter(t, nil, "--version")
+	require.Equal(t, 0, r.code)
+	require.Equal(t, version.Get().Line("router")+"\n", r.stdout)
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {

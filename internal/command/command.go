@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/tenantmem/tenantmem/internal/version"
 )
 
 // Exit codes of every tenantmem command.
@@ -51,11 +53,17 @@ func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Spri
 // ParseParams describes a command line to parse.
 type ParseParams struct {
 	Name, Description string
-	// Grammar is a pointer to the kong grammar struct.
+	// Grammar is a pointer to the kong grammar struct. A field of type kong.VersionFlag in it
+	// (see [VersionFlag]) prints the build's version line ([version.Info.Line]) and exits 0.
 	Grammar any
 	Vars    kong.Vars
 	Args    []string
 }
+
+// VersionFlag is the --version flag of every command; put it in the grammar as
+//
+//	Version command.VersionFlag `name:"version" help:"Print the version and exit."`
+type VersionFlag = kong.VersionFlag
 
 // kongExit is how kong's Exit (after --help) unwinds to Parse instead of ending the process.
 type kongExit int
@@ -79,7 +87,7 @@ func Parse(o IO, p ParseParams) (kctx *kong.Context, code int, ok bool) {
 		kong.Description(p.Description),
 		kong.Writers(o.Stdout, o.Stderr),
 		kong.Exit(func(code int) { panic(kongExit(code)) }),
-		p.Vars,
+		kong.Vars{"version": version.Get().Line(p.Name)}.CloneWith(p.Vars),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Resolvers(envResolver(o.LookupEnv)),
 	)

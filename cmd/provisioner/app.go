@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/tenantmem/tenantmem/internal/command"
 
@@ -22,6 +23,8 @@ import (
 // Main runs the provisioner CLI. main wires it to the process (arguments, signals, standard
 // streams, environment); tests run it in-process with their own.
 type Main struct {
+	// Stdin is read by commands given "-" as their input file. Default: empty.
+	Stdin io.Reader
 	// Stdout receives command output; Stderr receives logs (JSON), progress and error messages.
 	Stdout, Stderr io.Writer
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
@@ -84,7 +87,14 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 func isBadInput(err error) bool {
 	var fe *registry.FieldError
 	return errors.As(err, &fe) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrExists) ||
-		errors.Is(err, registry.ErrConflict)
+		errors.Is(err, registry.ErrConflict) || provision.IsArchiveError(err)
+}
+
+func (m *Main) stdin() io.Reader {
+	if m.Stdin == nil {
+		return strings.NewReader("")
+	}
+	return m.Stdin
 }
 
 // runContext is what every command's Run receives: the I/O of Main and a lazily opened database.

@@ -332,7 +332,7 @@ func TestHelp(t *testing.T) {
 func keyValues(out string) map[string]string {
 	kv := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {
-		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key"} {
+		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key", "restored", "keys restored"} {
 			if rest, ok := strings.CutPrefix(l, k+"  "); ok {
 				kv[k] = strings.TrimSpace(rest)
 			}

@@ -91,6 +91,8 @@ func (c AdminConfig) validate() error {
 //	POST   /v1/tenants/{id}/keys                -> 201 issued key (the clear key, once)
 //	GET    /v1/tenants/{id}/keys                -> {keys}
 //	DELETE /v1/tenants/{id}/keys/{key_id}       -> 204
+//	GET    /v1/tenants/{id}/backup              -> the tenant archive, streamed (include_key_hashes, skip_search_history)
+//	POST   /v1/tenants/restore                  archive body, streamed (as, tier, placement, replace) -> 201 or 200 {tenant, api_key?, rows, ...}
 func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -103,6 +105,8 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 		Registerer: cfg.Registerer,
 		Gatherer:   cfg.Gatherer,
 		BodyLimit:  cfg.BodyLimit,
+		// Archives are streamed, never held whole in memory, and may be any size.
+		StreamRoutes: []string{"/v1/tenants/restore"},
 		Ready: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 			defer cancel()
@@ -116,7 +120,7 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &admin{prov: cfg.Provisioner}
+	a := &admin{prov: cfg.Provisioner, log: cfg.Logger}
 	// The token check is route middleware rather than group middleware: an echo group with
 	// middleware catches every unknown path below it, which would turn 405s into 404s.
 	auth := requireToken(cfg.AdminToken)
@@ -129,6 +133,8 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/tenants/:id/keys", a.issueKey, auth)
 	e.GET("/v1/tenants/:id/keys", a.listKeys, auth)
 	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
+	e.GET("/v1/tenants/:id/backup", a.backupTenant, auth)
+	e.POST("/v1/tenants/restore", a.restoreTenant, auth)
 	return e, nil
 }
 
@@ -153,6 +159,7 @@ func requireToken(token string) echo.MiddlewareFunc {
 
 type admin struct {
 	prov *provision.Provisioner
+	log  *slog.Logger
 }
 
 // TenantCreateRequest is the body of POST /v1/tenants.

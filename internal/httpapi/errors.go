@@ -126,6 +126,9 @@ func DefaultErrorRules() []ErrorRule {
 			errors.As(err, &me)
 			return fmt.Sprintf("request body larger than %d bytes", me.Limit)
 		}},
+		// A tenant archive that is truncated, corrupted, foreign, of a future version or of
+		// another embedding dimension.
+		{Match: provision.IsArchiveError, Status: http.StatusBadRequest, Code: CodeInvalidInput},
 		{Match: Is(registry.ErrUnauthenticated), Status: http.StatusUnauthorized, Code: CodeUnauthorized},
 		{Match: Is(registry.ErrNotFound), Status: http.StatusNotFound, Code: CodeNotFound},
 		{Match: Is(registry.ErrExists), Status: http.StatusConflict, Code: CodeAlreadyExists},
@@ -245,6 +248,9 @@ func fieldOf(err error) string {
 	}
 	if errors.As(err, new(*json.SyntaxError)) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return "body"
+	}
+	if provision.IsArchiveError(err) {
+		return "archive"
 	}
 	return ""
 }

@@ -36,6 +36,9 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// ErrorRules map errors to responses. Default: [DefaultErrorRules].
 	ErrorRules []ErrorRule
+	// StreamRoutes are route templates ("/v1/tenants/restore") whose handlers stream their
+	// request bodies (tenant archives): BodyLimit does not apply to them.
+	StreamRoutes []string
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -93,7 +96,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = newErrorHandler(cfg.Logger, cfg.ErrorRules)
-	e.Use(observe(cfg.Name, cfg.Logger, m), recoverPanics, limitBody(cfg.BodyLimit))
+	e.Use(observe(cfg.Name, cfg.Logger, m), recoverPanics, limitBody(cfg.BodyLimit, cfg.StreamRoutes))
 
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tenantmem/tenantmem/internal/archive"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+type tenantBackupCmd struct {
+	ID                string `arg:"" name:"id" help:"Tenant id."`
+	Out               string `name:"out" short:"o" default:"-" placeholder:"FILE" help:"Archive file, or - for standard output (default)."`
+	IncludeKeyHashes  bool   `name:"include-key-hashes" help:"Put the SHA-256 hashes of the tenant's API keys in the archive, so a restore under the same id makes the old keys work again. Whoever holds the archive and a key can then reach the restored tenant."`
+	SkipSearchHistory bool   `name:"skip-search-history" help:"Leave the search history out."`
+	EmbeddingModel    string `name:"embedding-model" env:"TENANTMEM_EMBEDDING_MODEL" placeholder:"MODEL" help:"Record the model that made the vectors in the manifest."`
+	Quiet             bool   `name:"quiet" short:"q" help:"No progress output."`
+}
+
+func (cmd *tenantBackupCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	if cmd.Out != "-" && cmd.Out == "" {
+		return &registry.FieldError{Field: "out", Message: "must be a file name or -"}
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	var (
+		w      io.Writer = rc.stdout
+		f      *os.File
+		target string
+	)
+	if cmd.Out != "-" {
+		// Write next to the target and rename at the end: a failed backup leaves no file that
+		// looks like an archive.
+		target = cmd.Out
+		f, err = os.CreateTemp(filepath.Dir(target), "."+filepath.Base(target)+".partial-*")
+		if err != nil {
+			return &registry.FieldError{Field: "out", Message: err.Error()}
+		}
+		defer func() {
+			if f != nil {
+				_ = f.Close()
+				_ = os.Remove(f.Name())
+			}
+		}()
+		w = f
+	}
+	tp := newTransferProgress(rc.stderr, "backup "+cmd.ID, isTerminal(rc.stderr), cmd.Quiet)
+	res, err := prov.Backup(rc.ctx, cmd.ID, w, provision.BackupParams{
+		IncludeKeyHashes: cmd.IncludeKeyHashes, SkipSearchHistory: cmd.SkipSearchHistory,
+		EmbeddingModel: cmd.EmbeddingModel, Progress: tp.report,
+	})
+	tp.finish()
+	if err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	size := res.Bytes
+	if f != nil {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		size = st.Size()
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(f.Name(), target); err != nil {
+			return err
+		}
+		f = nil
+	}
+	if cmd.Out != "-" {
+		fmt.Fprintf(rc.stdout, "tenant %s backed up to %s: %s, %s, in %s\n", cmd.ID, target,
+			rowsSummary(res.Manifest), humanBytes(size), res.Took.Round(time.Millisecond))
+	} else if !cmd.Quiet {
+		fmt.Fprintf(rc.stderr, "tenant %s backed up: %s, %s uncompressed, in %s\n", cmd.ID,
+			rowsSummary(res.Manifest), humanBytes(res.Bytes), res.Took.Round(time.Millisecond))
+	}
+	return nil
+}
+
+type tenantRestoreCmd struct {
+	File      string `arg:"" name:"file" help:"Archive file, or - for standard input."`
+	As        string `name:"as" placeholder:"TENANT_ID" help:"Restore under another tenant id (new document ids and a new API key)."`
+	Tier      string `name:"tier" placeholder:"TIER" help:"shared or schema (default: the archive's tier)."`
+	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Placement of a database-tier tenant."`
+	Replace   bool   `name:"replace" help:"Replace an existing tenant with the same id (it serves until the archive is loaded and verified)."`
+	JSON      bool   `name:"json" help:"Print JSON."`
+	Quiet     bool   `name:"quiet" short:"q" help:"No progress output."`
+}
+
+func (cmd *tenantRestoreCmd) Run(rc *runContext) error {
+	if cmd.As != "" {
+		if err := checkTenantID(cmd.As); err != nil {
+			return err
+		}
+	}
+	var tier registry.Tier
+	if cmd.Tier != "" {
+		t, err := registry.ParseTier(cmd.Tier)
+		if err != nil {
+			return err
+		}
+		tier = t
+	}
+	var src io.Reader = rc.main.stdin()
+	if cmd.File != "-" {
+		f, err := os.Open(cmd.File)
+		if err != nil {
+			return &registry.FieldError{Field: "file", Message: err.Error()}
+		}
+		defer f.Close()
+		src = f
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	tp := newTransferProgress(rc.stderr, "restore", isTerminal(rc.stderr), cmd.Quiet)
+	res, err := prov.Restore(rc.ctx, src, provision.RestoreParams{
+		As: cmd.As, Tier: tier, Placement: cmd.Placement, Replace: cmd.Replace, Progress: tp.report,
+	})
+	tp.finish()
+	if err != nil {
+		if provision.IsArchiveError(err) {
+			return describe(err, "%s: %v", cmd.File, err)
+		}
+		return tenantError(cmp.Or(cmd.As, "(the archive's tenant)"), err)
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, res)
+	}
+	w := newTable(rc.stdout)
+	writeTenant(w, res.Tenant)
+	var rows []string
+	for _, t := range []string{"documents", "chunks", "embedding_jobs", "search_history"} {
+		if n, ok := res.Rows[t]; ok {
+			rows = append(rows, fmt.Sprintf("%d %s", n, strings.ReplaceAll(t, "_", " ")))
+		}
+	}
+	fmt.Fprintf(w, "restored\t%s\n", strings.Join(rows, ", "))
+	if res.KeysRestored > 0 {
+		fmt.Fprintf(w, "keys restored\t%d\n", res.KeysRestored)
+	}
+	if res.Key != nil {
+		fmt.Fprintf(w, "key id\t%s\n", res.Key.KeyID)
+		fmt.Fprintf(w, "api key\t%s\n", res.Key.Key)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintln(rc.stdout, "note: "+n)
+	}
+	if res.Key != nil {
+		fmt.Fprintln(rc.stdout, "The API key is shown only once: store it now.")
+	}
+	return nil
+}
+
+func rowsSummary(m archive.Manifest) string {
+	var docs, chunks int64
+	for _, t := range m.Tables {
+		switch t.Name {
+		case "documents":
+			docs = t.Rows
+		case "chunks":
+			chunks = t.Rows
+		}
+	}
+	return fmt.Sprintf("%d documents, %d chunks", docs, chunks)
+}
+
+// transferProgress prints the progress of a backup, restore, move or import on stderr: rows,
+// bytes, rate and ETA, on one line rewritten with \r on a terminal, else a line every 5 seconds.
+type transferProgress struct {
+	w       io.Writer
+	what    string
+	tty     bool
+	quiet   bool
+	last    time.Time
+	printed bool
+}
+
+func newTransferProgress(w io.Writer, what string, tty, quiet bool) *transferProgress {
+	return &transferProgress{w: w, what: what, tty: tty, quiet: quiet}
+}
+
+func (p *transferProgress) report(pr archive.Progress) {
+	if p.quiet {
+		return
+	}
+	now := time.Now()
+	every := 5 * time.Second
+	if p.tty {
+		every = 200 * time.Millisecond
+	}
+	if now.Sub(p.last) < every && pr.Rows != pr.TotalRows {
+		return
+	}
+	p.last = now
+	line := formatProgress(p.what, pr)
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%s\033[K", line)
+		p.printed = true
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *transferProgress) finish() {
+	if p.tty && p.printed {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// formatProgress is "what: rows/total rows (pct), bytes, rows/s, MB/s, ETA".
+func formatProgress(what string, pr archive.Progress) string {
+	secs := pr.Elapsed.Seconds()
+	var rate, bps float64
+	if secs > 0 {
+		rate, bps = float64(pr.Rows)/secs, float64(pr.Bytes)/secs
+	}
+	pct := 100.0
+	if pr.TotalRows > 0 {
+		pct = float64(pr.Rows) * 100 / float64(pr.TotalRows)
+	}
+	eta := "-"
+	if rate > 0 && pr.TotalRows >= pr.Rows {
+		eta = time.Duration(float64(pr.TotalRows-pr.Rows) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	return fmt.Sprintf("%s: %d/%d rows (%.0f%%, %s), %s, %.0f rows/s, %s/s, ETA %s",
+		what, pr.Rows, pr.TotalRows, pct, pr.Table, humanBytes(pr.Bytes), rate, humanBytes(int64(bps)), eta)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,186 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tenantmem/tenantmem/internal/archive"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+// ArchiveContentType is the media type of a tenant archive.
+const ArchiveContentType = "application/vnd.tenantmem.archive"
+
+// transferIdle is how long a streamed backup or restore may go without progress before its
+// connection deadline passes. Every block of rows pushes the deadline on, so an archive of any
+// size streams as long as it moves.
+const transferIdle = 5 * time.Minute
+
+// boolQuery reads an optional boolean query parameter.
+func boolQuery(c echo.Context, name string) (bool, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &registry.FieldError{Field: name, Message: "must be true or false"}
+	}
+	return b, nil
+}
+
+// allowOnly refuses query parameters other than names, and repeated ones.
+func allowOnly(c echo.Context, names ...string) error {
+	for k, vs := range c.QueryParams() {
+		known := false
+		for _, n := range names {
+			known = known || n == k
+		}
+		if !known {
+			return &registry.FieldError{Field: k, Message: "unknown query parameter"}
+		}
+		if len(vs) > 1 {
+			return &registry.FieldError{Field: k, Message: "given more than once"}
+		}
+	}
+	return nil
+}
+
+// deadlines pushes the connection's read and write deadlines transferIdle ahead.
+func deadlines(c echo.Context) func(archive.Progress) {
+	rc := http.NewResponseController(c.Response().Writer)
+	extend := func() {
+		at := time.Now().Add(transferIdle)
+		_ = rc.SetReadDeadline(at)
+		_ = rc.SetWriteDeadline(at)
+	}
+	extend()
+	last := time.Now()
+	return func(archive.Progress) {
+		if time.Since(last) > time.Second {
+			last = time.Now()
+			extend()
+		}
+	}
+}
+
+// backupTenant streams the tenant's archive as the response body. The archive is written as it
+// is read; an error after the first byte can no longer change the status, so it cuts the
+// stream short, and the truncated archive is refused by every restore.
+func (a *admin) backupTenant(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	if err := allowOnly(c, "include_key_hashes", "skip_search_history"); err != nil {
+		return err
+	}
+	keys, err := boolQuery(c, "include_key_hashes")
+	if err != nil {
+		return err
+	}
+	skipHistory, err := boolQuery(c, "skip_search_history")
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	// Refuse what can be refused before the first byte.
+	if _, err := a.prov.GetTenant(ctx, id); err != nil {
+		return tenantError(id, err)
+	}
+	w := &lazyArchiveWriter{c: c, name: strings.ReplaceAll(id, "/", "_") + ".tmarchive"}
+	_, err = a.prov.Backup(ctx, id, w, provision.BackupParams{IncludeKeyHashes: keys, SkipSearchHistory: skipHistory,
+		Progress: deadlines(c)})
+	if err != nil {
+		if !w.started {
+			return tenantError(id, err)
+		}
+		// The client already has a 200 and part of an archive; abort the connection so it
+		// sees an error, not a short file that ends cleanly.
+		a.log.ErrorContext(ctx, "backup failed after the response started; aborting the connection",
+			slog.String("request_id", RequestID(ctx)), slog.String("tenant_id", id), slog.String("error", err.Error()))
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// lazyArchiveWriter sends the response header with the first byte, so errors before it still
+// get a proper status.
+type lazyArchiveWriter struct {
+	c       echo.Context
+	name    string
+	started bool
+}
+
+func (w *lazyArchiveWriter) Write(p []byte) (int, error) {
+	if !w.started {
+		w.started = true
+		h := w.c.Response().Header()
+		h.Set(echo.HeaderContentType, ArchiveContentType)
+		h.Set(echo.HeaderContentDisposition, "attachment; filename*=UTF-8''"+url.PathEscape(w.name))
+		w.c.Response().WriteHeader(http.StatusOK)
+	}
+	return w.c.Response().Write(p)
+}
+
+// restoreTenant restores a tenant from the archive in the request body, read as it streams.
+func (a *admin) restoreTenant(c echo.Context) error {
+	if err := allowOnly(c, "as", "tier", "placement", "replace"); err != nil {
+		return err
+	}
+	var p provision.RestoreParams
+	if as := c.QueryParam("as"); as != "" {
+		if err := schema.ValidateTenantID(as); err != nil {
+			return &registry.FieldError{Field: "as", Message: err.Error()}
+		}
+		p.As = as
+		SetTenantID(c.Request().Context(), as)
+	}
+	if t := c.QueryParam("tier"); t != "" {
+		tier, err := registry.ParseTier(t)
+		if err != nil {
+			return err
+		}
+		p.Tier = tier
+	}
+	p.Placement = c.QueryParam("placement")
+	var err error
+	if p.Replace, err = boolQuery(c, "replace"); err != nil {
+		return err
+	}
+	p.Progress = deadlines(c)
+	res, err := a.prov.Restore(c.Request().Context(), c.Request().Body, p)
+	if err != nil {
+		switch {
+		case provision.IsArchiveError(err):
+			return err
+		case errors.Is(err, registry.ErrExists):
+			return WithMessage(err, fmt.Sprintf("tenant %q already exists; restore with replace=true to overwrite it", cmpOr(p.As, "of the archive")))
+		}
+		return tenantError(cmpOr(p.As, "(the archive's tenant)"), err)
+	}
+	SetTenantID(c.Request().Context(), res.Tenant.ID)
+	status := http.StatusCreated
+	if res.Replaced {
+		status = http.StatusOK
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/tenants/"+url.PathEscape(res.Tenant.ID))
+	return c.JSON(status, res)
+}
+
+func cmpOr(s, dflt string) string {
+	if s == "" {
+		return dflt
+	}
+	return s
+}

@@ -44,6 +44,88 @@ func addDocuments(t *testing.T, e *cliEnv, id string, n, chunksPer int) {
 	}
 }
 
+// provisionerBinary builds this command into the test's temporary folder (the build cache
+// makes every build after the first a link) and returns its path.
+func provisionerBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "provisioner")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// TestDeployScripts drives deploy/backup-tenants.sh and deploy/restore-tenant.sh with the real
+// binary: dated files, retention, --all with a hierarchical id, restore of the latest, exit codes.
+func TestDeployScripts(t *testing.T) {
+	t.Parallel()
+	e := newCLIEnv(t, true)
+	for _, id := range []string{"acme", "org-1/ws.2", "small"} {
+		e.ok("tenant", "create", "--id", id, "--tier", "shared")
+	}
+	addDocuments(t, e, "org-1/ws.2", 2, 3)
+	bin := provisionerBinary(t)
+	dir := t.TempDir()
+	script := func(name string, args ...string) result {
+		cmd := exec.Command("bash", append([]string{filepath.Join("..", "..", "deploy", name)}, args...)...)
+		cmd.Env = []string{"PATH=" + filepath.Dir(bin) + ":" + os.Getenv("PATH"), "TENANTMEM_DATABASE_URL=" + e.url,
+			"TENANTMEM_LOG_LEVEL=warn"}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			require.NoError(t, err)
+		}
+		t.Logf("%s %v -> %d\n%s%s", name, args, code, stdout.String(), stderr.String())
+		return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+	}
+	files := func(tenant string) []string {
+		es, _ := os.ReadDir(filepath.Join(dir, tenant))
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+
+	for _, name := range []string{"backup-tenants.sh", "restore-tenant.sh"} {
+		r := script(name, "--help")
+		require.Equal(t, 0, r.code)
+		require.Contains(t, r.stdout, "Exit codes")
+		r = script(name, "--bogus")
+		require.Equal(t, 2, r.code)
+	}
+	require.Equal(t, 2, script("backup-tenants.sh", "--all").code, "--dir is required")
+	require.Equal(t, 2, script("backup-tenants.sh", "--dir", dir, "--keep", "x", "--all").code)
+
+	r := script("backup-tenants.sh", "--dir", dir, "--keep", "1", "--all")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Len(t, files("org-1%2Fws.2"), 1)
+	first := files("acme")[0]
+	require.Regexp(t, `^acme-\d{8}T\d{6}Z\.tmarchive$`, first)
+	time.Sleep(1100 * time.Millisecond)
+	// One unknown tenant fails (exit 1), the others are still backed up; retention keeps one.
+	r = script("backup-tenants.sh", "--dir", dir, "--keep", "1", "acme", "nobody", "org-1/ws.2")
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stderr, "nobody: backup failed")
+	require.Len(t, files("acme"), 1)
+	require.NotEqual(t, first, files("acme")[0], "the older archive was removed")
+	require.Empty(t, files("nobody"))
+
+	r = script("restore-tenant.sh", "--latest", dir, "org-1/ws.2", "--as", "restored", "--tier", "schema")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "restored", keyValues(r.stdout)["tenant"])
+	require.Contains(t, keyValues(r.stdout)["restored"], "2 documents")
+	r = script("restore-tenant.sh", "--latest", dir, "org-1/ws.2")
+	require.Equal(t, 2, r.code, "exists without --replace: %s", r.stderr)
+	r = script("restore-tenant.sh", "--latest", dir, "never-backed-up")
+	require.Equal(t, 2, r.code)
+	r = script("restore-tenant.sh", "--latest", dir, "org-1/ws.2", "--replace")
+	require.Equal(t, 0, r.code, r.stderr)
+}
+
 func TestBackupAndRestoreCommands(t *testing.T) {
 	t.Parallel()
 	e := newCLIEnv(t, true)
@@ -129,10 +211,7 @@ func TestRestoreKilledWithSIGKILLIsFinishedByARerun(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, prov.DeleteTenant(ctx, "big"))
 
-	bin := filepath.Join(t.TempDir(), "provisioner")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
+	bin := provisionerBinary(t)
 	cmd := exec.Command(bin, "--database-url", e.url, "tenant", "restore", file)
 	cmd.Env = []string{"TENANTMEM_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
 	var out bytes.Buffer

@@ -200,6 +200,7 @@ func isTimeout(err error) bool {
 //	GET    /v1/documents/{id}             one document; include_chunks=true adds its chunks
 //	DELETE /v1/documents/{id}             204, or 404
 //	POST   /v1/documents/delete           {document_ids} or {metadata_filter} -> {deleted_count, deleted_document_ids}
+//	POST   /v1/documents/import           JSON lines of documents (content or chunks, vectors optional) -> {documents, created, ...}
 //	POST   /v1/search                     vector, text or hybrid search -> {results, search_type, took_ms}
 //	GET    /v1/search?q=&limit=           hybrid search
 //	GET    /v1/statistics                 {document_count, chunk_count, total_size_bytes, document_type_breakdown, ...}
@@ -238,6 +239,8 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		BodyLimit:  cfg.BodyLimit,
 		Ready:      cfg.Ready,
 		ErrorRules: RouterErrorRules(),
+		// A bulk import is read line by line; each line is held to BodyLimit instead.
+		StreamRoutes: []string{"/v1/documents/import"},
 	})
 	if err != nil {
 		return nil, err
@@ -264,6 +267,7 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 	e.GET("/v1/documents/*", r.badDocumentPath, mw...)
 	e.DELETE("/v1/documents/*", r.badDocumentPath, mw...)
 	e.POST("/v1/documents/delete", r.deleteDocuments, mw...)
+	e.POST("/v1/documents/import", r.importDocuments, mw...)
 	e.POST("/v1/search", r.search, mw...)
 	e.GET("/v1/search", r.quickSearch, mw...)
 	e.GET("/v1/search/history", r.searchHistory, mw...)
@@ -331,7 +335,8 @@ func (r *router) queued(c echo.Context, n int) {
 type DocumentAddRequest struct {
 	DocumentName string                  `json:"document_name"`
 	DocumentType string                  `json:"document_type"`
-	Content      string                  `json:"content"`
+	Content      string                  `json:"content,omitempty"`
+	Chunks       []memory.ChunkInput     `json:"chunks,omitempty"`
 	IDAtOrigin   string                  `json:"id_at_origin,omitempty"`
 	Metadata     json.RawMessage         `json:"metadata,omitempty"`
 	DocumentDate *string                 `json:"document_date,omitempty"`
@@ -343,25 +348,13 @@ func (r *router) addDocument(c echo.Context) error {
 		return err
 	}
 	var req DocumentAddRequest
-	if err := decodeJSON(c, &req); err != nil {
+	// Located: an embedding with NaN or an out-of-range number is named down to its element.
+	if err := decodeJSONLocated(c.Request().Body, &req); err != nil {
 		return err
 	}
-	p := memory.DocumentAddParams{
-		DocumentName: req.DocumentName,
-		DocumentType: req.DocumentType,
-		Content:      req.Content,
-		IDAtOrigin:   req.IDAtOrigin,
-		Metadata:     req.Metadata,
-	}
-	if req.Chunking != nil {
-		p.Chunking = *req.Chunking
-	}
-	if req.DocumentDate != nil {
-		d, err := parseDate("document_date", *req.DocumentDate, false)
-		if err != nil {
-			return err
-		}
-		p.DocumentDate = &d
+	p, err := req.params()
+	if err != nil {
+		return err
 	}
 	res, err := r.cfg.Engine.AddDocument(c.Request().Context(), r.scope(c), p)
 	if err != nil {
@@ -374,6 +367,32 @@ func (r *router) addDocument(c echo.Context) error {
 		c.Response().Header().Set(echo.HeaderLocation, "/v1/documents/"+res.DocumentID)
 	}
 	return c.JSON(status, res)
+}
+
+// params converts a request into the engine's parameters.
+func (req DocumentAddRequest) params() (memory.DocumentAddParams, error) {
+	p := memory.DocumentAddParams{
+		DocumentName: req.DocumentName,
+		DocumentType: req.DocumentType,
+		Content:      req.Content,
+		Chunks:       req.Chunks,
+		IDAtOrigin:   req.IDAtOrigin,
+		Metadata:     req.Metadata,
+	}
+	if req.Chunks == nil && req.Content == "" {
+		return p, &registry.FieldError{Field: "content", Message: "give the content, or the document as chunks"}
+	}
+	if req.Chunking != nil {
+		p.Chunking = *req.Chunking
+	}
+	if req.DocumentDate != nil {
+		d, err := parseDate("document_date", *req.DocumentDate, false)
+		if err != nil {
+			return p, err
+		}
+		p.DocumentDate = &d
+	}
+	return p, nil
 }
 
 func (r *router) listDocuments(c echo.Context) error {

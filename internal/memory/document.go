@@ -52,6 +52,12 @@ type DocumentAddParams struct {
 	DocumentDate *time.Time `json:"document_date,omitempty"`
 	// Chunking overrides the window sizes of DocumentType.
 	Chunking ChunkingOptions `json:"chunking,omitzero"`
+	// Chunks, instead of Content, gives the document already chunked, with or without the
+	// client's vectors (see [ChunkInput]); the document's size is that of its leaves.
+	Chunks []ChunkInput `json:"chunks,omitempty"`
+	// DeferEmbedding queues the chunks that have no client vector for the embedding worker
+	// instead of calling the provider (bulk loads by the provisioner, which embeds nothing).
+	DeferEmbedding bool `json:"-"`
 }
 
 // DocumentAddResult reports an added or replaced document.
@@ -60,7 +66,8 @@ type DocumentAddResult struct {
 	DocumentID string `json:"document_id"`
 	// ChunksCreated counts the stored chunks of both levels.
 	ChunksCreated int `json:"chunks_created"`
-	// EmbeddingsCreated counts the leaf chunks embedded at ingest.
+	// EmbeddingsCreated counts the leaf chunks that have their vector: embedded at ingest, or
+	// given by the client.
 	EmbeddingsCreated int `json:"embeddings_created"`
 	// EmbeddingsPending counts the leaf chunks queued for the worker because the provider failed.
 	EmbeddingsPending int `json:"embeddings_pending"`
@@ -222,6 +229,12 @@ func (e *Engine) validateAdd(p DocumentAddParams) (addInput, error) {
 		return in, err
 	}
 	switch {
+	case p.Chunks != nil && p.Content != "":
+		return in, invalid("chunks", "give content or chunks, not both")
+	case p.Chunks != nil && p.Chunking != (ChunkingOptions{}):
+		return in, invalid("chunking", "does not apply to a document given as chunks")
+	case p.Chunks != nil:
+		// validatePrechunked checks them.
 	case len(p.Content) > e.cfg.MaxContentBytes:
 		return in, tooLarge("content", "at most %d bytes, got %d", e.cfg.MaxContentBytes, len(p.Content))
 	case strings.TrimSpace(p.Content) == "":
@@ -282,15 +295,29 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	if err := s.validate(); err != nil {
 		return DocumentAddResult{}, err
 	}
-	chunks, err := chunk.Split(p.DocumentType, p.Content, in.opts)
-	if err != nil {
-		return DocumentAddResult{}, splitError(err)
+	var (
+		chunks       []chunk.Chunk
+		clientVecs   map[int][]float32
+		contentBytes = len(p.Content)
+	)
+	if p.Chunks != nil {
+		pre, err := validatePrechunked(p.Chunks, e.cfg.Embedder.Dimension(), e.cfg.MaxContentBytes)
+		if err != nil {
+			return DocumentAddResult{}, err
+		}
+		chunks, clientVecs, contentBytes = pre.chunks, pre.vectors, pre.bytes
+	} else {
+		var err error
+		if chunks, err = chunk.Split(p.DocumentType, p.Content, in.opts); err != nil {
+			return DocumentAddResult{}, splitError(err)
+		}
 	}
 
-	// Leaves (level 0) are embedded and searched; parents only give context.
+	// Leaves (level 0) are embedded and searched; parents only give context. Leaves that came
+	// with the client's vector are not embedded again.
 	var leaves []int
 	for i, c := range chunks {
-		if c.Level == 0 {
+		if _, given := clientVecs[i]; c.Level == 0 && !given {
 			leaves = append(leaves, i)
 		}
 	}
@@ -298,7 +325,13 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	for i, ci := range leaves {
 		texts[i] = chunks[ci].Content
 	}
-	vecs, embErr := e.embed(ctx, texts)
+	var (
+		vecs   [][]float32
+		embErr error
+	)
+	if !p.DeferEmbedding {
+		vecs, embErr = e.embed(ctx, texts)
+	}
 	if embErr != nil {
 		if ctx.Err() != nil {
 			return DocumentAddResult{}, fmt.Errorf("memory: embed: %w", ctx.Err())
@@ -312,9 +345,12 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	for i := range chunks {
 		ids[i] = newUUID()
 	}
-	vecOf := make(map[int]pgvector.Vector, len(vecs))
+	vecOf := make(map[int]pgvector.Vector, len(vecs)+len(clientVecs))
 	for i, v := range vecs {
 		vecOf[leaves[i]] = pgvector.NewVector(v)
+	}
+	for i, v := range clientVecs {
+		vecOf[i] = pgvector.NewVector(v)
 	}
 	var pending []string
 	cols := chunkArrays{
@@ -331,7 +367,10 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		for k, v := range c.Metadata {
 			md[k] = v
 		}
-		md["start"], md["end"] = c.Start, c.End
+		if c.Start >= 0 {
+			// Offsets in the content; a document given as chunks has none.
+			md["start"], md["end"] = c.Start, c.End
+		}
 		mdJSON, err := json.Marshal(md)
 		if err != nil {
 			return DocumentAddResult{}, fmt.Errorf("memory: chunk metadata: %w", err)
@@ -360,7 +399,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 				content_bytes = excluded.content_bytes,
 				updated_at    = greatest(now(), d.updated_at + interval '1 microsecond')
 			RETURNING document_id::text, created_at, updated_at, xmax = 0`,
-			s.OwnerID, in.idAtOrigin, p.DocumentName, p.DocumentType, p.DocumentDate, in.metadata, len(p.Content),
+			s.OwnerID, in.idAtOrigin, p.DocumentName, p.DocumentType, p.DocumentDate, in.metadata, contentBytes,
 		).Scan(&res.DocumentID, &res.CreatedAt, &res.UpdatedAt, &inserted)
 		if err != nil {
 			return fmt.Errorf("memory: upsert document: %w", err)
@@ -395,7 +434,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		return DocumentAddResult{}, err
 	}
 	res.ChunksCreated = len(chunks)
-	res.EmbeddingsCreated = len(vecs)
+	res.EmbeddingsCreated = len(vecs) + len(clientVecs)
 	res.EmbeddingsPending = len(pending)
 	return res, nil
 }

@@ -45,7 +45,9 @@ type cli struct {
 	Tenant  tenantCmd  `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`
 	Key     keyCmd     `cmd:"" help:"Issue, list and revoke a tenant's API keys."`
 	Migrate migrateCmd `cmd:"" help:"Migrate the control schema, the shared schema and every tenant schema to the latest version."`
-	Serve   serveCmd   `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
+
+	ImportLLMemory importLLMemoryCmd `cmd:"" name:"import-llmemory" help:"Import the documents, chunks and vectors of an llmemory database, one tenant per owner_id (resumable)."`
+	Serve          serveCmd          `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
 }
 
 // Run runs one command line (without the program name) and returns the exit code. Cancelling ctx

@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tenantmem/tenantmem/internal/archive"
+	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -256,4 +259,105 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+type importLLMemoryCmd struct {
+	SourceURL string `name:"source-url" env:"TENANTMEM_LLMEMORY_URL" required:"" placeholder:"URL" help:"PostgreSQL URL of the llmemory database (read only)."`
+	Schema    string `name:"schema" default:"llmemory" help:"llmemory's schema in that database (default ${default})."`
+	Owner     string `name:"owner" placeholder:"OWNER_ID" help:"Import this owner_id."`
+	As        string `name:"as" placeholder:"TENANT_ID" help:"Tenant id of --owner (default: the owner id)."`
+	AllOwners bool   `name:"all-owners" help:"Import every owner_id, one tenant each."`
+	Prefix    string `name:"prefix" placeholder:"PREFIX" help:"With --all-owners: tenant id = PREFIX + owner id."`
+	Tier      string `name:"tier" default:"shared" help:"Tier of the tenants the import creates: shared or schema (default ${default})."`
+	Refresh   bool   `name:"refresh" help:"Import again the documents a tenant already has (by id_at_origin); by default a rerun skips them."`
+	JSON      bool   `name:"json" help:"Print the report as JSON."`
+	Quiet     bool   `name:"quiet" short:"q" help:"No progress output."`
+}
+
+func (cmd *importLLMemoryCmd) Run(rc *runContext) error {
+	tier, err := registry.ParseTier(cmd.Tier)
+	if err != nil {
+		return err
+	}
+	if cmd.As != "" {
+		if err := checkTenantID(cmd.As); err != nil {
+			return err
+		}
+	}
+	srcCfg, err := pgxpool.ParseConfig(cmd.SourceURL)
+	if err != nil {
+		return command.Usagef("--source-url: %v", err)
+	}
+	srcCfg.MaxConns = 2
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	src, err := pgxpool.NewWithConfig(rc.ctx, srcCfg)
+	if err != nil {
+		return fmt.Errorf("connect to the llmemory database: %w", err)
+	}
+	defer src.Close()
+	last := time.Time{}
+	rep, err := prov.ImportLLMemory(rc.ctx, provision.LLMemoryImportParams{
+		Source: src, Schema: cmd.Schema, Owner: cmd.Owner, AllOwners: cmd.AllOwners, As: cmd.As, Prefix: cmd.Prefix,
+		Tier: tier, Refresh: cmd.Refresh,
+		Progress: func(pr provision.LLMemoryProgress) {
+			if cmd.Quiet || (time.Since(last) < 5*time.Second && pr.Documents != pr.TotalDocs) {
+				return
+			}
+			last = time.Now()
+			rate := float64(pr.Documents) / max(pr.Elapsed.Seconds(), 1e-9)
+			eta := "-"
+			if rate > 0 {
+				eta = time.Duration(float64(pr.TotalDocs-pr.Documents) / rate * float64(time.Second)).Round(time.Second).String()
+			}
+			fmt.Fprintf(rc.stderr, "import-llmemory: %d/%d documents (owner %s), %d chunks, %.0f documents/s, %.0f chunks/s, ETA %s\n",
+				pr.Documents, pr.TotalDocs, pr.Owner, pr.Chunks, rate, float64(pr.Chunks)/max(pr.Elapsed.Seconds(), 1e-9), eta)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if cmd.JSON {
+		if err := writeJSON(rc.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		w := newTable(rc.stdout)
+		fmt.Fprintln(w, "OWNER\tTENANT\tNEW\tDOCUMENTS\tSKIPPED\tFAILED\tCHUNKS\tVECTORS\tQUEUED\tAPI KEY")
+		for _, o := range rep.Owners {
+			key := "-"
+			if o.Key != nil {
+				key = o.Key.Key
+			}
+			if o.Error != "" {
+				key = "error: " + o.Error
+			}
+			fmt.Fprintf(w, "%s\t%s\t%t\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", o.OwnerID, o.TenantID, o.Created, o.Documents, o.Skipped,
+				len(o.Failed), o.Chunks, o.Vectors, o.Queued, key)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		for _, o := range rep.Owners {
+			for _, f := range o.Failed {
+				fmt.Fprintf(rc.stdout, "not imported: owner %s, document %s: %s\n", o.OwnerID, f.IDAtOrigin, f.Error)
+			}
+		}
+		for _, n := range rep.NotCarried {
+			fmt.Fprintln(rc.stdout, "not carried over: "+n)
+		}
+		fmt.Fprintf(rc.stdout, "imported in %s; new API keys are shown only once: store them now.\n", rep.Took.Round(time.Millisecond))
+	}
+	var failed int
+	for _, o := range rep.Owners {
+		if o.Error != "" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d owners were not imported; fix them and run the import again", failed, len(rep.Owners))
+	}
+	return nil
 }

@@ -98,6 +98,9 @@ type plan struct {
 	createTmp string
 	copySQL   string
 	insertSQL string
+	// bumpSQL, when set, moves the sequences of identity columns whose values were written as
+	// given past them, so that the destination's next rows do not collide.
+	bumpSQL []string
 }
 
 func buildPlan(ctx context.Context, q Querier, t Target, info TableInfo, remap, upsert bool) (plan, error) {
@@ -159,8 +162,16 @@ func buildPlan(ctx context.Context, q Querier, t Target, info TableInfo, remap, 
 	}
 	tmp := pgx.Identifier{"pg_temp", "tm_load_" + info.Name}.Sanitize()
 	ins := `INSERT INTO ` + pgx.Identifier{t.Schema, info.Name}.Sanitize() + ` (` + strings.Join(insCols, ", ") + `)`
+	var bump []string
 	if upsert && slices.ContainsFunc(dest, func(c tableColumn) bool { return c.identity }) {
 		ins += ` OVERRIDING SYSTEM VALUE`
+		tbl := pgx.Identifier{t.Schema, info.Name}.Sanitize()
+		for _, c := range dest {
+			if c.identity {
+				seq := `pg_get_serial_sequence(` + quoteLiteral(tbl) + `, ` + quoteLiteral(c.Name) + `)`
+				bump = append(bump, `SELECT setval(`+seq+`, greatest(nextval(`+seq+`), (SELECT max(`+pgx.Identifier{c.Name}.Sanitize()+`) FROM `+tbl+`)))`)
+			}
+		}
 	}
 	ins += ` SELECT ` + strings.Join(exprs, ", ") + ` FROM ` + tmp
 	if upsert {
@@ -179,6 +190,7 @@ func buildPlan(ctx context.Context, q Querier, t Target, info TableInfo, remap, 
 		createTmp: `CREATE TEMPORARY TABLE ` + tmp + ` (` + strings.Join(tmpCols, ", ") + `) ON COMMIT DROP`,
 		copySQL:   `COPY ` + tmp + ` (` + strings.Join(copyCols, ", ") + `) FROM STDIN (FORMAT binary)`,
 		insertSQL: ins,
+		bumpSQL:   bump,
 	}, nil
 }
 
@@ -205,6 +217,11 @@ func loadBlock(ctx context.Context, tx pgx.Tx, pl plan, ownerID string, block []
 	}
 	if tag.RowsAffected() != int64(rows) {
 		return fmt.Errorf("archive: table %s: %d of %d rows written", pl.table, tag.RowsAffected(), rows)
+	}
+	for _, q := range pl.bumpSQL {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("archive: table %s: sequence: %w", pl.table, err)
+		}
 	}
 	if _, err := tx.Exec(ctx, `DROP TABLE `+pgx.Identifier{"pg_temp", "tm_load_" + pl.table}.Sanitize()); err != nil {
 		return fmt.Errorf("archive: table %s: drop staging table: %w", pl.table, err)

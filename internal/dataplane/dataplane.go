@@ -213,7 +213,9 @@ func (s *Service) open(ctx context.Context) error {
 		StatementTimeout: s.cfg.StatementTimeout,
 		Ready:            httpapi.RegistryReady(s.pool),
 		OnIngest: func(h *routing.Handle, _ int) {
-			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
+			// Fenced like the request: the worker's writes wait for, and then notice, a delete,
+			// a suspension or a move (it follows a move, and a move's pause holds it back).
+			s.queue.add(h.Scope(s.cfg.StatementTimeout), time.Now())
 		},
 	})
 	if err != nil {
@@ -314,10 +316,6 @@ func (s *Service) Handler() http.Handler { return s.handler }
 
 // Resolver is the router's tenant resolver.
 func (s *Service) Resolver() *routing.Resolver { return s.resolver }
-
-func (s *Service) scopeOf(pool *pgxpool.Pool, schemaName, ownerID string) memory.Scope {
-	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
-}
 
 // Run serves the router on ln until ctx ends, then shuts down gracefully: it stops accepting,
 // finishes the requests in flight (up to ShutdownTimeout), then stops the embedding worker and the

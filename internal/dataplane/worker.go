@@ -143,7 +143,7 @@ func (s *Service) sweep(ctx context.Context) {
 		now := time.Now()
 		for _, t := range ts {
 			if t.Tier == registry.TierShared || t.Tier == registry.TierSchema {
-				s.queue.addIfAbsent(s.scopeOf(s.pool, t.SchemaName, t.ID), now)
+				s.queue.addIfAbsent(s.resolver.HandleFor(t).Scope(s.cfg.StatementTimeout), now)
 				n++
 			}
 		}

@@ -119,9 +119,6 @@ func decodeLocated(body []byte, v any) error {
 				return &registry.FieldError{Field: cmpField(path), Message: fmt.Sprintf("%s is not a JSON number; embeddings and numbers must be finite", lit)}
 			}
 		}
-		if path != "" {
-			return &registry.FieldError{Field: path, Message: fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())}
-		}
 		return err
 	case errors.As(err, &te):
 		path := jsonPathAt(body, te.Offset-1)

@@ -128,6 +128,7 @@ func RegistryReady(pool *pgxpool.Pool) func(context.Context) error {
 //   - memory.ErrNotFound: 404 not_found, "document not found", whatever the id (a missing id and
 //     another tenant's id are indistinguishable);
 //   - routing.ErrSuspended: 403 forbidden; routing.ErrUnavailable: 503 with Retry-After 5s;
+//   - memory.ErrWritesPaused (the last instant of a move): 503 with Retry-After 1s;
 //   - memory.ErrTimeout and SQLSTATE 57014: 503 with Retry-After 5s;
 //   - memory.ErrEmbeddingUnavailable (a vector search could not embed its query): 503, with
 //     Retry-After 5s when the provider failure is transient and 60s when it is permanent (the
@@ -148,6 +149,11 @@ func RouterErrorRules() []ErrorRule {
 		{Match: Is(memory.ErrFenced), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: time.Second,
 			Message:    func(error) string { return "the tenant changed while this request was served; retry" }},
+		// The tenant is being moved and this is the last, short instant of the move: writes wait,
+		// reads go on. Nothing was written.
+		{Match: Is(memory.ErrWritesPaused), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: time.Second,
+			Message:    func(error) string { return "the tenant is being moved; writes resume in a moment, retry" }},
 		{Match: Is(routing.ErrSuspended), Status: http.StatusForbidden, Code: CodeForbidden,
 			Message: func(error) string { return "tenant is suspended" }},
 		{Match: Is(routing.ErrUnavailable), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,

@@ -28,7 +28,15 @@ var (
 	// replaced after the caller resolved it. Nothing was done; resolving it again tells what
 	// changed.
 	ErrFenced = errors.New("the tenant changed while the request was being served")
+	// ErrWritesPaused means the tenant's writes are paused for the last instant of a move to
+	// another tier or placement (SQLSTATE TM503, raised by the change capture trigger): nothing
+	// was written; retry in a moment. Reads are not paused.
+	ErrWritesPaused = errors.New("writes of the tenant are paused while it is moved")
 )
+
+// sqlstateWritesPaused is the SQLSTATE of a write refused while its tenant is moved
+// (migrations/tenant 00009).
+const sqlstateWritesPaused = "TM503"
 
 // ValidationError is invalid input, naming the field (the snake_case name of the HTTP
 // contract, e.g. "document_type" or "metadata_filter"). Nothing was written when it is returned.
@@ -70,6 +78,9 @@ func interpretError(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.QueryCanceled {
 		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	if errors.As(err, &pgErr) && pgErr.Code == sqlstateWritesPaused {
+		return fmt.Errorf("%w: %w", ErrWritesPaused, err)
 	}
 	return err
 }

@@ -42,6 +42,11 @@ type Fence struct {
 	LockID int64
 	Check  string
 	Args   []any
+	// Refresh, when set, is called once when Check fails, before the error is returned: it may
+	// return the scope to run the transaction in instead (the tenant moved to another tier or
+	// placement), which then runs without a Refresh of its own. Nothing ran before the check, so
+	// running the transaction again is safe. An error keeps ErrFenced.
+	Refresh func(ctx context.Context) (Scope, error)
 }
 
 func (s Scope) validate() error {
@@ -99,6 +104,17 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 		}
 	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
+		if errors.Is(err, ErrFenced) && s.Fence.Refresh != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
+				if next.Fence != nil {
+					f := *next.Fence
+					f.Refresh = nil
+					next.Fence = &f
+				}
+				return next.inTx(ctx, opts, fn)
+			}
+		}
 		return err
 	}
 	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {

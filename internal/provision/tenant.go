@@ -303,9 +303,16 @@ func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tena
 			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
 				return err
 			}
+			// Change capture first: a move's paused capture would refuse the deletes. Nothing can
+			// write here any more (the tenant is being deleted, or has moved away).
+			tables := []string{schema.ChangeCaptureTable}
 			for _, table := range schema.TenantTablesChildrenFirst() {
-				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table.Name)+` WHERE owner_id = $1`, t.ID); err != nil {
-					return fmt.Errorf("delete from %s: %w", table.Name, err)
+				tables = append(tables, table.Name)
+			}
+			tables = append(tables, schema.ChangeLogTable)
+			for _, table := range tables {
+				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, t.ID); err != nil {
+					return fmt.Errorf("delete from %s: %w", table, err)
 				}
 			}
 			return nil

@@ -40,22 +40,36 @@ type Handle struct {
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
-	loadedAt  time.Time
+	// Location is where the tenant's rows are; a move changes it.
+	Location registry.Location
+	loadedAt time.Time
+	resolver *Resolver
 }
 
-// fenceCheck is true while the tenant is still this incarnation and active.
+// fenceCheck is true while the tenant is still this incarnation, active, and where the handle
+// says (a move changes the location).
 const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-	WHERE tenant_id = $1 AND created_at = $2 AND status = 'active')`
+	WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $3 AND schema_name = $4
+		AND coalesce(database_name, '') = $5 AND placement_id = $6)`
 
 // Scope is the memory scope of one request of the tenant. Its transactions hold the tenant's
-// advisory lock shared and first check that the tenant is still this active incarnation, so a
-// delete (which takes the lock exclusively) waits for requests in flight, and a request that
-// starts after a suspension or delete, even from a handle cached before it, does nothing
-// (memory.ErrFenced).
+// advisory lock shared and first check that the tenant is still this active incarnation at the
+// handle's location, so a delete (which takes the lock exclusively) waits for requests in flight,
+// and a request that starts after a suspension or delete, even from a handle cached before it,
+// does nothing (memory.ErrFenced). A request that finds the tenant moved (same incarnation,
+// another location) reloads the tenant and runs at its new location instead.
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
-		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck, Args: []any{h.TenantID, h.CreatedAt}},
+		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
+			Args: []any{h.TenantID, h.CreatedAt, string(h.Location.Tier), h.Location.SchemaName, h.Location.DatabaseName, h.Location.PlacementID},
+			Refresh: func(ctx context.Context) (memory.Scope, error) {
+				n, err := h.resolver.moved(ctx, h)
+				if err != nil {
+					return memory.Scope{}, err
+				}
+				return n.Scope(statementTimeout), nil
+			}},
 	}
 }
 
@@ -176,8 +190,8 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		}
 		return nil, err
 	}
-	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, loadedAt: now}
+	h := r.HandleFor(t)
+	h.loadedAt = now
 	if t.Tier == registry.TierDatabase {
 		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}
@@ -190,6 +204,37 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	r.mu.Unlock()
 	return check(h)
+}
+
+// HandleFor returns a handle of a registry entry (uncached), e.g. for the embedding worker's
+// sweep of active tenants: its Scope is fenced like a request's.
+func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
+	return &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, Location: registry.LocationOf(t), loadedAt: time.Now(), resolver: r}
+}
+
+// errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or
+// re-created), so the fence's verdict stands.
+var errNotMoved = errors.New("routing: the tenant did not move")
+
+// moved reloads a tenant whose fence check failed and returns its handle when the only change is
+// its location (a move): same incarnation, still active. Anything else keeps the request fenced.
+// The reloaded handle replaces the cached one.
+func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
+	t, err := registry.Get(ctx, r.cfg.Pool, h.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || registry.LocationOf(t) == h.Location ||
+		t.Tier == registry.TierDatabase {
+		return nil, errNotMoved
+	}
+	n := r.HandleFor(t)
+	r.mu.Lock()
+	r.generation++
+	r.handles.Add(t.ID, n)
+	r.mu.Unlock()
+	return n, nil
 }
 
 func check(h *Handle) (*Handle, error) {

@@ -19,7 +19,9 @@ type TenantTable struct {
 	Name string
 	// Kind says whether the table is copied or rebuilt.
 	Kind TableKind
-	// Optional tables may be left out of an archive on request (search history).
+	// Optional tables are written as a side effect of reads (search history): an archive may
+	// leave them out on request, a move does not pause their writes in its last instant (so that
+	// searches are served throughout) and does not compare their row counts.
 	Optional bool
 	// ExportOrder, when set, is the ORDER BY of the table's rows in an archive and a copy, so
 	// that a row a foreign key of the same table points to comes first (a chunk's parent precedes
@@ -38,9 +40,13 @@ var TenantTables = []TenantTable{
 	{Name: "search_history", Kind: TableData, Optional: true},
 }
 
-// ChangeLogTables are the tables of migrations/tenant that record a tenant's changes while it is
-// moved (see docs/archive.md): they belong to the move, not to the tenant, and are never copied.
-var ChangeLogTables = []string{"tenant_change_capture", "tenant_change_log"}
+// Change capture (migrations/tenant 00009, docs/archive.md "Moves"): the tables that record a
+// tenant's changes while it is moved. They belong to the move, not to the tenant, and are never
+// copied; a shared-tier delete removes the tenant's rows from them too.
+const (
+	ChangeCaptureTable = "tenant_change_capture"
+	ChangeLogTable     = "tenant_change_log"
+)
 
 // TenantTablesChildrenFirst returns TenantTables in reverse order: the order in which a tenant's
 // rows are deleted.

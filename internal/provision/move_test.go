@@ -1,0 +1,145 @@
+package provision_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+)
+
+// TestMoveBetweenTiers moves a tenant shared -> schema -> shared and finds the same rows and the
+// same search results at each stop, with nothing left at the old place.
+func TestMoveBetweenTiers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newMemEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "mover", Tier: registry.TierShared})
+	require.NoError(t, err)
+	_, err = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "neighbour", Tier: registry.TierShared})
+	require.NoError(t, err)
+	e.fill(t, "mover", "moving-marker")
+	e.fill(t, "neighbour", "neighbour-marker")
+	neighbour := tableDump(t, e, "neighbour", true)
+	wantSearch := searches(t, e, "mover", true)
+	want := tableDump(t, e, "mover", true)
+
+	for _, to := range []registry.Tier{registry.TierSchema, registry.TierShared} {
+		var phases []string
+		res, err := e.prov.MoveTenant(ctx, "mover", provision.MoveParams{Tier: to, OnPhase: func(p string) { phases = append(phases, p) }})
+		require.NoError(t, err, to)
+		require.Equal(t, to, res.Tenant.Tier)
+		require.Equal(t, []string{"copying", "catching up", "paused", "flipped", "done"}, phases)
+		require.Equal(t, want, tableDump(t, e, "mover", true), to)
+		require.Equal(t, wantSearch, searches(t, e, "mover", true), to)
+		want = tableDump(t, e, "mover", true) // the searches added history
+		require.Equal(t, neighbour, tableDump(t, e, "neighbour", true), "the neighbour is untouched")
+		// Nothing is left at the old place.
+		var docs, capture, logged, schemas int
+		require.NoError(t, e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tenantmem_shared.documents WHERE owner_id = 'mover' AND $1 = 'schema'),
+			(SELECT count(*) FROM tenantmem_shared.tenant_change_capture), (SELECT count(*) FROM tenantmem_shared.tenant_change_log),
+			(SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_mover' AND $1 = 'shared')`, string(to)).Scan(&docs, &capture, &logged, &schemas))
+		require.Equal(t, []int{0, 0, 0, 0}, []int{docs, capture, logged, schemas}, "shared rows, capture, log, old schema")
+		_, err = registry.GetJob(ctx, e.pool, "mover", false)
+		require.ErrorIs(t, err, registry.ErrNotFound)
+	}
+
+	// Bad input.
+	_, err = e.prov.MoveTenant(ctx, "mover", provision.MoveParams{Tier: registry.TierShared})
+	var fe *registry.FieldError
+	require.ErrorAs(t, err, &fe, "already there")
+	require.Contains(t, fe.Message, "already in tier shared")
+	_, err = e.prov.SuspendTenant(ctx, "mover")
+	require.NoError(t, err)
+	_, err = e.prov.MoveTenant(ctx, "mover", provision.MoveParams{Tier: registry.TierSchema})
+	require.ErrorIs(t, err, registry.ErrConflict)
+	require.ErrorContains(t, err, "suspended")
+	_, err = e.prov.MoveTenant(ctx, "nobody", provision.MoveParams{Tier: registry.TierSchema})
+	require.ErrorIs(t, err, registry.ErrNotFound)
+	_, err = e.prov.MoveTenant(ctx, "mover", provision.MoveParams{Tier: "gold"})
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "tier", fe.Field)
+}
+
+// TestMoveResumesOrRollsBackAfterACrashAtEachStep stops a move before each step, as a kill would:
+// the tenant is then served from exactly one place, and a rerun finishes the move (or an abort
+// rolls it back, before the flip).
+func TestMoveResumesOrRollsBackAfterACrashAtEachStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var stopAt atomic.Value
+	stopAt.Store("")
+	e := newMemEnv(t, func(_ context.Context, step, _ string) error {
+		if step == stopAt.Load().(string) {
+			return errors.New("crash at " + step)
+		}
+		return nil
+	})
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "crashy", Tier: registry.TierShared})
+	require.NoError(t, err)
+	e.fill(t, "crashy", "crash-marker")
+	want := tableDump(t, e, "crashy", true)
+	tier := registry.TierShared
+	other := func() registry.Tier {
+		if tier == registry.TierShared {
+			return registry.TierSchema
+		}
+		return registry.TierShared
+	}
+	steps := []string{provision.StepMoveStarted, provision.StepMoveCapture, provision.StepMoveCopied, provision.StepMovePaused,
+		provision.StepMoveFlipped, provision.StepMoveFinished}
+	for _, abort := range []bool{false, true} {
+		for _, step := range steps {
+			name := fmt.Sprintf("%s (abort %t)", step, abort)
+			stopAt.Store(step)
+			_, err := e.prov.MoveTenant(ctx, "crashy", provision.MoveParams{Tier: other()})
+			require.ErrorContains(t, err, "crash at "+step, name)
+			stopAt.Store("")
+			tn, err := e.prov.GetTenant(ctx, "crashy")
+			require.NoError(t, err)
+			flipped := step == provision.StepMoveFlipped || step == provision.StepMoveFinished
+			if flipped {
+				require.Equal(t, other(), tn.Tier, "%s: the registry flipped", name)
+			} else {
+				require.Equal(t, tier, tn.Tier, "%s: the registry still points at the source", name)
+			}
+			// Served from exactly that place: the rows are there.
+			require.Equal(t, want, tableDump(t, e, "crashy", true), name)
+			if abort && !flipped {
+				require.NoError(t, e.prov.AbortMove(ctx, "crashy"), name)
+				var n int
+				require.NoError(t, e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tenantmem_shared.tenant_change_capture)
+					+ (SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_crashy' AND $1 = 'shared')`, string(tier)).Scan(&n))
+				require.Zero(t, n, "%s: the abort left capture or a copy", name)
+			} else {
+				if abort {
+					require.ErrorIs(t, e.prov.AbortMove(ctx, "crashy"), registry.ErrConflict, "%s: a flipped move cannot be aborted", name)
+				}
+				res, err := e.prov.MoveTenant(ctx, "crashy", provision.MoveParams{Tier: other()})
+				require.NoError(t, err, name)
+				require.True(t, res.Resumed)
+				tier = other()
+			}
+			tn, err = e.prov.GetTenant(ctx, "crashy")
+			require.NoError(t, err)
+			require.Equal(t, tier, tn.Tier, name)
+			require.Equal(t, want, tableDump(t, e, "crashy", true), name)
+			_, err = registry.GetJob(ctx, e.pool, "crashy", false)
+			require.ErrorIs(t, err, registry.ErrNotFound, name)
+		}
+	}
+	// Another destination while a move is unfinished is refused.
+	stopAt.Store(provision.StepMoveCopied)
+	_, err = e.prov.MoveTenant(ctx, "crashy", provision.MoveParams{Tier: other()})
+	require.Error(t, err)
+	stopAt.Store("")
+	_, err = e.prov.MoveTenant(ctx, "crashy", provision.MoveParams{Tier: tier})
+	require.Error(t, err)
+	_ = schema.SharedSchema
+}

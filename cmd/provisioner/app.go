@@ -89,7 +89,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 func isBadInput(err error) bool {
 	var fe *registry.FieldError
 	return errors.As(err, &fe) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrExists) ||
-		errors.Is(err, registry.ErrConflict) || provision.IsArchiveError(err)
+		errors.Is(err, registry.ErrConflict) || provision.IsArchiveError(err) || errors.Is(err, provision.ErrMoveUnfinished)
 }
 
 func (m *Main) stdin() io.Reader {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -360,4 +361,72 @@ func (cmd *importLLMemoryCmd) Run(rc *runContext) error {
 		return fmt.Errorf("%d of %d owners were not imported; fix them and run the import again", failed, len(rep.Owners))
 	}
 	return nil
+}
+
+type tenantMoveCmd struct {
+	ID        string `arg:"" name:"id" help:"Tenant id."`
+	Tier      string `name:"tier" placeholder:"TIER" help:"Destination tier: shared or schema."`
+	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Destination placement (database tier)."`
+	Abort     bool   `name:"abort" help:"Roll back an unfinished move that has not flipped yet."`
+	JSON      bool   `name:"json" help:"Print JSON."`
+	Quiet     bool   `name:"quiet" short:"q" help:"No progress output."`
+}
+
+func (cmd *tenantMoveCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	if cmd.Abort {
+		prov, err := rc.provisioner()
+		if err != nil {
+			return err
+		}
+		if err := prov.AbortMove(rc.ctx, cmd.ID); err != nil {
+			if errors.Is(err, registry.ErrNotFound) {
+				return describe(err, "tenant %q has no move in progress", cmd.ID)
+			}
+			return err
+		}
+		fmt.Fprintf(rc.stdout, "move of tenant %s aborted; it serves from where it was\n", cmd.ID)
+		return nil
+	}
+	if cmd.Tier == "" {
+		return &registry.FieldError{Field: "tier", Message: "give the destination tier (or --abort)"}
+	}
+	tier, err := registry.ParseTier(cmd.Tier)
+	if err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	tp := newTransferProgress(rc.stderr, "move "+cmd.ID+": copy", isTerminal(rc.stderr), cmd.Quiet)
+	res, err := prov.MoveTenant(rc.ctx, cmd.ID, provision.MoveParams{Tier: tier, Placement: cmd.Placement, Progress: tp.report,
+		OnPhase: func(phase string) {
+			tp.finish()
+			if !cmd.Quiet {
+				fmt.Fprintf(rc.stderr, "move %s: %s\n", cmd.ID, phase)
+			}
+		}})
+	tp.finish()
+	if err != nil {
+		switch {
+		case errors.Is(err, provision.ErrMoveUnfinished):
+			return describe(err, "%v (tenant move %s --abort rolls it back)", err, shellQuote(cmd.ID))
+		case errors.Is(err, registry.ErrConflict):
+			return err // it says why (suspended, another job, ...)
+		}
+		return tenantError(cmd.ID, err)
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, res)
+	}
+	w := newTable(rc.stdout)
+	writeTenant(w, res.Tenant)
+	fmt.Fprintf(w, "moved from\t%s (%s)\n", res.From.Tier, res.From.SchemaName)
+	fmt.Fprintf(w, "catch-up\t%d rounds, %d changes\n", res.Rounds, res.Changes)
+	fmt.Fprintf(w, "writes paused\t%s\n", res.WritePause.Round(time.Millisecond))
+	fmt.Fprintf(w, "took\t%s\n", res.Took.Round(time.Millisecond))
+	return w.Flush()
 }

@@ -252,3 +252,73 @@ func TestRestoreKilledWithSIGKILLIsFinishedByARerun(t *testing.T) {
 	require.Equal(t, 40, docs)
 	require.Contains(t, keyValues(r.stdout)["restored"], fmt.Sprintf("%d chunks", chunks))
 }
+
+// TestMoveCommandKilledWithSIGKILLThenFinished moves a tenant with the real binary, kills it with
+// SIGKILL while it copies, finds the tenant still served from its source, and finishes the move
+// with a rerun; then moves it back and tries the bad inputs.
+func TestMoveCommandKilledWithSIGKILLThenFinished(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newCLIEnv(t, true)
+	e.ok("tenant", "create", "--id", "mover", "--tier", "shared")
+	addDocuments(t, e, "mover", 30, 60)
+	pool := e.pool()
+	var wantChunks int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_shared.chunks WHERE owner_id = 'mover'`).Scan(&wantChunks))
+
+	bin := provisionerBinary(t)
+	cmd := exec.Command(bin, "--database-url", e.url, "tenant", "move", "mover", "--tier", "schema")
+	cmd.Env = []string{"TENANTMEM_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM tenant_mover.chunks`).Scan(&n)
+		if err == nil && n > 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the move never started copying: %s", out.String())
+		time.Sleep(2 * time.Millisecond)
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	require.False(t, cmd.ProcessState.Success(), "killed before it finished: %s", out.String())
+
+	prov := e.provisioner(nil)
+	tn, err := prov.GetTenant(ctx, "mover")
+	require.NoError(t, err)
+	require.Equal(t, registry.TierShared, tn.Tier, "still served from its source")
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_shared.chunks WHERE owner_id = 'mover'`).Scan(&n))
+	require.Equal(t, wantChunks, n)
+
+	// Another destination is refused while this move is unfinished; the rerun finishes it.
+	r := e.run("tenant", "move", "mover", "--tier", "shared")
+	require.Equal(t, 2, r.code, r.stderr)
+	out2 := e.ok("tenant", "move", "mover", "--tier", "schema")
+	require.Equal(t, "schema", keyValues(out2)["tier"])
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM tenant_mover.chunks`).Scan(&n))
+	require.Equal(t, wantChunks, n)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_shared.chunks WHERE owner_id = 'mover'`).Scan(&n))
+	require.Zero(t, n, "the old copy is gone")
+
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"tenant", "move", "mover", "--tier", "schema"}, "already in tier schema"},
+		{[]string{"tenant", "move", "mover"}, "tier"},
+		{[]string{"tenant", "move", "nobody", "--tier", "shared"}, `tenant "nobody" not found`},
+		{[]string{"tenant", "move", "mover", "--abort"}, "has no move in progress"},
+	} {
+		r := e.run(tc.args...)
+		require.Equal(t, 2, r.code, "%v: %s", tc.args, r.stderr)
+		require.Contains(t, r.message(t), tc.msg)
+	}
+	e.ok("tenant", "suspend", "mover")
+	r = e.run("tenant", "move", "mover", "--tier", "shared")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.message(t), "suspended")
+}

@@ -49,6 +49,7 @@ type tenantCmd struct {
 	Resume  tenantResumeCmd  `cmd:"" help:"Resume a suspended tenant."`
 	Backup  tenantBackupCmd  `cmd:"" help:"Write a tenant's archive (docs/archive.md) to a file or standard output."`
 	Restore tenantRestoreCmd `cmd:"" help:"Restore a tenant from an archive, into any tier, under its id or another."`
+	Move    tenantMoveCmd    `cmd:"" help:"Move a tenant to another tier while it serves (writes pause for an instant at the end)."`
 }
 
 type tenantCreateCmd struct {

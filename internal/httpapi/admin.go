@@ -93,6 +93,8 @@ func (c AdminConfig) validate() error {
 //	DELETE /v1/tenants/{id}/keys/{key_id}       -> 204
 //	GET    /v1/tenants/{id}/backup              -> the tenant archive, streamed (include_key_hashes, skip_search_history)
 //	POST   /v1/tenants/restore                  archive body, streamed (as, tier, placement, replace) -> 201 or 200 {tenant, api_key?, rows, ...}
+//	POST   /v1/tenants/{id}/move                {tier, placement?} -> 200 {tenant, from, rounds, write_pause_ns, ...}
+//	POST   /v1/tenants/{id}/move/abort          -> 204 (a move that has not flipped is rolled back)
 func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -135,6 +137,8 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
 	e.GET("/v1/tenants/:id/backup", a.backupTenant, auth)
 	e.POST("/v1/tenants/restore", a.restoreTenant, auth)
+	e.POST("/v1/tenants/:id/move", a.moveTenant, auth)
+	e.POST("/v1/tenants/:id/move/abort", a.abortMove, auth)
 	return e, nil
 }
 

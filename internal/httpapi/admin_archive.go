@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -183,4 +184,56 @@ func cmpOr(s, dflt string) string {
 		return dflt
 	}
 	return s
+}
+
+// TenantMoveRequest is the body of POST /v1/tenants/{id}/move.
+type TenantMoveRequest struct {
+	Tier      string `json:"tier"`
+	Placement string `json:"placement,omitempty"`
+}
+
+// moveTenant moves a tenant to another tier and answers when the move is done (the tenant serves
+// throughout; see provision.MoveTenant). A client that goes away does not stop it half-way: the
+// move runs to its end (or to a clean stop) on its own context; running it again resumes it.
+func (a *admin) moveTenant(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	var req TenantMoveRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	tier, err := registry.ParseTier(req.Tier)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	extend := deadlines(c)
+	res, err := a.prov.MoveTenant(context.WithoutCancel(ctx), id, provision.MoveParams{Tier: tier, Placement: req.Placement, Progress: extend,
+		OnPhase: func(string) { extend(archive.Progress{}) }})
+	if err != nil {
+		switch {
+		case errors.Is(err, provision.ErrMoveUnfinished):
+			return WithMessage(err, err.Error()+"; POST /v1/tenants/{id}/move/abort rolls it back")
+		case errors.Is(err, registry.ErrConflict):
+			return err // it says why (suspended, another job, ...)
+		}
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+func (a *admin) abortMove(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	if err := a.prov.AbortMove(c.Request().Context(), id); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return WithMessage(err, fmt.Sprintf("tenant %q has no move in progress", id))
+		}
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
 }

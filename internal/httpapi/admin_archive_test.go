@@ -106,3 +106,46 @@ func TestAdminBackupAndRestoreRoutes(t *testing.T) {
 	res = e.doWith(http.MethodGet, "/v1/tenants/org%2Facme/backup", nil, nil)
 	require.Equal(t, http.StatusUnauthorized, res.status)
 }
+
+func TestAdminMoveRoutes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newAdminEnv(t, true)
+	res := e.do(http.MethodPost, "/v1/tenants", map[string]string{"tenant_id": "org/m", "tier": "shared"})
+	require.Equal(t, http.StatusCreated, res.status, string(res.body))
+
+	res = e.do(http.MethodPost, "/v1/tenants/org%2Fm/move", map[string]string{"tier": "schema"})
+	require.Equal(t, http.StatusOK, res.status, string(res.body))
+	var moved provision.MoveResult
+	res.decode(t, &moved)
+	require.Equal(t, registry.TierSchema, moved.Tenant.Tier)
+	require.Equal(t, registry.TierShared, moved.From.Tier)
+	tn, err := e.prov.GetTenant(ctx, "org/m")
+	require.NoError(t, err)
+	require.Equal(t, registry.TierSchema, tn.Tier)
+
+	res = e.do(http.MethodPost, "/v1/tenants/org%2Fm/move", map[string]string{"tier": "schema"})
+	require.Equal(t, http.StatusBadRequest, res.status, string(res.body))
+	require.Contains(t, res.problem(t).Message, "already in tier schema")
+	_, err = e.prov.SuspendTenant(ctx, "org/m")
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		path   string
+		body   any
+		status int
+		field  string
+		msg    string
+	}{
+		{"/v1/tenants/org%2Fm/move", map[string]string{"tier": "shared"}, http.StatusConflict, "", "suspended"},
+		{"/v1/tenants/org%2Fm/move", map[string]string{"tier": "gold"}, http.StatusBadRequest, "tier", "unknown tier"},
+		{"/v1/tenants/org%2Fm/move", map[string]string{"tier": "shared", "tenant_id": "x"}, http.StatusBadRequest, "tenant_id", "unknown field"},
+		{"/v1/tenants/nobody/move", map[string]string{"tier": "shared"}, http.StatusNotFound, "", "not found"},
+		{"/v1/tenants/org%2Fm/move/abort", nil, http.StatusNotFound, "", "no move in progress"},
+	} {
+		res := e.do(http.MethodPost, tc.path, tc.body)
+		require.Equal(t, tc.status, res.status, "%s %v: %s", tc.path, tc.body, res.body)
+		p := res.problem(t)
+		require.Equal(t, tc.field, p.Field, tc.path)
+		require.Contains(t, p.Message, tc.msg, tc.path)
+	}
+}

@@ -133,6 +133,7 @@ func DefaultErrorRules() []ErrorRule {
 		{Match: Is(registry.ErrNotFound), Status: http.StatusNotFound, Code: CodeNotFound},
 		{Match: Is(registry.ErrExists), Status: http.StatusConflict, Code: CodeAlreadyExists},
 		{Match: Is(registry.ErrConflict), Status: http.StatusConflict, Code: CodeConflict},
+		{Match: Is(provision.ErrMoveUnfinished), Status: http.StatusConflict, Code: CodeConflict},
 		{Match: Is(provision.ErrNotInitialized), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: 30 * time.Second, Message: func(error) string { return provision.ErrNotInitialized.Error() }},
 		{Match: As[*pgconn.ConnectError](), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,

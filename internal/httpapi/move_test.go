@@ -149,5 +149,3 @@ func (e *routerEnv) tenantKey(t *testing.T, id string) string {
 	require.NoError(t, err)
 	return k.Key
 }
-
-

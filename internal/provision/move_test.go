@@ -143,3 +143,27 @@ func TestMoveResumesOrRollsBackAfterACrashAtEachStep(t *testing.T) {
 	require.Error(t, err)
 	_ = schema.SharedSchema
 }
+
+// TestDeleteDuringAMoveRemovesBothCopies: a tenant deleted while a move is unfinished leaves
+// nothing behind, at its source or at the destination.
+func TestDeleteDuringAMoveRemovesBothCopies(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newMemEnv(t, func(_ context.Context, step, _ string) error {
+		if step == provision.StepMoveCopied {
+			return errors.New("crash")
+		}
+		return nil
+	})
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "doomed", Tier: registry.TierShared})
+	require.NoError(t, err)
+	e.fill(t, "doomed", "doomed-marker")
+	_, err = e.prov.MoveTenant(ctx, "doomed", provision.MoveParams{Tier: registry.TierSchema})
+	require.ErrorContains(t, err, "crash")
+	require.NoError(t, e.prov.DeleteTenant(ctx, "doomed"))
+	var n int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tenantmem_shared.chunks)
+		+ (SELECT count(*) FROM tenantmem_shared.tenant_change_capture) + (SELECT count(*) FROM tenantmem_shared.tenant_change_log)
+		+ (SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_doomed') + (SELECT count(*) FROM tenantmem_control.tenant_jobs)`).Scan(&n))
+	require.Zero(t, n)
+}

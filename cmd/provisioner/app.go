@@ -47,6 +47,7 @@ type cli struct {
 	Migrate migrateCmd `cmd:"" help:"Migrate the control schema, the shared schema and every tenant schema to the latest version."`
 
 	ImportLLMemory importLLMemoryCmd `cmd:"" name:"import-llmemory" help:"Import the documents, chunks and vectors of an llmemory database, one tenant per owner_id (resumable)."`
+	Promote        promoteCmd        `cmd:"" help:"Run the promotion policy once: move the biggest shared-tier tenants to their own schema."`
 	Serve          serveCmd          `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
 }
 

@@ -430,3 +430,50 @@ func (cmd *tenantMoveCmd) Run(rc *runContext) error {
 	fmt.Fprintf(w, "took\t%s\n", res.Took.Round(time.Millisecond))
 	return w.Flush()
 }
+
+type promoteCmd struct {
+	MinChunks int64 `name:"min-chunks" env:"TENANTMEM_PROMOTE_MIN_CHUNKS" required:"" placeholder:"N" help:"Move shared-tier tenants with at least N chunks to their own schema."`
+	MaxMoves  int   `name:"max-moves" default:"1" placeholder:"N" help:"At most N moves in this run, biggest tenants first (default ${default})."`
+	DryRun    bool  `name:"dry-run" help:"List the tenants over the threshold; move nothing."`
+	JSON      bool  `name:"json" help:"Print JSON."`
+}
+
+func (cmd *promoteCmd) Run(rc *runContext) error {
+	if cmd.MinChunks < 1 {
+		return &registry.FieldError{Field: "min-chunks", Message: "must be at least 1"}
+	}
+	if cmd.MaxMoves < 1 {
+		return &registry.FieldError{Field: "max-moves", Message: "must be at least 1"}
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	rep, err := prov.Promote(rc.ctx, provision.PromoteParams{MinChunks: cmd.MinChunks, MaxMoves: cmd.MaxMoves, DryRun: cmd.DryRun})
+	if err != nil {
+		return err
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, rep)
+	}
+	for _, r := range rep.Resumed {
+		fmt.Fprintf(rc.stdout, "finished the unfinished move of %s to %s\n", r.Tenant.ID, r.Tenant.Tier)
+	}
+	if len(rep.Candidates) == 0 {
+		fmt.Fprintf(rc.stdout, "no shared-tier tenant has %d chunks or more\n", cmd.MinChunks)
+	}
+	for _, c := range rep.Candidates {
+		fmt.Fprintf(rc.stdout, "candidate %s: %d chunks\n", c.TenantID, c.Chunks)
+	}
+	for _, m := range rep.Moved {
+		fmt.Fprintf(rc.stdout, "promoted %s to its own schema %s (writes paused %s)\n", m.Tenant.ID, m.Tenant.SchemaName,
+			m.WritePause.Round(time.Millisecond))
+	}
+	if len(rep.Failed) > 0 {
+		for id, e := range rep.Failed {
+			fmt.Fprintf(rc.stdout, "failed %s: %s\n", id, e)
+		}
+		return fmt.Errorf("%d promotions failed", len(rep.Failed))
+	}
+	return nil
+}

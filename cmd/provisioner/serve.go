@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/version"
 )
@@ -20,7 +23,9 @@ import (
 const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
 
 type serveCmd struct {
-	Listen string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	Listen           string        `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	PromoteMinChunks int64         `name:"promote-min-chunks" env:"TENANTMEM_PROMOTE_MIN_CHUNKS" default:"0" placeholder:"N" help:"Promotion policy: move shared-tier tenants with at least N chunks to their own schema, one at a time (0, the default: off)."`
+	PromoteInterval  time.Duration `name:"promote-interval" env:"TENANTMEM_PROMOTE_INTERVAL" default:"10m" placeholder:"DURATION" help:"How often the promotion policy runs (default ${default}); each run also finishes moves a crash left unfinished."`
 }
 
 func (cmd *serveCmd) Run(rc *runContext) error {
@@ -28,6 +33,9 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if token == "" {
 		return command.Usagef("serve: %s is required: set it to a random secret of at least %d characters (e.g. `openssl rand -hex 32`)",
 			envAdminToken, httpapi.MinAdminTokenLength)
+	}
+	if cmd.PromoteMinChunks < 0 || cmd.PromoteInterval <= 0 {
+		return command.Usagef("serve: --promote-min-chunks must not be negative and --promote-interval must be positive")
 	}
 	if len(token) < httpapi.MinAdminTokenLength {
 		return command.Usagef("serve: %s must be at least %d characters", envAdminToken, httpapi.MinAdminTokenLength)
@@ -71,7 +79,18 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if rc.main.OnListen != nil {
 		rc.main.OnListen(ln.Addr())
 	}
-	if err := srv.Serve(rc.ctx, ln); err != nil {
+	var wg sync.WaitGroup
+	if cmd.PromoteMinChunks > 0 {
+		// An interrupted move rolls itself back, so a shutdown never leaves writes paused.
+		rc.logger.InfoContext(rc.ctx, "promotion policy on", slog.Int64("min_chunks", cmd.PromoteMinChunks),
+			slog.Duration("interval", cmd.PromoteInterval))
+		wg.Go(func() {
+			prov.RunPromotion(rc.ctx, provision.PromoteParams{MinChunks: cmd.PromoteMinChunks}, cmd.PromoteInterval)
+		})
+	}
+	err = srv.Serve(rc.ctx, ln)
+	wg.Wait()
+	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	rc.logger.InfoContext(rc.ctx, "provisioner API stopped")

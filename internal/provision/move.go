@@ -93,7 +93,7 @@ var ErrMoveUnfinished = errors.New("a move of this tenant is unfinished")
 // copy. A kill at any step leaves the tenant served from exactly one place (the registry's); a
 // rerun with the same destination finishes the move, and [Provisioner.AbortMove] rolls it back
 // if it has not flipped yet.
-func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params MoveParams) (MoveResult, error) {
+func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params MoveParams) (res MoveResult, err error) {
 	start := time.Now()
 	if err := schema.ValidateTenantID(tenantID); err != nil {
 		return MoveResult{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
@@ -118,7 +118,6 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 		t   registry.Tenant
 		job registry.Job
 		d   moveDetail
-		res MoveResult
 	)
 	err = p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
 		var err error
@@ -162,6 +161,21 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 		return MoveResult{}, wrap("move", err)
 	}
 	res.From, res.Rows = d.From, map[string]int64{}
+	// Interrupted (ctx cancelled: SIGINT, a shutdown) before the flip, the move rolls itself
+	// back rather than leave the tenant with capture on, or its writes paused, until a rerun. A
+	// kill skips this; the rerun finishes the move.
+	defer func() {
+		if err != nil && ctx.Err() != nil && !errors.Is(err, errHook) {
+			cur, jerr := registry.GetJob(context.WithoutCancel(ctx), p.pool, tenantID, false)
+			if jerr == nil && cur.Kind == registry.JobMove && cur.Phase != moveFlipped {
+				if rerr := p.rollbackMove(context.WithoutCancel(ctx), tenantID, d); rerr != nil {
+					p.cfg.Logger.ErrorContext(ctx, "rolling back an interrupted move", "tenant_id", tenantID, "error", rerr.Error())
+				} else {
+					err = fmt.Errorf("%w (interrupted: the move was rolled back; the tenant serves from %s)", err, d.From.SchemaName)
+				}
+			}
+		}
+	}()
 	res.Resumed = job.StartedAt != (time.Time{})
 	if job.Phase == moveFlipped {
 		return p.finishMove(ctx, tenantID, d, res, start, phase)

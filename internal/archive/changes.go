@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -71,6 +72,14 @@ func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Targe
 	if r.Entries == 0 {
 		return r, nil
 	}
+	rows, err = srcTx.Query(ctx, `SELECT DISTINCT table_name FROM tm_changes`)
+	if err != nil {
+		return r, err
+	}
+	touched, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return r, err
+	}
 	type tableChanges struct {
 		info    TableInfo
 		deleted [][]string
@@ -80,7 +89,7 @@ func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Targe
 	}
 	var work []*tableChanges
 	for _, t := range schema.TenantTables {
-		if t.Kind != schema.TableData {
+		if t.Kind != schema.TableData || !slices.Contains(touched, t.Name) {
 			continue
 		}
 		cols, err := columnsOf(ctx, srcTx, srcSchema, t.Name)

@@ -39,7 +39,7 @@ const (
 	DefaultMoveRoundEntries = 20000
 	// DefaultMovePauseBelow is the backlog under which a move pauses writes for its last round:
 	// the last round then applies at most this many changes while writes wait.
-	DefaultMovePauseBelow = 500
+	DefaultMovePauseBelow = 50
 	// DefaultMoveMaxRounds bounds the catch-up rounds before the pause, so a tenant that writes
 	// faster than the copy catches up is still moved (with a longer last round).
 	DefaultMoveMaxRounds = 50
@@ -254,6 +254,7 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 	if err := p.barrier(ctx, tenantID); err != nil {
 		return MoveResult{}, wrap("move", err)
 	}
+	barrierDone := time.Now()
 	// The last rounds: writes are paused and the barrier waited for those in flight, so every
 	// change to a paused table is in the log now; a round that reads less than a full batch has
 	// seen them all. (Search history is not paused; what it logs after this is left behind.)
@@ -268,6 +269,7 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 			break
 		}
 	}
+	roundsDone := time.Now()
 	if err := p.verifyMove(ctx, src, dst); err != nil {
 		// Do not flip a copy that differs: roll back, and the tenant keeps serving from its source.
 		if aerr := p.rollbackMove(context.WithoutCancel(ctx), tenantID, d); aerr != nil {
@@ -304,6 +306,8 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 		return MoveResult{}, wrap("move", err)
 	}
 	res.WritePause = time.Since(pausedAt)
+	p.cfg.Logger.DebugContext(ctx, "move: write pause", "tenant_id", tenantID, "barrier", barrierDone.Sub(pausedAt),
+		"last_rounds", roundsDone.Sub(barrierDone), "verify_and_flip", time.Since(roundsDone))
 	phase("flipped")
 	if err := p.hook(ctx, StepMoveFlipped, tenantID); err != nil {
 		return MoveResult{}, wrap("move", hookErr(err))

@@ -27,7 +27,7 @@ func chunksFor(t *testing.T, e *memEnv, id string, n int) int {
 			return st.ChunkCount
 		}
 		_, err = e.engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text",
-			Content: strings.Repeat(fmt.Sprintf("Sentence %d about the tenant %s. ", st.ChunkCount, id), 40),
+			Content:  strings.Repeat(fmt.Sprintf("Sentence %d about the tenant %s. ", st.ChunkCount, id), 40),
 			Chunking: memory.ChunkingOptions{ChildSize: 30, ParentSize: 120}})
 		require.NoError(t, err)
 	}

@@ -39,7 +39,7 @@ func (cmd *tenantBackupCmd) Run(rc *runContext) error {
 		return err
 	}
 	var (
-		w      io.Writer = rc.stdout
+		w      = rc.stdout
 		f      *os.File
 		target string
 	)
@@ -120,13 +120,13 @@ func (cmd *tenantRestoreCmd) Run(rc *runContext) error {
 		}
 		tier = t
 	}
-	var src io.Reader = rc.main.stdin()
+	src := rc.main.stdin()
 	if cmd.File != "-" {
 		f, err := os.Open(cmd.File)
 		if err != nil {
 			return &registry.FieldError{Field: "file", Message: err.Error()}
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		src = f
 	}
 	prov, err := rc.provisioner()

@@ -169,7 +169,7 @@ func NewWriter(dst io.Writer, m Manifest, opts WriterOptions) (*Writer, error) {
 	if _, err := io.WriteString(dst, Magic); err != nil {
 		return nil, fmt.Errorf("archive: write: %w", err)
 	}
-	var inner io.Writer = dst
+	inner := dst
 	if !opts.Uncompressed {
 		level := opts.Level
 		if level == 0 {
@@ -356,7 +356,7 @@ func NewReader(src io.Reader, opts ReaderOptions) (*Reader, error) {
 		return nil, fmt.Errorf("archive: read: %w", err)
 	}
 	r := &Reader{total: sha256.New()}
-	var inner io.Reader = src
+	inner := src
 	if !opts.Uncompressed {
 		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
 		if err != nil {
@@ -393,7 +393,7 @@ func NewReader(src io.Reader, opts ReaderOptions) (*Reader, error) {
 	}
 	if err := json.Unmarshal(payload, &r.m); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("archive: %w: manifest: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("archive: %w: manifest: %w", ErrCorrupt, err)
 	}
 	return r, nil
 }
@@ -447,9 +447,9 @@ func (r *Reader) readErr(err error) error {
 	// zstd reports damaged input with its own errors: the archive is corrupted, or cut short
 	// inside a compressed block.
 	if errors.Is(err, zstd.ErrMagicMismatch) {
-		return fmt.Errorf("archive: %w: %v", ErrNotArchive, err)
+		return fmt.Errorf("archive: %w: %w", ErrNotArchive, err)
 	}
-	return fmt.Errorf("archive: %w: %v", ErrCorrupt, err)
+	return fmt.Errorf("archive: %w: %w", ErrCorrupt, err)
 }
 
 // NextTable advances to the next table and returns its manifest entry. After the last table it
@@ -488,7 +488,7 @@ func (r *Reader) NextTable() (TableInfo, error) {
 				return TableInfo{}, r.err
 			}
 			if err := json.Unmarshal(payload, &r.keys); err != nil {
-				r.err = fmt.Errorf("archive: %w: keys: %v", ErrCorrupt, err)
+				r.err = fmt.Errorf("archive: %w: keys: %w", ErrCorrupt, err)
 				return TableInfo{}, r.err
 			}
 			if r.keys == nil {

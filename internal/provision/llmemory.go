@@ -204,7 +204,7 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportParams, layout llmemory.Layout, engine *memory.Engine,
 	pool *pgxpool.Pool, or *LLMemoryOwnerReport, progress func(chunks int)) error {
 	if err := schema.ValidateTenantID(or.TenantID); err != nil {
-		return fmt.Errorf("owner id %q does not make a tenant id (%v); import it alone with as", or.OwnerID, err)
+		return fmt.Errorf("owner id %q does not make a tenant id (%w); import it alone with as", or.OwnerID, err)
 	}
 	t, err := registry.Get(ctx, p.pool, or.TenantID)
 	switch {

@@ -140,7 +140,7 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 		return RestoreResult{}, fmt.Errorf("provision: restore: %w: manifest has migration version %d", archive.ErrCorrupt, man.MigrationVersion)
 	}
 	if err := schema.ValidateTenantID(man.TenantID); err != nil {
-		return RestoreResult{}, fmt.Errorf("provision: restore: %w: manifest tenant id: %v", archive.ErrCorrupt, err)
+		return RestoreResult{}, fmt.Errorf("provision: restore: %w: manifest tenant id: %s", archive.ErrCorrupt, err.Error())
 	}
 	id := cmp.Or(params.As, man.TenantID)
 	if err := schema.ValidateTenantID(id); err != nil {
@@ -149,7 +149,7 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	tier := params.Tier
 	if tier == "" {
 		if tier, err = registry.ParseTier(man.Tier); err != nil {
-			return RestoreResult{}, fmt.Errorf("provision: restore: %w: manifest tier: %v", archive.ErrCorrupt, err)
+			return RestoreResult{}, fmt.Errorf("provision: restore: %w: manifest tier: %s", archive.ErrCorrupt, err.Error())
 		}
 	}
 	target, err := p.targetLocation(id, tier, params.Placement)

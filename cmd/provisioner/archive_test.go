@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -323,4 +325,38 @@ func TestMoveCommandKilledWithSIGKILLThenFinished(t *testing.T) {
 	r = e.run("tenant", "move", "mover", "--tier", "shared")
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.message(t), "suspended")
+}
+
+func TestImportLLMemoryCommand(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newCLIEnv(t, true)
+	srcURL := pgtest.NewDatabase(t)
+	ddl, err := os.ReadFile("../../internal/llmemory/testdata/llmemory_schema.sql")
+	require.NoError(t, err)
+	src, err := pgxpool.New(ctx, srcURL)
+	require.NoError(t, err)
+	defer src.Close()
+	_, err = src.Exec(ctx, string(ddl))
+	require.NoError(t, err)
+	_, err = src.Exec(ctx, `INSERT INTO llmemory.documents (owner_id, id_at_origin, document_type, document_name) VALUES ('team-a', 'n1', 'text', 'Notes');
+		INSERT INTO llmemory.document_chunks (document_id, chunk_index, content, content_hash, token_count)
+		SELECT document_id, 0, 'Lunch at noon.', md5('Lunch at noon.'), 4 FROM llmemory.documents`)
+	require.NoError(t, err)
+
+	r := e.run("import-llmemory", "--source-url", srcURL, "--schema", "public", "--all-owners")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.message(t), "not an llmemory database")
+	r = e.run("import-llmemory", "--source-url", srcURL, "--owner", "team-a", "--all-owners")
+	require.Equal(t, 2, r.code, r.stderr)
+
+	out := e.ok("import-llmemory", "--source-url", srcURL, "--all-owners", "--prefix", "llm-", "--tier", "schema")
+	require.Contains(t, out, "llm-team-a")
+	require.Contains(t, out, "tm_", "the new tenant's key is shown once")
+	require.Contains(t, out, "not carried over: vectors: no provider of dimension 384")
+	tn, err := e.provisioner(nil).GetTenant(ctx, "llm-team-a")
+	require.NoError(t, err)
+	require.Equal(t, registry.TierSchema, tn.Tier)
+	out = e.ok("import-llmemory", "--source-url", srcURL, "--owner", "team-a", "--as", "llm-team-a", "--json")
+	require.Contains(t, out, `"skipped": 1`, "a rerun skips what is there")
 }

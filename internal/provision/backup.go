@@ -64,7 +64,7 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 	if t.Status != registry.StatusActive && t.Status != registry.StatusSuspended {
 		return BackupResult{}, wrap("backup", fmt.Errorf("tenant %q is %s: %w", tenantID, t.Status, registry.ErrConflict))
 	}
-	pool, err := p.poolFor(ctx, registry.LocationOf(t))
+	pool, err := p.poolFor(ctx, registry.HomeOf(t))
 	if err != nil {
 		return BackupResult{}, wrap("backup", err)
 	}
@@ -156,7 +156,7 @@ func (p *Provisioner) snapshotTx(ctx context.Context, pool *pgxpool.Pool, t regi
 			if err != nil {
 				return err
 			}
-			if registry.LocationOf(cur) != registry.LocationOf(t) || !cur.CreatedAt.Equal(t.CreatedAt) {
+			if registry.HomeOf(cur) != registry.HomeOf(t) || !cur.CreatedAt.Equal(t.CreatedAt) {
 				return fmt.Errorf("tenant %q moved or was re-created while the backup started; run it again: %w", t.ID, registry.ErrConflict)
 			}
 		}
@@ -166,7 +166,7 @@ func (p *Provisioner) snapshotTx(ctx context.Context, pool *pgxpool.Pool, t regi
 
 // poolFor returns a pool of the database that holds a location's tables, with the
 // provisioner's login.
-func (p *Provisioner) poolFor(_ context.Context, loc registry.Location) (*pgxpool.Pool, error) {
+func (p *Provisioner) poolFor(_ context.Context, loc registry.Home) (*pgxpool.Pool, error) {
 	if loc.Tier == registry.TierDatabase || (loc.PlacementID != "" && loc.PlacementID != "local") {
 		return nil, ErrTierNotSupported
 	}

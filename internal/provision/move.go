@@ -60,7 +60,7 @@ type MoveParams struct {
 // MoveResult describes a finished move.
 type MoveResult struct {
 	Tenant registry.Tenant   `json:"tenant"`
-	From   registry.Location `json:"from"`
+	From   registry.Home `json:"from"`
 	// Rows counts the rows copied from the snapshot, per table.
 	Rows map[string]int64 `json:"rows"`
 	// Rounds is the number of catch-up rounds (the last one with writes paused); Changes the
@@ -76,8 +76,8 @@ type MoveResult struct {
 
 // moveDetail is the detail of a move job.
 type moveDetail struct {
-	From registry.Location `json:"from"`
-	To   registry.Location `json:"to"`
+	From registry.Home `json:"from"`
+	To   registry.Home `json:"to"`
 	// Version is the tenant migration version of both copies.
 	Version int64 `json:"version"`
 }
@@ -145,11 +145,11 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 		if t.Status != registry.StatusActive {
 			return fmt.Errorf("tenant %q is %s; only an active tenant can be moved: %w", tenantID, t.Status, registry.ErrConflict)
 		}
-		if registry.LocationOf(t) == to {
+		if registry.HomeOf(t) == to {
 			return &registry.FieldError{Field: "tier", Message: fmt.Sprintf("tenant %q is already in tier %s (placement %s)",
 				tenantID, to.Tier, to.PlacementID)}
 		}
-		d = moveDetail{From: registry.LocationOf(t), To: to}
+		d = moveDetail{From: registry.HomeOf(t), To: to}
 		detail, _ := json.Marshal(d)
 		job = registry.Job{TenantID: tenantID, Kind: registry.JobMove, Phase: movePreparing, Detail: detail}
 		if err := registry.InsertJob(ctx, tx, job); err != nil {
@@ -285,7 +285,7 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 			if err != nil {
 				return err
 			}
-			if registry.LocationOf(cur) != d.From {
+			if registry.HomeOf(cur) != d.From {
 				return fmt.Errorf("tenant %q is no longer in %s: %w", tenantID, d.From.SchemaName, registry.ErrConflict)
 			}
 			if _, err := registry.SetLocation(ctx, tx, tenantID, d.To, d.Version); err != nil {
@@ -439,7 +439,7 @@ func (p *Provisioner) sameVersion(ctx context.Context, m *schema.Migrator, tenan
 
 // cleanLocation removes everything of a tenant at a location: its rows (shared tier, change
 // capture and log included) or its schema.
-func (p *Provisioner) cleanLocation(ctx context.Context, tenantID string, loc registry.Location) error {
+func (p *Provisioner) cleanLocation(ctx context.Context, tenantID string, loc registry.Home) error {
 	return p.dropData(ctx, p.pool, registry.Tenant{ID: tenantID, Tier: loc.Tier, SchemaName: loc.SchemaName,
 		DatabaseName: loc.DatabaseName, PlacementID: loc.PlacementID})
 }

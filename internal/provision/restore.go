@@ -84,9 +84,9 @@ type archiveIdentity struct {
 // restoreDetail is the detail of a restore job.
 type restoreDetail struct {
 	Archive  archiveIdentity   `json:"archive"`
-	Target   registry.Location `json:"target"`
+	Target   registry.Home `json:"target"`
 	Staging  string            `json:"staging,omitempty"`
-	Previous registry.Location `json:"previous,omitzero"`
+	Previous registry.Home `json:"previous,omitzero"`
 }
 
 // ErrArchive wraps every reason an archive cannot be restored here (besides the archive
@@ -238,25 +238,25 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 }
 
 // targetLocation is where a restored or moved tenant's rows go.
-func (p *Provisioner) targetLocation(id string, tier registry.Tier, placement string) (registry.Location, error) {
+func (p *Provisioner) targetLocation(id string, tier registry.Tier, placement string) (registry.Home, error) {
 	if _, err := registry.ParseTier(string(tier)); err != nil {
-		return registry.Location{}, err
+		return registry.Home{}, err
 	}
 	switch tier {
 	case registry.TierShared, registry.TierSchema:
 		if placement != "" && placement != "local" {
-			return registry.Location{}, &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
+			return registry.Home{}, &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
 		}
 		name := schema.SharedSchema
 		if tier == registry.TierSchema {
 			var err error
 			if name, err = schema.Name(id); err != nil {
-				return registry.Location{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+				return registry.Home{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
 			}
 		}
-		return registry.Location{Tier: tier, SchemaName: name, PlacementID: "local"}, nil
+		return registry.Home{Tier: tier, SchemaName: name, PlacementID: "local"}, nil
 	default:
-		return registry.Location{}, &registry.FieldError{Field: "tier", Message: ErrTierNotSupported.Error()}
+		return registry.Home{}, &registry.FieldError{Field: "tier", Message: ErrTierNotSupported.Error()}
 	}
 }
 
@@ -268,7 +268,7 @@ func stagingSchema(id string) string {
 }
 
 func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string,
-	target registry.Location, res RestoreResult, start time.Time, progress func(archive.Progress)) (RestoreResult, error) {
+	target registry.Home, res RestoreResult, start time.Time, progress func(archive.Progress)) (RestoreResult, error) {
 	detail, _ := json.Marshal(restoreDetail{Archive: res.From, Target: target})
 	err := p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
@@ -323,7 +323,7 @@ func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man 
 // (in a staging schema when the location's tables are at another one), migrates them to the
 // latest version, grants the router (schema tier) and verifies the counts. It returns the
 // tables' version.
-func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string, loc registry.Location,
+func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string, loc registry.Home,
 	newIDs bool, progress func(archive.Progress)) (int64, map[string]int64, error) {
 	m, _, err := p.ready(ctx)
 	if err != nil {
@@ -390,7 +390,7 @@ func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man arch
 		if err := p.hook(ctx, StepRestoreLoaded, id); err != nil {
 			return 0, nil, hookErr(err)
 		}
-		rows, err := p.copyLocation(ctx, id, registry.Location{Tier: registry.TierSchema, SchemaName: staging, PlacementID: "local"}, loc, man, nil)
+		rows, err := p.copyLocation(ctx, id, registry.Home{Tier: registry.TierSchema, SchemaName: staging, PlacementID: "local"}, loc, man, nil)
 		return version, rows, err
 	}
 	return 0, nil, ErrTierNotSupported
@@ -426,7 +426,7 @@ func (p *Provisioner) stage(ctx context.Context, ar *archive.Reader, man archive
 
 // copyLocation copies tenant id's rows from one location to another (both at the latest
 // migration version) and verifies the copy against the source's counts.
-func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to registry.Location, base archive.Manifest,
+func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to registry.Home, base archive.Manifest,
 	progress func(archive.Progress)) (map[string]int64, error) {
 	srcPool, err := p.poolFor(ctx, from)
 	if err != nil {
@@ -470,7 +470,7 @@ func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to regi
 
 // activateRestore makes a restored tenant active: its location and version, its keys, the end
 // of its job, the audit event and the notification, in one transaction under the tenant lock.
-func (p *Provisioner) activateRestore(ctx context.Context, id string, loc registry.Location, version int64, man archive.Manifest,
+func (p *Provisioner) activateRestore(ctx context.Context, id string, loc registry.Home, version int64, man archive.Manifest,
 	keys []archive.Key, replaced bool, res *RestoreResult) error {
 	return p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
@@ -569,9 +569,9 @@ func (p *Provisioner) dropStaging(ctx context.Context, name string) error {
 // restoreReplace loads the archive into a staging schema while the existing tenant serves, then
 // takes the tenant down, puts the rows in place and activates it.
 func (p *Provisioner) restoreReplace(ctx context.Context, ar *archive.Reader, man archive.Manifest, existing registry.Tenant,
-	target registry.Location, res RestoreResult, start time.Time, progress func(archive.Progress)) (RestoreResult, error) {
+	target registry.Home, res RestoreResult, start time.Time, progress func(archive.Progress)) (RestoreResult, error) {
 	id := existing.ID
-	d := restoreDetail{Archive: res.From, Target: target, Staging: stagingSchema(id), Previous: registry.LocationOf(existing)}
+	d := restoreDetail{Archive: res.From, Target: target, Staging: stagingSchema(id), Previous: registry.HomeOf(existing)}
 	detail, _ := json.Marshal(d)
 	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
 		if err := registry.InsertJob(ctx, tx, registry.Job{TenantID: id, Kind: registry.JobRestore, Phase: restoreStaging, Detail: detail}); err != nil {
@@ -643,7 +643,7 @@ func (p *Provisioner) finishReplace(ctx context.Context, ar *archive.Reader, man
 	if err != nil {
 		return RestoreResult{}, wrap("restore", err)
 	}
-	rows, err := p.copyLocation(ctx, id, registry.Location{Tier: registry.TierSchema, SchemaName: d.Staging, PlacementID: "local"}, d.Target, man, nil)
+	rows, err := p.copyLocation(ctx, id, registry.Home{Tier: registry.TierSchema, SchemaName: d.Staging, PlacementID: "local"}, d.Target, man, nil)
 	if err != nil {
 		return RestoreResult{}, wrap("restore", err)
 	}
@@ -693,7 +693,7 @@ func drain(ar *archive.Reader) error {
 
 // prepareLocation makes a location's tables exist at the latest version, empty of the tenant
 // (the caller dropped its rows), with the router's grants; it returns the version.
-func (p *Provisioner) prepareLocation(ctx context.Context, m *schema.Migrator, loc registry.Location) (int64, error) {
+func (p *Provisioner) prepareLocation(ctx context.Context, m *schema.Migrator, loc registry.Home) (int64, error) {
 	pool, err := p.poolFor(ctx, loc)
 	if err != nil {
 		return 0, err

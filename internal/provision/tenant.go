@@ -400,16 +400,16 @@ func (p *Provisioner) dropJobCopies(ctx context.Context, db beginner, t registry
 		return err
 	}
 	var d struct {
-		From    registry.Location `json:"from"`
-		To      registry.Location `json:"to"`
-		Target  registry.Location `json:"target"`
+		From    registry.Home `json:"from"`
+		To      registry.Home `json:"to"`
+		Target  registry.Home `json:"target"`
 		Staging string            `json:"staging"`
 	}
 	if err := json.Unmarshal(job.Detail, &d); err != nil {
 		return fmt.Errorf("job of tenant %q: %w", t.ID, err)
 	}
-	for _, loc := range []registry.Location{d.From, d.To, d.Target} {
-		if loc.Tier == "" || loc == registry.LocationOf(t) {
+	for _, loc := range []registry.Home{d.From, d.To, d.Target} {
+		if loc.Tier == "" || loc == registry.HomeOf(t) {
 			continue
 		}
 		if err := p.dropData(ctx, db, registry.Tenant{ID: t.ID, Tier: loc.Tier, SchemaName: loc.SchemaName,

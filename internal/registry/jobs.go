@@ -98,23 +98,24 @@ func DeleteJob(ctx context.Context, db DBTX, tenantID string) error {
 	return nil
 }
 
-// Location is where a tenant's rows live: the registry columns a move changes.
-type Location struct {
+// Home is where a tenant's rows live, as the registry records it: the columns a move changes
+// (tier, schema, database, placement).
+type Home struct {
 	Tier         Tier   `json:"tier"`
 	SchemaName   string `json:"schema_name"`
 	DatabaseName string `json:"database_name,omitempty"`
 	PlacementID  string `json:"placement"`
 }
 
-// LocationOf returns the tenant's location.
-func LocationOf(t Tenant) Location {
-	return Location{Tier: t.Tier, SchemaName: t.SchemaName, DatabaseName: t.DatabaseName, PlacementID: t.PlacementID}
+// HomeOf returns the tenant's home.
+func HomeOf(t Tenant) Home {
+	return Home{Tier: t.Tier, SchemaName: t.SchemaName, DatabaseName: t.DatabaseName, PlacementID: t.PlacementID}
 }
 
 // SetLocation points a tenant at another location (the flip of a move or a replacing restore)
 // and records the migration version of its tables there. ErrExists when a schema or database
 // name is taken by another tenant.
-func SetLocation(ctx context.Context, db DBTX, tenantID string, loc Location, version int64) (Tenant, error) {
+func SetLocation(ctx context.Context, db DBTX, tenantID string, loc Home, version int64) (Tenant, error) {
 	var dbName *string
 	if loc.DatabaseName != "" {
 		dbName = &loc.DatabaseName

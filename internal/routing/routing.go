@@ -40,8 +40,8 @@ type Handle struct {
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
-	// Location is where the tenant's rows are; a move changes it.
-	Location registry.Location
+	// Home is where the tenant's rows are, as the registry says; a move changes it.
+	Home registry.Home
 	loadedAt time.Time
 	resolver *Resolver
 }
@@ -62,7 +62,7 @@ func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, string(h.Location.Tier), h.Location.SchemaName, h.Location.DatabaseName, h.Location.PlacementID},
+			Args: []any{h.TenantID, h.CreatedAt, string(h.Home.Tier), h.Home.SchemaName, h.Home.DatabaseName, h.Home.PlacementID},
 			Refresh: func(ctx context.Context) (memory.Scope, error) {
 				n, err := h.resolver.moved(ctx, h)
 				if err != nil {
@@ -210,7 +210,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 // sweep of active tenants: its Scope is fenced like a request's.
 func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
 	return &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, Location: registry.LocationOf(t), loadedAt: time.Now(), resolver: r}
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, Home: registry.HomeOf(t), loadedAt: time.Now(), resolver: r}
 }
 
 // errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or
@@ -225,7 +225,7 @@ func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || registry.LocationOf(t) == h.Location ||
+	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || registry.HomeOf(t) == h.Home ||
 		t.Tier == registry.TierDatabase {
 		return nil, errNotMoved
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -166,4 +167,77 @@ func TestDeleteDuringAMoveRemovesBothCopies(t *testing.T) {
 		+ (SELECT count(*) FROM tenantmem_shared.tenant_change_capture) + (SELECT count(*) FROM tenantmem_shared.tenant_change_log)
 		+ (SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_doomed') + (SELECT count(*) FROM tenantmem_control.tenant_jobs)`).Scan(&n))
 	require.Zero(t, n)
+}
+
+// TestMoveCatchUpCarriesEveryKindOfChange stops a move after its snapshot copy, changes the
+// tenant in every way the engine can (an upsert that replaces chunks, deletes of one and of many
+// documents, the embedding worker filling queued vectors, new documents and searches), then lets
+// the move finish: the destination has exactly the source's rows.
+func TestMoveCatchUpCarriesEveryKindOfChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var stop atomic.Bool
+	stop.Store(true)
+	e := newMemEnv(t, func(_ context.Context, step, _ string) error {
+		if stop.Load() && step == provision.StepMoveCopied {
+			return errors.New("stopped after the copy")
+		}
+		return nil
+	})
+	for _, from := range tiers {
+		id := "changes-" + string(from)
+		to := registry.TierSchema
+		if from == registry.TierSchema {
+			to = registry.TierShared
+		}
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: from})
+		require.NoError(t, err)
+		e.fill(t, id, "before-the-move")
+		stop.Store(true)
+		_, err = e.prov.MoveTenant(ctx, id, provision.MoveParams{Tier: to})
+		require.ErrorContains(t, err, "stopped after the copy")
+
+		s := e.scope(t, id)
+		// An upsert: same document, new chunks.
+		_, err = e.engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "Runbook v2", DocumentType: "markdown",
+			IDAtOrigin: "wiki-42", Content: "# Deploys\n\nNow on Thursdays.\n\n## Rollback\n\nNever."})
+		require.NoError(t, err)
+		list, err := e.engine.ListDocuments(ctx, s, memory.DocumentListParams{OrderBy: memory.OrderByDocumentName, Order: memory.OrderAsc})
+		require.NoError(t, err)
+		// Deletes: one by id, then by metadata.
+		for _, d := range list.Documents {
+			if d.DocumentName == "Mail" {
+				require.NoError(t, e.engine.DeleteDocument(ctx, s, memory.DocumentDeleteParams{DocumentID: d.DocumentID}))
+			}
+		}
+		_, err = e.engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "tagged", DocumentType: "text",
+			Content: "to be deleted by filter", Metadata: []byte(`{"purge": true}`)})
+		require.NoError(t, err)
+		_, err = e.engine.DeleteDocuments(ctx, s, memory.DocumentDeleteManyParams{MetadataFilter: []byte(`{"purge": true}`)})
+		require.NoError(t, err)
+		// The worker fills the queued vectors (updates of chunks, deletes of jobs).
+		w, err := memory.NewWorker(memory.WorkerConfig{Embedder: e.emb})
+		require.NoError(t, err)
+		n, err := w.ProcessScope(ctx, s)
+		require.NoError(t, err)
+		require.Positive(t, n)
+		// New documents, with and without queued work, and a search.
+		_, err = e.engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "after", DocumentType: "text", Content: "written after the copy"})
+		require.NoError(t, err)
+		e.emb.down.Store(true)
+		_, err = e.engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "queued after", DocumentType: "text", Content: "queued after the copy"})
+		e.emb.down.Store(false)
+		require.NoError(t, err)
+		_, err = e.engine.Search(ctx, s, memory.SearchParams{QueryText: "thursdays"})
+		require.NoError(t, err)
+		want := tableDump(t, e, id, true)
+
+		stop.Store(false)
+		res, err := e.prov.MoveTenant(ctx, id, provision.MoveParams{Tier: to})
+		require.NoError(t, err)
+		require.True(t, res.Resumed)
+		require.Positive(t, res.Changes)
+		require.Equal(t, to, res.Tenant.Tier)
+		require.Equal(t, want, tableDump(t, e, id, true), "%s -> %s", from, to)
+	}
 }

@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"sync"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/schema"
+	"github.com/tenantmem/tenantmem/migrations/tenant"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -68,7 +70,10 @@ func TestMigratorRunsSchemasInParallelAndEachOnce(t *testing.T) {
 		name := fmt.Sprintf("tenant_p%d", i)
 		var applied int64
 		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM `+name+`.goose_db_version WHERE version_id > 0`).Scan(&applied))
-		require.Equal(t, latest, applied)
+		// Versions have gaps (numbers are assigned per issue): count the files, not the numbers.
+		files, err := fs.Glob(tenant.FS, "*.sql")
+		require.NoError(t, err)
+		require.EqualValues(t, len(files), applied)
 		v, err := m.Version(ctx, schema.TenantSet, name)
 		require.NoError(t, err)
 		require.Equal(t, latest, v)

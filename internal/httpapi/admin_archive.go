@@ -13,7 +13,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/tenantmem/tenantmem/internal/archive"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -21,11 +20,6 @@ import (
 
 // ArchiveContentType is the media type of a tenant archive.
 const ArchiveContentType = "application/vnd.tenantmem.archive"
-
-// transferIdle is how long a streamed backup or restore may go without progress before its
-// connection deadline passes. Every block of rows pushes the deadline on, so an archive of any
-// size streams as long as it moves.
-const transferIdle = 5 * time.Minute
 
 // boolQuery reads an optional boolean query parameter.
 func boolQuery(c echo.Context, name string) (bool, error) {
@@ -57,22 +51,13 @@ func allowOnly(c echo.Context, names ...string) error {
 	return nil
 }
 
-// deadlines pushes the connection's read and write deadlines transferIdle ahead.
-func deadlines(c echo.Context) func(archive.Progress) {
+// deadlines lifts the server's read and write deadlines for this request: a backup, restore or
+// move lasts as long as the tenant's size needs (a restore ends with index builds that report no
+// progress), and only the admin token reaches these routes.
+func liftDeadlines(c echo.Context) {
 	rc := http.NewResponseController(c.Response().Writer)
-	extend := func() {
-		at := time.Now().Add(transferIdle)
-		_ = rc.SetReadDeadline(at)
-		_ = rc.SetWriteDeadline(at)
-	}
-	extend()
-	last := time.Now()
-	return func(archive.Progress) {
-		if time.Since(last) > time.Second {
-			last = time.Now()
-			extend()
-		}
-	}
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 }
 
 // backupTenant streams the tenant's archive as the response body. The archive is written as it
@@ -100,8 +85,8 @@ func (a *admin) backupTenant(c echo.Context) error {
 		return tenantError(id, err)
 	}
 	w := &lazyArchiveWriter{c: c, name: strings.ReplaceAll(id, "/", "_") + ".tmarchive"}
-	_, err = a.prov.Backup(ctx, id, w, provision.BackupParams{IncludeKeyHashes: keys, SkipSearchHistory: skipHistory,
-		Progress: deadlines(c)})
+	liftDeadlines(c)
+	_, err = a.prov.Backup(ctx, id, w, provision.BackupParams{IncludeKeyHashes: keys, SkipSearchHistory: skipHistory})
 	if err != nil {
 		if !w.started {
 			return tenantError(id, err)
@@ -159,7 +144,7 @@ func (a *admin) restoreTenant(c echo.Context) error {
 	if p.Replace, err = boolQuery(c, "replace"); err != nil {
 		return err
 	}
-	p.Progress = deadlines(c)
+	liftDeadlines(c)
 	res, err := a.prov.Restore(c.Request().Context(), c.Request().Body, p)
 	if err != nil {
 		switch {
@@ -209,9 +194,8 @@ func (a *admin) moveTenant(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	extend := deadlines(c)
-	res, err := a.prov.MoveTenant(context.WithoutCancel(ctx), id, provision.MoveParams{Tier: tier, Placement: req.Placement, Progress: extend,
-		OnPhase: func(string) { extend(archive.Progress{}) }})
+	liftDeadlines(c)
+	res, err := a.prov.MoveTenant(context.WithoutCancel(ctx), id, provision.MoveParams{Tier: tier, Placement: req.Placement})
 	if err != nil {
 		switch {
 		case errors.Is(err, provision.ErrMoveUnfinished):

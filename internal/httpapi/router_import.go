@@ -13,6 +13,10 @@ import (
 	"github.com/tenantmem/tenantmem/internal/memory"
 )
 
+// importIdle is how long a bulk import may go without a line before its connection's deadlines
+// pass. Every line pushes them on, so an import of any size runs as long as lines arrive.
+const importIdle = 5 * time.Minute
+
 // MaxImportErrors bounds the failed lines an import response lists; FailedCount counts all.
 const MaxImportErrors = 1000
 
@@ -60,7 +64,7 @@ func (r *router) importDocuments(c echo.Context) error {
 	for sc.Scan() {
 		line++
 		// Every line pushes the connection's deadlines on: an import lasts as long as it moves.
-		at := time.Now().Add(transferIdle)
+		at := time.Now().Add(importIdle)
 		_ = rc.SetReadDeadline(at)
 		_ = rc.SetWriteDeadline(at)
 		raw := bytes.TrimSpace(sc.Bytes())

@@ -53,6 +53,10 @@ lint: ## Run golangci-lint (.golangci.yml); installs v2.15.0 into $(go env GOPAT
 		$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
 
+.PHONY: eval
+eval: deps ## Retrieval quality: two known-item sets through the router, MRR/recall/nDCG@10 per mode vs BM25 (docs/benchmarks.md).
+	$(GO) run ./cmd/eval
+
 .PHONY: fuzz
 fuzz: ## Fuzz the tenant id mapping and the chunker for 30 s each.
 	$(GO) test -run '^$$' -fuzz FuzzName -fuzztime 30s ./internal/schema

@@ -44,13 +44,15 @@ const (
 
 // Tenant is a registry entry.
 type Tenant struct {
-	TenantID         string    `json:"tenant_id"`
-	Tier             Tier      `json:"tier"`
-	SchemaName       string    `json:"schema_name"`
-	DatabaseName     string    `json:"database_name,omitempty"`
-	Placement        string    `json:"placement"`
-	Status           Status    `json:"status"`
-	MigrationVersion int64     `json:"migration_version"`
+	TenantID         string `json:"tenant_id"`
+	Tier             Tier   `json:"tier"`
+	SchemaName       string `json:"schema_name"`
+	DatabaseName     string `json:"database_name,omitempty"`
+	Placement        string `json:"placement"`
+	Status           Status `json:"status"`
+	MigrationVersion int64  `json:"migration_version"`
+	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
+	TextSearchConfig string    `json:"text_search_config,omitempty"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 }
@@ -75,6 +77,9 @@ type TenantCreateParams struct {
 	TenantID  string `json:"tenant_id"`
 	Tier      Tier   `json:"tier"`
 	Placement string `json:"placement,omitempty"`
+	// TextSearchConfig is the text search configuration for indexing and queries: english (the
+	// default), simple for mixed languages, or another of PostgreSQL's. Fixed at creation.
+	TextSearchConfig string `json:"text_search_config,omitempty"`
 }
 
 // TenantCreateResult is a new tenant and its first API key.

@@ -155,7 +155,7 @@ type DocumentDeleteManyResult struct {
 }
 
 // SearchParams is the body of POST /v1/search. Zero values are left out (the server's defaults:
-// hybrid, 10 results, alpha 0.5).
+// hybrid, 10 results, alpha 0.1, score fusion, recall target 0.95).
 type SearchParams struct {
 	QueryText string `json:"query_text"`
 	// QueryEmbedding, when set, is used instead of embedding QueryText.
@@ -174,6 +174,15 @@ type SearchParams struct {
 	Alpha                *float64 `json:"alpha,omitempty"`
 	IncludeParentContext bool     `json:"include_parent_context,omitempty"`
 	IncludeDocuments     bool     `json:"include_documents,omitempty"`
+	// ChunkMetadataFilter matches the chunk's own metadata (MetadataFilter the document's).
+	ChunkMetadataFilter map[string]any `json:"chunk_metadata_filter,omitempty"`
+	// Fusion is how hybrid search fuses its legs: "score" (default), "rrf" or "dbsf".
+	Fusion string `json:"fusion,omitempty"`
+	// RecallTarget is the recall@10 the HNSW effort aims for, 0.5-1 (1 = exact scan).
+	RecallTarget *float64 `json:"recall_target,omitempty"`
+	// Rerank re-scores the top RerankTopK candidates with the server's reranker.
+	Rerank     bool `json:"rerank,omitempty"`
+	RerankTopK int  `json:"rerank_top_k,omitempty"`
 }
 
 // ParentChunk is the wider context of a hit (SearchParams.IncludeParentContext).
@@ -196,6 +205,7 @@ type SearchResult struct {
 	Similarity   *float64       `json:"similarity"`
 	TextRank     *float64       `json:"text_rank"`
 	RRFScore     *float64       `json:"rrf_score"`
+	RerankScore  *float64       `json:"rerank_score,omitempty"`
 	Metadata     map[string]any `json:"metadata"`
 	ParentChunks []ParentChunk  `json:"parent_chunks,omitempty"`
 	// With SearchParams.IncludeDocuments only.
@@ -210,8 +220,10 @@ type SearchResponse struct {
 	Results    []SearchResult `json:"results"`
 	SearchType string         `json:"search_type"`
 	TookMS     float64        `json:"took_ms"`
-	// Degraded is set when a hybrid search ran on text alone (the embedding provider failed).
-	Degraded bool `json:"degraded,omitempty"`
+	// Degraded is set when a hybrid search ran on text alone (the embedding provider failed) or
+	// the reranker failed (results in the unreranked order); DegradedReasons says which.
+	Degraded        bool     `json:"degraded,omitempty"`
+	DegradedReasons []string `json:"degraded_reasons,omitempty"`
 }
 
 // SearchHistoryEntry is one recorded search of the tenant.

@@ -55,7 +55,9 @@ type tenantCmd struct {
 type tenantCreateCmd struct {
 	ID   string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
 	Tier string `name:"tier" required:"" placeholder:"TIER" help:"shared or schema."`
-	JSON bool   `name:"json" help:"Print JSON."`
+	// TextSearchConfig is the tenant's text search configuration.
+	TextSearchConfig string `name:"text-search-config" default:"english" placeholder:"NAME" help:"Text search configuration for indexing and queries: english (default), simple for mixed languages, or another of pg_catalog (german, french, ...). Fixed at creation."`
+	JSON             bool   `name:"json" help:"Print JSON."`
 }
 
 func (cmd *tenantCreateCmd) Run(rc *runContext) error {
@@ -71,7 +73,7 @@ func (cmd *tenantCreateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier})
+	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, TextSearchConfig: cmd.TextSearchConfig})
 	if err != nil {
 		return tenantError(cmd.ID, err)
 	}

@@ -18,10 +18,14 @@ import (
 	"github.com/tenantmem/tenantmem/internal/dataplane"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/rerank"
 	"github.com/tenantmem/tenantmem/internal/version"
 )
 
-const envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY" //nolint:gosec // the variable's name, not a credential
+const (
+	envEmbeddingAPIKey = "TENANTMEM_EMBEDDING_API_KEY" //nolint:gosec // the variable's name, not a credential
+	envRerankerAPIKey  = "TENANTMEM_RERANKER_API_KEY"  //nolint:gosec // the variable's name, not a credential
+)
 
 // Main runs the router. main wires it to the process (arguments, signals, standard streams,
 // environment); tests run it in-process with their own.
@@ -51,6 +55,10 @@ type cli struct {
 	EmbeddingModel         string `name:"embedding-model" env:"TENANTMEM_EMBEDDING_MODEL" placeholder:"NAME" help:"Embedding model (required with --embedder openai)."`
 	EmbeddingDimension     int    `name:"embedding-dimension" env:"TENANTMEM_EMBEDDING_DIMENSION" default:"0" help:"Expected embedding dimension; 0 takes the deployment's (fixed at init). A different value refuses to start."`
 	EmbeddingSendDimension bool   `name:"embedding-send-dimensions" env:"TENANTMEM_EMBEDDING_SEND_DIMENSIONS" help:"Send \"dimensions\" in every request, for models that can shorten their vectors."`
+
+	RerankerURL     string        `name:"reranker-url" env:"TENANTMEM_RERANKER_URL" placeholder:"URL" help:"Base URL of a reranking server with the common /rerank API (query + documents -> scores); enables rerank: true in searches. API key from $$TENANTMEM_RERANKER_API_KEY."`
+	RerankerModel   string        `name:"reranker-model" env:"TENANTMEM_RERANKER_MODEL" placeholder:"NAME" help:"Model name sent to the reranker."`
+	RerankerTimeout time.Duration `name:"reranker-timeout" env:"TENANTMEM_RERANKER_TIMEOUT" default:"2s" help:"Longest wait for the reranker; past it results keep the unreranked order, marked degraded (default ${default})."`
 
 	WorkerInterval    time.Duration `name:"worker-interval" env:"TENANTMEM_WORKER_INTERVAL" default:"5s" help:"First pause before a tenant whose queued embeddings are in backoff is looked at again; doubles up to --sweep-interval (default ${default})."`
 	SweepInterval     time.Duration `name:"sweep-interval" env:"TENANTMEM_WORKER_SWEEP_INTERVAL" default:"5m" help:"How often every active tenant is checked for queued embeddings (default ${default})."`
@@ -101,6 +109,14 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		return &command.UsageError{Msg: "--embedding-base-url and --embedding-model need --embedder openai"}
 	}
 
+	var rc rerank.Config
+	if c.RerankerURL != "" {
+		key, _ := lookup(envRerankerAPIKey)
+		rc = rerank.Config{BaseURL: c.RerankerURL, Model: c.RerankerModel, APIKey: key, Timeout: c.RerankerTimeout}
+	} else if c.RerankerModel != "" {
+		return &command.UsageError{Msg: "--reranker-model needs --reranker-url"}
+	}
+
 	v := version.Get()
 	logger.InfoContext(ctx, "router starting", slog.String("version", v.Version), slog.String("commit", v.Commit),
 		slog.String("built", v.Date))
@@ -115,6 +131,7 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		StatementTimeout:  c.StatementTimeout,
 		BodyLimit:         c.BodyLimit,
 		Embedding:         ec,
+		Reranker:          rc,
 		WorkerInterval:    c.WorkerInterval,
 		SweepInterval:     c.SweepInterval,
 		WorkerConcurrency: c.WorkerConcurrency,

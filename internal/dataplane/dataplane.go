@@ -20,6 +20,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/rerank"
 	"github.com/tenantmem/tenantmem/internal/routing"
 )
 
@@ -74,6 +75,12 @@ type Config struct {
 	// Provider, when set, is used instead of building one from Embedding (tests inject failures
 	// with it). Its dimension must be the deployment's.
 	Provider embed.Provider
+	// Reranker configures the optional reranking stage (rerank: true in a search). An empty
+	// BaseURL means none: such searches get 400.
+	Reranker rerank.Config
+	// HistoryFlushInterval is how often the search history is written in the background
+	// (memory.Config.HistoryFlushInterval). Default 200ms.
+	HistoryFlushInterval time.Duration
 	// WorkerInterval is the first pause before a tenant whose queued embeddings are not due (in
 	// backoff, or leased by another replica) is looked at again; it doubles on each idle look, up
 	// to SweepInterval. Default 5s.
@@ -193,8 +200,16 @@ func (s *Service) open(ctx context.Context) error {
 		return err
 	}
 	logger := s.cfg.Logger
-	if s.engine, err = memory.New(memory.Config{Embedder: s.provider, Logger: logger}); err != nil {
-		return err
+	mc := memory.Config{Embedder: s.provider, Logger: logger, AsyncHistory: true, HistoryFlushInterval: s.cfg.HistoryFlushInterval}
+	if s.cfg.Reranker.BaseURL != "" {
+		rr, err := rerank.New(s.cfg.Reranker)
+		if err != nil {
+			return &ConfigError{Err: err}
+		}
+		mc.Reranker, mc.RerankTimeout = rr, s.cfg.Reranker.Timeout
+	}
+	if s.engine, err = memory.New(mc); err != nil {
+		return &ConfigError{Err: err}
 	}
 	if s.worker, err = memory.NewWorker(memory.WorkerConfig{Embedder: s.provider, Logger: logger}); err != nil {
 		return err
@@ -354,6 +369,13 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	}
 
 	wg.Go(func() { s.runWorker(bg) })
+	// The search history writer stops (writing what is queued) only after the requests in
+	// flight are done: it has its own context, cancelled after Serve returns.
+	hctx, stopHistory := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHistory()
+	historyDone := make(chan struct{})
+	go func() { defer close(historyDone); s.engine.RunHistory(hctx) }()
+	defer func() { stopHistory(); <-historyDone }()
 
 	srv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: s.handler, Logger: s.cfg.Logger,
 		ShutdownTimeout: s.cfg.ShutdownTimeout})

@@ -171,6 +171,9 @@ type TenantCreateRequest struct {
 	TenantID  string `json:"tenant_id"`
 	Tier      string `json:"tier"`
 	Placement string `json:"placement,omitempty"`
+	// TextSearchConfig is the tenant's text search configuration: english (default), simple
+	// (mixed languages: no stemming, no stop words), or another configuration of pg_catalog.
+	TextSearchConfig string `json:"text_search_config,omitempty"`
 }
 
 // TenantResponse is the body of suspend and resume.
@@ -197,7 +200,7 @@ func (a *admin) createTenant(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	res, err := a.prov.CreateTenant(ctx, provision.TenantCreateParams{
-		ID: req.TenantID, Tier: registry.Tier(req.Tier), Placement: req.Placement,
+		ID: req.TenantID, Tier: registry.Tier(req.Tier), Placement: req.Placement, TextSearchConfig: req.TextSearchConfig,
 	})
 	if err != nil {
 		return tenantError(req.TenantID, err)

@@ -261,6 +261,21 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 
+	eng := cfg.Engine
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_search_history_written_total",
+			Help: "Search records written to the search history."}, func() float64 { return float64(eng.HistoryStats().Written) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_search_history_dropped_total",
+			Help: "Search records given up (queue full, tenant fenced, write failed 3 times); each is logged."},
+			func() float64 { return float64(eng.HistoryStats().Dropped) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tenantmem_search_history_queued",
+			Help: "Search records waiting for the background writer."}, func() float64 { return float64(eng.HistoryStats().Queued) }),
+	} {
+		if err := cfg.Registerer.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, fmt.Errorf("httpapi: register history metrics: %w", err)
+		}
+	}
+
 	r := &router{cfg: cfg, metrics: m}
 	// Authentication is route middleware, as in the admin API, so unknown methods stay 405.
 	mw := []echo.MiddlewareFunc{r.instrument, r.authenticate}
@@ -545,6 +560,12 @@ type SearchRequest struct {
 	Alpha                *float64        `json:"alpha,omitempty"`
 	IncludeParentContext bool            `json:"include_parent_context,omitempty"`
 	IncludeDocuments     bool            `json:"include_documents,omitempty"`
+	// ChunkMetadataFilter matches the chunk's own metadata; MetadataFilter the document's.
+	ChunkMetadataFilter json.RawMessage `json:"chunk_metadata_filter,omitempty"`
+	RecallTarget        *float64        `json:"recall_target,omitempty"`
+	Fusion              string          `json:"fusion,omitempty"`
+	Rerank              bool            `json:"rerank,omitempty"`
+	RerankTopK          *int            `json:"rerank_top_k,omitempty"`
 }
 
 func (r *router) search(c echo.Context) error {
@@ -567,6 +588,11 @@ func (r *router) search(c echo.Context) error {
 		Alpha:                req.Alpha,
 		IncludeParentContext: req.IncludeParentContext,
 		IncludeDocuments:     req.IncludeDocuments,
+		ChunkMetadataFilter:  req.ChunkMetadataFilter,
+		RecallTarget:         req.RecallTarget,
+		Fusion:               req.Fusion,
+		Rerank:               req.Rerank,
+		RerankTopK:           req.RerankTopK,
 	}
 	if req.DateFrom != nil {
 		d, err := parseDate("date_from", *req.DateFrom, false)

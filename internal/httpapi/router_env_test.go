@@ -26,6 +26,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/rerank"
 	"github.com/tenantmem/tenantmem/internal/routing"
 )
 
@@ -81,6 +82,8 @@ type routerEnv struct {
 type routerOptions struct {
 	bodyLimit int64
 	ready     func(context.Context) error
+	// rerankURL, when set, is the base URL of the reranker the engine calls.
+	rerankURL string
 }
 
 func newRouterEnv(t *testing.T) *routerEnv {
@@ -127,7 +130,13 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	builtin, err := embed.NewBuiltin(routerTestDim)
 	require.NoError(t, err)
 	embedder := &switchEmbedder{Provider: builtin}
-	engine, err := memory.New(memory.Config{Embedder: embedder, Logger: logger})
+	mc := memory.Config{Embedder: embedder, Logger: logger, RerankTimeout: 300 * time.Millisecond}
+	if opts.rerankURL != "" {
+		rr, err := rerank.New(rerank.Config{BaseURL: opts.rerankURL})
+		require.NoError(t, err)
+		mc.Reranker = rr
+	}
+	engine, err := memory.New(mc)
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	e := &routerEnv{t: t, url: url, admin: admin, prov: prov, resolver: resolver, embedder: embedder, reg: reg, logs: logs}

@@ -169,8 +169,23 @@ func (l *loader) load(b testing.TB) {
 	_, err = l.pool.CopyFrom(ctx, pgx.Identifier{"documents"},
 		[]string{"document_id", "owner_id", "document_name", "document_type", "content_bytes"}, pgx.CopyFromRows(l.docs))
 	require.NoError(b, err)
-	_, err = l.pool.CopyFrom(ctx, pgx.Identifier{"chunks"}, []string{"chunk_id", "document_id", "owner_id", "chunk_index",
-		"chunk_level", "content", "content_hash", "token_count", "metadata", "embedding"}, pgx.CopyFromRows(l.chunks))
+	// COPY into a staging table, then one INSERT that computes the leaves' tsvectors, so the
+	// lexical index triggers see the rows as they see an ingest.
+	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE stage (chunk_id uuid, document_id uuid, owner_id text, chunk_index int,
+			chunk_level smallint, content text, content_hash text, token_count int, metadata jsonb, embedding vector) ON COMMIT DROP`); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage"}, []string{"chunk_id", "document_id", "owner_id", "chunk_index",
+			"chunk_level", "content", "content_hash", "token_count", "metadata", "embedding"}, pgx.CopyFromRows(l.chunks)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO chunks (chunk_id, document_id, owner_id, chunk_index, chunk_level, content,
+				content_hash, token_count, metadata, embedding, search_vector)
+			SELECT chunk_id, document_id, owner_id, chunk_index, chunk_level, content, content_hash, token_count, metadata,
+				embedding, CASE WHEN chunk_level = 0 THEN to_tsvector('english', content) END FROM stage`)
+		return err
+	})
 	require.NoError(b, err)
 	copied := time.Since(start)
 	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
@@ -184,7 +199,7 @@ func (l *loader) load(b testing.TB) {
 		return err
 	})
 	require.NoError(b, err)
-	_, err = l.pool.Exec(ctx, `VACUUM ANALYZE documents, chunks`)
+	_, err = l.pool.Exec(ctx, `VACUUM ANALYZE documents, chunks, chunk_terms, chunk_stats`)
 	require.NoError(b, err)
 	b.Logf("loaded %d chunks into %s: COPY %s, HNSW build and VACUUM %s", len(l.chunks), l.schema,
 		copied.Round(time.Millisecond), (time.Since(start) - copied).Round(time.Millisecond))
@@ -221,21 +236,23 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // embedding and history record included; queries are 1 to 3 words from the same vocabulary.
 func BenchmarkSearch(b *testing.B) {
 	for _, size := range []int{10_000, 100_000} {
-		b.Run(fmt.Sprintf("chunks=%dk", size/1000), func(b *testing.B) {
-			if size > 10_000 {
-				largeBenchmarks(b)
-			}
-			benchSearchSize(b, size)
-		})
+		for _, tier := range tiers {
+			b.Run(fmt.Sprintf("chunks=%dk/tier=%s", size/1000, tier), func(b *testing.B) {
+				if size > 10_000 {
+					largeBenchmarks(b)
+				}
+				benchSearchSize(b, size, tier)
+			})
+		}
 	}
 }
 
-func benchSearchSize(b *testing.B, size int) {
+func benchSearchSize(b *testing.B, size int, tier registry.Tier) {
 	e := newEnvDim(b, benchDim)
 	p, err := embed.NewBuiltin(benchDim)
 	require.NoError(b, err)
 	ctx := context.Background()
-	s := e.tenant(b, registry.TierSchema)
+	s := e.tenant(b, tier)
 	l := newLoader(b, e, s.Schema)
 	g := newTextGen(11)
 	const perDoc = 20
@@ -257,8 +274,15 @@ func benchSearchSize(b *testing.B, size int) {
 	}
 	qg := newTextGen(99)
 	queries := make([]string, 500)
+	stop := map[string]bool{}
+	for _, w := range vocabulary[:40] {
+		stop[w] = true
+	}
 	for i := range queries {
-		queries[i] = qg.words(1 + i%3)
+		// At least one word that is not a stop word: text search refuses a query of stop words.
+		for queries[i] == "" || !slices.ContainsFunc(strings.Fields(queries[i]), func(w string) bool { return !stop[w] }) {
+			queries[i] = qg.words(1 + i%3)
+		}
 	}
 	// Ground truth for the recall of the vector paths: the similarity of the exact scan's 10th
 	// hit. The builtin embedder gives many chunks exactly the same similarity to a short query,
@@ -269,6 +293,16 @@ func benchSearchSize(b *testing.B, size int) {
 		res, err := exactEng.Search(ctx, s, memory.SearchParams{QueryText: queries[i], SearchType: memory.SearchVector})
 		require.NoError(b, err)
 		truth[i] = *res.Results[len(res.Results)-1].Similarity
+	}
+	// Ground truth of text search: BM25 over every posting (LexicalDepth -1), by chunk id.
+	exactText := newEngine(b, p, func(c *memory.Config) { c.LexicalDepth = -1 })
+	textTruth := make([][]string, 100)
+	for i := range textTruth {
+		res, err := exactText.Search(ctx, s, memory.SearchParams{QueryText: queries[i], SearchType: memory.SearchText})
+		require.NoError(b, err)
+		for _, r := range res.Results {
+			textTruth[i] = append(textTruth[i], r.ChunkID)
+		}
 	}
 	// Warm the caches: every mode, as many queries as a sub-benchmark runs.
 	warm := newEngine(b, p)
@@ -298,6 +332,17 @@ func benchSearchSize(b *testing.B, size int) {
 					}
 					durs = append(durs, time.Since(t0))
 					results += len(res.Results)
+					if mode == memory.SearchText && i%len(queries) < len(textTruth) && len(textTruth[i%len(queries)]) > 0 {
+						want := textTruth[i%len(queries)]
+						hits := 0
+						for _, r := range res.Results {
+							if slices.Contains(want, r.ChunkID) {
+								hits++
+							}
+						}
+						recall += float64(hits) / float64(len(want))
+						judged++
+					}
 					if mode == memory.SearchVector && i%len(queries) < len(truth) {
 						hits := 0
 						for _, r := range res.Results {

@@ -28,12 +28,16 @@
 //
 // # Search
 //
-// Vector search orders leaves by cosine distance (HNSW index, or an exact scan for small
-// tenants, see [Config].ExactSearchThreshold); text search uses websearch_to_tsquery and
-// ts_rank_cd; hybrid search fuses both with weighted reciprocal rank fusion. Filters apply
-// identically in every mode. Every result carries one score on a single scale per list (higher
-// is better, 1 is the best possible) plus its components. docs/memory.md describes the scoring,
-// the thresholds and their measurements.
+// A search is one round trip to PostgreSQL (settings, fence, tenant size and one statement per
+// leg in one pipelined read-only transaction). Vector search orders leaves by cosine distance
+// (HNSW index with an ef_search chosen for a recall target, or an exact scan for small tenants,
+// see [Config].ExactSearchThreshold); text search is BM25 over the tenant's own postings and
+// statistics (chunk_terms, chunk_stats), with web search syntax and OR semantics; hybrid search
+// fuses both (normalised score fusion by default, or reciprocal rank fusion), optionally
+// reranked by a [Reranker]. Filters apply identically in every mode. Every result carries one
+// score on a single scale per list (higher is better, 1 is the best possible) plus its
+// components. The search history is written after the answer, never failing the search.
+// docs/memory.md describes the scoring, the thresholds and their measurements.
 //
 // # Errors
 //

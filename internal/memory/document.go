@@ -414,12 +414,13 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		// One statement for all chunks (COPY is not allowed under row-level security).
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO chunks (chunk_id, document_id, owner_id, parent_chunk_id, chunk_index, chunk_level,
-				content, content_hash, token_count, metadata, embedding)
-			SELECT u.id, $1, $2, u.parent, u.idx, u.level, u.content, u.hash, u.tokens, u.metadata, u.embedding
+				content, content_hash, token_count, metadata, embedding, search_vector)
+			SELECT u.id, $1, $2, u.parent, u.idx, u.level, u.content, u.hash, u.tokens, u.metadata, u.embedding,
+				CASE WHEN u.level = 0 THEN to_tsvector($12::regconfig, u.content) END
 			FROM unnest($3::uuid[], $4::uuid[], $5::int[], $6::smallint[], $7::text[], $8::text[], $9::int[],
 				$10::jsonb[], $11::vector[]) AS u(id, parent, idx, level, content, hash, tokens, metadata, embedding)`,
 			res.DocumentID, s.OwnerID, cols.ids, cols.parents, cols.indexes, cols.levels, cols.contents,
-			cols.hashes, cols.tokens, cols.metadata, cols.vectors); err != nil {
+			cols.hashes, cols.tokens, cols.metadata, cols.vectors, s.textConfig()); err != nil {
 			return fmt.Errorf("memory: insert chunks: %w", err)
 		}
 		if len(pending) > 0 {

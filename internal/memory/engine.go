@@ -22,11 +22,26 @@ const (
 	DefaultHistoryMaxAge = 30 * 24 * time.Hour
 	// DefaultRRFK is the k of reciprocal rank fusion.
 	DefaultRRFK = 60
-	// DefaultEfSearch is hnsw.ef_search for vector queries (raised to the candidate count when
-	// that is larger). 200 rather than pgvector's 40 or the original's 100: on the shared tier,
-	// where the owner filter drops most of what the graph walk returns, 100 measured a recall@10
-	// of 0.945 to 0.953 for a tenant owning 10% of the table and 200 measured 0.988.
-	DefaultEfSearch = 200
+	// DefaultLexicalDepth bounds the postings text search reads per query term (see
+	// Config.LexicalDepth).
+	DefaultLexicalDepth = 1000
+	// DefaultRecallTarget is the recall@10 against an exact scan that vector search aims for: the
+	// HNSW search effort (ef_search) is chosen for it per tier and tenant size ([EfSearchFor]).
+	DefaultRecallTarget = 0.95
+	// MinRecallTarget is the lowest recall target a request may ask for.
+	MinRecallTarget = 0.5
+	// DefaultRerankTopK is how many candidates the reranker sees when a request does not say
+	// (or the limit, when larger).
+	DefaultRerankTopK = 20
+	// MaxRerankTopK is the most candidates a request may send to the reranker.
+	MaxRerankTopK = 100
+	// DefaultRerankTimeout bounds one reranker call; past it the results keep the unreranked
+	// order, marked degraded.
+	DefaultRerankTimeout = 2 * time.Second
+	// DefaultHistoryFlushInterval is how often the asynchronous history writer writes.
+	DefaultHistoryFlushInterval = 200 * time.Millisecond
+	// DefaultHistoryQueueSize bounds the searches waiting for the asynchronous history writer.
+	DefaultHistoryQueueSize = 10000
 	// DefaultMaxScanTuples is hnsw.max_scan_tuples, the bound of an iterative index scan.
 	DefaultMaxScanTuples = 20000
 	// DefaultExactSearchThreshold is the tenant size, in chunks, up to which vector search scans
@@ -67,8 +82,34 @@ type Config struct {
 	HistoryMaxAge time.Duration
 	// RRFK is the k of weighted reciprocal rank fusion in hybrid search. Default 60.
 	RRFK int
-	// EfSearch is hnsw.ef_search for vector queries, at most 1000. Default 200.
+	// EfSearch, when set, fixes hnsw.ef_search for vector queries (at most 1000) instead of
+	// choosing it for the recall target. Default 0: chosen by [EfSearchFor].
 	EfSearch int
+	// Fusion is the default fusion of hybrid search, FusionScore or FusionRRF. Default
+	// FusionScore (chosen on the evaluation sets, docs/benchmarks.md).
+	Fusion string
+	// LexicalDepth is how many postings of each query term text search reads, best impact
+	// first (the term's BM25 term-frequency part); terms with more postings are scored on their
+	// best LexicalDepth only, which bounds the cost of common words. Negative means all (exact
+	// BM25 for every query). Default 1000.
+	LexicalDepth int
+	// RecallTarget is the default recall@10 target of vector search (a request may override it
+	// with recall_target), in [MinRecallTarget, 1]. Default 0.95.
+	RecallTarget float64
+	// Reranker, when set, serves requests with rerank: true. Default: none (such requests get 400).
+	Reranker Reranker
+	// RerankTimeout bounds one reranker call. Default 2s.
+	RerankTimeout time.Duration
+	// AsyncHistory records searches in the background: Search queues the record and returns, and
+	// [Engine.RunHistory], which the caller must run, writes the queue in batches every
+	// HistoryFlushInterval. Without it each search writes its record in a transaction of its own
+	// after the answer is ready. Either way a failed history write never fails the search.
+	AsyncHistory bool
+	// HistoryFlushInterval is how often RunHistory writes. Default 200ms.
+	HistoryFlushInterval time.Duration
+	// HistoryQueueSize bounds the queued records; past it new records are dropped and counted
+	// (HistoryStats). Default 10,000.
+	HistoryQueueSize int
 	// MaxScanTuples is hnsw.max_scan_tuples: how far an iterative index scan may go to satisfy a
 	// filtered query before the engine falls back to an exact scan. Default 20000.
 	MaxScanTuples int
@@ -87,7 +128,12 @@ func (c Config) WithDefaults() Config {
 	c.HistoryMaxRows = cmp.Or(c.HistoryMaxRows, DefaultHistoryMaxRows)
 	c.HistoryMaxAge = cmp.Or(c.HistoryMaxAge, DefaultHistoryMaxAge)
 	c.RRFK = cmp.Or(c.RRFK, DefaultRRFK)
-	c.EfSearch = cmp.Or(c.EfSearch, DefaultEfSearch)
+	c.RecallTarget = cmp.Or(c.RecallTarget, DefaultRecallTarget)
+	c.LexicalDepth = cmp.Or(c.LexicalDepth, DefaultLexicalDepth)
+	c.Fusion = cmp.Or(c.Fusion, FusionScore)
+	c.RerankTimeout = cmp.Or(c.RerankTimeout, DefaultRerankTimeout)
+	c.HistoryFlushInterval = cmp.Or(c.HistoryFlushInterval, DefaultHistoryFlushInterval)
+	c.HistoryQueueSize = cmp.Or(c.HistoryQueueSize, DefaultHistoryQueueSize)
 	c.MaxScanTuples = cmp.Or(c.MaxScanTuples, DefaultMaxScanTuples)
 	c.ExactSearchThreshold = cmp.Or(c.ExactSearchThreshold, DefaultExactSearchThreshold)
 	if c.Logger == nil {
@@ -112,8 +158,14 @@ func (c Config) validate() error {
 		return fmt.Errorf("memory: Config.HistoryMaxAge must be positive, got %s", c.HistoryMaxAge)
 	case c.RRFK < 1:
 		return fmt.Errorf("memory: Config.RRFK must be positive, got %d", c.RRFK)
-	case c.EfSearch < 1 || c.EfSearch > 1000:
-		return fmt.Errorf("memory: Config.EfSearch must be in [1, 1000], got %d", c.EfSearch)
+	case c.EfSearch < 0 || c.EfSearch > 1000:
+		return fmt.Errorf("memory: Config.EfSearch must be in [0, 1000], got %d", c.EfSearch)
+	case c.Fusion != FusionScore && c.Fusion != FusionRRF && c.Fusion != FusionDBSF:
+		return fmt.Errorf("memory: Config.Fusion must be %q or %q, got %q", FusionScore, FusionRRF, c.Fusion)
+	case c.RecallTarget < MinRecallTarget || c.RecallTarget > 1:
+		return fmt.Errorf("memory: Config.RecallTarget must be in [%v, 1], got %v", MinRecallTarget, c.RecallTarget)
+	case c.RerankTimeout < 0 || c.HistoryFlushInterval < 0 || c.HistoryQueueSize < 1:
+		return fmt.Errorf("memory: Config.RerankTimeout, HistoryFlushInterval and HistoryQueueSize must be positive")
 	case c.MaxScanTuples < 1:
 		return fmt.Errorf("memory: Config.MaxScanTuples must be positive, got %d", c.MaxScanTuples)
 	}
@@ -124,7 +176,9 @@ func (c Config) validate() error {
 // embeds them, and searches them, for one tenant at a time given a [Scope]. The same engine
 // serves every tier and every tenant. It is safe for concurrent use; build one per process.
 type Engine struct {
-	cfg Config
+	cfg   Config
+	sizes *sizeCache
+	hist  *historyQueue
 }
 
 // New validates cfg (after defaults) and returns an Engine.
@@ -133,7 +187,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg}, nil
+	return &Engine{cfg: cfg, sizes: newSizeCache(), hist: newHistoryQueue(cfg.HistoryQueueSize)}, nil
 }
 
 // Config returns the engine's configuration, defaults applied.

@@ -118,7 +118,7 @@ func TestIsolation(t *testing.T) {
 			// Even a statement without an owner filter sees only B's rows (row-level security), and
 			// writing a row for A from B's scope is refused.
 			err = b.InTx(ctx, func(tx pgx.Tx) error {
-				for _, table := range []string{"documents", "chunks", "search_history", "embedding_jobs"} {
+				for _, table := range []string{"documents", "chunks", "search_history", "embedding_jobs", "chunk_terms", "chunk_stats"} {
 					var others int
 					require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM `+table+` WHERE owner_id <> $1`, b.OwnerID).Scan(&others))
 					require.Zero(t, others, table)
@@ -131,6 +131,18 @@ func TestIsolation(t *testing.T) {
 				return err
 			})
 			require.ErrorContains(t, err, "row-level security")
+			// Nor can B plant postings or statistics that would change A's text scores.
+			for _, stmt := range []string{
+				`INSERT INTO chunk_terms (owner_id, term, impact, chunk_id, tf, dl) VALUES ($1, 'saffron', 1, gen_random_uuid(), 1, 1)`,
+				`INSERT INTO chunk_stats (owner_id, leaf_count, term_count) VALUES ($1, 1000, 1000)
+					ON CONFLICT (owner_id) DO UPDATE SET leaf_count = 1000`,
+			} {
+				err = b.InTx(ctx, func(tx pgx.Tx) error {
+					_, err := tx.Exec(ctx, stmt, a.OwnerID)
+					return err
+				})
+				require.Error(t, err, stmt)
+			}
 		})
 	}
 }
@@ -160,11 +172,14 @@ func TestScopeLeavesNoSessionState(t *testing.T) {
 			_, err = eng.Search(ctx, s, memory.SearchParams{QueryText: "hello", SearchType: mode})
 			require.NoError(t, err)
 		}
-		var owner, path, ef, iter, timeout string
+		var owner, path, ef, iter, timeout, readOnly, planMode string
 		require.NoError(t, one.QueryRow(ctx, `SELECT coalesce(current_setting('tenantmem.owner_id', true), ''),
 			current_setting('search_path'), coalesce(current_setting('hnsw.ef_search', true), '40'),
-			coalesce(current_setting('hnsw.iterative_scan', true), 'off'), current_setting('statement_timeout')`).
-			Scan(&owner, &path, &ef, &iter, &timeout))
+			coalesce(current_setting('hnsw.iterative_scan', true), 'off'), current_setting('statement_timeout'),
+			current_setting('transaction_read_only'), current_setting('plan_cache_mode')`).
+			Scan(&owner, &path, &ef, &iter, &timeout, &readOnly, &planMode))
+		require.Equal(t, "off", readOnly)
+		require.Equal(t, "auto", planMode)
 		require.Empty(t, owner)
 		require.Equal(t, `"$user", public`, path)
 		require.Equal(t, "40", ef)

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgvector/pgvector-go"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -30,6 +35,20 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// TextConfig is the tenant's text search configuration (a pg_catalog configuration such as
+	// english or simple), used to index its chunks and to read its queries. Empty means english.
+	TextConfig string
+}
+
+// DefaultTextConfig is the text search configuration of a scope that names none.
+const DefaultTextConfig = "english"
+
+// textConfig is the schema-qualified text search configuration of the scope.
+func (s Scope) textConfig() string {
+	if s.TextConfig == "" {
+		return "pg_catalog." + DefaultTextConfig
+	}
+	return "pg_catalog." + s.TextConfig
 }
 
 // Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
@@ -61,7 +80,25 @@ func (s Scope) validate() error {
 	if err := schema.ValidateTenantID(s.OwnerID); err != nil {
 		return fmt.Errorf("memory: Scope.OwnerID: %w", err)
 	}
+	if !ValidTextConfigName(s.TextConfig) {
+		return fmt.Errorf("memory: Scope.TextConfig %q is not a text search configuration name", s.TextConfig)
+	}
 	return nil
+}
+
+// ValidTextConfigName reports whether name has the form of a text search configuration name
+// (lower-case letters, digits and underscores, at most 63 bytes); "" is valid and means english.
+// Whether the configuration exists is the provisioner's check.
+func ValidTextConfigName(name string) bool {
+	if len(name) > 63 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // scopeSQL sets the transaction-local state of a scope in one statement. With is_local = true
@@ -158,4 +195,268 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 		return ErrFenced
 	}
 	return nil
+}
+
+// readSettings are transaction-local settings of a read (search) transaction besides the
+// scope's own: name, value pairs set with set_config(name, value, true).
+type readSettings [][2]string
+
+// readRows iterates over the rows of the last statement of [Scope.read].
+type readRows struct {
+	m     *pgtype.Map
+	fds   []pgconn.FieldDescription
+	rr    *pgconn.ResultReader
+	plans []pgtype.ScanPlan // per column, planned on the first row (callers scan into the same types)
+}
+
+// Next advances to the next row.
+func (r *readRows) Next() bool { return r.rr.NextRow() }
+
+// Scan decodes the current row into dst, one destination per column (nil skips a column).
+func (r *readRows) Scan(dst ...any) error {
+	vals := r.rr.Values()
+	if len(dst) != len(vals) {
+		return fmt.Errorf("memory: scan %d columns into %d destinations", len(vals), len(dst))
+	}
+	if r.plans == nil {
+		r.plans = make([]pgtype.ScanPlan, len(dst))
+		for i, d := range dst {
+			if d != nil {
+				r.plans[i] = r.m.PlanScan(r.fds[i].DataTypeOID, r.fds[i].Format, d)
+			}
+		}
+	}
+	for i, d := range dst {
+		if d == nil {
+			continue
+		}
+		if err := r.plans[i].Scan(vals[i], d); err != nil {
+			// A plan made for a NULL-less first row may not fit this value's path: plan again.
+			if err2 := r.m.Scan(r.fds[i].DataTypeOID, r.fds[i].Format, vals[i], d); err2 != nil {
+				return fmt.Errorf("memory: column %s: %w", r.fds[i].Name, err2)
+			}
+		}
+	}
+	return nil
+}
+
+// readStmt is one statement of a read round trip.
+type readStmt struct {
+	sql  string
+	args []any
+	// prepared statements are prepared once per connection and reused: only for SQL that names
+	// no tenant table (it is parsed before the round trip's search_path is set).
+	prepared bool
+	// scan reads the statement's rows; nil discards them.
+	scan func(*readRows) error
+}
+
+// read runs read-only statements for the scope in ONE round trip: a pipeline of unnamed
+// statements ended by one Sync, which PostgreSQL runs as one implicit transaction:
+//
+//  1. the scope's settings (search_path, owner id, statement timeout), transaction_read_only,
+//     plan_cache_mode = force_custom_plan, the caller's settings and, with a Fence, the shared
+//     advisory lock: one statement;
+//  2. the Fence check, as its own statement (so it sees what was committed before the lock was
+//     granted);
+//  3. stmts, in order.
+//
+// Unnamed statements are parsed after the settings before them have run (so tables resolve in
+// the tenant's schema) and are always planned with their actual parameters: no generic plan can
+// replace the index scan the parameters call for. When the Fence check fails the rows read are
+// discarded and read returns ErrFenced; the transaction is read-only, so nothing happened.
+func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
+	err := s.readOnce(ctx, settings, stmts...)
+	if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
+		// The tenant moved: read again at its new location (the connection is back in the pool).
+		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
+			if next.Fence != nil {
+				f := *next.Fence
+				f.Refresh = nil
+				next.Fence = &f
+			}
+			return next.readOnce(ctx, settings, stmts...)
+		}
+	}
+	return err
+}
+
+func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts ...readStmt) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("memory: acquire: %w", interpretError(err))
+	}
+	defer conn.Release()
+	c := conn.Conn()
+	if _, ok := c.TypeMap().TypeForName("vector"); !ok {
+		if err := registerVector(ctx, c); err != nil {
+			return err
+		}
+	}
+	var timeout *string
+	if s.StatementTimeout > 0 {
+		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
+		timeout = &ms
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT set_config('search_path', $1, true), set_config('tenantmem.owner_id', $2, true),
+		set_config('statement_timeout', coalesce($3, current_setting('statement_timeout')), true),
+		set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', 'force_custom_plan', true)`)
+	args := []any{s.searchPath(), s.OwnerID, timeout}
+	for _, kv := range settings {
+		args = append(args, kv[0], kv[1])
+		fmt.Fprintf(&b, `, set_config($%d, $%d, true)`, len(args)-1, len(args))
+	}
+	all := []readStmt{{}}
+	if s.Fence != nil {
+		args = append(args, s.Fence.LockID)
+		fmt.Fprintf(&b, `, pg_advisory_xact_lock_shared($%d)`, len(args))
+	}
+	all[0] = readStmt{sql: b.String(), args: args, prepared: true}
+	var fenceOK bool
+	if s.Fence != nil {
+		all = append(all, readStmt{sql: s.Fence.Check, args: s.Fence.Args, prepared: true, scan: func(r *readRows) error {
+			for r.Next() {
+				if err := r.Scan(&fenceOK); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+	}
+	all = append(all, stmts...)
+
+	m := c.TypeMap()
+	batch := &pgconn.Batch{}
+	for _, st := range all {
+		if st.prepared {
+			// The settings and the fence check name no tenant table: prepare them once per
+			// connection (pgx remembers them), so they are neither parsed nor planned again.
+			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
+			if err != nil {
+				return fmt.Errorf("memory: prepare: %w", interpretError(err))
+			}
+			vals, fmts, err := encodeArgsFor(m, sd.ParamOIDs, st.args)
+			if err != nil {
+				return err
+			}
+			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
+			continue
+		}
+		vals, oids, fmts, err := encodeArgs(m, st.args)
+		if err != nil {
+			return err
+		}
+		batch.ExecParams(st.sql, vals, oids, fmts, []int16{pgtype.BinaryFormatCode})
+	}
+	mrr := c.PgConn().ExecBatch(ctx, batch)
+	var firstErr error
+	for i := 0; mrr.NextResult(); i++ {
+		rr := mrr.ResultReader()
+		// After a failed fence check the rows are not the caller's to see: leave them unread
+		// (a Refresh then reads again, into clean results).
+		fenced := s.Fence != nil && i > 1 && !fenceOK
+		if firstErr == nil && !fenced && i < len(all) && all[i].scan != nil {
+			if err := all[i].scan(&readRows{m: m, fds: rr.FieldDescriptions(), rr: rr}); err != nil {
+				firstErr = err
+			}
+		}
+		if _, err := rr.Close(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if err := mrr.Close(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	if firstErr != nil {
+		return fmt.Errorf("memory: read: %w", interpretError(firstErr))
+	}
+	if s.Fence != nil && !fenceOK {
+		return ErrFenced
+	}
+	return nil
+}
+
+// searchPath is the scope's search_path: its schema, then extensions; pg_temp last so a
+// temporary table can never shadow a tenant table.
+func (s Scope) searchPath() string {
+	return pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
+}
+
+// registerVector registers the pgvector types on a connection, in a transaction whose
+// search_path finds them.
+func registerVector(ctx context.Context, c *pgx.Conn) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`,
+			pgx.Identifier{schema.ExtensionSchema}.Sanitize()); err != nil {
+			return err
+		}
+		return pgxvec.RegisterTypes(ctx, tx.Conn())
+	})
+	if err != nil {
+		return fmt.Errorf("memory: register pgvector types: %w", interpretError(err))
+	}
+	return nil
+}
+
+// fnvHash is FNV-1a of s (a name for a prepared statement).
+func fnvHash(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// encodeArgsFor encodes arguments for a prepared statement's parameter types.
+func encodeArgsFor(m *pgtype.Map, oids []uint32, args []any) ([][]byte, []int16, error) {
+	if len(oids) != len(args) {
+		return nil, nil, fmt.Errorf("memory: %d arguments for %d parameters", len(args), len(oids))
+	}
+	vals := make([][]byte, len(args))
+	fmts := make([]int16, len(args))
+	for i, a := range args {
+		f := m.FormatCodeForOID(oids[i])
+		// A non-nil buffer: Encode returns nil for NULL only, so an empty string stays an empty
+		// string (with a nil buffer it came back nil, which the protocol sends as NULL).
+		buf, err := m.Encode(oids[i], f, a, make([]byte, 0, 16))
+		if err != nil {
+			return nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
+		}
+		vals[i], fmts[i] = buf, f
+	}
+	return vals, fmts, nil
+}
+
+// encodeArgs encodes statement arguments for the extended protocol by their Go types (binary
+// where the type supports it). nil is NULL.
+func encodeArgs(m *pgtype.Map, args []any) ([][]byte, []uint32, []int16, error) {
+	vals := make([][]byte, len(args))
+	oids := make([]uint32, len(args))
+	fmts := make([]int16, len(args))
+	for i, a := range args {
+		if a == nil {
+			continue
+		}
+		var (
+			t  *pgtype.Type
+			ok bool
+		)
+		if _, isVec := a.(pgvector.Vector); isVec {
+			t, ok = m.TypeForName("vector")
+		} else {
+			t, ok = m.TypeForValue(a)
+		}
+		if !ok {
+			return nil, nil, nil, fmt.Errorf("memory: no PostgreSQL type for argument %d (%T)", i+1, a)
+		}
+		f := m.FormatCodeForOID(t.OID)
+		buf, err := m.Encode(t.OID, f, a, make([]byte, 0, 16))
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
+		}
+		vals[i], oids[i], fmts[i] = buf, t.OID, f
+	}
+	return vals, oids, fmts, nil
 }

@@ -13,8 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pgvector/pgvector-go"
+
+	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
 // Search types.
@@ -24,10 +25,39 @@ const (
 	SearchHybrid = "hybrid"
 )
 
+// Fusion methods of hybrid search.
+const (
+	// FusionScore normalises each leg's scores to 0..1 over its candidates (min-max) and adds
+	// them weighted by alpha (vector) and 1-alpha (text).
+	FusionScore = "score"
+	// FusionRRF is weighted reciprocal rank fusion: alpha/(k+rank) + (1-alpha)/(k+rank).
+	FusionRRF = "rrf"
+	// FusionDBSF is distribution-based score fusion: like FusionScore, with each leg's range
+	// taken as its mean ± 3 standard deviations over its candidates.
+	FusionDBSF = "dbsf"
+)
+
+// spread is mean ± 3 standard deviations of xs.
+func spread(xs []float64) (float64, float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	var sum, sq float64
+	for _, x := range xs {
+		sum += x
+	}
+	mean := sum / float64(len(xs))
+	for _, x := range xs {
+		sq += (x - mean) * (x - mean)
+	}
+	sd := math.Sqrt(sq / float64(len(xs)))
+	return mean - 3*sd, mean + 3*sd
+}
+
 // Defaults of [SearchParams].
 const (
 	DefaultSearchLimit = 10
-	DefaultAlpha       = 0.5
+	DefaultAlpha       = 0.1
 )
 
 // SearchParams is one search. Filters combine with AND and apply identically in every mode.
@@ -35,7 +65,8 @@ const (
 type SearchParams struct {
 	// QueryText is the query: required for text and hybrid search, and for vector search
 	// without QueryEmbedding. At most Config.MaxQueryChars characters. Text search reads it as
-	// web search syntax (websearch_to_tsquery: "quoted phrases", or, -excluded).
+	// web search syntax: words are alternatives (any may match; BM25 ranks), "quoted phrases"
+	// must occur, -word and -"phrase" must not, and the word or is ignored.
 	QueryText string `json:"query_text"`
 	// QueryEmbedding, when set, is used instead of embedding QueryText for the vector side. It
 	// must have the provider's dimension.
@@ -50,19 +81,34 @@ type SearchParams struct {
 	IDAtOrigins []string `json:"id_at_origins,omitempty"`
 	// DocumentTypes keeps chunks of documents of one of these types.
 	DocumentTypes []string `json:"document_types,omitempty"`
-	// MetadataFilter keeps chunks of documents whose metadata contains this object (jsonb @>).
+	// MetadataFilter keeps chunks of documents whose metadata contains this object (jsonb @>):
+	// it matches the DOCUMENT's metadata.
 	MetadataFilter json.RawMessage `json:"metadata_filter,omitempty"`
+	// ChunkMetadataFilter keeps chunks whose own metadata (the chunker's keys: section,
+	// email_part, speakers, start, end, ...) contains this object. Both filters may be given.
+	ChunkMetadataFilter json.RawMessage `json:"chunk_metadata_filter,omitempty"`
 	// DateFrom and DateTo bound document_date, inclusive; a document without a date never
 	// matches a bound.
 	DateFrom *time.Time `json:"date_from,omitempty"`
 	DateTo   *time.Time `json:"date_to,omitempty"`
 	// Alpha weighs the vector side of hybrid search, 0 to 1 (1 = vector only, 0 = text only);
-	// nil means 0.5.
+	// nil means 0.1 (tuned with score fusion on the go-std evaluation set, confirmed on debian: docs/benchmarks.md).
 	Alpha *float64 `json:"alpha,omitempty"`
 	// IncludeParentContext adds each hit's parent chunk (its wider context).
 	IncludeParentContext bool `json:"include_parent_context,omitempty"`
 	// IncludeDocuments adds the document's type, metadata, id at origin and date.
 	IncludeDocuments bool `json:"include_documents,omitempty"`
+	// Fusion is how hybrid search fuses its two lists: score (min-max normalised scores,
+	// alpha-weighted) or rrf (weighted reciprocal rank fusion); empty means Config.Fusion.
+	Fusion string `json:"fusion,omitempty"`
+	// RecallTarget is the recall@10 against an exact scan that the HNSW search effort is chosen
+	// for, 0.5 to 1 (1 means an exact scan); nil means Config.RecallTarget (0.95).
+	RecallTarget *float64 `json:"recall_target,omitempty"`
+	// Rerank re-scores the top RerankTopK candidates with the configured reranker.
+	Rerank bool `json:"rerank,omitempty"`
+	// RerankTopK is how many candidates the reranker sees, 1 to MaxRerankTopK; nil means
+	// max(limit, 20). Only with Rerank.
+	RerankTopK *int `json:"rerank_top_k,omitempty"`
 }
 
 // SearchResult is one hit: a leaf chunk. Score is on one scale for the whole list (see
@@ -71,15 +117,17 @@ type SearchParams struct {
 // possible. Similarity, TextRank and RRFScore are the components; each is null when its mode
 // did not run (and Similarity when the chunk is not embedded yet).
 type SearchResult struct {
-	ChunkID      string          `json:"chunk_id"`
-	DocumentID   string          `json:"document_id"`
-	DocumentName string          `json:"document_name"`
-	ChunkIndex   int             `json:"chunk_index"`
-	Content      string          `json:"content"`
-	Score        float64         `json:"score"`
-	Similarity   *float64        `json:"similarity"`
-	TextRank     *float64        `json:"text_rank"`
-	RRFScore     *float64        `json:"rrf_score"`
+	ChunkID      string   `json:"chunk_id"`
+	DocumentID   string   `json:"document_id"`
+	DocumentName string   `json:"document_name"`
+	ChunkIndex   int      `json:"chunk_index"`
+	Content      string   `json:"content"`
+	Score        float64  `json:"score"`
+	Similarity   *float64 `json:"similarity"`
+	TextRank     *float64 `json:"text_rank"`
+	RRFScore     *float64 `json:"rrf_score"`
+	// RerankScore is the reranker's score, with rerank only (within rerank_top_k).
+	RerankScore  *float64        `json:"rerank_score,omitempty"`
 	Metadata     json.RawMessage `json:"metadata"`
 	ParentChunks []ParentChunk   `json:"parent_chunks,omitempty"`
 	// With IncludeDocuments only.
@@ -102,24 +150,32 @@ type SearchResponse struct {
 	Results    []SearchResult `json:"results"`
 	SearchType string         `json:"search_type"`
 	TookMS     float64        `json:"took_ms"`
-	// Degraded is set when a hybrid search ran on text alone because the embedding provider
-	// failed on the query.
-	Degraded bool `json:"degraded,omitempty"`
+	// Degraded is set when part of the search could not run and the answer is the best without
+	// it: a hybrid search ran on text alone because the embedding provider failed on the query, or
+	// the reranker failed and the results keep the unreranked order. DegradedReasons says which.
+	Degraded        bool     `json:"degraded,omitempty"`
+	DegradedReasons []string `json:"degraded_reasons,omitempty"`
 }
 
 // searchInput is validated SearchParams.
 type searchInput struct {
-	p           SearchParams
-	searchType  string
-	limit       int
-	alpha       float64
-	idAtOrigins []string
-	metadata    json.RawMessage
-	queryText   string
+	p             SearchParams
+	searchType    string
+	limit         int
+	alpha         float64
+	idAtOrigins   []string
+	metadata      json.RawMessage
+	chunkMetadata json.RawMessage
+	queryText     string
+	recallTarget  float64
+	fusion        string
+	rerank        bool
+	rerankTopK    int
 }
 
 func (e *Engine) validateSearch(p SearchParams) (searchInput, error) {
-	in := searchInput{p: p, searchType: cmp.Or(p.SearchType, SearchHybrid), limit: DefaultSearchLimit, alpha: DefaultAlpha}
+	in := searchInput{p: p, searchType: cmp.Or(p.SearchType, SearchHybrid), limit: DefaultSearchLimit, alpha: DefaultAlpha,
+		recallTarget: e.cfg.RecallTarget}
 	switch in.searchType {
 	case SearchVector, SearchText, SearchHybrid:
 	default:
@@ -184,6 +240,36 @@ func (e *Engine) validateSearch(p SearchParams) (searchInput, error) {
 		return in, err
 	}
 	in.metadata = md
+	if in.chunkMetadata, err = validateMetadata("chunk_metadata_filter", p.ChunkMetadataFilter, true); err != nil {
+		return in, err
+	}
+	if p.RecallTarget != nil {
+		if r := *p.RecallTarget; math.IsNaN(r) || r < MinRecallTarget || r > 1 {
+			return in, invalid("recall_target", "must be between %v and 1 (1 = exact), got %v", MinRecallTarget, r)
+		}
+		in.recallTarget = *p.RecallTarget
+	}
+	in.fusion = cmp.Or(p.Fusion, e.cfg.Fusion)
+	switch in.fusion {
+	case FusionScore, FusionRRF, FusionDBSF:
+	default:
+		return in, invalid("fusion", "must be %s or %s, got %q", FusionScore, FusionRRF, p.Fusion)
+	}
+	in.rerank = p.Rerank
+	if p.RerankTopK != nil {
+		switch k := *p.RerankTopK; {
+		case !p.Rerank:
+			return in, invalid("rerank_top_k", "is only used with rerank: true")
+		case k < 1 || k > MaxRerankTopK:
+			return in, invalid("rerank_top_k", "must be between 1 and %d, got %d", MaxRerankTopK, k)
+		}
+		in.rerankTopK = *p.RerankTopK
+	} else {
+		in.rerankTopK = max(in.limit, DefaultRerankTopK)
+	}
+	if p.Rerank && e.cfg.Reranker == nil {
+		return in, invalid("rerank", "this deployment has no reranker configured")
+	}
 	if p.DateFrom != nil && p.DateTo != nil && p.DateFrom.After(*p.DateTo) {
 		return in, invalid("date_from", "must not be after date_to")
 	}
@@ -220,22 +306,33 @@ func (in searchInput) docFilter(args *[]any) string {
 	return b.String()
 }
 
-// candidate is one ranked chunk id from one side of the search.
-type candidate struct {
-	id    string
-	value float64 // distance (vector) or rank (text)
+// Tunables of lexical ranking (Okapi BM25, as Lucene and Elasticsearch default to).
+const (
+	bm25K1 = 1.2
+	bm25B  = 0.75
+)
+
+// searchRow is one candidate chunk read by the search statement, with everything a result needs.
+type searchRow struct {
+	r          SearchResult
+	value      float64 // the leg's own value: cosine distance (vector) or BM25 score (text)
+	vecRank    int     // 1-based rank in the vector list; 0 = absent
+	txtRank    int     // 1-based rank in the text list; 0 = absent
+	bm25       float64
+	hasBM25    bool // the chunk is among the text leg's candidates
+	start, end int
 }
 
 // Search runs a vector, text or hybrid search over the tenant's leaf chunks, records it in the
 // search history, and returns at most Limit results, best first.
 //
-// Vector search orders by cosine distance. For tenants up to Config.ExactSearchThreshold
-// chunks it scans the tenant's rows exactly; above that it walks the HNSW index with
-// ef_search and a pgvector iterative scan (relaxed order, re-sorted), set transaction-local;
-// if that yields fewer than Limit rows it falls back to the exact scan, so results are never
-// cut short by the shared index. Text search matches websearch_to_tsquery('english', query)
-// and ranks with ts_rank_cd. Hybrid search takes max(2·Limit, 20) candidates from each side
-// and fuses them with weighted reciprocal rank fusion.
+// Everything the answer needs is read in one round trip (see Scope.read): the settings, the
+// fence, the tenant's size and one statement that computes both legs and returns the candidate
+// rows. Vector search orders by cosine distance: for tenants up to Config.ExactSearchThreshold
+// leaf chunks it scans the tenant's rows exactly; above that it walks the HNSW index with an
+// iterative scan and an ef_search chosen for the recall target, falling back to the exact scan
+// within the same statement when that yields fewer rows than asked. Text search is BM25 over
+// the tenant's own term statistics (docs/memory.md). Hybrid search fuses the two lists.
 func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchResponse, error) {
 	start := time.Now()
 	in, err := e.validateSearch(p)
@@ -248,6 +345,13 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	resp := SearchResponse{SearchType: in.searchType, Results: []SearchResult{}}
 	useVector := in.searchType == SearchVector || (in.searchType == SearchHybrid && in.alpha > 0)
 	useText := in.searchType == SearchText || (in.searchType == SearchHybrid && in.alpha < 1)
+	lex := parseWebQuery(in.queryText)
+	if useText && lex.pos == "" {
+		if in.searchType == SearchText {
+			return SearchResponse{}, errNoTerms
+		}
+		useText = false // hybrid: the vector leg alone (documented)
+	}
 
 	var qvec *pgvector.Vector
 	if useVector {
@@ -263,6 +367,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 				e.cfg.Logger.WarnContext(ctx, "memory: query embedding failed; hybrid search on text only",
 					slog.String("owner_id", s.OwnerID), slog.String("error", err.Error()))
 				resp.Degraded = true
+				resp.DegradedReasons = append(resp.DegradedReasons, DegradedEmbedding)
 				useVector = false
 			default:
 				return SearchResponse{}, fmt.Errorf("%w: %w", ErrEmbeddingUnavailable, err)
@@ -273,239 +378,182 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 			qvec = &v
 		}
 	}
-
-	candidates := in.limit
-	if in.searchType == SearchHybrid {
-		candidates = max(2*in.limit, 20)
+	if !useVector && !useText {
+		return SearchResponse{}, errNoTerms
 	}
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
-		var vecHits, textHits []candidate
-		var err error
-		if useVector {
-			if vecHits, err = e.vectorCandidates(ctx, tx, s, in, *qvec, candidates); err != nil {
-				return err
-			}
+
+	// Candidates per leg: hybrid fuses two lists; every mode reads a few more than the limit so
+	// that dropping chunks nested in other results (hygiene) never shortens the list, and reranking
+	// reads its top k.
+	// Candidates per leg. The vector leg reads exactly what it needs: each row beyond the
+	// limit costs HNSW work (an iterative scan past its first ef_search candidates is several
+	// times slower). The text leg scores every match anyway, so it reads more for fusion and
+	// hygiene. Reranking reads its top k from both.
+	nVec, n := in.limit, in.limit+min(in.limit, 10)
+	if in.searchType == SearchHybrid {
+		// Fusion needs depth on both sides: max(2·limit, 20) each (as the evaluation measured).
+		n = max(2*in.limit, 20)
+		nVec = n
+	}
+	if in.rerank {
+		nVec, n = max(nVec, in.rerankTopK), max(n, in.rerankTopK)
+	}
+	size, known := e.sizes.get(s)
+	if useVector && !known {
+		if size, err = e.tenantSize(ctx, s); err != nil {
+			return SearchResponse{}, err
 		}
-		if useText {
-			if textHits, err = e.textCandidates(ctx, tx, s, in, candidates); err != nil {
-				return err
-			}
-		}
-		ranked := e.rank(in, vecHits, textHits)
-		if resp.Results, err = e.enrich(ctx, tx, s, in, qvec, useText, ranked); err != nil {
+	}
+	plan := e.planVector(s, in, size, nVec)
+
+	var (
+		vecRows, txtRows []searchRow
+		fresh            int64 = -1
+		lexemeCount      int64
+	)
+	settings := readSettings{{"hnsw.ef_search", strconv.Itoa(plan.ef)}, {"hnsw.iterative_scan", "relaxed_order"},
+		{"hnsw.max_scan_tuples", strconv.Itoa(e.cfg.MaxScanTuples)}}
+	var stmts []readStmt
+	if useVector {
+		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, nVec)
+		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			vecRows, err = scanSearchRows(r, in, &fresh)
 			return err
-		}
-		resp.TookMS = float64(time.Since(start).Microseconds()) / 1000
-		return e.recordSearch(ctx, tx, s, in, len(resp.Results), resp.TookMS)
-	})
-	if err != nil {
+		}})
+	}
+	if useText {
+		sql, args := e.textSQL(s, in, lex, qvec, n)
+		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			txtRows, err = scanSearchRows(r, in, &fresh)
+			return err
+		}})
+	}
+	if err := s.read(ctx, settings, stmts...); err != nil {
 		return SearchResponse{}, err
 	}
+	if useVector && !plan.exact && len(vecRows) < nVec {
+		// Short list: the iterative scan hit max_scan_tuples before finding n rows that pass the
+		// owner and the filters. The exact scan finds every one that exists (one more round trip).
+		sql, args := e.vectorSQL(s, in, *qvec, true, nVec)
+		if err := s.read(ctx, nil, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			vecRows, err = scanSearchRows(r, in, &fresh)
+			return err
+		}}); err != nil {
+			return SearchResponse{}, err
+		}
+	}
+	rows := mergeLegs(vecRows, txtRows)
+	if fresh >= 0 {
+		e.sizes.put(s, fresh)
+	}
+	if useText && len(txtRows) == 0 && in.searchType == SearchText {
+		// Nothing matched: tell a query with nothing to search for (only stop words) from one
+		// whose words the tenant does not have (one more round trip, only then).
+		err := s.read(ctx, nil, readStmt{sql: `SELECT count(*) FROM unnest(to_tsvector($1::regconfig, $2))`,
+			args: []any{s.textConfig(), lex.pos}, scan: func(r *readRows) error {
+				for r.Next() {
+					if err := r.Scan(&lexemeCount); err != nil {
+						return err
+					}
+				}
+				return nil
+			}})
+		if err != nil {
+			return SearchResponse{}, err
+		}
+		if lexemeCount == 0 {
+			return SearchResponse{}, errNoTerms
+		}
+	}
+	list := e.fuse(in, rows, useText)
+	if in.rerank {
+		var reason string
+		list, reason = e.rerank(ctx, in, list)
+		if reason != "" {
+			resp.Degraded = true
+			resp.DegradedReasons = append(resp.DegradedReasons, reason)
+		}
+	}
+	resp.Results = hygiene(list, in.limit)
+	if in.searchType == SearchVector && len(resp.Results) < in.limit && len(vecRows) == nVec && len(list) > len(resp.Results) {
+		// Hygiene dropped nested chunks and more may exist: read twice as many (rare).
+		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, 2*nVec)
+		if err := s.read(ctx, settings, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
+			vecRows, err = scanSearchRows(r, in, &fresh)
+			return err
+		}}); err != nil {
+			return SearchResponse{}, err
+		}
+		resp.Results = hygiene(e.fuse(in, mergeLegs(vecRows, nil), false), in.limit)
+	}
+	resp.TookMS = float64(time.Since(start).Microseconds()) / 1000
+	e.recordSearch(ctx, s, in, len(resp.Results), resp.TookMS)
 	return resp, nil
 }
 
-// vectorCandidates returns up to n leaf chunks nearest to q, nearest first.
-func (e *Engine) vectorCandidates(ctx context.Context, tx pgx.Tx, s Scope, in searchInput, q pgvector.Vector, n int) ([]candidate, error) {
-	// One round trip: the transaction-local HNSW settings (harmless to the exact scan) and a
-	// bounded probe of the tenant's size, which reads at most threshold+1 owner index entries.
-	// relaxed_order may return rows slightly out of order: the ANN query re-sorts them.
+// errNoTerms is a text search whose query has nothing to search for.
+var errNoTerms = invalid("query_text", "has no words to search for: it is empty after removing stop words, operators ('-', 'or') and punctuation")
+
+// Degraded reasons of a [SearchResponse].
+const (
+	// DegradedEmbedding: the provider could not embed the query; hybrid search ran on text alone.
+	DegradedEmbedding = "embedding_unavailable"
+	// DegradedRerank: the reranker failed or answered garbage; the results keep the unreranked order.
+	DegradedRerank = "rerank_unavailable"
+)
+
+// tenantSize reads the tenant's number of leaf chunks (one round trip; only when the engine has
+// not seen the tenant yet).
+func (e *Engine) tenantSize(ctx context.Context, s Scope) (int64, error) {
+	var n int64
+	err := s.read(ctx, nil, readStmt{sql: `SELECT coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0)`,
+		args: []any{s.OwnerID}, scan: func(r *readRows) error {
+			for r.Next() {
+				if err := r.Scan(&n); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+	if err != nil {
+		return 0, err
+	}
+	e.sizes.put(s, n)
+	return n, nil
+}
+
+// vectorPlan is how the vector leg runs.
+type vectorPlan struct {
+	exact bool
+	ef    int
+}
+
+// planVector chooses the exact scan or the HNSW walk, and its ef_search for the recall target.
+func (e *Engine) planVector(s Scope, in searchInput, size int64, n int) vectorPlan {
 	t := e.cfg.ExactSearchThreshold
-	var size int
-	if err := tx.QueryRow(ctx, `SELECT set_config('hnsw.ef_search', $1, true),
-			set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.max_scan_tuples', $2, true),
-			CASE WHEN $4::bigint < 0 THEN 0 ELSE (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE owner_id = $3 LIMIT $4::bigint + 1) s) END`,
-		strconv.Itoa(min(max(e.cfg.EfSearch, n), 1000)), strconv.Itoa(e.cfg.MaxScanTuples), s.OwnerID, t,
-	).Scan(nil, nil, nil, &size); err != nil {
-		return nil, fmt.Errorf("memory: vector search settings: %w", err)
+	if in.recallTarget >= 1 || (t >= 0 && size <= int64(t)) {
+		return vectorPlan{exact: true, ef: max(n, 40)}
 	}
-	exact := t >= 0 && size <= t
-	args := []any{q, s.OwnerID}
-	filter := in.docFilter(&args)
-	join := ""
-	if filter != "" {
-		join = "JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $2"
+	ef := EfSearchFor(s.Schema == schema.SharedSchema, size, in.recallTarget)
+	if e.cfg.EfSearch > 0 {
+		ef = e.cfg.EfSearch
 	}
-	args = append(args, n)
-	where := fmt.Sprintf(`c.owner_id = $2 AND c.chunk_level = 0 AND c.embedding IS NOT NULL%s`, filter)
-	// The exact scan: the MATERIALIZED CTE has no ORDER BY the HNSW index could serve, so the
-	// planner reads the owner's rows (owner index or sequential scan) and sorts them.
-	exactSQL := fmt.Sprintf(`
-		WITH cand AS MATERIALIZED (
-			SELECT c.chunk_id, c.embedding <=> $1 AS distance FROM chunks c %s WHERE %s
-		)
-		SELECT chunk_id::text, distance FROM cand ORDER BY distance, chunk_id LIMIT $%d`, join, where, len(args))
-	if !exact {
-		annSQL := fmt.Sprintf(`
-			SELECT chunk_id::text, distance FROM (
-				SELECT c.chunk_id, c.embedding <=> $1 AS distance FROM chunks c %s WHERE %s
-				ORDER BY c.embedding <=> $1 LIMIT $%d
-			) s ORDER BY distance, chunk_id`, join, where, len(args))
-		hits, err := queryCandidates(ctx, tx, annSQL, args)
-		if err != nil {
-			return nil, fmt.Errorf("memory: vector search: %w", err)
-		}
-		if len(hits) >= n {
-			return hits, nil
-		}
-		// Short list: the iterative scan hit max_scan_tuples before finding n rows that pass
-		// the owner and filters. The exact scan finds every one that exists.
-	}
-	hits, err := queryCandidates(ctx, tx, exactSQL, args)
-	if err != nil {
-		return nil, fmt.Errorf("memory: vector search (exact): %w", err)
-	}
-	return hits, nil
+	return vectorPlan{ef: min(max(ef, n), 1000)}
 }
 
-// textCandidates returns up to n leaf chunks matching the query, best ranked first.
-func (e *Engine) textCandidates(ctx context.Context, tx pgx.Tx, s Scope, in searchInput, n int) ([]candidate, error) {
-	args := []any{in.queryText, s.OwnerID}
-	filter := in.docFilter(&args)
-	join := ""
-	if filter != "" {
-		join = "JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $2"
-	}
-	args = append(args, n)
-	sql := fmt.Sprintf(`
-		SELECT c.chunk_id::text, ts_rank_cd(c.search_vector, q.q, 32) AS rank
-		FROM websearch_to_tsquery('english', $1) AS q(q), chunks c %s
-		WHERE c.owner_id = $2 AND c.chunk_level = 0 AND c.search_vector @@ q.q%s
-		ORDER BY rank DESC, c.chunk_id LIMIT $%d`, join, filter, len(args))
-	hits, err := queryCandidates(ctx, tx, sql, args)
-	if err != nil {
-		return nil, fmt.Errorf("memory: text search: %w", err)
-	}
-	return hits, nil
-}
-
-func queryCandidates(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]candidate, error) {
-	rows, err := tx.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
-		var c candidate
-		err := r.Scan(&c.id, &c.value)
-		return c, err
-	})
-}
-
-// ranked is one result before enrichment.
-type ranked struct {
-	id  string
-	rrf float64 // hybrid only
-}
-
-// rank orders the candidates of the mode and cuts the list to the limit. Hybrid search fuses
-// the two lists with weighted reciprocal rank fusion: a chunk at rank r (1-based) of the vector
-// list gets alpha/(k+r), at rank r of the text list (1-alpha)/(k+r); a chunk without any
-// contribution (alpha 0 or 1) is dropped.
-func (e *Engine) rank(in searchInput, vecHits, textHits []candidate) []ranked {
-	switch in.searchType {
-	case SearchVector:
-		out := make([]ranked, 0, min(len(vecHits), in.limit))
-		for _, h := range vecHits[:min(len(vecHits), in.limit)] {
-			out = append(out, ranked{id: h.id})
-		}
-		return out
-	case SearchText:
-		out := make([]ranked, 0, min(len(textHits), in.limit))
-		for _, h := range textHits[:min(len(textHits), in.limit)] {
-			out = append(out, ranked{id: h.id})
-		}
-		return out
-	}
-	k := float64(e.cfg.RRFK)
-	type fused struct {
-		rrf              float64
-		vecRank, txtRank int // 0 = absent
-	}
-	m := make(map[string]*fused, len(vecHits)+len(textHits))
-	get := func(id string) *fused {
-		f := m[id]
-		if f == nil {
-			f = &fused{}
-			m[id] = f
-		}
-		return f
-	}
-	if in.alpha > 0 {
-		for i, h := range vecHits {
-			f := get(h.id)
-			f.rrf += in.alpha / (k + float64(i+1))
-			f.vecRank = i + 1
-		}
-	}
-	if in.alpha < 1 {
-		for i, h := range textHits {
-			f := get(h.id)
-			f.rrf += (1 - in.alpha) / (k + float64(i+1))
-			f.txtRank = i + 1
-		}
-	}
-	ids := make([]string, 0, len(m))
-	for id, f := range m {
-		if f.rrf > 0 {
-			ids = append(ids, id)
-		}
-	}
-	// Ties (same fused value) go to the better vector rank, then the better text rank, then
-	// the chunk id, so the order is deterministic.
-	rankOr := func(r int) int {
-		if r == 0 {
-			return math.MaxInt
-		}
-		return r
-	}
-	slices.SortFunc(ids, func(a, b string) int {
-		fa, fb := m[a], m[b]
-		if c := cmp.Compare(fb.rrf, fa.rrf); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(rankOr(fa.vecRank), rankOr(fb.vecRank)); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(rankOr(fa.txtRank), rankOr(fb.txtRank)); c != 0 {
-			return c
-		}
-		return strings.Compare(a, b)
-	})
-	out := make([]ranked, 0, min(len(ids), in.limit))
-	for _, id := range ids[:min(len(ids), in.limit)] {
-		out = append(out, ranked{id: id, rrf: m[id].rrf})
-	}
-	return out
-}
-
-// enrich reads the rows of the ranked chunks in one query (parents and documents included)
-// and computes the scores.
-func (e *Engine) enrich(ctx context.Context, tx pgx.Tx, s Scope, in searchInput, qvec *pgvector.Vector, useText bool,
-	list []ranked) ([]SearchResult, error) {
-	if len(list) == 0 {
-		return []SearchResult{}, nil
-	}
-	ids := make([]string, len(list))
-	for i, r := range list {
-		ids[i] = r.id
-	}
-	args := []any{s.OwnerID, ids}
-	cols := `c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata`
-	from := `chunks c JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
-	if qvec != nil {
-		args = append(args, *qvec)
-		cols += fmt.Sprintf(`, 1 - (c.embedding <=> $%d)`, len(args))
-	} else {
-		cols += `, NULL::float8`
-	}
-	if useText {
-		args = append(args, in.queryText)
-		cols += fmt.Sprintf(`, ts_rank_cd(c.search_vector, websearch_to_tsquery('english', $%d), 32)`, len(args))
+// outputSQL is the select list and joins that every leg's statement returns for a candidate
+// chunk c of document d: the columns scanSearchRows reads after the leg's own value.
+func outputSQL(in searchInput, qv string) (cols, joins string) {
+	cols = `coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0), c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
+		coalesce((c.metadata->>'start')::bigint, 0), coalesce((c.metadata->>'end')::bigint, 0)`
+	if qv != "" {
+		cols += `, 1 - (c.embedding <=> ` + qv + `)`
 	} else {
 		cols += `, NULL::float8`
 	}
 	if in.p.IncludeParentContext {
-		cols += `, p.chunk_id::text, p.chunk_index, p.chunk_level, p.content`
-		from += ` LEFT JOIN chunks p ON p.chunk_id = c.parent_chunk_id AND p.owner_id = $1`
+		cols += `, p2.chunk_id::text, p2.chunk_index, p2.chunk_level, p2.content`
+		joins += ` LEFT JOIN chunks p2 ON p2.chunk_id = c.parent_chunk_id AND p2.owner_id = $1`
 	} else {
 		cols += `, NULL::text, NULL::int, NULL::smallint, NULL::text`
 	}
@@ -514,58 +562,318 @@ func (e *Engine) enrich(ctx context.Context, tx pgx.Tx, s Scope, in searchInput,
 	} else {
 		cols += `, NULL::text, NULL::jsonb, NULL::text, NULL::timestamptz`
 	}
-	rows, err := tx.Query(ctx, `SELECT `+cols+` FROM `+from+` WHERE c.owner_id = $1 AND c.chunk_id = ANY($2::uuid[])`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("memory: search results: %w", err)
+	return cols, joins
+}
+
+// vectorSQL is the vector leg: the n leaf chunks nearest to q with everything a result needs,
+// first column the cosine distance. exact scans the tenant's rows (a MATERIALIZED CTE has no
+// ORDER BY the HNSW index could serve); otherwise the HNSW index is walked (iterative scan,
+// relaxed order: the caller sorts).
+func (e *Engine) vectorSQL(s Scope, in searchInput, q pgvector.Vector, exact bool, n int) (string, []any) {
+	args := []any{s.OwnerID, n}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
 	}
-	byID := make(map[string]SearchResult, len(list))
-	for rows.Next() {
+	qv := arg(q) + "::vector"
+	docCond := in.docFilter(&args)
+	chunkCond := ""
+	if in.chunkMetadata != nil {
+		chunkCond = " AND c.metadata @> " + arg(string(in.chunkMetadata)) + "::jsonb"
+	}
+	cols, joins := outputSQL(in, qv)
+	where := `c.owner_id = $1 AND c.chunk_level = 0 AND c.embedding IS NOT NULL` + chunkCond + docCond
+	if !exact {
+		return `SELECT c.embedding <=> ` + qv + `, ` + cols + ` FROM chunks c
+			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins + `
+			WHERE ` + where + ` ORDER BY c.embedding <=> ` + qv + ` LIMIT $2`, args
+	}
+	join := ""
+	if docCond != "" {
+		join = ` JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
+	}
+	return `WITH vx AS MATERIALIZED (SELECT c.chunk_id, c.embedding <=> ` + qv + ` AS distance FROM chunks c` + join + `
+			WHERE ` + where + `),
+		top AS MATERIALIZED (SELECT chunk_id, distance FROM vx ORDER BY distance, chunk_id LIMIT $2)
+		SELECT top.distance, ` + cols + ` FROM top JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
+			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+}
+
+// textSQL is the text leg: BM25 over the tenant's own postings (chunk_terms) and statistics
+// (chunk_stats), the n best chunks matching any of the query's words that pass the required
+// phrases, the exclusions and the filters, first column the BM25 score.
+func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.Vector, n int) (string, []any) {
+	args := []any{s.OwnerID, n}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	qv := ""
+	if qvec != nil {
+		qv = arg(*qvec) + "::vector"
+	}
+	cfg := arg(s.textConfig()) + "::regconfig"
+	pos := arg(lex.pos)
+	docCond := in.docFilter(&args)
+	cond := ""
+	if in.chunkMetadata != nil {
+		cond = " AND c.metadata @> " + arg(string(in.chunkMetadata)) + "::jsonb"
+	}
+	cond += docCond
+	from := ""
+	if lex.must != "" {
+		from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.must) + ") mq(q)"
+		cond += ` AND (numnode(mq.q) = 0 OR c.search_vector @@ mq.q)`
+	}
+	if lex.not != "" {
+		from += ", websearch_to_tsquery(" + cfg + ", " + arg(lex.not) + ") nq(q)"
+		cond += ` AND (numnode(nq.q) = 0 OR NOT c.search_vector @@ nq.q)`
+	}
+	// Each term's postings are read best impact first, at most LexicalDepth of them (all when
+	// negative); the document frequency counts them all (an index-only count).
+	postings := `p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1
+			AND term = ANY(ARRAY(SELECT term FROM terms)))`
+	if e.cfg.LexicalDepth > 0 {
+		postings = `p AS MATERIALIZED (SELECT t.term, x.chunk_id, x.tf, x.dl FROM terms t CROSS JOIN LATERAL (
+			SELECT chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1 AND term = t.term
+			ORDER BY impact DESC, chunk_id DESC LIMIT ` + arg(e.cfg.LexicalDepth) + `) x)`
+	}
+	ctes := []string{
+		`terms AS MATERIALIZED (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector(` + cfg + `, ` + pos + `)))`,
+		postings,
+		`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
+			FROM chunk_stats WHERE owner_id = $1)`,
+		`df AS MATERIALIZED (SELECT t.term, (SELECT count(*) FROM chunk_terms c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df
+			FROM terms t)`,
+		fmt.Sprintf(`scored AS (SELECT p.chunk_id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
+			* p.tf * %[1]g / (p.tf + %[2]g * (%[3]g + %[4]g * p.dl / st.avgdl))) AS score
+			FROM p JOIN df USING (term) CROSS JOIN st GROUP BY p.chunk_id)`, bm25K1+1, bm25K1, 1-bm25B, bm25B),
+	}
+	if cond == "" {
+		ctes = append(ctes, `top AS MATERIALIZED (SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id LIMIT $2)`)
+	} else {
+		// Walk the scored chunks best first and stop at n that pass the conditions: the OFFSET 0
+		// keeps the lateral subquery a per-row probe, so the order is kept and the scan stops early.
+		join := ""
+		if docCond != "" {
+			join = ` JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
+		}
+		ctes = append(ctes, `top AS MATERIALIZED (SELECT s.chunk_id, s.score
+			FROM (SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id) s
+			JOIN LATERAL (SELECT 1 FROM chunks c`+join+from+` WHERE c.owner_id = $1 AND c.chunk_id = s.chunk_id`+cond+` OFFSET 0) f ON true
+			ORDER BY s.score DESC, s.chunk_id LIMIT $2)`)
+	}
+	cols, joins := outputSQL(in, qv)
+	return `WITH ` + strings.Join(ctes, ",\n") + `
+		SELECT top.score, ` + cols + ` FROM top JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
+			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+}
+
+// mergeLegs joins the two legs' rows by chunk: ranks come from each leg's own order (distance
+// ascending, BM25 descending, ties by chunk id).
+func mergeLegs(vec, txt []searchRow) []searchRow {
+	slices.SortFunc(vec, func(a, b searchRow) int {
+		return cmp.Or(cmp.Compare(a.value, b.value), strings.Compare(a.r.ChunkID, b.r.ChunkID))
+	})
+	slices.SortFunc(txt, func(a, b searchRow) int {
+		return cmp.Or(cmp.Compare(b.value, a.value), strings.Compare(a.r.ChunkID, b.r.ChunkID))
+	})
+	byID := make(map[string]int, len(vec)+len(txt))
+	out := make([]searchRow, 0, len(vec)+len(txt))
+	for i, r := range vec {
+		r.vecRank = i + 1
+		byID[r.r.ChunkID] = len(out)
+		out = append(out, r)
+	}
+	for i, r := range txt {
+		bm := r.value
+		if j, ok := byID[r.r.ChunkID]; ok {
+			out[j].txtRank, out[j].bm25, out[j].hasBM25 = i+1, bm, true
+			continue
+		}
+		r.txtRank, r.bm25, r.hasBM25 = i+1, bm, true
+		out = append(out, r)
+	}
+	return out
+}
+
+// scanSearchRows reads a leg's rows; size receives the tenant's leaf count that every row carries.
+func scanSearchRows(r *readRows, in searchInput, size *int64) ([]searchRow, error) {
+	var out []searchRow
+	for r.Next() {
 		var (
-			r                    SearchResult
+			row                  searchRow
+			start, end           int64
 			pID, pContent, dType *string
-			pIndex               *int
+			pIndex               *int32
 			pLevel               *int16
 			dMeta                []byte
 		)
-		if err := rows.Scan(&r.ChunkID, &r.DocumentID, &r.DocumentName, &r.ChunkIndex, &r.Content, &r.Metadata,
-			&r.Similarity, &r.TextRank, &pID, &pIndex, &pLevel, &pContent, &dType, &dMeta, &r.IDAtOrigin,
-			&r.DocumentDate); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("memory: search results: %w", err)
+		x := &row.r
+		if err := r.Scan(&row.value, size, &x.ChunkID, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, &x.Metadata,
+			&start, &end, &x.Similarity, &pID, &pIndex, &pLevel, &pContent, &dType, &dMeta, &x.IDAtOrigin,
+			&x.DocumentDate); err != nil {
+			return nil, err
 		}
+		row.start, row.end = int(start), int(end)
 		if pID != nil {
-			r.ParentChunks = []ParentChunk{{ChunkID: *pID, ChunkIndex: *pIndex, ChunkLevel: int(*pLevel), Content: *pContent}}
+			x.ParentChunks = []ParentChunk{{ChunkID: *pID, ChunkIndex: int(*pIndex), ChunkLevel: int(*pLevel), Content: *pContent}}
 		} else if in.p.IncludeParentContext {
-			r.ParentChunks = []ParentChunk{}
+			x.ParentChunks = []ParentChunk{}
 		}
 		if dType != nil {
-			r.DocumentType, r.DocumentMetadata = *dType, dMeta
+			x.DocumentType, x.DocumentMetadata = *dType, dMeta
 		}
-		byID[r.ChunkID] = r
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("memory: search results: %w", err)
-	}
-	k1 := float64(e.cfg.RRFK + 1)
-	out := make([]SearchResult, 0, len(list))
-	for _, rk := range list {
-		r, ok := byID[rk.id]
-		if !ok {
-			continue // deleted between the two statements
-		}
-		switch in.searchType {
-		case SearchVector:
-			r.Score = deref(r.Similarity)
-		case SearchText:
-			r.Score = deref(r.TextRank)
-		case SearchHybrid:
-			rrf := rk.rrf
-			r.RRFScore = &rrf
-			r.Score = rrf * k1 // the best possible fused value, rank 1 on both sides, is 1/(k+1)
-		}
-		out = append(out, r)
+		out = append(out, row)
 	}
 	return out, nil
+}
+
+// textRank maps a BM25 score (0 and up) to 0..1, keeping the order.
+func textRank(bm25 float64) float64 { return bm25 / (bm25 + 1) }
+
+// fuse orders the candidate rows of the mode and fills the scores. Vector: by rank in the
+// vector list. Text: by rank in the text list. Hybrid: weighted reciprocal rank fusion (see
+// docs/memory.md): a chunk at 1-based rank r of the vector list gets alpha/(k+r), at rank r of
+// the text list (1-alpha)/(k+r); score is the fused value divided by its maximum 1/(k+1).
+func (e *Engine) fuse(in searchInput, rows []searchRow, useText bool) []searchRow {
+	for i := range rows {
+		if useText && rows[i].hasBM25 {
+			tr := textRank(rows[i].bm25)
+			rows[i].r.TextRank = &tr
+		}
+	}
+	switch in.searchType {
+	case SearchVector:
+		rows = slices.DeleteFunc(rows, func(r searchRow) bool { return r.vecRank == 0 })
+		slices.SortFunc(rows, func(a, b searchRow) int { return cmp.Compare(a.vecRank, b.vecRank) })
+		for i := range rows {
+			rows[i].r.Score = deref(rows[i].r.Similarity)
+		}
+		return rows
+	case SearchText:
+		rows = slices.DeleteFunc(rows, func(r searchRow) bool { return r.txtRank == 0 })
+		slices.SortFunc(rows, func(a, b searchRow) int { return cmp.Compare(a.txtRank, b.txtRank) })
+		for i := range rows {
+			rows[i].r.Score = deref(rows[i].r.TextRank)
+		}
+		return rows
+	}
+	k := float64(e.cfg.RRFK)
+	// Score fusion normalises each leg's scores over its own candidates (min-max) and takes the
+	// alpha-weighted sum; a chunk missing from a leg gets 0 from it.
+	var vMin, vMax, tMin, tMax = math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, r := range rows {
+		if r.vecRank > 0 {
+			v := 1 - r.value
+			vMin, vMax = min(vMin, v), max(vMax, v)
+		}
+		if r.hasBM25 {
+			tMin, tMax = min(tMin, r.bm25), max(tMax, r.bm25)
+		}
+	}
+	if in.fusion == FusionDBSF {
+		// Distribution-based: each leg's range is its mean ± 3 standard deviations.
+		var vs, ts []float64
+		for _, r := range rows {
+			if r.vecRank > 0 {
+				vs = append(vs, 1-r.value)
+			}
+			if r.hasBM25 {
+				ts = append(ts, r.bm25)
+			}
+		}
+		vMin, vMax = spread(vs)
+		tMin, tMax = spread(ts)
+	}
+	norm := func(x, lo, hi float64) float64 {
+		if hi <= lo {
+			return 1
+		}
+		return min(max((x-lo)/(hi-lo), 0), 1)
+	}
+	fused := func(r searchRow) float64 {
+		var f float64
+		if in.fusion != FusionRRF {
+			if r.vecRank > 0 && in.alpha > 0 {
+				f += in.alpha * norm(1-r.value, vMin, vMax)
+			}
+			if r.hasBM25 && in.alpha < 1 {
+				f += (1 - in.alpha) * norm(r.bm25, tMin, tMax)
+			}
+			if f == 0 && ((r.vecRank > 0 && in.alpha > 0) || (r.hasBM25 && in.alpha < 1)) {
+				f = math.SmallestNonzeroFloat64 // the last of its leg still counts
+			}
+			return f
+		}
+		if r.vecRank > 0 && in.alpha > 0 {
+			f += in.alpha / (k + float64(r.vecRank))
+		}
+		if r.txtRank > 0 && in.alpha < 1 {
+			f += (1 - in.alpha) / (k + float64(r.txtRank))
+		}
+		return f
+	}
+	rows = slices.DeleteFunc(rows, func(r searchRow) bool { return fused(r) == 0 })
+	rankOr := func(r int) int {
+		if r == 0 {
+			return math.MaxInt
+		}
+		return r
+	}
+	// Ties (same fused value) go to the better vector rank, then the better text rank, then
+	// the chunk id, so the order is deterministic.
+	slices.SortFunc(rows, func(a, b searchRow) int {
+		if c := cmp.Compare(fused(b), fused(a)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(rankOr(a.vecRank), rankOr(b.vecRank)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(rankOr(a.txtRank), rankOr(b.txtRank)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.r.ChunkID, b.r.ChunkID)
+	})
+	for i := range rows {
+		f := fused(rows[i])
+		if in.fusion != FusionRRF {
+			rows[i].r.Score = f // the best possible, first on both legs, is 1
+			continue
+		}
+		rows[i].r.RRFScore = &f
+		rows[i].r.Score = f * (k + 1)
+	}
+	return rows
+}
+
+// hygiene cuts the list to limit, skipping any chunk that lies wholly inside, or wholly
+// contains, a better-ranked chunk of the same document already in the list: the same text is
+// never returned twice.
+func hygiene(rows []searchRow, limit int) []SearchResult {
+	out := make([]SearchResult, 0, min(len(rows), limit))
+	kept := make([]searchRow, 0, limit)
+	for _, r := range rows {
+		if len(out) == limit {
+			break
+		}
+		nested := false
+		for _, k := range kept {
+			if k.r.DocumentID != r.r.DocumentID || r.end <= r.start || k.end <= k.start {
+				continue
+			}
+			if (r.start >= k.start && r.end <= k.end) || (k.start >= r.start && k.end <= r.end) {
+				nested = true
+				break
+			}
+		}
+		if nested {
+			continue
+		}
+		kept = append(kept, r)
+		out = append(out, r.r)
+	}
+	return out
 }
 
 func deref(p *float64) float64 {

@@ -155,7 +155,7 @@ func TestSearchScores(t *testing.T) {
 		q := "solar electricity"
 		search := func(mode string, alpha *float64) memory.SearchResponse {
 			t.Helper()
-			r, err := eng.Search(ctx, s, memory.SearchParams{QueryText: q, SearchType: mode, Alpha: alpha})
+			r, err := eng.Search(ctx, s, memory.SearchParams{QueryText: q, SearchType: mode, Alpha: alpha, Fusion: memory.FusionRRF})
 			require.NoError(t, err)
 			require.Equal(t, mode, r.SearchType)
 			require.NotEmpty(t, r.Results)
@@ -167,13 +167,7 @@ func TestSearchScores(t *testing.T) {
 			}
 			return r
 		}
-		ids := func(r memory.SearchResponse) []string {
-			out := []string{}
-			for _, x := range r.Results {
-				out = append(out, x.ChunkID)
-			}
-			return out
-		}
+		chunkIDs := ids
 		vec := search(memory.SearchVector, nil)
 		for _, x := range vec.Results {
 			require.Equal(t, *x.Similarity, x.Score)
@@ -187,7 +181,8 @@ func TestSearchScores(t *testing.T) {
 			require.Less(t, x.Score, 1.0)
 			require.Nil(t, x.Similarity)
 		}
-		require.Len(t, txt.Results, 1, "only one document has both words")
+		require.Len(t, txt.Results, 4, "any word matches (OR); BM25 ranks")
+		require.Contains(t, txt.Results[0].Content, "solar panels", "the one chunk with both words ranks first")
 		hyb := search(memory.SearchHybrid, nil)
 		top := hyb.Results[0]
 		require.Equal(t, txt.Results[0].ChunkID, top.ChunkID)
@@ -195,11 +190,24 @@ func TestSearchScores(t *testing.T) {
 		require.InDelta(t, 1.0, top.Score, 1e-12, "first on both sides")
 		for _, x := range hyb.Results {
 			require.NotNil(t, x.Similarity)
-			require.NotNil(t, x.TextRank)
+			// text_rank is set for the text leg's candidates (the chunks matching a word), null
+			// for chunks only the vector leg found.
+			require.Equal(t, strings.Contains(x.Content, "solar") || strings.Contains(x.Content, "electricity"), x.TextRank != nil, x.Content)
 			require.InDelta(t, *x.RRFScore*float64(k+1), x.Score, 1e-12)
 		}
-		require.Equal(t, ids(vec), ids(search(memory.SearchHybrid, new(1.0))), "alpha 1 is the vector order")
-		require.Equal(t, ids(txt), ids(search(memory.SearchHybrid, new(0.0))), "alpha 0 is the text order")
+		// Score fusion (the default): min-max normalised scores, 1 for the chunk first on both legs.
+		sf, err := eng.Search(ctx, s, memory.SearchParams{QueryText: q, SearchType: memory.SearchHybrid})
+		require.NoError(t, err)
+		require.Equal(t, top.ChunkID, sf.Results[0].ChunkID)
+		require.InDelta(t, 1.0, sf.Results[0].Score, 1e-12)
+		for i, x := range sf.Results {
+			require.Nil(t, x.RRFScore)
+			if i > 0 {
+				require.LessOrEqual(t, x.Score, sf.Results[i-1].Score)
+			}
+		}
+		require.Equal(t, chunkIDs(vec), chunkIDs(search(memory.SearchHybrid, new(1.0))), "alpha 1 is the vector order")
+		require.Equal(t, chunkIDs(txt), chunkIDs(search(memory.SearchHybrid, new(0.0))), "alpha 0 is the text order")
 	}
 }
 
@@ -231,7 +239,7 @@ func TestParentContext(t *testing.T) {
 				res, err := eng.Search(ctx, s, memory.SearchParams{QueryText: "aurora", SearchType: mode, Limit: new(100),
 					IncludeParentContext: true, IncludeDocuments: true})
 				require.NoError(t, err)
-				require.Len(t, res.Results, long.EmbeddingsCreated+short.EmbeddingsCreated, mode)
+				requireAllButNested(t, eng, s, res.Results, []string{long.DocumentID, short.DocumentID})
 				for _, r := range res.Results {
 					require.Equal(t, 0, levels[r.ChunkID], "only leaves are hits")
 					require.NotEmpty(t, r.DocumentType)
@@ -367,7 +375,7 @@ func TestSearchHistory(t *testing.T) {
 			require.Equal(t, 1, hist[0].ResultCount)
 			require.Positive(t, hist[0].LatencyMS)
 			require.JSONEq(t, `{"limit":5}`, string(hist[0].Filters))
-			require.JSONEq(t, `{"limit":10,"alpha":0.5,"document_types":["text"],"metadata_filter":{"a":1}}`, string(hist[1].Filters))
+			require.JSONEq(t, `{"limit":10,"alpha":0.1,"document_types":["text"],"metadata_filter":{"a":1}}`, string(hist[1].Filters))
 			require.Greater(t, hist[0].SearchID, hist[1].SearchID)
 			one, err := eng.SearchHistory(ctx, s, memory.SearchHistoryListParams{Limit: new(1)})
 			require.NoError(t, err)
@@ -409,5 +417,57 @@ func TestQueryEmbeddingFromClient(t *testing.T) {
 		require.Len(t, res.Results, 1)
 		require.False(t, res.Degraded)
 		require.False(t, math.IsNaN(*res.Results[0].Similarity))
+	}
+}
+
+// requireAllButNested checks result hygiene on a search that matched every leaf of docs with a
+// large limit: every leaf is returned except those lying wholly inside (or around) a returned
+// chunk of the same document, and no returned chunk lies inside another.
+func requireAllButNested(t *testing.T, eng *memory.Engine, s memory.Scope, results []memory.SearchResult, docs []string) {
+	t.Helper()
+	type span struct {
+		doc, id    string
+		start, end int
+	}
+	spanOf := func(doc string, c memory.Chunk) span {
+		var m struct{ Start, End int }
+		require.NoError(t, json.Unmarshal(c.Metadata, &m))
+		return span{doc, c.ChunkID, m.Start, m.End}
+	}
+	var leaves []span
+	for _, id := range docs {
+		d, err := eng.GetDocument(context.Background(), s, memory.DocumentGetParams{DocumentID: id, IncludeChunks: true})
+		require.NoError(t, err)
+		for _, c := range d.Chunks {
+			if c.ChunkLevel == 0 {
+				leaves = append(leaves, spanOf(id, c))
+			}
+		}
+	}
+	returned := map[string]span{}
+	for _, r := range results {
+		for _, l := range leaves {
+			if l.id == r.ChunkID {
+				returned[l.id] = l
+			}
+		}
+	}
+	nested := func(a, b span) bool {
+		return a.doc == b.doc && a.id != b.id && ((a.start >= b.start && a.end <= b.end) || (b.start >= a.start && b.end <= a.end))
+	}
+	for _, a := range returned {
+		for _, b := range returned {
+			require.False(t, nested(a, b), "returned chunks %v and %v are nested", a, b)
+		}
+	}
+	for _, l := range leaves {
+		if _, ok := returned[l.id]; ok {
+			continue
+		}
+		found := false
+		for _, r := range returned {
+			found = found || nested(l, r)
+		}
+		require.True(t, found, "leaf %v is missing and not nested in a returned chunk", l)
 	}
 }

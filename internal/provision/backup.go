@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -13,6 +14,10 @@ import (
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
+
+// SettingTextSearchConfig is the manifest setting that carries the tenant's text search
+// configuration.
+const SettingTextSearchConfig = "text_search_config"
 
 // Producer is what archives written by this package name as their producer.
 const Producer = "tenantmem provisioner"
@@ -79,6 +84,11 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 			MigrationVersion: t.MigrationVersion, EmbeddingDimension: settings.EmbeddingDimension,
 			EmbeddingModel: params.EmbeddingModel, TenantCreatedAt: t.CreatedAt, CreatedAt: time.Now().UTC(),
 			Tables: tables, DerivedRows: derived, KeyHashes: params.IncludeKeyHashes,
+			Settings: map[string]json.RawMessage{},
+		}
+		if t.TextSearchConfig != "" {
+			// The chunks' text index was made with it; a restore gives the tenant the same.
+			m.Settings[SettingTextSearchConfig], _ = json.Marshal(t.TextSearchConfig)
 		}
 		var keys []archive.Key
 		if params.IncludeKeyHashes {

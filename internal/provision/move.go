@@ -59,8 +59,8 @@ type MoveParams struct {
 
 // MoveResult describes a finished move.
 type MoveResult struct {
-	Tenant registry.Tenant   `json:"tenant"`
-	From   registry.Home `json:"from"`
+	Tenant registry.Tenant `json:"tenant"`
+	From   registry.Home   `json:"from"`
 	// Rows counts the rows copied from the snapshot, per table.
 	Rows map[string]int64 `json:"rows"`
 	// Rounds is the number of catch-up rounds (the last one with writes paused); Changes the

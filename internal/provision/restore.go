@@ -83,10 +83,10 @@ type archiveIdentity struct {
 
 // restoreDetail is the detail of a restore job.
 type restoreDetail struct {
-	Archive  archiveIdentity   `json:"archive"`
-	Target   registry.Home `json:"target"`
-	Staging  string            `json:"staging,omitempty"`
-	Previous registry.Home `json:"previous,omitzero"`
+	Archive  archiveIdentity `json:"archive"`
+	Target   registry.Home   `json:"target"`
+	Staging  string          `json:"staging,omitempty"`
+	Previous registry.Home   `json:"previous,omitzero"`
 }
 
 // ErrArchive wraps every reason an archive cannot be restored here (besides the archive
@@ -155,6 +155,16 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	target, err := p.targetLocation(id, tier, params.Placement)
 	if err != nil {
 		return RestoreResult{}, err
+	}
+	textConfig := ""
+	if raw, ok := man.Settings[SettingTextSearchConfig]; ok {
+		if err := json.Unmarshal(raw, &textConfig); err != nil {
+			return RestoreResult{}, fmt.Errorf("provision: restore: %w: setting %s: %s", archive.ErrCorrupt, SettingTextSearchConfig, err.Error())
+		}
+		if err := p.checkTextConfig(ctx, textConfig); err != nil {
+			return RestoreResult{}, fmt.Errorf("provision: restore: %w: the tenant's text search configuration %q does not exist here",
+				ErrArchive, textConfig)
+		}
 	}
 	ident := archiveIdentity{TenantID: man.TenantID, CreatedAt: man.CreatedAt, Version: man.MigrationVersion}
 	res := RestoreResult{Rows: map[string]int64{}, NewIDs: id != man.TenantID, From: ident}
@@ -274,6 +284,7 @@ func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man 
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			if _, err := registry.Insert(ctx, tx, registry.TenantInsertParams{
 				ID: id, Tier: target.Tier, SchemaName: target.SchemaName, DatabaseName: target.DatabaseName, PlacementID: target.PlacementID,
+				TextSearchConfig: textConfigOf(man),
 			}); err != nil {
 				return err
 			}
@@ -476,6 +487,11 @@ func (p *Provisioner) activateRestore(ctx context.Context, id string, loc regist
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			if _, err := registry.SetLocation(ctx, tx, id, loc, version); err != nil {
 				return err
+			}
+			if cfg := textConfigOf(man); cfg != "" {
+				if err := registry.SetTextSearchConfig(ctx, tx, id, cfg); err != nil {
+					return err
+				}
 			}
 			t, err := registry.SetStatus(ctx, tx, id, registry.StatusActive)
 			if err != nil {
@@ -776,4 +792,14 @@ func (p *Provisioner) withoutIndexes(ctx context.Context, pool *pgxpool.Pool, sc
 	}
 	p.cfg.Logger.DebugContext(ctx, "indexes built after the load", "schema", schemaName, "indexes", len(idx), "took", time.Since(start))
 	return loadErr
+}
+
+// textConfigOf is the text search configuration an archive's manifest carries ("" when none:
+// archives of tenantmem before per-tenant configurations, all english).
+func textConfigOf(m archive.Manifest) string {
+	var c string
+	if raw, ok := m.Settings[SettingTextSearchConfig]; ok {
+		_ = json.Unmarshal(raw, &c)
+	}
+	return c
 }

@@ -146,9 +146,10 @@ func requireCode(t *testing.T, err error, code string) {
 	require.Equal(t, code, pgErr.Code, pgErr.Message)
 }
 
-// TestLeakproofTextSearchLetsRLSUseTheIndex checks that, with the option, a text query of the
-// router role can use the GIN index under row-level security, and without it cannot.
-func TestLeakproofTextSearchLetsRLSUseTheIndex(t *testing.T) {
+// TestLexicalIndexUnderRLS checks that lexical search's own index (chunk_terms, owner first) is
+// used by the router role under row-level security with or without the LEAKPROOF option: text
+// search no longer needs it (docs/memory.md). The GIN index the option was for is gone.
+func TestLexicalIndexUnderRLS(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	for _, leakproof := range []bool{false, true} {
@@ -157,19 +158,23 @@ func TestLeakproofTextSearchLetsRLSUseTheIndex(t *testing.T) {
 		require.NoError(t, err)
 		res, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "lp", Tier: registry.TierShared})
 		require.NoError(t, err)
-		// 5,000 chunks of common words and one with a rare word, so the GIN index is the cheap
-		// path for the rare word whenever the planner may use it.
+		// 5,000 chunks of common words and one with a rare word.
 		_, err = e.pool.Exec(ctx, `WITH d AS (INSERT INTO tenantmem_shared.documents (owner_id, document_name, document_type)
 				VALUES ('lp', 'd', 'text') RETURNING document_id)
-			INSERT INTO tenantmem_shared.chunks (document_id, owner_id, chunk_index, content, content_hash, token_count)
-			SELECT d.document_id, 'lp', i, CASE WHEN i = 0 THEN 'zebra' ELSE 'common words ' || i END, md5(i::text), 2
-			FROM d, generate_series(0, 5000) i;
-			ANALYZE tenantmem_shared.chunks`)
+			INSERT INTO tenantmem_shared.chunks (document_id, owner_id, chunk_index, content, content_hash, token_count, search_vector)
+			SELECT d.document_id, 'lp', i, c, md5(i::text), 2, to_tsvector('english', c)
+			FROM d, generate_series(0, 5000) i, LATERAL (SELECT CASE WHEN i = 0 THEN 'zebra' ELSE 'common words ' || i END AS c) x;
+			ANALYZE tenantmem_shared.chunk_terms`)
 		require.NoError(t, err)
 		var plan string
+		var n int
 		require.NoError(t, inTenant(t, e.router, res.Tenant, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, `EXPLAIN SELECT chunk_id FROM chunks
-				WHERE owner_id = $1 AND search_vector @@ websearch_to_tsquery('english', 'zebra')`, res.Tenant.ID)
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM chunk_terms WHERE owner_id = $1 AND term = ANY($2::text[])`,
+				res.Tenant.ID, []string{"zebra"}).Scan(&n); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, `EXPLAIN SELECT chunk_id FROM chunk_terms WHERE owner_id = $1 AND term = ANY($2::text[])`,
+				res.Tenant.ID, []string{"zebra"})
 			if err != nil {
 				return err
 			}
@@ -177,6 +182,7 @@ func TestLeakproofTextSearchLetsRLSUseTheIndex(t *testing.T) {
 			plan = strings.Join(lines, "\n")
 			return err
 		}))
-		require.Equal(t, leakproof, strings.Contains(plan, "chunks_search_vector_idx"), plan)
+		require.Equal(t, 1, n, "the rare word has one posting")
+		require.Contains(t, plan, "chunk_terms_pkey", plan)
 	}
 }

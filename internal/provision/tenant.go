@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
@@ -18,6 +19,10 @@ type TenantCreateParams struct {
 	ID        string
 	Tier      registry.Tier
 	Placement string // database tier only; default "local"
+	// TextSearchConfig is the tenant's text search configuration, a configuration of
+	// pg_catalog (english, simple for mixed languages, german, ...); empty means english. It is
+	// fixed at creation: it decides how the tenant's chunks are indexed.
+	TextSearchConfig string
 }
 
 // TenantCreateResult is a created tenant and its first API key, shown once.
@@ -32,6 +37,9 @@ func validateCreate(p TenantCreateParams) (schemaName string, err error) {
 	}
 	if _, err := registry.ParseTier(string(p.Tier)); err != nil {
 		return "", err
+	}
+	if p.TextSearchConfig != "" && (!memory.ValidTextConfigName(p.TextSearchConfig) || p.TextSearchConfig[0] < 'a') {
+		return "", &registry.FieldError{Field: "text_search_config", Message: "must be the name of a text search configuration, e.g. english or simple"}
 	}
 	switch p.Tier {
 	case registry.TierShared:
@@ -65,6 +73,9 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	if err != nil {
 		return TenantCreateResult{}, err
 	}
+	if err := p.checkTextConfig(ctx, params.TextSearchConfig); err != nil {
+		return TenantCreateResult{}, err
+	}
 	var res TenantCreateResult
 	err = p.withTenantLock(ctx, params.ID, func(conn *pgxpool.Conn) error {
 		var t registry.Tenant
@@ -80,7 +91,7 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 				return err
 			}
 			t, err = registry.Insert(ctx, tx, registry.TenantInsertParams{
-				ID: params.ID, Tier: params.Tier, SchemaName: schemaName,
+				ID: params.ID, Tier: params.Tier, SchemaName: schemaName, TextSearchConfig: params.TextSearchConfig,
 			})
 			if err != nil {
 				return err
@@ -151,6 +162,23 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 	p.cfg.Logger.InfoContext(ctx, "tenant created", "tenant_id", res.Tenant.ID, "tier", string(res.Tenant.Tier),
 		"schema", res.Tenant.SchemaName)
 	return res, nil
+}
+
+// checkTextConfig refuses a text search configuration that pg_catalog does not have.
+func (p *Provisioner) checkTextConfig(ctx context.Context, name string) error {
+	if name == "" {
+		return nil
+	}
+	var ok bool
+	if err := p.cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_ts_config
+		WHERE cfgname = $1 AND cfgnamespace = 'pg_catalog'::regnamespace)`, name).Scan(&ok); err != nil {
+		return fmt.Errorf("check text search configuration: %w", err)
+	}
+	if !ok {
+		return &registry.FieldError{Field: "text_search_config",
+			Message: fmt.Sprintf("unknown text search configuration %q; see pg_ts_config (english, simple, german, ...)", name)}
+	}
+	return nil
 }
 
 // sharedSchemaVersion is the migration version of the shared schema, read once per process and
@@ -403,7 +431,7 @@ func (p *Provisioner) dropJobCopies(ctx context.Context, db beginner, t registry
 		From    registry.Home `json:"from"`
 		To      registry.Home `json:"to"`
 		Target  registry.Home `json:"target"`
-		Staging string            `json:"staging"`
+		Staging string        `json:"staging"`
 	}
 	if err := json.Unmarshal(job.Detail, &d); err != nil {
 		return fmt.Errorf("job of tenant %q: %w", t.ID, err)

@@ -179,3 +179,13 @@ func ReplaceKeys(ctx context.Context, db DBTX, tenantID string, keys []KeyHash) 
 	}
 	return nil
 }
+
+// SetTextSearchConfig sets a tenant's text search configuration (a restore applies the
+// archive's, with which its chunks were indexed).
+func SetTextSearchConfig(ctx context.Context, db DBTX, tenantID, config string) error {
+	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET text_search_config = $2, updated_at = now()
+		WHERE tenant_id = $1 AND text_search_config IS DISTINCT FROM $2`, tenantID, config); err != nil {
+		return fmt.Errorf("registry: set text search configuration: %w", err)
+	}
+	return nil
+}

@@ -72,13 +72,15 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
 // Tenant is one registry entry.
 type Tenant struct {
-	ID               string    `json:"tenant_id"`
-	Tier             Tier      `json:"tier"`
-	SchemaName       string    `json:"schema_name"`
-	DatabaseName     string    `json:"database_name,omitempty"`
-	PlacementID      string    `json:"placement"`
-	Status           Status    `json:"status"`
-	MigrationVersion int64     `json:"migration_version"`
+	ID               string `json:"tenant_id"`
+	Tier             Tier   `json:"tier"`
+	SchemaName       string `json:"schema_name"`
+	DatabaseName     string `json:"database_name,omitempty"`
+	PlacementID      string `json:"placement"`
+	Status           Status `json:"status"`
+	MigrationVersion int64  `json:"migration_version"`
+	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
+	TextSearchConfig string    `json:"text_search_config"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 }
@@ -112,12 +114,12 @@ type DBTX interface {
 }
 
 const tenantColumns = `tenant_id, tier, schema_name, coalesce(database_name, ''), placement_id, status,
-	migration_version, created_at, updated_at`
+	migration_version, text_search_config, created_at, updated_at`
 
 func scanTenant(row pgx.Row) (Tenant, error) {
 	var t Tenant
 	err := row.Scan(&t.ID, &t.Tier, &t.SchemaName, &t.DatabaseName, &t.PlacementID, &t.Status,
-		&t.MigrationVersion, &t.CreatedAt, &t.UpdatedAt)
+		&t.MigrationVersion, &t.TextSearchConfig, &t.CreatedAt, &t.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Tenant{}, ErrNotFound
 	}
@@ -183,6 +185,8 @@ type TenantInsertParams struct {
 	SchemaName   string
 	DatabaseName string
 	PlacementID  string
+	// TextSearchConfig is the tenant's text search configuration; empty means english.
+	TextSearchConfig string
 }
 
 // Insert adds a tenant in status provisioning. It returns ErrExists when the id, or the schema or
@@ -193,9 +197,9 @@ func Insert(ctx context.Context, db DBTX, p TenantInsertParams) (Tenant, error) 
 		dbName = &p.DatabaseName
 	}
 	t, err := scanTenant(db.QueryRow(ctx, `INSERT INTO tenantmem_control.tenants
-		(tenant_id, tier, schema_name, database_name, placement_id, status)
-		VALUES ($1, $2, $3, $4, coalesce(nullif($5, ''), 'local'), 'provisioning')
-		RETURNING `+tenantColumns, p.ID, string(p.Tier), p.SchemaName, dbName, p.PlacementID))
+		(tenant_id, tier, schema_name, database_name, placement_id, status, text_search_config)
+		VALUES ($1, $2, $3, $4, coalesce(nullif($5, ''), 'local'), 'provisioning', coalesce(nullif($6, ''), 'english'))
+		RETURNING `+tenantColumns, p.ID, string(p.Tier), p.SchemaName, dbName, p.PlacementID, p.TextSearchConfig))
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) {
@@ -410,10 +414,10 @@ func Authenticate(ctx context.Context, db DBTX, key string) (Tenant, string, err
 		t       Tenant
 	)
 	err = db.QueryRow(ctx, `SELECT k.secret_hash, k.revoked_at, t.tenant_id, t.tier, t.schema_name,
-			coalesce(t.database_name, ''), t.placement_id, t.status, t.migration_version, t.created_at, t.updated_at
+			coalesce(t.database_name, ''), t.placement_id, t.status, t.migration_version, t.text_search_config, t.created_at, t.updated_at
 		FROM tenantmem_control.api_keys k JOIN tenantmem_control.tenants t USING (tenant_id)
 		WHERE k.key_id = $1`, keyID).Scan(&hash, &revoked, &t.ID, &t.Tier, &t.SchemaName, &t.DatabaseName,
-		&t.PlacementID, &t.Status, &t.MigrationVersion, &t.CreatedAt, &t.UpdatedAt)
+		&t.PlacementID, &t.Status, &t.MigrationVersion, &t.TextSearchConfig, &t.CreatedAt, &t.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Spend the same work as a found key, so timing does not tell key ids apart.
 		subtle.ConstantTimeCompare(HashSecret(secret), make([]byte, sha256.Size))

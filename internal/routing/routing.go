@@ -37,6 +37,8 @@ type Handle struct {
 	Status  registry.Status
 	// Pool is the pool of the database that holds the tenant's tables, as the router role.
 	Pool *pgxpool.Pool
+	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
+	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
@@ -60,7 +62,7 @@ const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
 // another location) reloads the tenant and runs at its new location instead.
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
-		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout,
+		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
 			Args: []any{h.TenantID, h.CreatedAt, string(h.Home.Tier), h.Home.SchemaName, h.Home.DatabaseName, h.Home.PlacementID},
 			Refresh: func(ctx context.Context) (memory.Scope, error) {
@@ -210,7 +212,8 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 // sweep of active tenants: its Scope is fenced like a request's.
 func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
 	return &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, Home: registry.HomeOf(t), loadedAt: time.Now(), resolver: r}
+		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Home: registry.HomeOf(t),
+		loadedAt: time.Now(), resolver: r}
 }
 
 // errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or

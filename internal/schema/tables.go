@@ -38,6 +38,9 @@ var TenantTables = []TenantTable{
 	{Name: "chunks", Kind: TableData, ExportOrder: "chunk_level DESC, document_id, chunk_index"},
 	{Name: "embedding_jobs", Kind: TableData},
 	{Name: "search_history", Kind: TableData, Optional: true},
+	// BM25 postings and statistics (tenant migration 00006): the chunk triggers maintain them.
+	{Name: "chunk_terms", Kind: TableDerived},
+	{Name: "chunk_stats", Kind: TableDerived},
 }
 
 // Change capture (migrations/tenant 00009, docs/archive.md "Moves"): the tables that record a

@@ -64,7 +64,7 @@ func TestScopeRejectsBadScopes(t *testing.T) {
 }
 
 // TestReadPassesEmptyStringsAsEmptyStrings: the one-round-trip read path encoded an empty string
-// argument as NULL (a nil buffer from pgtype), so a fence check comparing a text column with ''
+// argument as NULL (a nil buffer from pgtype), so a fence check comparing a text column with ”
 // (a tenant without a database name) failed and every search answered 503.
 func TestReadPassesEmptyStringsAsEmptyStrings(t *testing.T) {
 	t.Parallel()

@@ -43,7 +43,7 @@ type Handle struct {
 	// gets another.
 	CreatedAt time.Time
 	// Home is where the tenant's rows are, as the registry says; a move changes it.
-	Home registry.Home
+	Home     registry.Home
 	loadedAt time.Time
 	resolver *Resolver
 }

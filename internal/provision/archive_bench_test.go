@@ -67,14 +67,18 @@ func fillBenchTenant(b *testing.B, pool *pgxpool.Pool, t registry.Tenant, n int)
 	require.NoError(b, err)
 }
 
-// BenchmarkTenantArchive measures, on one schema-tier tenant of TENANTMEM_BENCH_CHUNKS (default
-// 100,000) chunks: backup, restore into the schema tier and into the shared tier, pg_dump -n and
-// pg_restore of the same schema in the same run, and a move to the shared tier and back under a
-// continuous writer (the longest write stall). Run it once:
+// BenchmarkTenantArchive measures, on one schema-tier tenant of TENANTMEM_BENCH_CHUNKS chunks
+// (default 10,000; 100,000 with TENANTMEM_BENCH_LARGE=1): backup, restore into the schema tier and
+// into the shared tier, pg_dump -n and pg_restore of the same schema in the same run, and a move to
+// the shared tier and back under a continuous writer (the longest write stall). Run it once:
 //
-//	flock /work/.bench.lock go test -run '^$' -bench TenantArchive -benchtime 1x -timeout 60m ./internal/provision
+//	TENANTMEM_BENCH_LARGE=1 go test -run '^$' -bench TenantArchive -benchtime 1x -timeout 120m ./internal/provision
 func BenchmarkTenantArchive(b *testing.B) {
-	n := envInt("TENANTMEM_BENCH_CHUNKS", 100000)
+	def := 10000
+	if os.Getenv("TENANTMEM_BENCH_LARGE") != "" {
+		def = 100000
+	}
+	n := envInt("TENANTMEM_BENCH_CHUNKS", def)
 	ctx := context.Background()
 	binDir, err := pgcluster.FindBinDir("")
 	require.NoError(b, err)

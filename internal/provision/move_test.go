@@ -241,3 +241,23 @@ func TestMoveCatchUpCarriesEveryKindOfChange(t *testing.T) {
 		require.Equal(t, want, tableDump(t, e, id, true), "%s -> %s", from, to)
 	}
 }
+
+// TestMoveOfADeletingTenantIsRefused: a tenant whose delete stopped half-way cannot be moved.
+func TestMoveOfADeletingTenantIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newMemEnv(t, func(_ context.Context, step, _ string) error {
+		if step == provision.StepDeleteMarked {
+			return errors.New("crash")
+		}
+		return nil
+	})
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "going", Tier: registry.TierShared})
+	require.NoError(t, err)
+	require.Error(t, e.prov.DeleteTenant(ctx, "going"))
+	_, err = e.prov.MoveTenant(ctx, "going", provision.MoveParams{Tier: registry.TierSchema})
+	require.ErrorIs(t, err, registry.ErrConflict)
+	require.ErrorContains(t, err, "deleting")
+	_, err = registry.GetJob(ctx, e.pool, "going", false)
+	require.ErrorIs(t, err, registry.ErrNotFound, "nothing was started")
+}

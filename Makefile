@@ -47,6 +47,11 @@ test: deps ## Install what the tests need, then vet and run every test with the 
 bench: deps ## Run the benchmarks once each (see docs/benchmarks.md for the figures and knobs).
 	$(GO) test -run '^$$' -bench . -timeout 90m $(PKGS)
 
+.PHONY: chaos
+chaos: deps ## Fault scenarios, longer (TENANTMEM_CHAOS_SECONDS, default 20 each) plus a full disk (root); prints the codes clients saw.
+	TENANTMEM_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.md $(GO) test -tags chaos -count=1 -timeout 60m -run 'TestChaosLong' -v ./internal/chaos | grep -v 'time='
+	@mkdir -p bin; echo; cat bin/chaos-report.md
+
 .PHONY: lint
 lint: ## Run golangci-lint (.golangci.yml); installs v2.15.0 into $(go env GOPATH)/bin when missing.
 	@command -v golangci-lint >/dev/null || test -x "$$($(GO) env GOPATH)/bin/golangci-lint" || \

@@ -34,9 +34,9 @@ type Main struct {
 
 // Ready describes a running stack.
 type Ready struct {
-	AdminAddr, RouterAddr net.Addr
-	AdminToken            string
-	DatabaseURL           string // superuser URL of the dev cluster
+	AdminAddr, RouterAddr, MetricsAddr net.Addr
+	AdminToken                         string
+	DatabaseURL                        string // superuser URL of the dev cluster
 }
 
 // Run parses args and serves until ctx ends.
@@ -47,6 +47,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	adminListen := fs.String("admin-listen", "127.0.0.1:8081", "address of the provisioning API")
 	routerListen := fs.String("router-listen", "127.0.0.1:8080", "address of the tenant router")
 	pgPort := fs.Int("pg-port", 0, "PostgreSQL port (0: a free one)")
+	metricsListen := fs.String("metrics-listen", "127.0.0.1:9080", "address of the Prometheus /metrics of both servers")
+	leakproof := fs.Bool("leakproof-text-search", false,
+		"mark the text match operator LEAKPROOF (fast text search under RLS, but its timing tells a shared-tier tenant whether a word occurs in other tenants' chunks)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -79,9 +82,17 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	// The dev cluster is ours: let text search use its index under RLS (docs/memory.md).
-	if _, err := prov.Init(ctx, provision.InitParams{LeakproofTextSearch: true}); err != nil {
+	// Secure by default: the LEAKPROOF text operator makes text search fast under RLS, but the
+	// cost of a shared-tier search then tells whether a word occurs in other tenants' chunks
+	// (docs/architecture.md). A data folder of an earlier `make run` may have it on: the dev
+	// cluster is ours, so turn it off again unless asked for.
+	if _, err := prov.Init(ctx, provision.InitParams{LeakproofTextSearch: *leakproof}); err != nil {
 		return err
+	}
+	if !*leakproof {
+		if err := provision.ResetLeakproofTextSearch(ctx, adminPool); err != nil {
+			return err
+		}
 	}
 	token, err := m.adminToken(*dataDir)
 	if err != nil {
@@ -90,7 +101,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	adminHandler, err := httpapi.NewAdmin(httpapi.AdminConfig{Provisioner: prov, Pool: adminPool, AdminToken: token,
-		Logger: logger, Registerer: reg, Gatherer: reg})
+		Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -102,10 +113,20 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	metricsSrv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: httpapi.MetricsHandler(reg, logger), Logger: logger})
+	if err != nil {
+		return err
+	}
+	metricsLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *metricsListen)
+	if err != nil {
+		_ = adminLn.Close()
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
+	g.Go(func() error { return metricsSrv.Serve(gctx, metricsLn) })
 
-	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, logger, reg, reg)
+	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, logger, reg)
 	if err != nil {
 		_ = adminLn.Close()
 		return errors.Join(err, g.Wait())
@@ -113,7 +134,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	if serveRouter != nil {
 		g.Go(serveRouter)
 	}
-	ready := Ready{AdminAddr: adminLn.Addr(), RouterAddr: routerAddr, AdminToken: token, DatabaseURL: dbURL}
+	ready := Ready{AdminAddr: adminLn.Addr(), RouterAddr: routerAddr, MetricsAddr: metricsLn.Addr(), AdminToken: token,
+		DatabaseURL: dbURL}
 	m.printWelcome(ready)
 	if m.OnReady != nil {
 		m.OnReady(ready)
@@ -164,6 +186,7 @@ func (m *Main) printWelcome(r Ready) {
 	if r.RouterAddr != nil {
 		fmt.Fprintf(w, "  tenant router     http://%s\n", r.RouterAddr)
 	}
+	fmt.Fprintf(w, "  metrics           http://%s/metrics\n", r.MetricsAddr)
 	fmt.Fprintf(w, "  PostgreSQL        %s\n\n", r.DatabaseURL)
 	fmt.Fprintf(w, "Create a first tenant:\n\n")
 	fmt.Fprintf(w, "  export TENANTMEM_ADMIN_TOKEN=%s\n", r.AdminToken)

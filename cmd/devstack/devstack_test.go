@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -56,7 +57,7 @@ func TestReadmeSession(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- m.Run(ctx, []string{"--data-dir", dataDir, "--admin-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0"})
+		done <- m.Run(ctx, []string{"--data-dir", dataDir, "--admin-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"})
 	}()
 	var r Ready
 	select {
@@ -130,6 +131,27 @@ func TestReadmeSession(t *testing.T) {
 	require.Equal(t, 1, st.DocumentCount)
 	require.Equal(t, http.StatusOK, call(http.MethodGet, router+"/readyz", "", "", nil))
 	require.Equal(t, http.StatusOK, call(http.MethodGet, admin+"/readyz", "", "", nil))
+
+	// Metrics are on their own listener, not on the API ports.
+	require.Equal(t, http.StatusNotFound, call(http.MethodGet, router+"/metrics", "", "", nil))
+	require.Equal(t, http.StatusNotFound, call(http.MethodGet, admin+"/metrics", "", "", nil))
+	res, err := client.Get("http://" + r.MetricsAddr.String() + "/metrics")
+	require.NoError(t, err)
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	require.Contains(t, string(b), `server="router"`)
+	require.Contains(t, string(b), `server="admin"`)
+
+	// Secure by default: make run does not mark the text match operator LEAKPROOF (its cost
+	// would tell a shared-tier tenant whether a word occurs in other tenants' chunks).
+	pool, err := pgxpool.New(context.Background(), r.DatabaseURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	var leakproof bool
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT proleakproof FROM pg_proc WHERE oid = 'pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure`).Scan(&leakproof))
+	require.False(t, leakproof)
 }
 
 // TestVersion: --version prints the build's line and starts nothing.

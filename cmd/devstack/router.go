@@ -16,8 +16,7 @@ import (
 // router opens the tenant router on the dev cluster, logged in as the router role (the cluster
 // trusts loopback, so no password), with the builtin embedder, and listens on addr. It returns the
 // address and a function that serves until ctx ends and then releases everything.
-func (m *Main) router(ctx context.Context, addr, dbURL string, logger *slog.Logger, reg prometheus.Registerer,
-	gatherer prometheus.Gatherer) (net.Addr, func() error, error) {
+func (m *Main) router(ctx context.Context, addr, dbURL string, logger *slog.Logger, reg prometheus.Registerer) (net.Addr, func() error, error) {
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		return nil, nil, err
@@ -27,7 +26,6 @@ func (m *Main) router(ctx context.Context, addr, dbURL string, logger *slog.Logg
 		DatabaseURL: u.String(),
 		Logger:      logger,
 		Registerer:  reg,
-		Gatherer:    gatherer,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("router: %w", err)

@@ -31,6 +31,8 @@ type Main struct {
 	LookupEnv func(key string) (string, bool)
 	// OnListen, when set, is called by `serve` with the address it listens on, before serving.
 	OnListen func(addr net.Addr)
+	// OnMetricsListen, when set, is called by `serve` with the address of its metrics listener.
+	OnMetricsListen func(addr net.Addr)
 }
 
 // cli is the command line. Global flags come first; each command is a struct with a Run method.

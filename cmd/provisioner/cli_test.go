@@ -332,11 +332,38 @@ func TestHelp(t *testing.T) {
 func keyValues(out string) map[string]string {
 	kv := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {
-		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key", "restored", "keys restored"} {
+		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key",
+			"requests per second", "burst", "max concurrent", "max documents", "max chunks", "max content bytes",
+			"restored", "keys restored"} {
 			if rest, ok := strings.CutPrefix(l, k+"  "); ok {
 				kv[k] = strings.TrimSpace(rest)
 			}
 		}
 	}
 	return kv
+}
+
+// TestTenantLimitsCommand: `tenant limits` shows a tenant's overrides and changes them one by one.
+func TestTenantLimitsCommand(t *testing.T) {
+	t.Parallel()
+	e := newCLIEnv(t, true)
+	e.ok("tenant", "create", "--id", "lim", "--tier", "shared")
+	require.Equal(t, "default", keyValues(e.ok("tenant", "limits", "lim"))["requests per second"])
+	out := e.ok("tenant", "limits", "lim", "--requests-per-second", "5", "--max-documents", "100")
+	fields := keyValues(out)
+	require.Equal(t, "5", fields["requests per second"])
+	require.Equal(t, "100", fields["max documents"])
+	require.Equal(t, "default", fields["burst"])
+	var l registry.TenantLimits
+	e.okJSON(&l, "tenant", "limits", "lim", "--max-concurrent", "0", "--default", "max-documents", "--json")
+	require.Equal(t, 5.0, *l.RequestsPerSecond)
+	require.Zero(t, *l.MaxConcurrent)
+	require.Nil(t, l.MaxDocuments)
+	e.okJSON(&l, "tenant", "limits", "lim", "--reset", "--json")
+	require.True(t, l.IsZero())
+	r := e.run("tenant", "limits", "lim", "--max-chunks=-3")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "max_chunks")
+	r = e.run("tenant", "limits", "ghost")
+	require.Equal(t, 2, r.code, r.stderr)
 }

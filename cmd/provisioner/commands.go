@@ -50,6 +50,125 @@ type tenantCmd struct {
 	Backup  tenantBackupCmd  `cmd:"" help:"Write a tenant's archive (docs/archive.md) to a file or standard output."`
 	Restore tenantRestoreCmd `cmd:"" help:"Restore a tenant from an archive, into any tier, under its id or another."`
 	Move    tenantMoveCmd    `cmd:"" help:"Move a tenant to another tier while it serves (writes pause for an instant at the end)."`
+	Limits  tenantLimitsCmd  `cmd:"" help:"Show or change a tenant's overrides of the router's limits (rate, requests in flight, quotas)."`
+}
+
+type tenantLimitsCmd struct {
+	ID                string   `arg:"" name:"id" help:"Tenant id."`
+	RequestsPerSecond *float64 `name:"requests-per-second" placeholder:"N" help:"Sustained requests per second (0: no limit)."`
+	Burst             *int     `name:"burst" placeholder:"N" help:"Requests that may come at once above the rate (0: the rate rounded up)."`
+	MaxConcurrent     *int     `name:"max-concurrent" placeholder:"N" help:"Requests in flight at once (0: no limit)."`
+	MaxDocuments      *int64   `name:"max-documents" placeholder:"N" help:"Document quota (0: no quota)."`
+	MaxChunks         *int64   `name:"max-chunks" placeholder:"N" help:"Chunk quota (0: no quota)."`
+	MaxContentBytes   *int64   `name:"max-content-bytes" placeholder:"BYTES" help:"Quota of document content in bytes (0: no quota)."`
+	Default           []string `name:"default" placeholder:"FIELD" help:"Return these overrides to the router's default (requests-per-second, burst, max-concurrent, max-documents, max-chunks, max-content-bytes)."`
+	Reset             bool     `name:"reset" help:"Remove every override: the router's defaults apply."`
+	JSON              bool     `name:"json" help:"Print JSON."`
+}
+
+func (cmd *tenantLimitsCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.ID); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	l, err := prov.GetTenantLimits(rc.ctx, cmd.ID)
+	if err != nil {
+		return tenantError(cmd.ID, err)
+	}
+	changed := cmd.Reset || len(cmd.Default) > 0
+	if cmd.Reset {
+		l = registry.TenantLimits{}
+	}
+	for _, f := range cmd.Default {
+		switch f {
+		case "requests-per-second":
+			l.RequestsPerSecond = nil
+		case "burst":
+			l.Burst = nil
+		case "max-concurrent":
+			l.MaxConcurrent = nil
+		case "max-documents":
+			l.MaxDocuments = nil
+		case "max-chunks":
+			l.MaxChunks = nil
+		case "max-content-bytes":
+			l.MaxContentBytes = nil
+		default:
+			return &registry.FieldError{Field: "default", Message: fmt.Sprintf("unknown limit %q", f)}
+		}
+	}
+	set := func(dst, src any) {
+		switch d := dst.(type) {
+		case **float64:
+			if v := src.(*float64); v != nil {
+				*d, changed = v, true
+			}
+		case **int:
+			if v := src.(*int); v != nil {
+				*d, changed = v, true
+			}
+		case **int64:
+			if v := src.(*int64); v != nil {
+				*d, changed = v, true
+			}
+		}
+	}
+	set(&l.RequestsPerSecond, cmd.RequestsPerSecond)
+	set(&l.Burst, cmd.Burst)
+	set(&l.MaxConcurrent, cmd.MaxConcurrent)
+	set(&l.MaxDocuments, cmd.MaxDocuments)
+	set(&l.MaxChunks, cmd.MaxChunks)
+	set(&l.MaxContentBytes, cmd.MaxContentBytes)
+	if changed {
+		if l, err = prov.SetTenantLimits(rc.ctx, cmd.ID, l); err != nil {
+			return tenantError(cmd.ID, err)
+		}
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, l)
+	}
+	w := newTable(rc.stdout)
+	show := func(name string, v any, isNil bool) {
+		if isNil {
+			fmt.Fprintf(w, "%s\tdefault\n", name)
+			return
+		}
+		fmt.Fprintf(w, "%s\t%v\n", name, v)
+	}
+	deref := func(p any) (any, bool) {
+		switch v := p.(type) {
+		case *float64:
+			if v == nil {
+				return nil, true
+			}
+			return *v, false
+		case *int:
+			if v == nil {
+				return nil, true
+			}
+			return *v, false
+		case *int64:
+			if v == nil {
+				return nil, true
+			}
+			return *v, false
+		}
+		return nil, true
+	}
+	for _, f := range []struct {
+		name string
+		p    any
+	}{
+		{"requests per second", l.RequestsPerSecond}, {"burst", l.Burst}, {"max concurrent", l.MaxConcurrent},
+		{"max documents", l.MaxDocuments}, {"max chunks", l.MaxChunks}, {"max content bytes", l.MaxContentBytes},
+	} {
+		v, isNil := deref(f.p)
+		show(f.name, v, isNil)
+	}
+	return w.Flush()
 }
 
 type tenantCreateCmd struct {

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
@@ -24,6 +24,7 @@ const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
 
 type serveCmd struct {
 	Listen           string        `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	MetricsListen    string        `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
 	PromoteMinChunks int64         `name:"promote-min-chunks" env:"TENANTMEM_PROMOTE_MIN_CHUNKS" default:"0" placeholder:"N" help:"Promotion policy: move shared-tier tenants with at least N chunks to their own schema, one at a time (0, the default: off)."`
 	PromoteInterval  time.Duration `name:"promote-interval" env:"TENANTMEM_PROMOTE_INTERVAL" default:"10m" placeholder:"DURATION" help:"How often the promotion policy runs (default ${default}); each run also finishes moves a crash left unfinished."`
 }
@@ -62,7 +63,6 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 		AdminToken:  token,
 		Logger:      rc.logger,
 		Registerer:  reg,
-		Gatherer:    reg,
 	})
 	if err != nil {
 		return command.Usagef("serve: %v", err)
@@ -71,26 +71,41 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := httpapi.NewServer(httpapi.ServerConfig{Handler: httpapi.MetricsHandler(reg, rc.logger),
+		Logger: rc.logger, ShutdownTimeout: time.Second})
+	if err != nil {
+		return err
+	}
 	ln, err := (&net.ListenConfig{}).Listen(rc.ctx, "tcp", cmd.Listen)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	rc.logger.InfoContext(rc.ctx, "provisioner API listening", slog.String("addr", ln.Addr().String()))
+	mln, err := (&net.ListenConfig{}).Listen(rc.ctx, "tcp", cmd.MetricsListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("serve: metrics: %w", err)
+	}
+	rc.logger.InfoContext(rc.ctx, "provisioner API listening", slog.String("addr", ln.Addr().String()),
+		slog.String("metrics_addr", mln.Addr().String()))
 	if rc.main.OnListen != nil {
 		rc.main.OnListen(ln.Addr())
 	}
-	var wg sync.WaitGroup
+	if rc.main.OnMetricsListen != nil {
+		rc.main.OnMetricsListen(mln.Addr())
+	}
+	g, gctx := errgroup.WithContext(rc.ctx)
+	g.Go(func() error { return metrics.Serve(gctx, mln) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
 	if cmd.PromoteMinChunks > 0 {
 		// An interrupted move rolls itself back, so a shutdown never leaves writes paused.
 		rc.logger.InfoContext(rc.ctx, "promotion policy on", slog.Int64("min_chunks", cmd.PromoteMinChunks),
 			slog.Duration("interval", cmd.PromoteInterval))
-		wg.Go(func() {
-			prov.RunPromotion(rc.ctx, provision.PromoteParams{MinChunks: cmd.PromoteMinChunks}, cmd.PromoteInterval)
+		g.Go(func() error {
+			prov.RunPromotion(gctx, provision.PromoteParams{MinChunks: cmd.PromoteMinChunks}, cmd.PromoteInterval)
+			return nil
 		})
 	}
-	err = srv.Serve(rc.ctx, ln)
-	wg.Wait()
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	rc.logger.InfoContext(rc.ctx, "provisioner API stopped")

@@ -23,16 +23,19 @@ func TestServeAndShutDown(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addrs := make(chan net.Addr, 1)
+	addrs, metricsAddrs := make(chan net.Addr, 1), make(chan net.Addr, 1)
 	var stdout, stderr syncBuffer
 	m := &Main{
-		Stdout:    &stdout,
-		Stderr:    &stderr,
-		LookupEnv: mapEnv(with(e.env, "TENANTMEM_ADMIN_TOKEN", token, "TENANTMEM_DATABASE_URL", e.url, "TENANTMEM_LOG_LEVEL", "info")),
-		OnListen:  func(a net.Addr) { addrs <- a },
+		Stdout:          &stdout,
+		Stderr:          &stderr,
+		LookupEnv:       mapEnv(with(e.env, "TENANTMEM_ADMIN_TOKEN", token, "TENANTMEM_DATABASE_URL", e.url, "TENANTMEM_LOG_LEVEL", "info")),
+		OnListen:        func(a net.Addr) { addrs <- a },
+		OnMetricsListen: func(a net.Addr) { metricsAddrs <- a },
 	}
 	done := make(chan int, 1)
-	go func() { done <- m.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0"}) }()
+	go func() {
+		done <- m.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"})
+	}()
 	var base string
 	select {
 	case a := <-addrs:
@@ -90,8 +93,15 @@ func TestServeAndShutDown(t *testing.T) {
 	code, body = call(http.MethodPost, "/v1/tenants/org-1%2Fws-2/suspend", "", true)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.Contains(t, string(body), `"status":"suspended"`)
-	code, body = call(http.MethodGet, "/metrics", "", false)
-	require.Equal(t, http.StatusOK, code)
+	// Metrics are not on the API port but on their own listener.
+	code, _ = call(http.MethodGet, "/metrics", "", false)
+	require.Equal(t, http.StatusNotFound, code)
+	mres, err := client.Get("http://" + (<-metricsAddrs).String() + "/metrics")
+	require.NoError(t, err)
+	body, err = io.ReadAll(mres.Body)
+	require.NoError(t, err)
+	require.NoError(t, mres.Body.Close())
+	require.Equal(t, http.StatusOK, mres.StatusCode)
 	require.Contains(t, string(body), `tenantmem_http_requests_total{code="201",method="POST",route="/v1/tenants",server="admin"} 1`)
 	require.Contains(t, string(body), "go_goroutines")
 
@@ -110,6 +120,6 @@ func TestServeAndShutDown(t *testing.T) {
 		t.Fatal("serve did not shut down")
 	}
 	require.Contains(t, stderr.String(), `"msg":"provisioner API stopped"`)
-	_, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second)
+	_, err = net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second)
 	require.Error(t, err, "nothing listens after shutdown")
 }

@@ -14,10 +14,12 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmem/tenantmem/internal/dataplane"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/rerank"
 	"github.com/tenantmem/tenantmem/internal/version"
 )
@@ -36,6 +38,8 @@ type Main struct {
 	LookupEnv func(key string) (string, bool)
 	// OnListen, when set, is called with the address the router listens on, before serving.
 	OnListen func(addr net.Addr)
+	// OnMetricsListen, when set, is called with the address of the metrics listener.
+	OnMetricsListen func(addr net.Addr)
 }
 
 // cli is the command line; every flag also has a TENANTMEM_* environment variable.
@@ -47,8 +51,21 @@ type cli struct {
 	CacheTTL         time.Duration `name:"cache-ttl" env:"TENANTMEM_CACHE_TTL" default:"1m" help:"Longest a cached key or handle is trusted without a notification (default ${default})."`
 	StatementTimeout time.Duration `name:"statement-timeout" env:"TENANTMEM_STATEMENT_TIMEOUT" default:"30s" help:"Per-statement timeout of a request, set transaction-locally; a request over it gets 503 (default ${default})."`
 	BodyLimit        int64         `name:"body-limit" env:"TENANTMEM_BODY_LIMIT" default:"${body_limit}" placeholder:"BYTES" help:"Largest request body in bytes; larger ones get 413 (default ${default}, 12 MiB)."`
-	MaxConns         int32         `name:"max-conns" env:"TENANTMEM_MAX_CONNS" default:"0" help:"Largest number of database connections; 0 means pgxpool's default, max(4, CPUs)."`
-	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"TENANTMEM_SHUTDOWN_TIMEOUT" default:"30s" help:"How long a shutdown waits for requests in flight (default ${default})."`
+	MaxConns         int32         `name:"max-conns" env:"TENANTMEM_MAX_CONNS" default:"16" help:"Database connections for tenant work (default ${default}); registry reads have 4 of their own."`
+	TierMaxConns     int           `name:"tier-max-conns" env:"TENANTMEM_TIER_MAX_CONNS" default:"0" help:"Connections one tier (shared, schema) may hold at once; 0 means three quarters of --max-conns."`
+	AcquireTimeout   time.Duration `name:"acquire-timeout" env:"TENANTMEM_ACQUIRE_TIMEOUT" default:"3s" help:"Longest wait for a database connection; a request that waits longer gets 503 with Retry-After (default ${default})."`
+	RequestTimeout   time.Duration `name:"request-timeout" env:"TENANTMEM_REQUEST_TIMEOUT" default:"2m" help:"Longest a request may take, embedding included; beyond it 503 with Retry-After (default ${default})."`
+	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"TENANTMEM_SHUTDOWN_TIMEOUT" default:"30s" help:"How long a shutdown waits for requests in flight before cancelling them; the exit code is 0 either way (default ${default})."`
+	MetricsListen    string        `name:"metrics-listen" env:"TENANTMEM_ROUTER_METRICS_LISTEN" default:"127.0.0.1:9080" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the tenant-facing port (default ${default})."`
+
+	TenantRate           float64       `name:"tenant-rate" env:"TENANTMEM_TENANT_RATE" default:"50" help:"Default requests per second of one tenant (token bucket); 0 means no limit (default ${default}). Per-tenant overrides: provisioner tenant limits."`
+	TenantBurst          int           `name:"tenant-burst" env:"TENANTMEM_TENANT_BURST" default:"100" help:"Default burst of one tenant above its rate; 0 means the rate rounded up (default ${default})."`
+	TenantMaxConcurrent  int           `name:"tenant-max-concurrent" env:"TENANTMEM_TENANT_MAX_CONCURRENT" default:"${tenant_max_concurrent}" help:"Default requests of one tenant in flight at once, the others wait in its queue; 0 means no limit (default ${default}: half the CPUs, at least 1)."`
+	TenantQueueWait      time.Duration `name:"tenant-queue-wait" env:"TENANTMEM_TENANT_QUEUE_WAIT" default:"2s" help:"Longest wait of a request behind its tenant's requests in flight; 429 beyond (default ${default})."`
+	TenantMaxDocuments   int64         `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant; 0 means no quota (default ${default})."`
+	TenantMaxChunks      int64         `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant; 0 means no quota (default ${default})."`
+	TenantMaxBytes       int64         `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant, in bytes; 0 means no quota (default ${default}, 10 GiB)."`
+	MaxChunksPerDocument int           `name:"max-chunks-per-document" env:"TENANTMEM_MAX_CHUNKS_PER_DOCUMENT" default:"20000" help:"Most chunks one document may make; larger ones get 413 (default ${default})."`
 
 	Embedder               string `name:"embedder" env:"TENANTMEM_EMBEDDER" default:"builtin" enum:"builtin,openai" help:"Embedding provider: builtin (offline) or openai (any OpenAI-compatible server; API key from $$TENANTMEM_EMBEDDING_API_KEY)."`
 	EmbeddingBaseURL       string `name:"embedding-base-url" env:"TENANTMEM_EMBEDDING_BASE_URL" placeholder:"URL" help:"Base URL of the OpenAI-compatible server (default https://api.openai.com)."`
@@ -77,8 +94,9 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		Name:        "router",
 		Description: "tenantmem's data plane: the tenant-routed document and search API.",
 		Grammar:     &c,
-		Vars:        kong.Vars{"body_limit": fmt.Sprint(httpapi.DefaultRouterBodyLimit)},
-		Args:        args,
+		Vars: kong.Vars{"body_limit": fmt.Sprint(httpapi.DefaultRouterBodyLimit),
+			"tenant_max_concurrent": fmt.Sprint(limit.DefaultMaxConcurrent)},
+		Args: args,
 	})
 	if !ok {
 		return code
@@ -109,6 +127,16 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		return &command.UsageError{Msg: "--embedding-base-url and --embedding-model need --embedder openai"}
 	}
 
+	if c.MaxConns < 1 || c.MaxChunksPerDocument < 1 {
+		return &command.UsageError{Msg: "--max-conns and --max-chunks-per-document must be positive"}
+	}
+	limits := limit.Limits{
+		RequestsPerSecond: c.TenantRate, Burst: c.TenantBurst, MaxConcurrent: c.TenantMaxConcurrent,
+		MaxDocuments: c.TenantMaxDocuments, MaxChunks: c.TenantMaxChunks, MaxContentBytes: c.TenantMaxBytes,
+	}
+	if err := limits.Validate(); err != nil {
+		return &command.UsageError{Msg: "--tenant-*: " + err.Error()}
+	}
 	var rc rerank.Config
 	if c.RerankerURL != "" {
 		key, _ := lookup(envRerankerAPIKey)
@@ -123,22 +151,27 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	svc, err := dataplane.Open(ctx, dataplane.Config{
-		DatabaseURL:       c.DatabaseURL,
-		MaxConns:          c.MaxConns,
-		HandleCacheSize:   c.HandleCacheSize,
-		KeyCacheSize:      c.KeyCacheSize,
-		CacheTTL:          c.CacheTTL,
-		StatementTimeout:  c.StatementTimeout,
-		BodyLimit:         c.BodyLimit,
-		Embedding:         ec,
-		Reranker:          rc,
-		WorkerInterval:    c.WorkerInterval,
-		SweepInterval:     c.SweepInterval,
-		WorkerConcurrency: c.WorkerConcurrency,
-		ShutdownTimeout:   c.ShutdownTimeout,
-		Logger:            logger,
-		Registerer:        reg,
-		Gatherer:          reg,
+		DatabaseURL:          c.DatabaseURL,
+		MaxConns:             c.MaxConns,
+		TierMaxConns:         c.TierMaxConns,
+		AcquireWait:          c.AcquireTimeout,
+		RequestTimeout:       c.RequestTimeout,
+		QueueWait:            c.TenantQueueWait,
+		Limits:               unlimitedZeros(limits),
+		MaxChunksPerDocument: c.MaxChunksPerDocument,
+		HandleCacheSize:      c.HandleCacheSize,
+		KeyCacheSize:         c.KeyCacheSize,
+		CacheTTL:             c.CacheTTL,
+		StatementTimeout:     c.StatementTimeout,
+		BodyLimit:            c.BodyLimit,
+		Embedding:            ec,
+		Reranker:             rc,
+		WorkerInterval:       c.WorkerInterval,
+		SweepInterval:        c.SweepInterval,
+		WorkerConcurrency:    c.WorkerConcurrency,
+		ShutdownTimeout:      c.ShutdownTimeout,
+		Logger:               logger,
+		Registerer:           reg,
 	})
 	if err != nil {
 		return err
@@ -148,14 +181,51 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	mln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.MetricsListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	metrics, err := httpapi.NewServer(httpapi.ServerConfig{Handler: httpapi.MetricsHandler(reg, logger), Logger: logger,
+		ShutdownTimeout: time.Second})
+	if err != nil {
+		_, _ = ln.Close(), mln.Close()
+		return err
+	}
 	if m.OnListen != nil {
 		m.OnListen(ln.Addr())
 	}
-	if err := svc.Run(ctx, ln); err != nil {
+	if m.OnMetricsListen != nil {
+		m.OnMetricsListen(mln.Addr())
+	}
+	logger.InfoContext(ctx, "metrics listening", slog.String("addr", mln.Addr().String()))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return metrics.Serve(gctx, mln) })
+	g.Go(func() error { return svc.Run(gctx, ln) })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	logger.InfoContext(ctx, "router stopped")
 	return nil
+}
+
+// unlimitedZeros maps the command line's "0 means no limit" to limit.Unlimited (a zero field of
+// limit.Limits takes the default).
+func unlimitedZeros(l limit.Limits) limit.Limits {
+	if l.RequestsPerSecond == 0 {
+		l.RequestsPerSecond = limit.Unlimited
+	}
+	for _, p := range []*int{&l.Burst, &l.MaxConcurrent} {
+		if *p == 0 {
+			*p = limit.Unlimited
+		}
+	}
+	for _, p := range []*int64{&l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes} {
+		if *p == 0 {
+			*p = limit.Unlimited
+		}
+	}
+	return l
 }
 
 // isBadInput reports the errors fixed by changing the configuration.

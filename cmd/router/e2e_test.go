@@ -52,7 +52,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	serve := exec.Command(prov, "--database-url", url, "serve", "--listen", "127.0.0.1:0")
+	serve := exec.Command(prov, "--database-url", url, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 	serve.Env = append(os.Environ(), "TENANTMEM_ADMIN_TOKEN="+adminToken)
 	serve.Stdout, serve.Stderr = &provLog, &provLog
 	require.NoError(t, serve.Start())
@@ -74,9 +74,10 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// The router, in-process, as the router role.
-	routerAddr := make(chan net.Addr, 1)
+	routerAddr, metricsAddr := make(chan net.Addr, 1), make(chan net.Addr, 1)
 	var stdout, stderr syncBuffer
 	m := &Main{Stdout: &stdout, Stderr: &stderr, OnListen: func(a net.Addr) { routerAddr <- a },
+		OnMetricsListen: func(a net.Addr) { metricsAddr <- a },
 		LookupEnv: mapEnv(map[string]string{
 			"TENANTMEM_ROUTER_DATABASE_URL": pgtest.WithUser(t, url, provision.DefaultRouterRole, ""),
 			"TENANTMEM_DATABASE_URL":        url, // the superuser: must lose to the router-specific variable
@@ -85,7 +86,9 @@ func TestEndToEnd(t *testing.T) {
 	ctx, shutdown := context.WithCancel(context.Background())
 	defer shutdown()
 	routerDone := make(chan int, 1)
-	go func() { routerDone <- m.Run(ctx, []string{"--listen", "127.0.0.1:0"}) }()
+	go func() {
+		routerDone <- m.Run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"})
+	}()
 	var base string
 	select {
 	case a := <-routerAddr:
@@ -152,7 +155,12 @@ func TestEndToEnd(t *testing.T) {
 		_, err := r.Statistics(cctx)
 		return err == nil
 	})
+	// Metrics: not on the tenant-facing port, on their own listener.
 	res, err := httpClient.Get(base + "/metrics")
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
+	res, err = httpClient.Get("http://" + (<-metricsAddr).String() + "/metrics")
 	require.NoError(t, err)
 	metrics, err := io.ReadAll(res.Body)
 	require.NoError(t, res.Body.Close())

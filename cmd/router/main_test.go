@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -82,6 +83,13 @@ func (r result) message(t *testing.T) string {
 func runRouter(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
 	var stdout, stderr syncBuffer
+	if _, ok := env["TENANTMEM_ROUTER_METRICS_LISTEN"]; !ok {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["TENANTMEM_ROUTER_METRICS_LISTEN"] = "127.0.0.1:0" // never the fixed default port in tests
+	}
 	m := &Main{Stdout: &stdout, Stderr: &stderr, LookupEnv: mapEnv(env)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -35,10 +35,10 @@ inspect() { podman image inspect --format "$1" "$image"; }
 check "runs as the numeric unprivileged user" "$(inspect '{{.Config.User}}')" "65532:65532"
 check "no entrypoint: the command names the binary" "$(inspect '{{json .Config.Entrypoint}}')" "null"
 check "the default command is the router" "$(inspect '{{json .Config.Cmd}}')" '["router"]'
-check "ports" "$(inspect '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}')" "8080/tcp 8081/tcp "
+check "ports" "$(inspect '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}')" "8080/tcp 8081/tcp 9080/tcp 9081/tcp "
 check "stop signal" "$(inspect '{{.Config.StopSignal}}')" "SIGTERM"
 env=$(inspect '{{range .Config.Env}}{{.}}{{"\n"}}{{end}}' | sort | tr '\n' ' ')
-check "environment" "$env" "PATH=/usr/local/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt TENANTMEM_PROVISIONER_LISTEN=0.0.0.0:8081 TENANTMEM_ROUTER_LISTEN=0.0.0.0:8080 "
+check "environment" "$env" "PATH=/usr/local/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt TENANTMEM_PROVISIONER_LISTEN=0.0.0.0:8081 TENANTMEM_PROVISIONER_METRICS_LISTEN=0.0.0.0:9081 TENANTMEM_ROUTER_LISTEN=0.0.0.0:8080 TENANTMEM_ROUTER_METRICS_LISTEN=0.0.0.0:9080 "
 label() { inspect "{{index .Config.Labels \"org.opencontainers.image.$1\"}}"; }
 check "label version" "$(label version)" "$version"
 check "label revision" "$(label revision)" "$commit"

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
@@ -31,6 +32,12 @@ const (
 	DefaultWorkerConcurrency = 2
 	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
 	DefaultListenTimeout = 30 * time.Second
+	// DefaultMaxConns is the size of the router's pool for tenant work: room for several tenants
+	// at their default of 4 requests in flight each.
+	DefaultMaxConns = 16
+	// registryConns is the size of the pool for registry reads (key lookups, readiness), kept
+	// apart so that they never wait behind tenant work.
+	registryConns = 4
 	// probeTimeout bounds the start-up call that checks an HTTP embedding provider's dimension.
 	probeTimeout = 15 * time.Second
 )
@@ -57,8 +64,27 @@ func configErrorf(format string, args ...any) error {
 type Config struct {
 	// DatabaseURL is the main database, logged in as the router role (tenantmem_router). Required.
 	DatabaseURL string
-	// MaxConns bounds the router pool. Default: pgxpool's (the larger of 4 and the CPU count).
+	// MaxConns bounds the router pool for tenant work. Default [DefaultMaxConns] (16). Registry
+	// reads (key lookups, readiness) use a separate pool of 4 connections.
 	MaxConns int32
+	// TierMaxConns bounds the connections one tier (shared, schema) may hold at once, so that
+	// trouble in one tier (a lock on a shared table, a slow tenant schema) cannot take every
+	// connection. Default: three quarters of MaxConns.
+	TierMaxConns int
+	// AcquireWait bounds a request's wait for a connection; past it the request gets 503 with
+	// Retry-After. Default limit.DefaultAcquireWait (3s).
+	AcquireWait time.Duration
+	// Limits are every tenant's default limits; zero fields take limit's defaults and
+	// limit.Unlimited turns one off (see httpapi.RouterConfig.Limits).
+	Limits limit.Limits
+	// RequestTimeout bounds a whole request. Default httpapi.DefaultRequestTimeout (2 minutes).
+	RequestTimeout time.Duration
+	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
+	// limit.DefaultQueueWait (2s).
+	QueueWait time.Duration
+	// MaxChunksPerDocument bounds the chunks of one document. Default
+	// memory.DefaultMaxChunksPerDocument (20,000).
+	MaxChunksPerDocument int
 	// HandleCacheSize, KeyCacheSize and CacheTTL size the resolver's caches (routing.Config
 	// defaults: 10,000, 10,000, 1 minute).
 	HandleCacheSize, KeyCacheSize int
@@ -97,9 +123,9 @@ type Config struct {
 	ListenTimeout time.Duration
 	// Logger receives logs. Default: discard.
 	Logger *slog.Logger
-	// Registerer receives the metrics and Gatherer exposes them on /metrics (see httpapi.Config).
+	// Registerer receives the metrics; serve them with httpapi.MetricsHandler on a listener of
+	// their own.
 	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -110,6 +136,10 @@ func (c Config) WithDefaults() Config {
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
 	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
+	c.MaxConns = cmp.Or(c.MaxConns, DefaultMaxConns)
+	c.TierMaxConns = cmp.Or(c.TierMaxConns, max(1, int(c.MaxConns)*3/4))
+	c.AcquireWait = cmp.Or(c.AcquireWait, limit.DefaultAcquireWait)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, httpapi.DefaultRequestTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,6 +152,12 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: the database URL is required")
 	case c.MaxConns < 0:
 		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
+	case c.TierMaxConns < 1 || c.TierMaxConns > int(c.MaxConns):
+		return configErrorf("dataplane: tier max conns must be between 1 and max conns (%d), got %d", c.MaxConns, c.TierMaxConns)
+	case c.AcquireWait < 0 || c.RequestTimeout < 0:
+		return configErrorf("dataplane: durations must be positive")
+	case c.MaxChunksPerDocument < 0:
+		return configErrorf("dataplane: max chunks per document must be positive, got %d", c.MaxChunksPerDocument)
 	case c.HandleCacheSize < 0 || c.KeyCacheSize < 0:
 		return configErrorf("dataplane: cache sizes must be positive")
 	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.SweepInterval < 0 ||
@@ -140,6 +176,8 @@ func (c Config) validate() error {
 type Service struct {
 	cfg      Config
 	pool     *pgxpool.Pool
+	registry *pgxpool.Pool
+	gates    map[registry.Tier]*limit.Gate
 	listenCC *pgx.ConnConfig
 	resolver *routing.Resolver
 	engine   *memory.Engine
@@ -163,16 +201,25 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, configErrorf("database URL: %w", err)
 	}
-	if cfg.MaxConns > 0 {
-		pc.MaxConns = cfg.MaxConns
-	}
+	rc := pc.Copy()
+	pc.MaxConns = cfg.MaxConns
+	rc.MaxConns, rc.MinConns = registryConns, 0
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s := &Service{cfg: cfg, pool: pool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue()}
-	if err := s.open(ctx); err != nil {
+	regPool, err := pgxpool.NewWithConfig(ctx, rc)
+	if err != nil {
 		pool.Close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue(),
+		gates: map[registry.Tier]*limit.Gate{
+			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
+			registry.TierSchema: limit.NewGate("schema tier connection", cfg.TierMaxConns),
+		}}
+	if err := s.open(ctx); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -200,7 +247,8 @@ func (s *Service) open(ctx context.Context) error {
 		return err
 	}
 	logger := s.cfg.Logger
-	mc := memory.Config{Embedder: s.provider, Logger: logger, AsyncHistory: true, HistoryFlushInterval: s.cfg.HistoryFlushInterval}
+	mc := memory.Config{Embedder: s.provider, Logger: logger, AsyncHistory: true, HistoryFlushInterval: s.cfg.HistoryFlushInterval,
+		MaxChunksPerDocument: s.cfg.MaxChunksPerDocument}
 	if s.cfg.Reranker.BaseURL != "" {
 		rr, err := rerank.New(s.cfg.Reranker)
 		if err != nil {
@@ -214,8 +262,9 @@ func (s *Service) open(ctx context.Context) error {
 	if s.worker, err = memory.NewWorker(memory.WorkerConfig{Embedder: s.provider, Logger: logger}); err != nil {
 		return err
 	}
-	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Handles: s.cfg.HandleCacheSize,
-		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger}); err != nil {
+	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Handles: s.cfg.HandleCacheSize,
+		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
+		AcquireWait: s.cfg.AcquireWait}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
@@ -223,10 +272,13 @@ func (s *Service) open(ctx context.Context) error {
 		Engine:           s.engine,
 		Logger:           logger,
 		Registerer:       s.cfg.Registerer,
-		Gatherer:         s.cfg.Gatherer,
 		BodyLimit:        s.cfg.BodyLimit,
 		StatementTimeout: s.cfg.StatementTimeout,
-		Ready:            httpapi.RegistryReady(s.pool),
+		RequestTimeout:   s.cfg.RequestTimeout,
+		QueueWait:        s.cfg.QueueWait,
+		Limits:           s.cfg.Limits,
+		Ready:            httpapi.RegistryReady(s.registry),
+		ReadyDetails:     s.readyDetails,
 		OnIngest: func(h *routing.Handle, _ int) {
 			// Fenced like the request: the worker's writes wait for, and then notice, a delete,
 			// a suspension or a move (it follows a move, and a move's pause holds it back).
@@ -390,5 +442,48 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close releases the pool. Call it after Run returned.
-func (s *Service) Close() { s.pool.Close() }
+// Close releases the pools. Call it after Run returned.
+func (s *Service) Close() {
+	s.pool.Close()
+	s.registry.Close()
+}
+
+// PoolDetails is the state of a pool in GET /readyz.
+type PoolDetails struct {
+	Acquired int32 `json:"acquired"`
+	Idle     int32 `json:"idle"`
+	Max      int32 `json:"max"`
+}
+
+// GateDetails is the state of a tier's share of the pool in GET /readyz.
+type GateDetails struct {
+	InUse int `json:"in_use"`
+	Size  int `json:"size"`
+}
+
+// ReadyDetails is the "details" of GET /readyz: what may be in trouble without making the whole
+// router unready. A tier whose share is full, or a listener that is reconnecting (every request
+// then reads the registry), shows here while the router keeps serving the others.
+type ReadyDetails struct {
+	// Listener is "listening", or "reconnecting" while the registry LISTEN is down.
+	Listener string                 `json:"listener"`
+	Pool     PoolDetails            `json:"pool"`
+	Registry PoolDetails            `json:"registry_pool"`
+	Tiers    map[string]GateDetails `json:"tiers"`
+}
+
+func (s *Service) readyDetails(context.Context) any {
+	pd := func(p *pgxpool.Pool) PoolDetails {
+		st := p.Stat()
+		return PoolDetails{Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Max: st.MaxConns()}
+	}
+	d := ReadyDetails{Listener: "listening", Pool: pd(s.pool), Registry: pd(s.registry), Tiers: map[string]GateDetails{}}
+	if !s.resolver.Caching() {
+		d.Listener = "reconnecting"
+	}
+	for tier, g := range s.gates {
+		inUse, size := g.Usage()
+		d.Tiers[string(tier)] = GateDetails{InUse: inUse, Size: size}
+	}
+	return d
+}

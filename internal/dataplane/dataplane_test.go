@@ -16,11 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/dataplane"
 	"github.com/tenantmem/tenantmem/internal/embed"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -286,4 +288,45 @@ func TestRunStopsBeforeServingWhenCancelled(t *testing.T) {
 	require.NoError(t, svc.Run(ctx, ln))
 	_, err = net.Dial("tcp", ln.Addr().String())
 	require.Error(t, err, "the listener is closed")
+}
+
+// TestReadinessReportsPartsWithoutFailing: /readyz answers from the registry's own pool, so one
+// tenant holding its tier's share (here: a lock on its table) neither delays nor fails it; the
+// body says how each tier's share and each pool are used.
+func TestReadinessReportsPartsWithoutFailing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDeployment(t)
+	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: newFlaky(t), MaxConns: 4, TierMaxConns: 2,
+		AcquireWait: 200 * time.Millisecond, Limits: limit.Limits{MaxConcurrent: limit.Unlimited}})
+	res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "stuck", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	key := res.Key.Key
+	require.Equal(t, http.StatusOK, r.call(t, key, http.MethodGet, "/v1/statistics", nil, nil))
+	tx, err := d.admin.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{res.Tenant.SchemaName, "documents"}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() { codes <- r.call(t, key, http.MethodGet, "/v1/statistics", nil, nil) }()
+	}
+	var ready struct {
+		Status  string                 `json:"status"`
+		Details dataplane.ReadyDetails `json:"details"`
+	}
+	waitUntil(t, 30*time.Second, "the tier's share to fill", func() bool {
+		require.Equal(t, http.StatusOK, r.call(t, "", http.MethodGet, "/readyz", nil, &ready))
+		return ready.Details.Tiers["schema"].InUse == 2
+	})
+	require.Equal(t, "ready", ready.Status)
+	require.Equal(t, "listening", ready.Details.Listener)
+	require.Equal(t, dataplane.GateDetails{InUse: 0, Size: 2}, ready.Details.Tiers["shared"])
+	require.EqualValues(t, 4, ready.Details.Pool.Max)
+	// A third request of the tier: the share is full, a bounded wait, then 503.
+	require.Equal(t, http.StatusServiceUnavailable, r.call(t, key, http.MethodGet, "/v1/statistics", nil, nil))
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, http.StatusOK, <-codes)
+	require.Equal(t, http.StatusOK, <-codes)
 }

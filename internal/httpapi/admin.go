@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -16,7 +17,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,11 +49,10 @@ type AdminConfig struct {
 	// AdminToken is the bearer token every /v1 request must carry, at least
 	// [MinAdminTokenLength] bytes. Required.
 	AdminToken string
-	// Logger, Registerer, Gatherer and BodyLimit are as in [Config]; BodyLimit defaults to
+	// Logger, Registerer and BodyLimit are as in [Config]; BodyLimit defaults to
 	// [DefaultBodyLimit] (1 MiB).
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer
 	BodyLimit  int64
 }
 
@@ -80,8 +82,8 @@ func (c AdminConfig) validate() error {
 }
 
 // NewAdmin returns the provisioner's HTTP API: the provisioning routes under /v1 (bearer admin
-// token) plus the shared /healthz, /readyz (the database answers and `provisioner init` has run)
-// and /metrics.
+// token) plus the shared /healthz and /readyz (the database answers and `provisioner init` has
+// run). Metrics are served by [MetricsHandler] on a listener of their own.
 //
 //	POST   /v1/tenants                          {tenant_id, tier, placement?} -> 201 {tenant, api_key}
 //	GET    /v1/tenants?limit=&after=            -> {tenants, next_after?}
@@ -95,6 +97,10 @@ func (c AdminConfig) validate() error {
 //	POST   /v1/tenants/restore                  archive body, streamed (as, tier, placement, replace) -> 201 or 200 {tenant, api_key?, rows, ...}
 //	POST   /v1/tenants/{id}/move                {tier, placement?} -> 200 {tenant, from, rounds, write_pause_ns, ...}
 //	POST   /v1/tenants/{id}/move/abort          -> 204 (a move that has not flipped is rolled back)
+//	GET    /v1/tenants/{id}/limits              -> {limits}: the tenant's overrides (null: the router's default)
+//	PUT    /v1/tenants/{id}/limits              {requests_per_second?, burst?, max_concurrent?, max_documents?,
+//	                                             max_chunks?, max_content_bytes?} -> {limits}; absent or null
+//	                                             fields take the router's default, 0 means no limit
 func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -105,7 +111,6 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 		Name:       "admin",
 		Logger:     cfg.Logger,
 		Registerer: cfg.Registerer,
-		Gatherer:   cfg.Gatherer,
 		BodyLimit:  cfg.BodyLimit,
 		// Archives are streamed, never held whole in memory, and may be any size.
 		StreamRoutes: []string{"/v1/tenants/restore"},
@@ -139,6 +144,8 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/tenants/restore", a.restoreTenant, auth)
 	e.POST("/v1/tenants/:id/move", a.moveTenant, auth)
 	e.POST("/v1/tenants/:id/move/abort", a.abortMove, auth)
+	e.GET("/v1/tenants/:id/limits", a.getLimits, auth)
+	e.PUT("/v1/tenants/:id/limits", a.setLimits, auth)
 	return e, nil
 }
 
@@ -311,6 +318,40 @@ func (a *admin) listKeys(c echo.Context) error {
 	return c.JSON(http.StatusOK, KeyListResponse{Keys: ks})
 }
 
+// LimitsResponse is the body of GET and PUT /v1/tenants/{id}/limits.
+type LimitsResponse struct {
+	TenantID string                `json:"tenant_id"`
+	Limits   registry.TenantLimits `json:"limits"`
+}
+
+func (a *admin) getLimits(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	l, err := a.prov.GetTenantLimits(c.Request().Context(), id)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusOK, LimitsResponse{TenantID: id, Limits: l})
+}
+
+func (a *admin) setLimits(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	var l registry.TenantLimits
+	if err := decodeJSON(c, &l); err != nil {
+		return err
+	}
+	l, err = a.prov.SetTenantLimits(c.Request().Context(), id, l)
+	if err != nil {
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusOK, LimitsResponse{TenantID: id, Limits: l})
+}
+
 // keyIDPattern is the form of every key id (see registry.ParseKey).
 var keyIDPattern = regexp.MustCompile(`\A[a-z0-9]{16}\z`)
 
@@ -374,28 +415,101 @@ func tenantError(id string, err error) error {
 // offending field when there is one ("body" otherwise); a body over the limit stays an
 // *http.MaxBytesError (413).
 func decodeJSON(c echo.Context, v any) error {
-	dec := json.NewDecoder(c.Request().Body)
+	_, err := readJSON(c, v)
+	return err
+}
+
+// readJSON is decodeJSON that also returns the body's bytes.
+//
+// The body is first checked as a whole, strictly: valid UTF-8 (encoding/json would silently turn
+// invalid bytes and lone surrogate escapes such as \ud800 into U+FFFD and store that), no
+// duplicate member names (which could hide a value that the last one replaces), one complete
+// JSON value. Each problem is a 400 naming the top-level field it is in, with its JSON pointer.
+// Only then is it decoded into v. A failure to read the body is the client's (400, or 499 when it
+// went away), never a database error.
+func readJSON(c echo.Context, v any) ([]byte, error) {
+	req := c.Request()
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		var mb *http.MaxBytesError
+		switch {
+		case errors.As(err, &mb):
+			return nil, err
+		case req.Context().Err() != nil:
+			return nil, fmt.Errorf("read body: %w", req.Context().Err())
+		}
+		return nil, &registry.FieldError{Field: "body", Message: "could not be read: " + err.Error()}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, &registry.FieldError{Field: "body", Message: "must be a JSON object; the body is empty"}
+	}
+	syntaxOK := json.Valid(body)
+	if syntaxOK {
+		// Well-formed: now what encoding/json would let through silently.
+		if err := checkJSON(body); err != nil {
+			return nil, err
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &registry.FieldError{Field: "body", Message: "truncated JSON"}
+		}
 		var te *json.UnmarshalTypeError
 		switch {
-		case errors.Is(err, io.EOF):
-			return &registry.FieldError{Field: "body", Message: "must be a JSON object; the body is empty"}
 		case errors.As(err, &te):
 			field, msg := describeTypeError(te)
-			return &registry.FieldError{Field: field, Message: msg}
+			return nil, &registry.FieldError{Field: field, Message: msg}
 		}
 		// encoding/json reports unknown fields with an untyped error: `json: unknown field "x"`.
 		if name, ok := strings.CutPrefix(err.Error(), `json: unknown field "`); ok {
-			return &registry.FieldError{Field: strings.TrimSuffix(name, `"`), Message: "unknown field"}
+			return nil, &registry.FieldError{Field: strings.TrimSuffix(name, `"`), Message: "unknown field"}
 		}
-		return err
+		return nil, err
 	}
-	var mb *http.MaxBytesError
-	if _, err := dec.Token(); errors.As(err, &mb) {
-		return err
-	} else if !errors.Is(err, io.EOF) {
+	if !syntaxOK {
+		// Decode accepted a prefix: something follows the object.
+		return nil, &registry.FieldError{Field: "body", Message: "unexpected data after the JSON object"}
+	}
+	return body, nil
+}
+
+// checkJSON validates a well-formed body as one strict JSON value (see readJSON) and names the
+// top-level field of the first problem.
+func checkJSON(body []byte) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	if err := dec.SkipValue(); err != nil {
+		return jsonFieldError(err)
+	}
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return &registry.FieldError{Field: "body", Message: "unexpected data after the JSON object"}
 	}
 	return nil
+}
+
+// jsonFieldError turns a jsontext error into a FieldError naming the top-level member it is in.
+func jsonFieldError(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return &registry.FieldError{Field: "body", Message: "truncated JSON"}
+	}
+	field, ptr := "body", ""
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		ptr = string(se.JSONPointer)
+		if ptr != "" {
+			// "/metadata/a/0" -> "metadata"; the pointer escapes "~" and "/" in names.
+			top, _, _ := strings.Cut(strings.TrimPrefix(ptr, "/"), "/")
+			field = strings.NewReplacer("~1", "/", "~0", "~").Replace(top)
+			if len(field) > maxParamNameLength || !utf8.ValidString(field) {
+				field = "body"
+			}
+		}
+		msg := "invalid JSON: " + strings.TrimPrefix(se.Err.Error(), "jsontext: ")
+		if ptr != "" {
+			msg += " at " + ptr
+		}
+		return &registry.FieldError{Field: field, Message: msg}
+	}
+	return &registry.FieldError{Field: field, Message: "invalid JSON: " + strings.TrimPrefix(err.Error(), "jsontext: ")}
 }

@@ -4,15 +4,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
@@ -20,18 +20,20 @@ import (
 
 // Error codes: the "code" of an error body. Clients match on them; messages are for people.
 const (
-	CodeInvalidInput     = "invalid_input"      // 400
-	CodeUnauthorized     = "unauthorized"       // 401
-	CodeForbidden        = "forbidden"          // 403
-	CodeNotFound         = "not_found"          // 404
-	CodeMethodNotAllowed = "method_not_allowed" // 405
-	CodeAlreadyExists    = "already_exists"     // 409
-	CodeConflict         = "conflict"           // 409
-	CodePayloadTooLarge  = "payload_too_large"  // 413
-	CodeUnsupportedMedia = "unsupported_media"  // 415
-	CodeRateLimited      = "rate_limited"       // 429
-	CodeInternal         = "internal"           // 500
-	CodeUnavailable      = "unavailable"        // 503
+	CodeInvalidInput     = "invalid_input"          // 400
+	CodeUnauthorized     = "unauthorized"           // 401
+	CodeForbidden        = "forbidden"              // 403
+	CodeNotFound         = "not_found"              // 404
+	CodeMethodNotAllowed = "method_not_allowed"     // 405
+	CodeAlreadyExists    = "already_exists"         // 409
+	CodeConflict         = "conflict"               // 409
+	CodePayloadTooLarge  = "payload_too_large"      // 413
+	CodeQuotaExceeded    = "quota_exceeded"         // 413: a storage quota of the tenant
+	CodeUnsupportedMedia = "unsupported_media"      // 415
+	CodeIdempotencyReuse = "idempotency_key_reused" // 422
+	CodeRateLimited      = "rate_limited"           // 429
+	CodeInternal         = "internal"               // 500
+	CodeUnavailable      = "unavailable"            // 503
 )
 
 // internalMessage is all a client learns about a 5xx that is not "unavailable"; the error handler
@@ -118,9 +120,6 @@ func DefaultErrorRules() []ErrorRule {
 			field, msg := describeTypeError(te)
 			return field + ": " + msg
 		}},
-		{Match: Is(io.ErrUnexpectedEOF), Status: http.StatusBadRequest, Code: CodeInvalidInput, Message: func(error) string {
-			return "body: truncated JSON"
-		}},
 		{Match: As[*http.MaxBytesError](), Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge, Message: func(err error) string {
 			var me *http.MaxBytesError
 			errors.As(err, &me)
@@ -136,10 +135,22 @@ func DefaultErrorRules() []ErrorRule {
 		{Match: Is(provision.ErrMoveUnfinished), Status: http.StatusConflict, Code: CodeConflict},
 		{Match: Is(provision.ErrNotInitialized), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: 30 * time.Second, Message: func(error) string { return provision.ErrNotInitialized.Error() }},
-		{Match: As[*pgconn.ConnectError](), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
-			RetryAfter: 5 * time.Second, Message: func(error) string { return "database unavailable" }},
+		{Match: Is(limit.ErrRateLimited), Status: http.StatusTooManyRequests, Code: CodeRateLimited, RetryAfter: time.Second},
+		{Match: Is(limit.ErrBusy), Status: http.StatusServiceUnavailable, Code: CodeUnavailable, RetryAfter: time.Second,
+			Message: func(error) string { return "the database is busy; retry shortly" }},
+		// Every connection-level and server-availability failure: the connection was lost, reset
+		// or refused (the driver's unexpected EOF included), the server is shutting down,
+		// starting or crashed, out of disk, memory or connections, read-only, or a lock or
+		// serialization conflict. The request may or may not have been done when the connection
+		// broke during its commit: writes carry an Idempotency-Key (or an id_at_origin) so that
+		// the retry is safe.
+		{Match: dberr.Unavailable, Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryDatabase, Message: func(error) string { return "database unavailable" }},
 	}
 }
+
+// retryDatabase is the Retry-After of a database outage: a restart or failover takes seconds.
+const retryDatabase = 5 * time.Second
 
 // describeTypeError names the field of a JSON type mismatch ("body" for the whole document) and
 // says what was expected.
@@ -242,12 +253,16 @@ func fieldOf(err error) string {
 	if errors.As(err, &ve) {
 		return ve.Field
 	}
+	var qe *memory.QuotaError
+	if errors.As(err, &qe) {
+		return qe.Field
+	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		field, _ := describeTypeError(te)
 		return field
 	}
-	if errors.As(err, new(*json.SyntaxError)) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if errors.As(err, new(*json.SyntaxError)) {
 		return "body"
 	}
 	if provision.IsArchiveError(err) {
@@ -283,6 +298,8 @@ func codeForStatus(status int) string {
 		return CodePayloadTooLarge
 	case http.StatusUnsupportedMediaType:
 		return CodeUnsupportedMedia
+	case http.StatusUnprocessableEntity:
+		return CodeIdempotencyReuse
 	case http.StatusTooManyRequests:
 		return CodeRateLimited
 	case http.StatusServiceUnavailable:

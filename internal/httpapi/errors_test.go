@@ -6,16 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -78,9 +83,11 @@ func TestMapError(t *testing.T) {
 			expect: httpapi.Problem{Status: 400, Code: "invalid_input", Message: "body: must be a JSON object, not string", Field: "body"},
 		},
 		{
-			given:  "truncated JSON",
-			when:   fmt.Errorf("decode: %w", io.ErrUnexpectedEOF),
-			expect: httpapi.Problem{Status: 400, Code: "invalid_input", Message: "body: truncated JSON", Field: "body"},
+			// The driver's unexpected EOF is a lost connection, never a truncated body: bodies are
+			// read and checked before any database work (decodeJSON).
+			given:  "the driver's unexpected EOF",
+			when:   fmt.Errorf("memory: commit: %w", io.ErrUnexpectedEOF),
+			expect: httpapi.Problem{Status: 503, Code: "unavailable", Message: "database unavailable", RetryAfter: 5 * time.Second},
 		},
 		{
 			given:  "a body over the limit",
@@ -192,4 +199,43 @@ func TestProblemJSON(t *testing.T) {
 	b, err = json.Marshal(httpapi.ErrorBody{Error: httpapi.Problem{Status: 404, Code: "not_found", Message: "gone"}})
 	require.NoError(t, err)
 	require.False(t, strings.Contains(string(b), "field"))
+}
+
+// TestDatabaseOutagesAre503 is the class of issue 9's "clients must get the truth": every
+// connection-level and server-availability failure, however it is wrapped, is 503 with
+// Retry-After through the one error table; none is a 400 or a 500.
+func TestDatabaseOutagesAre503(t *testing.T) {
+	t.Parallel()
+	pg := func(code string) error { return &pgconn.PgError{Severity: "FATAL", Code: code, Message: "x"} }
+	for _, tc := range []struct {
+		given string
+		when  error
+	}{
+		{"the driver's unexpected EOF in a DELETE", fmt.Errorf("memory: delete document: %w", io.ErrUnexpectedEOF)},
+		{"EOF at BEGIN", fmt.Errorf("memory: begin: %w", io.EOF)},
+		{"backend terminated (57P01)", fmt.Errorf("memory: insert chunks: %w", pg("57P01"))},
+		{"crash shutdown (57P02)", pg("57P02")},
+		{"cannot connect now (57P03)", fmt.Errorf("registry: authenticate: %w", pg("57P03"))},
+		{"too many connections (53300)", pg("53300")},
+		{"disk full (53100)", fmt.Errorf("memory: commit: %w", pg("53100"))},
+		{"out of memory (53200)", pg("53200")},
+		{"io error (58030)", pg("58030")},
+		{"connection failure (08006)", pg("08006")},
+		{"read-only after a failover (25006)", pg("25006")},
+		{"lock timeout (55P03)", pg("55P03")},
+		{"serialization failure (40001)", pg("40001")},
+		{"connection reset", fmt.Errorf("memory: search: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)})},
+		{"broken pipe", fmt.Errorf("x: %w", syscall.EPIPE)},
+		{"conn closed", fmt.Errorf("memory: scope transaction: %w", pgconn.ErrConnClosed)},
+		{"closed pool", fmt.Errorf("memory: acquire: %w", puddle.ErrClosedPool)},
+		{"no connection in the bounded wait", fmt.Errorf("memory: acquire: %w", &limit.BusyError{What: "database connection", Waited: time.Second})},
+	} {
+		t.Run(tc.given, func(t *testing.T) {
+			p := httpapi.MapError(tc.when, httpapi.RouterErrorRules())
+			require.Equal(t, http.StatusServiceUnavailable, p.Status, "%+v", p)
+			require.Equal(t, httpapi.CodeUnavailable, p.Code)
+			require.Positive(t, p.RetryAfter)
+			require.NotContains(t, p.Message, "x", "no server detail in the message")
+		})
+	}
 }

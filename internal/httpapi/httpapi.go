@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,16 +26,19 @@ type Config struct {
 	// Logger receives the access log and the details of server errors. Default: discard.
 	Logger *slog.Logger
 	// Registerer receives the HTTP metrics. Default: a new private registry. Several servers may
-	// share one registry: their series differ by the server label.
+	// share one registry: their series differ by the server label. Serve them with
+	// [MetricsHandler] on a listener of their own.
 	Registerer prometheus.Registerer
-	// Gatherer is what GET /metrics exposes. Default: Registerer, when it is also a Gatherer.
-	Gatherer prometheus.Gatherer
 	// BodyLimit is the largest accepted request body, in bytes; larger ones get 413. Default
 	// [DefaultBodyLimit].
 	BodyLimit int64
 	// Ready reports whether the server can do its job; GET /readyz answers 503 while it returns an
 	// error. Default: always ready.
 	Ready func(ctx context.Context) error
+	// ReadyDetails, when set, adds "details" to the body of GET /readyz, ready or not: the state
+	// of parts whose trouble does not make the whole server unready (a tier, a pool, the
+	// registry listener).
+	ReadyDetails func(ctx context.Context) any
 	// ErrorRules map errors to responses. Default: [DefaultErrorRules].
 	ErrorRules []ErrorRule
 	// StreamRoutes are route templates ("/v1/tenants/restore") whose handlers stream their
@@ -47,16 +52,7 @@ func (c Config) WithDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Registerer == nil {
-		reg := prometheus.NewRegistry()
-		c.Registerer = reg
-		if c.Gatherer == nil {
-			c.Gatherer = reg
-		}
-	}
-	if c.Gatherer == nil {
-		if g, ok := c.Registerer.(prometheus.Gatherer); ok {
-			c.Gatherer = g
-		}
+		c.Registerer = prometheus.NewRegistry()
 	}
 	c.BodyLimit = cmp.Or(c.BodyLimit, DefaultBodyLimit)
 	if c.Ready == nil {
@@ -72,8 +68,6 @@ func (c Config) validate() error {
 	switch {
 	case c.Name == "":
 		return errors.New("httpapi: Config.Name is required")
-	case c.Gatherer == nil:
-		return errors.New("httpapi: Config.Gatherer is required when Registerer is not a Gatherer")
 	case c.BodyLimit < 1:
 		return fmt.Errorf("httpapi: BodyLimit %d must be positive", c.BodyLimit)
 	}
@@ -82,7 +76,8 @@ func (c Config) validate() error {
 
 // New returns an echo instance with what every tenantmem server shares: the error handler, the
 // middleware (request id, access log and metrics, panic recovery, body limit) and the routes
-// GET /healthz, /readyz and /metrics. The caller adds its own routes.
+// GET /healthz and /readyz. The caller adds its own routes. Metrics are not served here: they
+// have their own listener ([MetricsHandler]), never the tenant-facing or admin port.
 func New(cfg Config) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -103,18 +98,49 @@ func New(cfg Config) (*echo.Echo, error) {
 	})
 	e.GET("/readyz", func(c echo.Context) error {
 		ctx := c.Request().Context()
-		if err := cfg.Ready(ctx); err != nil {
-			cfg.Logger.WarnContext(ctx, "not ready", slog.String("request_id", RequestID(ctx)),
-				slog.String("error", err.Error()))
-			if MapError(err, cfg.ErrorRules).Status != http.StatusServiceUnavailable {
-				err = WithMessage(fmt.Errorf("%w: %w", ErrUnavailable, err), "not ready")
-			}
-			return err
+		var details any
+		if cfg.ReadyDetails != nil {
+			details = cfg.ReadyDetails(ctx)
 		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+		err := cfg.Ready(ctx)
+		if err == nil {
+			return c.JSON(http.StatusOK, readyBody{Status: "ready", Details: details})
+		}
+		cfg.Logger.WarnContext(ctx, "not ready", slog.String("request_id", RequestID(ctx)),
+			slog.String("error", err.Error()))
+		if MapError(err, cfg.ErrorRules).Status != http.StatusServiceUnavailable {
+			err = WithMessage(fmt.Errorf("%w: %w", ErrUnavailable, err), "not ready")
+		}
+		p := MapError(err, cfg.ErrorRules)
+		if p.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(p.RetryAfter.Round(time.Second)/time.Second))))
+		}
+		return c.JSON(p.Status, readyBody{Status: "not ready", Error: &p, Details: details})
 	})
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
-	})))
 	return e, nil
+}
+
+// readyBody is the body of GET /readyz.
+type readyBody struct {
+	Status  string   `json:"status"`
+	Error   *Problem `json:"error,omitempty"`
+	Details any      `json:"details,omitempty"`
+}
+
+// MetricsHandler serves GET /metrics (Prometheus) from g, and GET /healthz, for a listener of its
+// own: metrics describe every tenant's traffic and are never served on the tenant-facing or
+// admin port.
+func MetricsHandler(g prometheus.Gatherer, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError),
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	return mux
 }

@@ -57,7 +57,7 @@ func BenchmarkImportPreEmbedded(b *testing.B) {
 	engine, err := memory.New(memory.Config{Embedder: embedder})
 	require.NoError(b, err)
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg, Gatherer: reg})
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg})
 	require.NoError(b, err)
 	srv := httptest.NewServer(h)
 	defer srv.Close()

@@ -113,7 +113,7 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	engine, err := memory.New(memory.Config{Embedder: embedder})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg, Gatherer: reg})
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -76,16 +79,32 @@ func jsonPathAt(body []byte, offset int64) string {
 	return b.String()
 }
 
-// decodeJSONLocated is decodeJSON for bodies whose errors should name the exact element: it
-// reads the whole body (bounded by the body limit), and a syntax or type error names the path
-// of the value at fault, such as chunks[3].embedding[17] for a NaN or an out-of-range number
-// that a client's JSON encoder wrote into an embedding.
-func decodeJSONLocated(r io.Reader, v any) error {
-	body, err := io.ReadAll(r)
+// readJSONLocated is readJSON (the whole body, strictly checked, decoded into v, and returned)
+// for bodies whose errors should name the exact element: a type error, and a NaN or Infinity
+// that a client's JSON encoder wrote into an embedding (encoding/json refuses them as syntax),
+// name the path of the value at fault, such as chunks[3].embedding[17].
+func readJSONLocated(c echo.Context, v any) ([]byte, error) {
+	req := c.Request()
+	body, err := io.ReadAll(req.Body)
 	if err != nil {
-		return err
+		var mb *http.MaxBytesError
+		switch {
+		case errors.As(err, &mb):
+			return nil, err
+		case req.Context().Err() != nil:
+			return nil, fmt.Errorf("read body: %w", req.Context().Err())
+		}
+		return nil, &registry.FieldError{Field: "body", Message: "could not be read: " + err.Error()}
 	}
-	return decodeLocated(body, v)
+	if json.Valid(body) {
+		if err := checkJSON(body); err != nil {
+			return nil, err
+		}
+	}
+	if err := decodeLocated(body, v); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // decodeLocated decodes exactly one JSON object of body into v, rejecting unknown fields, with

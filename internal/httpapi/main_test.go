@@ -32,6 +32,7 @@ type adminEnv struct {
 	prov *provision.Provisioner
 	srv  *httptest.Server
 	logs *logBuffer
+	reg  *prometheus.Registry
 }
 
 // newAdminEnv starts the admin API on a fresh database, initialised unless told otherwise.
@@ -58,7 +59,7 @@ func newAdminEnvWith(t *testing.T, initialise bool, mod func(*httpapi.AdminConfi
 	}
 	reg := prometheus.NewRegistry()
 	cfg := httpapi.AdminConfig{
-		Provisioner: prov, Pool: pool, AdminToken: testToken, Logger: logger, Registerer: reg, Gatherer: reg,
+		Provisioner: prov, Pool: pool, AdminToken: testToken, Logger: logger, Registerer: reg,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -67,7 +68,7 @@ func newAdminEnvWith(t *testing.T, initialise bool, mod func(*httpapi.AdminConfi
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &adminEnv{t: t, pool: pool, prov: prov, srv: srv, logs: logs}
+	return &adminEnv{t: t, pool: pool, prov: prov, srv: srv, logs: logs, reg: reg}
 }
 
 // response is a finished HTTP exchange.
@@ -91,6 +92,7 @@ func statusOfCode(code string) int {
 		httpapi.CodeInvalidInput: 400, httpapi.CodeUnauthorized: 401, httpapi.CodeForbidden: 403,
 		httpapi.CodeNotFound: 404, httpapi.CodeMethodNotAllowed: 405, httpapi.CodeAlreadyExists: 409,
 		httpapi.CodeConflict: 409, httpapi.CodePayloadTooLarge: 413, httpapi.CodeRateLimited: 429,
+		httpapi.CodeQuotaExceeded: 413, httpapi.CodeIdempotencyReuse: 422,
 		httpapi.CodeInternal: 500, httpapi.CodeUnavailable: 503,
 	}[code]
 }
@@ -190,4 +192,13 @@ func (b *logBuffer) records(msg string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// scrape is what GET /metrics of the metrics listener serves from reg.
+func scrape(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	httpapi.MetricsHandler(reg, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	return rec.Body.String()
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/httpapi"
@@ -193,7 +192,6 @@ func TestNewValidatesItsConfig(t *testing.T) {
 		expect string
 	}{
 		{httpapi.Config{}, "Name is required"},
-		{httpapi.Config{Name: "x", Registerer: prometheus.WrapRegistererWithPrefix("p_", prometheus.NewRegistry())}, "Gatherer is required"},
 		{httpapi.Config{Name: "x", BodyLimit: -5}, "BodyLimit"},
 	} {
 		_, err := httpapi.New(tc.given)

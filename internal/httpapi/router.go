@@ -3,6 +3,7 @@ package httpapi
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantmem/tenantmem/internal/embed"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
@@ -36,6 +38,15 @@ const (
 	DefaultRouterBodyLimit int64 = 12 << 20
 	// DefaultStatementTimeout bounds every statement of a router request, transaction-locally.
 	DefaultStatementTimeout = 30 * time.Second
+	// DefaultRequestTimeout bounds a whole router request (the embedding of a document included).
+	DefaultRequestTimeout = 2 * time.Minute
+)
+
+// HeaderIdempotencyKey makes a POST that writes idempotent: a retry with the same key and body
+// gets the first answer (with HeaderIdempotentReplayed) instead of doing the write again.
+const (
+	HeaderIdempotencyKey     = "Idempotency-Key"
+	HeaderIdempotentReplayed = "Idempotent-Replayed"
 )
 
 // CodeClientClosed is the code of a request whose client went away before the answer (status
@@ -59,10 +70,9 @@ type RouterConfig struct {
 	Resolver *routing.Resolver
 	// Engine does the work. Required.
 	Engine *memory.Engine
-	// Logger, Registerer and Gatherer are as in [Config].
+	// Logger and Registerer are as in [Config].
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer
 	// BodyLimit is the largest request body, in bytes; larger ones get 413. Default
 	// [DefaultRouterBodyLimit] (12 MiB).
 	BodyLimit int64
@@ -78,6 +88,19 @@ type RouterConfig struct {
 	// handle and the number of queued chunks. It runs on the request's goroutine: it must not
 	// block.
 	OnIngest func(h *routing.Handle, pendingEmbeddings int)
+	// Limits are every tenant's default limits (request rate, requests in flight, storage
+	// quotas); a tenant's registry overrides replace single fields. Zero fields take the
+	// limit.Default* values and limit.Unlimited (-1) turns one off (see limit.Config).
+	Limits limit.Limits
+	// RequestTimeout bounds a whole request: past it the request's statements are cancelled and
+	// it gets 503 with Retry-After. Default [DefaultRequestTimeout] (2 minutes).
+	RequestTimeout time.Duration
+	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
+	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.
+	QueueWait time.Duration
+	// ReadyDetails, when set, adds to the body of GET /readyz what it returns (per-tier and
+	// per-pool state), whether ready or not.
+	ReadyDetails func(context.Context) any
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -87,6 +110,9 @@ func (c RouterConfig) WithDefaults() RouterConfig {
 	}
 	c.BodyLimit = cmp.Or(c.BodyLimit, DefaultRouterBodyLimit)
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, DefaultStatementTimeout)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, DefaultRequestTimeout)
+	c.QueueWait = cmp.Or(c.QueueWait, limit.DefaultQueueWait)
+	c.Limits = limit.Config{Defaults: c.Limits}.WithDefaults().Defaults
 	return c
 }
 
@@ -100,8 +126,10 @@ func (c RouterConfig) validate() error {
 		return fmt.Errorf("httpapi: RouterConfig.BodyLimit %d must be positive", c.BodyLimit)
 	case c.StatementTimeout < 0:
 		return fmt.Errorf("httpapi: RouterConfig.StatementTimeout %s must not be negative", c.StatementTimeout)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("httpapi: RouterConfig.RequestTimeout %s must not be negative", c.RequestTimeout)
 	}
-	return nil
+	return c.Limits.Validate()
 }
 
 // RegistryReady returns a readiness check for [RouterConfig.Ready]: the database answers (within
@@ -133,11 +161,23 @@ func RegistryReady(pool *pgxpool.Pool) func(context.Context) error {
 //   - memory.ErrEmbeddingUnavailable (a vector search could not embed its query): 503, with
 //     Retry-After 5s when the provider failure is transient and 60s when it is permanent (the
 //     operator must fix the provider; hybrid search degrades to text instead of failing);
+//   - memory.ErrQuotaExceeded: 413 quota_exceeded naming the quota (documents, chunks or
+//     content_bytes): waiting does not help, deleting documents or a larger quota does, so it is
+//     not a 429;
+//   - memory.ErrIdempotencyKeyReused: 422 idempotency_key_reused;
+//   - limit.ErrRateLimited (rate or requests in flight): 429 with Retry-After, and
+//     limit.ErrBusy (no connection in the bounded wait): 503 with Retry-After 1s (both in
+//     [DefaultErrorRules]);
 //   - context.Canceled (the client went away): 499, logged only.
 func RouterErrorRules() []ErrorRule {
 	rules := []ErrorRule{
 		{Match: Is(context.Canceled), Status: StatusClientClosed, Code: CodeClientClosed,
 			Message: func(error) string { return "client closed the request" }},
+		{Match: Is(memory.ErrQuotaExceeded), Status: http.StatusRequestEntityTooLarge, Code: CodeQuotaExceeded},
+		{Match: Is(memory.ErrIdempotencyKeyReused), Status: http.StatusUnprocessableEntity, Code: CodeIdempotencyReuse,
+			Message: func(error) string {
+				return "this Idempotency-Key was used with another request; use a new key for a new request"
+			}},
 		{Match: Is(memory.ErrTooLarge), Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
 			Message: validationMessage},
 		{Match: As[*memory.ValidationError](), Status: http.StatusBadRequest, Code: CodeInvalidInput,
@@ -172,7 +212,7 @@ func RouterErrorRules() []ErrorRule {
 		// After the embedding rules: a provider timeout is the provider's failure, not ours.
 		{Match: isTimeout, Status: http.StatusServiceUnavailable, Code: CodeUnavailable, RetryAfter: retryTimeout,
 			Message: func(error) string {
-				return "the request exceeded the statement timeout; retry later or narrow it (smaller limit, more filters)"
+				return "the request exceeded its time limit; retry later or narrow it (smaller limit, more filters)"
 			}},
 	}
 	return append(rules, DefaultErrorRules()...)
@@ -230,21 +270,17 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		return nil, err
 	}
 	if cfg.Registerer == nil {
-		// One private registry for the shared metrics and the router's own, so /metrics shows both.
-		reg := prometheus.NewRegistry()
-		cfg.Registerer = reg
-		if cfg.Gatherer == nil {
-			cfg.Gatherer = reg
-		}
+		// One private registry for the shared metrics and the router's own.
+		cfg.Registerer = prometheus.NewRegistry()
 	}
 	e, err := New(Config{
-		Name:       "router",
-		Logger:     cfg.Logger,
-		Registerer: cfg.Registerer,
-		Gatherer:   cfg.Gatherer,
-		BodyLimit:  cfg.BodyLimit,
-		Ready:      cfg.Ready,
-		ErrorRules: RouterErrorRules(),
+		Name:         "router",
+		Logger:       cfg.Logger,
+		Registerer:   cfg.Registerer,
+		BodyLimit:    cfg.BodyLimit,
+		Ready:        cfg.Ready,
+		ReadyDetails: cfg.ReadyDetails,
+		ErrorRules:   RouterErrorRules(),
 		// A bulk import is read line by line; each line is held to BodyLimit instead.
 		StreamRoutes: []string{"/v1/documents/import"},
 	})
@@ -276,9 +312,9 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 
-	r := &router{cfg: cfg, metrics: m}
+	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter()}
 	// Authentication is route middleware, as in the admin API, so unknown methods stay 405.
-	mw := []echo.MiddlewareFunc{r.instrument, r.authenticate}
+	mw := []echo.MiddlewareFunc{r.instrument, r.deadline, r.authenticate, r.admit}
 	e.POST("/v1/documents", r.addDocument, mw...)
 	e.GET("/v1/documents", r.listDocuments, mw...)
 	e.GET("/v1/documents/:id", r.getDocument, mw...)
@@ -301,14 +337,49 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 type router struct {
 	cfg     RouterConfig
 	metrics *routerMetrics
+	limiter *limit.Limiter
 }
 
-// handleKey carries the tenant handle of an authenticated request in its context.
-type handleKey struct{}
+// handleKey carries the tenant handle of an authenticated request in its context, and keyIDKey
+// the id of the API key it came with.
+type (
+	handleKey struct{}
+	keyIDKey  struct{}
+)
 
 func handleFrom(ctx context.Context) *routing.Handle {
 	h, _ := ctx.Value(handleKey{}).(*routing.Handle)
 	return h
+}
+
+// deadline bounds the whole request by RequestTimeout.
+func (r *router) deadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), r.cfg.RequestTimeout)
+		defer cancel()
+		c.SetRequest(c.Request().WithContext(ctx))
+		return next(c)
+	}
+}
+
+// limitsOf is a tenant's effective limits: the defaults with its registry overrides.
+func (r *router) limitsOf(h *routing.Handle) limit.Limits {
+	return r.cfg.Limits.With(h.Limits)
+}
+
+// admit holds an authenticated request to its tenant's request rate (429 with Retry-After
+// beyond) and requests in flight (it waits up to QueueWait in the tenant's own queue, then 429),
+// before anything else of it runs.
+func (r *router) admit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := handleFrom(c.Request().Context())
+		release, err := r.limiter.Admit(c.Request().Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
+		if err != nil {
+			return err
+		}
+		defer release()
+		return next(c)
+	}
 }
 
 // authenticate admits requests carrying "Authorization: Bearer <API key>" of an active tenant and
@@ -333,15 +404,43 @@ func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("authenticate: %w", err)
 		}
 		SetTenantID(ctx, h.TenantID)
-		c.SetRequest(req.WithContext(context.WithValue(ctx, handleKey{}, h)))
+		keyID, _, _ := registry.ParseKey(key) // Resolve accepted it
+		ctx = context.WithValue(context.WithValue(ctx, handleKey{}, h), keyIDKey{}, keyID)
+		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}
 }
 
-// scope is the memory scope of an authenticated request.
+// scope is the memory scope of an authenticated request: its transactions check that the tenant
+// is still active and the request's key not revoked, and ingest is held to the tenant's quotas.
 func (r *router) scope(c echo.Context) memory.Scope {
-	h := handleFrom(c.Request().Context())
-	return h.Scope(r.cfg.StatementTimeout)
+	ctx := c.Request().Context()
+	h := handleFrom(ctx)
+	keyID, _ := ctx.Value(keyIDKey{}).(string)
+	s := h.KeyScope(keyID, r.cfg.StatementTimeout)
+	l := r.limitsOf(h)
+	s.Quota = memory.Quota{Documents: l.MaxDocuments, Chunks: l.MaxChunks, ContentBytes: l.MaxContentBytes}
+	return s
+}
+
+// idempotency reads the request's Idempotency-Key, if any: the key and a hash of what the
+// request asks (method, route and body), so that the key cannot be replayed for another request.
+func idempotency(c echo.Context, body []byte) (*memory.IdempotencyKey, error) {
+	values := c.Request().Header.Values(HeaderIdempotencyKey)
+	switch len(values) {
+	case 0:
+		return nil, nil
+	case 1:
+	default:
+		return nil, &memory.ValidationError{Field: HeaderIdempotencyKey, Message: "given more than once"}
+	}
+	if err := memory.ValidateIdempotencyKey(HeaderIdempotencyKey, values[0]); err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %s\n", c.Request().Method, c.Path())
+	h.Write(body)
+	return &memory.IdempotencyKey{Key: values[0], RequestHash: h.Sum(nil)}, nil
 }
 
 // queued tells OnIngest that a request left n embeddings queued.
@@ -369,19 +468,30 @@ func (r *router) addDocument(c echo.Context) error {
 		return err
 	}
 	var req DocumentAddRequest
-	// Located: an embedding with NaN or an out-of-range number is named down to its element.
-	if err := decodeJSONLocated(c.Request().Body, &req); err != nil {
+	// Strict like every body (readJSON), and located: an embedding with NaN or an out-of-range
+	// number is named down to its element.
+	body, err := readJSONLocated(c, &req)
+	if err != nil {
+		return err
+	}
+	ik, err := idempotency(c, body)
+	if err != nil {
 		return err
 	}
 	p, err := req.params()
 	if err != nil {
 		return err
 	}
+	p.Idempotency = ik
 	res, err := r.cfg.Engine.AddDocument(c.Request().Context(), r.scope(c), p)
 	if err != nil {
 		return err
 	}
-	r.queued(c, res.EmbeddingsPending)
+	if res.Replayed {
+		c.Response().Header().Set(HeaderIdempotentReplayed, "true")
+	} else {
+		r.queued(c, res.EmbeddingsPending)
+	}
 	status := http.StatusOK
 	if res.Created {
 		status = http.StatusCreated
@@ -531,14 +641,22 @@ func (r *router) deleteDocuments(c echo.Context) error {
 		return err
 	}
 	var req DocumentDeleteManyRequest
-	if err := decodeJSON(c, &req); err != nil {
+	body, err := readJSON(c, &req)
+	if err != nil {
+		return err
+	}
+	ik, err := idempotency(c, body)
+	if err != nil {
 		return err
 	}
 	res, err := r.cfg.Engine.DeleteDocuments(c.Request().Context(), r.scope(c), memory.DocumentDeleteManyParams{
-		DocumentIDs: req.DocumentIDs, MetadataFilter: req.MetadataFilter,
+		DocumentIDs: req.DocumentIDs, MetadataFilter: req.MetadataFilter, Idempotency: ik,
 	})
 	if err != nil {
 		return err
+	}
+	if res.Replayed {
+		c.Response().Header().Set(HeaderIdempotentReplayed, "true")
 	}
 	return c.JSON(http.StatusOK, res)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -33,17 +34,39 @@ import (
 // routerTestDim is the embedding dimension of router test deployments: small, so tests are fast.
 const routerTestDim = 64
 
-// switchEmbedder is the builtin embedder, failing with err while one is set.
+// switchEmbedder is the builtin embedder, failing with err while one is set, and blocking while
+// a gate is set (until the gate is closed or the call's context ends).
 type switchEmbedder struct {
 	embed.Provider
-	err atomic.Pointer[error]
+	err  atomic.Pointer[error]
+	gate atomic.Pointer[chan struct{}]
+	// blocked counts the calls waiting at the gate.
+	blocked atomic.Int64
 }
 
 func (s *switchEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	if g := s.gate.Load(); g != nil {
+		s.blocked.Add(1)
+		select {
+		case <-*g:
+		case <-ctx.Done():
+		}
+		s.blocked.Add(-1)
+	}
 	if p := s.err.Load(); p != nil {
 		return nil, *p
 	}
 	return s.Provider.Embed(ctx, texts)
+}
+
+// hold makes every call block until the returned function is called.
+func (s *switchEmbedder) hold() (release func()) {
+	g := make(chan struct{})
+	s.gate.Store(&g)
+	return func() {
+		s.gate.Store(nil)
+		close(g)
+	}
 }
 
 // failWith makes every call fail with err; nil heals the provider.
@@ -82,6 +105,17 @@ type routerEnv struct {
 type routerOptions struct {
 	bodyLimit int64
 	ready     func(context.Context) error
+	// maxConns sizes the router pool (default pgxpool's); tierMaxConns, when set, gives each tier
+	// a gate of that size; acquireWait bounds the wait for a connection.
+	maxConns     int32
+	tierMaxConns int
+	acquireWait  time.Duration
+	// limits are the default tenant limits (zero: limit's defaults).
+	limits         limit.Limits
+	requestTimeout time.Duration
+	queueWait      time.Duration
+	// noListener leaves the resolver without a LISTEN (a lost notification, for ever).
+	noListener bool
 	// rerankURL, when set, is the base URL of the reranker the engine calls.
 	rerankURL string
 }
@@ -106,26 +140,44 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	require.NoError(t, err)
 
 	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
-	pool, err := pgxpool.New(ctx, routerURL)
+	pc, err := pgxpool.ParseConfig(routerURL)
+	require.NoError(t, err)
+	if opts.maxConns > 0 {
+		pc.MaxConns = opts.maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	resolver, err := routing.New(routing.Config{Pool: pool})
+	// Registry reads have a pool of their own, as in the dataplane.
+	registryPool, err := pgxpool.New(ctx, routerURL)
+	require.NoError(t, err)
+	t.Cleanup(registryPool.Close)
+	var gates map[registry.Tier]*limit.Gate
+	if opts.tierMaxConns > 0 {
+		gates = map[registry.Tier]*limit.Gate{
+			registry.TierShared: limit.NewGate("shared tier connection", opts.tierMaxConns),
+			registry.TierSchema: limit.NewGate("schema tier connection", opts.tierMaxConns),
+		}
+	}
+	resolver, err := routing.New(routing.Config{Pool: pool, Registry: registryPool, Gates: gates, AcquireWait: opts.acquireWait})
 	require.NoError(t, err)
 
-	cc, err := pgx.ParseConfig(routerURL)
-	require.NoError(t, err)
-	var listening atomic.Int64
-	lctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
-			MinBackoff: 10 * time.Millisecond, OnListening: func() { listening.Add(1) }})
-	}()
-	t.Cleanup(func() {
-		stop()
-		require.ErrorIs(t, <-done, context.Canceled)
-	})
-	waitUntil(t, 30*time.Second, "registry listener", func() bool { return listening.Load() > 0 })
+	if !opts.noListener {
+		cc, err := pgx.ParseConfig(routerURL)
+		require.NoError(t, err)
+		var listening atomic.Int64
+		lctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
+				MinBackoff: 10 * time.Millisecond, OnListening: func() { listening.Add(1) }})
+		}()
+		t.Cleanup(func() {
+			stop()
+			require.ErrorIs(t, <-done, context.Canceled)
+		})
+		waitUntil(t, 30*time.Second, "registry listener", func() bool { return listening.Load() > 0 })
+	}
 
 	builtin, err := embed.NewBuiltin(routerTestDim)
 	require.NoError(t, err)
@@ -140,13 +192,19 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	e := &routerEnv{t: t, url: url, admin: admin, prov: prov, resolver: resolver, embedder: embedder, reg: reg, logs: logs}
+	if opts.limits == (limit.Limits{}) {
+		// Tests that do not test limits must not trip them.
+		opts.limits = limit.Limits{RequestsPerSecond: limit.Unlimited, Burst: limit.Unlimited, MaxConcurrent: limit.Unlimited,
+			MaxDocuments: limit.Unlimited, MaxChunks: limit.Unlimited, MaxContentBytes: limit.Unlimited}
+	}
 	ready := opts.ready
 	if ready == nil {
 		ready = httpapi.RegistryReady(pool)
 	}
 	h, err := httpapi.NewRouter(httpapi.RouterConfig{
-		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg, Gatherer: reg,
+		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg,
 		BodyLimit: opts.bodyLimit, StatementTimeout: time.Minute, Ready: ready,
+		Limits: opts.limits, RequestTimeout: opts.requestTimeout, QueueWait: opts.queueWait,
 		OnIngest: func(h *routing.Handle, n int) {
 			e.mu.Lock()
 			e.ingests = append(e.ingests, ingestEvent{tenantID: h.TenantID, pending: n})

@@ -57,13 +57,13 @@ func TestRouterErrorRules(t *testing.T) {
 			given: "a statement timeout",
 			when:  fmt.Errorf("%w: %w", memory.ErrTimeout, &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}),
 			expect: httpapi.Problem{Status: 503, Code: "unavailable", RetryAfter: 5 * time.Second,
-				Message: "the request exceeded the statement timeout; retry later or narrow it (smaller limit, more filters)"},
+				Message: "the request exceeded its time limit; retry later or narrow it (smaller limit, more filters)"},
 		},
 		{
 			given: "a query_canceled outside the engine",
 			when:  fmt.Errorf("registry: authenticate: %w", &pgconn.PgError{Code: "57014"}),
 			expect: httpapi.Problem{Status: 503, Code: "unavailable", RetryAfter: 5 * time.Second,
-				Message: "the request exceeded the statement timeout; retry later or narrow it (smaller limit, more filters)"},
+				Message: "the request exceeded its time limit; retry later or narrow it (smaller limit, more filters)"},
 		},
 		{
 			given: "a transient query embedding failure",

@@ -78,7 +78,7 @@ func BenchmarkSearchPath(b *testing.B) {
 	exactEngine, err := memory.New(memory.Config{Embedder: embedder, ExactSearchThreshold: math.MaxInt32})
 	require.NoError(b, err)
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg, Gatherer: reg})
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg})
 	require.NoError(b, err)
 	srv := httptest.NewServer(h)
 	defer srv.Close()

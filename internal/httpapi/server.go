@@ -70,9 +70,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 
 // Serve serves on ln until ctx is done, then shuts down: it stops accepting, lets requests in
 // flight finish (their contexts are not cancelled by ctx) for up to ShutdownTimeout, then closes
-// the remaining connections. It closes ln. It returns nil after a shutdown triggered by ctx, and
-// the error when serving fails.
+// the remaining connections. It closes ln. It returns nil after a shutdown triggered by ctx, also
+// when ShutdownTimeout cut requests off (that is logged as a warning: the shutdown itself is what
+// was asked for), and the error when serving fails.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// Requests in flight outlive ctx during the graceful shutdown, and are cancelled when it
+	// times out, so that their database work stops too.
+	base, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
 	srv := &http.Server{
 		Handler:           s.cfg.Handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -80,7 +85,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -92,12 +97,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.cfg.Logger.InfoContext(ctx, "shutting down", slog.String("addr", ln.Addr().String()))
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := srv.Shutdown(sctx)
-	if err != nil {
+	if err := srv.Shutdown(sctx); err != nil {
+		s.cfg.Logger.WarnContext(ctx, "shutdown timeout reached; closing the connections of requests still in flight",
+			slog.String("addr", ln.Addr().String()), slog.Duration("shutdown_timeout", s.cfg.ShutdownTimeout),
+			slog.String("error", err.Error()))
+		cancelRequests()
 		_ = srv.Close()
 	}
-	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		return serr
 	}
-	return err
+	return nil
 }

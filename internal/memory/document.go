@@ -58,6 +58,8 @@ type DocumentAddParams struct {
 	// DeferEmbedding queues the chunks that have no client vector for the embedding worker
 	// instead of calling the provider (bulk loads by the provisioner, which embeds nothing).
 	DeferEmbedding bool `json:"-"`
+	// Idempotency, when set, makes the add idempotent (see [IdempotencyKey]).
+	Idempotency *IdempotencyKey `json:"-"`
 }
 
 // DocumentAddResult reports an added or replaced document.
@@ -78,6 +80,15 @@ type DocumentAddResult struct {
 	CreatedAt time.Time `json:"created_at"`
 	// UpdatedAt is when it was last written; every upsert makes it grow.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Replayed is true when the result is the stored one of an earlier request with the same
+	// idempotency key: nothing was written this time.
+	Replayed bool `json:"-"`
+}
+
+// storedAdd is an add's result as kept for its idempotency key.
+type storedAdd struct {
+	Result  DocumentAddResult `json:"result"`
+	Created bool              `json:"created"`
 }
 
 // Document is a stored document. Its content is not stored as one value: it lives in its
@@ -182,6 +193,9 @@ type DocumentDeleteParams struct {
 type DocumentDeleteManyParams struct {
 	DocumentIDs    []string        `json:"document_ids,omitempty"`
 	MetadataFilter json.RawMessage `json:"metadata_filter,omitempty"`
+	// Idempotency, when set, makes the delete idempotent: a retry gets the first answer (see
+	// [IdempotencyKey]).
+	Idempotency *IdempotencyKey `json:"-"`
 }
 
 // DocumentDeleteManyResult lists the deleted documents. Ids that do not exist, or belong to
@@ -189,6 +203,9 @@ type DocumentDeleteManyParams struct {
 type DocumentDeleteManyResult struct {
 	DeletedCount       int      `json:"deleted_count"`
 	DeletedDocumentIDs []string `json:"deleted_document_ids"`
+	// Replayed is true when the result is the stored one of an earlier request with the same
+	// idempotency key: nothing was deleted this time.
+	Replayed bool `json:"-"`
 }
 
 // Statistics describes one tenant's memory, read from one snapshot.
@@ -284,6 +301,12 @@ func splitError(err error) error {
 // document_id and created_at stay, name, type, date, metadata and content are replaced and every
 // old chunk is deleted, all in the same transaction, so a failure leaves the old version whole.
 //
+// The work of one call is bounded: a document that would make more than
+// Config.MaxChunksPerDocument chunks is refused before anything is embedded (413), and the chunks
+// are written in statements of Config.IngestBatchSize rows, so each stays well inside the
+// statement timeout whatever the document's size. A document that would take the tenant over its
+// quota (Scope.Quota) is refused with a *QuotaError and nothing is written.
+//
 // The embedding provider is called before the transaction begins (no transaction is held open
 // during a network call). When it fails, the document is stored anyway, searchable by text, and
 // its leaf chunks are queued for the [Worker]; EmbeddingsPending says how many.
@@ -311,6 +334,22 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		if chunks, err = chunk.Split(p.DocumentType, p.Content, in.opts); err != nil {
 			return DocumentAddResult{}, splitError(err)
 		}
+	}
+	if len(chunks) > e.cfg.MaxChunksPerDocument {
+		field := "content"
+		if p.Chunking.ChildSize != 0 {
+			field = "chunking.child_size"
+		}
+		return DocumentAddResult{}, tooLarge(field, "the document makes %d chunks, at most %d are allowed per document: "+
+			"use a larger chunking.child_size or split the document", len(chunks), e.cfg.MaxChunksPerDocument)
+	}
+	// Before the expensive part (embedding): a retry of a write that already committed gets its
+	// result back, and a document that cannot fit in the quota is refused.
+	if replay, err := e.preflightAdd(ctx, s, p, in, int64(len(chunks)), int64(contentBytes)); err != nil || replay != nil {
+		if err != nil {
+			return DocumentAddResult{}, err
+		}
+		return *replay, nil
 	}
 
 	// Leaves (level 0) are embedded and searched; parents only give context. Leaves that came
@@ -386,6 +425,30 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 
 	var res DocumentAddResult
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		res = DocumentAddResult{}
+		if p.Idempotency != nil {
+			stored, err := e.claimIdempotent(ctx, tx, s, p.Idempotency)
+			if err != nil {
+				return err
+			}
+			if stored != nil {
+				return replayAdd(stored, &res)
+			}
+		}
+		delta := usage{chunks: int64(len(chunks)), bytes: int64(contentBytes)}
+		if in.idAtOrigin != nil {
+			// The version this upsert replaces, if any: its size leaves the tenant's usage.
+			var oldBytes int64
+			err := tx.QueryRow(ctx, `SELECT content_bytes FROM documents WHERE owner_id = $1 AND id_at_origin = $2 FOR UPDATE`,
+				s.OwnerID, *in.idAtOrigin).Scan(&oldBytes)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("memory: read replaced document: %w", err)
+			default:
+				delta.bytes -= oldBytes
+			}
+		}
 		var inserted bool
 		err := tx.QueryRow(ctx, `
 			INSERT INTO documents AS d (owner_id, id_at_origin, document_name, document_type, document_date,
@@ -405,39 +468,106 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 			return fmt.Errorf("memory: upsert document: %w", err)
 		}
 		res.Created = inserted
-		if !inserted {
-			if _, err := tx.Exec(ctx, `DELETE FROM chunks WHERE owner_id = $1 AND document_id = $2`,
-				s.OwnerID, res.DocumentID); err != nil {
+		if inserted {
+			delta.documents = 1
+		} else {
+			tag, err := tx.Exec(ctx, `DELETE FROM chunks WHERE owner_id = $1 AND document_id = $2`, s.OwnerID, res.DocumentID)
+			if err != nil {
 				return fmt.Errorf("memory: delete old chunks: %w", err)
 			}
+			delta.chunks -= tag.RowsAffected()
 		}
-		// One statement for all chunks (COPY is not allowed under row-level security).
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO chunks (chunk_id, document_id, owner_id, parent_chunk_id, chunk_index, chunk_level,
-				content, content_hash, token_count, metadata, embedding, search_vector)
-			SELECT u.id, $1, $2, u.parent, u.idx, u.level, u.content, u.hash, u.tokens, u.metadata, u.embedding,
-				CASE WHEN u.level = 0 THEN to_tsvector($12::regconfig, u.content) END
-			FROM unnest($3::uuid[], $4::uuid[], $5::int[], $6::smallint[], $7::text[], $8::text[], $9::int[],
-				$10::jsonb[], $11::vector[]) AS u(id, parent, idx, level, content, hash, tokens, metadata, embedding)`,
-			res.DocumentID, s.OwnerID, cols.ids, cols.parents, cols.indexes, cols.levels, cols.contents,
-			cols.hashes, cols.tokens, cols.metadata, cols.vectors, s.textConfig()); err != nil {
-			return fmt.Errorf("memory: insert chunks: %w", err)
+		// One statement per batch (COPY is not allowed under row-level security). Parents come
+		// before their children in chunk order, so every parent exists when a child names it.
+		for lo := 0; lo < len(chunks); lo += e.cfg.IngestBatchSize {
+			hi := min(lo+e.cfg.IngestBatchSize, len(chunks))
+			if _, err := tx.Exec(ctx, `
+				INSERT INTO chunks (chunk_id, document_id, owner_id, parent_chunk_id, chunk_index, chunk_level,
+					content, content_hash, token_count, metadata, embedding, search_vector)
+				SELECT u.id, $1, $2, u.parent, u.idx, u.level, u.content, u.hash, u.tokens, u.metadata, u.embedding,
+					CASE WHEN u.level = 0 THEN to_tsvector($12::regconfig, u.content) END
+				FROM unnest($3::uuid[], $4::uuid[], $5::int[], $6::smallint[], $7::text[], $8::text[], $9::int[],
+					$10::jsonb[], $11::vector[]) AS u(id, parent, idx, level, content, hash, tokens, metadata, embedding)`,
+				res.DocumentID, s.OwnerID, cols.ids[lo:hi], cols.parents[lo:hi], cols.indexes[lo:hi], cols.levels[lo:hi],
+				cols.contents[lo:hi], cols.hashes[lo:hi], cols.tokens[lo:hi], cols.metadata[lo:hi], cols.vectors[lo:hi],
+				s.textConfig()); err != nil {
+				return fmt.Errorf("memory: insert chunks: %w", err)
+			}
 		}
-		if len(pending) > 0 {
+		for lo := 0; lo < len(pending); lo += e.cfg.IngestBatchSize {
+			hi := min(lo+e.cfg.IngestBatchSize, len(pending))
 			if _, err := tx.Exec(ctx, `INSERT INTO embedding_jobs (chunk_id, owner_id)
-				SELECT unnest($1::uuid[]), $2`, pending, s.OwnerID); err != nil {
+				SELECT unnest($1::uuid[]), $2`, pending[lo:hi], s.OwnerID); err != nil {
 				return fmt.Errorf("memory: queue embeddings: %w", err)
 			}
 		}
-		return nil
+		res.ChunksCreated = len(chunks)
+		res.EmbeddingsCreated = len(vecs) + len(clientVecs)
+		res.EmbeddingsPending = len(pending)
+		if p.Idempotency != nil {
+			if err := storeIdempotent(ctx, tx, s, p.Idempotency, storedAdd{Result: res, Created: res.Created}); err != nil {
+				return err
+			}
+		}
+		// Last: it locks the tenant's usage row until the commit.
+		return addUsage(ctx, tx, s, delta)
 	})
 	if err != nil {
 		return DocumentAddResult{}, err
 	}
-	res.ChunksCreated = len(chunks)
-	res.EmbeddingsCreated = len(vecs) + len(clientVecs)
-	res.EmbeddingsPending = len(pending)
 	return res, nil
+}
+
+// preflightAdd runs before an add embeds anything, in a short read-only transaction: the stored
+// result of an earlier request with the same idempotency key (then the add is done), and a check
+// that the document can fit in the tenant's quota (the exact check is in the write's own
+// transaction). It reads nothing when neither applies.
+func (e *Engine) preflightAdd(ctx context.Context, s Scope, p DocumentAddParams, in addInput, chunks, bytes int64) (*DocumentAddResult, error) {
+	q := s.Quota
+	if p.Idempotency == nil && q == (Quota{}) {
+		return nil, nil
+	}
+	var replay *DocumentAddResult
+	err := s.inTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if p.Idempotency != nil {
+			stored, err := e.lookupIdempotent(ctx, tx, s, p.Idempotency)
+			if err != nil {
+				return err
+			}
+			if stored != nil {
+				replay = &DocumentAddResult{}
+				return replayAdd(stored, replay)
+			}
+		}
+		if q == (Quota{}) {
+			return nil
+		}
+		u, err := readUsage(ctx, tx, s)
+		if err != nil {
+			return err
+		}
+		// An upsert may replace a document: count only what surely grows.
+		delta := usage{chunks: chunks, bytes: bytes}
+		if in.idAtOrigin == nil {
+			delta.documents = 1
+		} else {
+			delta.chunks, delta.bytes = 0, 0
+		}
+		return q.check(usage{documents: u.documents + delta.documents, chunks: u.chunks + delta.chunks,
+			bytes: u.bytes + delta.bytes}, delta)
+	})
+	return replay, err
+}
+
+// replayAdd decodes a stored add result into res.
+func replayAdd(stored json.RawMessage, res *DocumentAddResult) error {
+	var st storedAdd
+	if err := json.Unmarshal(stored, &st); err != nil {
+		return fmt.Errorf("memory: stored idempotent result: %w", err)
+	}
+	*res = st.Result
+	res.Created, res.Replayed = st.Created, true
+	return nil
 }
 
 // chunkArrays holds the columns of a document's chunks, one array per column.
@@ -684,15 +814,48 @@ func (e *Engine) DeleteDocument(ctx context.Context, s Scope, p DocumentDeletePa
 		return err
 	}
 	return s.InTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM documents WHERE owner_id = $1 AND document_id = $2`, s.OwnerID, id)
+		rows, err := tx.Query(ctx, `DELETE FROM documents d WHERE d.owner_id = $1 AND d.document_id = $2
+			RETURNING `+deletedColumns, s.OwnerID, id)
 		if err != nil {
 			return fmt.Errorf("memory: delete document: %w", err)
 		}
-		if tag.RowsAffected() == 0 {
+		_, gone, err := collectDeleted(rows)
+		if err != nil {
+			return fmt.Errorf("memory: delete document: %w", err)
+		}
+		if gone.documents == 0 {
 			return ErrNotFound
 		}
-		return nil
+		return addUsage(ctx, tx, s, usage{documents: -gone.documents, chunks: -gone.chunks, bytes: -gone.bytes})
 	})
+}
+
+// deletedColumns are RETURNED by a delete of documents: the id, the size and the number of chunks
+// (counted before the cascade removes them, which happens at the end of the statement).
+const deletedColumns = `d.document_id::text, d.content_bytes,
+	(SELECT count(*) FROM chunks c WHERE c.owner_id = d.owner_id AND c.document_id = d.document_id)`
+
+// collectDeleted reads the rows of deletedColumns: the ids and what they held.
+func collectDeleted(rows pgx.Rows) ([]string, usage, error) {
+	var (
+		ids  []string
+		gone usage
+	)
+	for rows.Next() {
+		var (
+			id            string
+			bytes, chunks int64
+		)
+		if err := rows.Scan(&id, &bytes, &chunks); err != nil {
+			rows.Close()
+			return nil, usage{}, err
+		}
+		ids = append(ids, id)
+		gone.documents++
+		gone.bytes += bytes
+		gone.chunks += chunks
+	}
+	return ids, gone, rows.Err()
 }
 
 // DeleteDocuments deletes the tenant's documents named by id, or those whose metadata contains
@@ -718,34 +881,53 @@ func (e *Engine) DeleteDocuments(ctx context.Context, s Scope, p DocumentDeleteM
 			return DocumentDeleteManyResult{}, err
 		}
 	}
-	res := DocumentDeleteManyResult{DeletedDocumentIDs: []string{}}
+	var res DocumentDeleteManyResult
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		res = DocumentDeleteManyResult{}
+		if p.Idempotency != nil {
+			stored, err := e.claimIdempotent(ctx, tx, s, p.Idempotency)
+			if err != nil {
+				return err
+			}
+			if stored != nil {
+				if err := json.Unmarshal(stored, &res); err != nil {
+					return fmt.Errorf("memory: stored idempotent result: %w", err)
+				}
+				res.Replayed = true
+				return nil
+			}
+		}
 		var rows pgx.Rows
 		var err error
 		if ids != nil {
-			rows, err = tx.Query(ctx, `DELETE FROM documents WHERE owner_id = $1 AND document_id = ANY($2::uuid[])
-				RETURNING document_id::text`, s.OwnerID, ids)
+			rows, err = tx.Query(ctx, `DELETE FROM documents d WHERE d.owner_id = $1 AND d.document_id = ANY($2::uuid[])
+				RETURNING `+deletedColumns, s.OwnerID, ids)
 		} else {
-			rows, err = tx.Query(ctx, `DELETE FROM documents WHERE owner_id = $1 AND metadata @> $2::jsonb
-				RETURNING document_id::text`, s.OwnerID, md)
+			rows, err = tx.Query(ctx, `DELETE FROM documents d WHERE d.owner_id = $1 AND d.metadata @> $2::jsonb
+				RETURNING `+deletedColumns, s.OwnerID, md)
 		}
 		if err != nil {
 			return fmt.Errorf("memory: delete documents: %w", err)
 		}
-		res.DeletedDocumentIDs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		deleted, gone, err := collectDeleted(rows)
 		if err != nil {
 			return fmt.Errorf("memory: delete documents: %w", err)
 		}
-		return nil
+		if deleted == nil {
+			deleted = []string{}
+		}
+		slices.Sort(deleted)
+		res = DocumentDeleteManyResult{DeletedCount: len(deleted), DeletedDocumentIDs: deleted}
+		if p.Idempotency != nil {
+			if err := storeIdempotent(ctx, tx, s, p.Idempotency, res); err != nil {
+				return err
+			}
+		}
+		return addUsage(ctx, tx, s, usage{documents: -gone.documents, chunks: -gone.chunks, bytes: -gone.bytes})
 	})
 	if err != nil {
 		return DocumentDeleteManyResult{}, err
 	}
-	if res.DeletedDocumentIDs == nil {
-		res.DeletedDocumentIDs = []string{}
-	}
-	slices.Sort(res.DeletedDocumentIDs)
-	res.DeletedCount = len(res.DeletedDocumentIDs)
 	return res, nil
 }
 

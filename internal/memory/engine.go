@@ -50,6 +50,16 @@ const (
 	// over a shared table loses recall for small tenants (0.92 for one owning 1% of 200,000
 	// chunks at ef_search 100). See docs/memory.md for the measurements.
 	DefaultExactSearchThreshold = 5000
+	// DefaultMaxChunksPerDocument bounds the work of one ingest: a 10 MB text document at the
+	// default chunk sizes makes about 13,500 chunks; a tiny child_size on the same content would
+	// make hundreds of thousands, and is refused with 413 instead.
+	DefaultMaxChunksPerDocument = 20_000
+	// DefaultIngestBatchSize is how many chunks one INSERT statement of an ingest writes, so each
+	// statement of a large document stays well inside the statement timeout.
+	DefaultIngestBatchSize = 500
+	// DefaultIdempotencyTTL is how long the result of a write made with an idempotency key is
+	// kept for a retry.
+	DefaultIdempotencyTTL = 24 * time.Hour
 )
 
 // Limits of the HTTP contract.
@@ -117,6 +127,14 @@ type Config struct {
 	// is an exact scan. Default 5000; a negative value disables the exact path (the fallback for
 	// short result lists still applies).
 	ExactSearchThreshold int
+	// MaxChunksPerDocument is the most chunks (both levels) one document may make; a document
+	// that would make more is refused with a *ValidationError (413) before anything is written.
+	// Default 20,000.
+	MaxChunksPerDocument int
+	// IngestBatchSize is how many chunks one INSERT of an ingest writes. Default 500.
+	IngestBatchSize int
+	// IdempotencyTTL is how long a write's idempotency key is remembered. Default 24 hours.
+	IdempotencyTTL time.Duration
 	// Logger receives warnings (provider failures at ingest). Default: discard.
 	Logger *slog.Logger
 }
@@ -136,6 +154,9 @@ func (c Config) WithDefaults() Config {
 	c.HistoryQueueSize = cmp.Or(c.HistoryQueueSize, DefaultHistoryQueueSize)
 	c.MaxScanTuples = cmp.Or(c.MaxScanTuples, DefaultMaxScanTuples)
 	c.ExactSearchThreshold = cmp.Or(c.ExactSearchThreshold, DefaultExactSearchThreshold)
+	c.MaxChunksPerDocument = cmp.Or(c.MaxChunksPerDocument, DefaultMaxChunksPerDocument)
+	c.IngestBatchSize = cmp.Or(c.IngestBatchSize, DefaultIngestBatchSize)
+	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -168,6 +189,12 @@ func (c Config) validate() error {
 		return fmt.Errorf("memory: Config.RerankTimeout, HistoryFlushInterval and HistoryQueueSize must be positive")
 	case c.MaxScanTuples < 1:
 		return fmt.Errorf("memory: Config.MaxScanTuples must be positive, got %d", c.MaxScanTuples)
+	case c.MaxChunksPerDocument < 1:
+		return fmt.Errorf("memory: Config.MaxChunksPerDocument must be positive, got %d", c.MaxChunksPerDocument)
+	case c.IngestBatchSize < 1:
+		return fmt.Errorf("memory: Config.IngestBatchSize must be positive, got %d", c.IngestBatchSize)
+	case c.IdempotencyTTL <= 0:
+		return fmt.Errorf("memory: Config.IdempotencyTTL must be positive, got %s", c.IdempotencyTTL)
 	}
 	return nil
 }

@@ -32,11 +32,34 @@ var (
 	// another tier or placement (SQLSTATE TM503, raised by the change capture trigger): nothing
 	// was written; retry in a moment. Reads are not paused.
 	ErrWritesPaused = errors.New("writes of the tenant are paused while it is moved")
+	// ErrQuotaExceeded is wrapped by every [*QuotaError].
+	ErrQuotaExceeded = errors.New("quota exceeded")
+	// ErrIdempotencyKeyReused means an idempotency key came back with another request than the
+	// one it was first used with. Nothing was done.
+	ErrIdempotencyKeyReused = errors.New("idempotency key reused with a different request")
 )
 
 // sqlstateWritesPaused is the SQLSTATE of a write refused while its tenant is moved
 // (migrations/tenant 00009).
 const sqlstateWritesPaused = "TM503"
+
+// QuotaError refuses a write that would take the tenant over one of its storage quotas
+// ([Scope].Quota). Nothing was written. It wraps [ErrQuotaExceeded].
+type QuotaError struct {
+	// Field names the quota: "documents", "chunks" or "content_bytes".
+	Field string
+	// Limit is the quota; Stored is what the tenant holds; Adding is what the write would add.
+	Limit, Stored, Adding int64
+}
+
+// Error says which quota and by how much.
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("%s: the tenant's quota of %d would be exceeded (%d stored, this write adds %d); "+
+		"delete documents or ask the operator to raise the quota", e.Field, e.Limit, e.Stored, e.Adding)
+}
+
+// Unwrap returns ErrQuotaExceeded.
+func (e *QuotaError) Unwrap() error { return ErrQuotaExceeded }
 
 // ValidationError is invalid input, naming the field (the snake_case name of the HTTP
 // contract, e.g. "document_type" or "metadata_filter"). Nothing was written when it is returned.

@@ -16,6 +16,8 @@ import (
 	"github.com/pgvector/pgvector-go"
 	pgxvec "github.com/pgvector/pgvector-go/pgx"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
@@ -35,6 +37,14 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// AcquireWait bounds the wait for a connection (and for the Gates); past it a transaction
+	// fails with a *limit.BusyError. Zero waits as long as ctx allows.
+	AcquireWait time.Duration
+	// Gates are shares of the pool the scope's transactions must enter first (e.g. the tier's).
+	Gates []*limit.Gate
+	// Quota bounds what the tenant may store; AddDocument refuses a document that would exceed
+	// it with a *QuotaError (nothing is written). Zero fields mean no limit.
+	Quota Quota
 	// TextConfig is the tenant's text search configuration (a pg_catalog configuration such as
 	// english or simple), used to index its chunks and to read its queries. Empty means english.
 	TextConfig string
@@ -51,20 +61,32 @@ func (s Scope) textConfig() string {
 	return "pg_catalog." + s.TextConfig
 }
 
+// Quota is a tenant's storage quota. A zero field means no limit.
+type Quota struct {
+	Documents    int64
+	Chunks       int64
+	ContentBytes int64
+}
+
 // Fence makes a scope's transactions wait for, and then notice, a change of the tenant they
-// serve. Each transaction takes the advisory lock LockID shared (so it waits while someone holds
-// it exclusively, e.g. a delete, and such a holder waits for it), then runs Check, which must
-// return one boolean true, else the transaction ends with [ErrFenced] before fn runs. Check runs
-// after the lock, as its own statement, so it sees what the lock holder committed. The settings,
-// the lock and the check travel in one round trip.
+// serve (or of the credential they serve it for). Each transaction takes the advisory lock LockID
+// shared (so it waits while someone holds it exclusively, e.g. a delete, and such a holder waits
+// for it), then runs Check, which must return one row of one text column: NULL when the
+// transaction may go on, else a reason, and the transaction ends before fn runs with
+// Refuse(reason), or [ErrFenced] when Refuse is nil or returns nil. Check runs after the lock, as
+// its own statement, so it sees what the lock holder committed. The settings, the lock and the
+// check travel in one round trip.
 type Fence struct {
 	LockID int64
 	Check  string
 	Args   []any
-	// Refresh, when set, is called once when Check fails, before the error is returned: it may
-	// return the scope to run the transaction in instead (the tenant moved to another tier or
-	// placement), which then runs without a Refresh of its own. Nothing ran before the check, so
-	// running the transaction again is safe. An error keeps ErrFenced.
+	// Refuse turns a reason returned by Check into the transaction's error; it must wrap
+	// [ErrFenced] or another error the caller maps (e.g. an unauthenticated credential).
+	Refuse func(reason string) error
+	// Refresh, when set, is called once when the check fails with [ErrFenced], before the error
+	// is returned: it may return the scope to run the transaction in instead (the tenant moved
+	// to another tier or placement), which then runs without a Refresh of its own. Nothing ran
+	// before the check, so running the transaction again is safe. An error keeps ErrFenced.
 	Refresh func(ctx context.Context) (Scope, error)
 }
 
@@ -119,16 +141,66 @@ func (s Scope) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.inTx(ctx, pgx.TxOptions{}, fn)
 }
 
+// maxBeginAttempts bounds the attempts to open a transaction when the connection is found dead
+// before any of the caller's statements ran.
+const maxBeginAttempts = 3
+
 func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	tx, err := s.Pool.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("memory: begin: %w", interpretError(err))
+	var (
+		lease *limit.Lease
+		tx    pgx.Tx
+		err   error
+	)
+	// A pooled connection the server closed (a restart, pg_terminate_backend, a proxy that cut
+	// it) is found dead at BEGIN or at the scope's first statement, before anything of fn ran:
+	// retry on another connection. Nothing reached the server that could have changed a row.
+	for attempt := 1; ; attempt++ {
+		lease, tx, err = s.begin(ctx, opts)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
+			// The tenant moved: run at its new location instead (nothing of fn ran).
+			if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
+				return next.withoutRefresh().inTx(ctx, opts, fn)
+			}
+		}
+		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
 	}
+	defer lease.Release()
 	// After a commit this is a no-op (pgx.ErrTxClosed); it also runs when fn panics.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return interpretError(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("memory: commit: %w", interpretError(err))
+	}
+	return nil
+}
+
+// begin takes a connection (bounded by AcquireWait and the Gates), begins the transaction and
+// sets the scope's transaction-local state and fence. On error it holds nothing.
+func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx.Tx, error) {
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("memory: acquire: %w", interpretError(err))
+	}
+	tx, err := lease.Conn.BeginTx(ctx, opts)
+	if err != nil {
+		lease.Release()
+		return nil, nil, fmt.Errorf("memory: begin: %w", interpretError(err))
+	}
+	fail := func(err error) (*limit.Lease, pgx.Tx, error) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		lease.Release()
+		return nil, nil, err
+	}
 	var timeout *string
 	if s.StatementTimeout > 0 {
 		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
@@ -138,36 +210,19 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
 	if s.Fence == nil {
 		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
-			return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
+			return fail(fmt.Errorf("memory: scope transaction: %w", interpretError(err)))
 		}
 	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
-		if errors.Is(err, ErrFenced) && s.Fence.Refresh != nil {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
-			if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
-				if next.Fence != nil {
-					f := *next.Fence
-					f.Refresh = nil
-					next.Fence = &f
-				}
-				return next.inTx(ctx, opts, fn)
-			}
-		}
-		return err
+		return fail(err)
 	}
 	if _, ok := tx.Conn().TypeMap().TypeForName("vector"); !ok {
 		// The type is found through the search_path just set. The registration lives in the
 		// connection's client-side type map, not in the server session.
 		if err := pgxvec.RegisterTypes(ctx, tx.Conn()); err != nil {
-			return fmt.Errorf("memory: register pgvector types: %w", err)
+			return fail(fmt.Errorf("memory: register pgvector types: %w", interpretError(err)))
 		}
 	}
-	if err := fn(tx); err != nil {
-		return interpretError(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("memory: commit: %w", interpretError(err))
-	}
-	return nil
+	return lease, tx, nil
 }
 
 // fence sends the scope settings, the shared lock and the check in one batch.
@@ -181,9 +236,9 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err == nil {
 		_, err = br.Exec()
 	}
-	var ok bool
+	var reason *string
 	if err == nil {
-		err = br.QueryRow().Scan(&ok)
+		err = br.QueryRow().Scan(&reason)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -191,7 +246,12 @@ func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *strin
 	if err != nil {
 		return fmt.Errorf("memory: scope transaction: %w", interpretError(err))
 	}
-	if !ok {
+	if reason != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*reason); err != nil {
+				return err
+			}
+		}
 		return ErrFenced
 	}
 	return nil
@@ -266,34 +326,54 @@ type readStmt struct {
 // replace the index scan the parameters call for. When the Fence check fails the rows read are
 // discarded and read returns ErrFenced; the transaction is read-only, so nothing happened.
 func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
-	err := s.readOnce(ctx, settings, stmts...)
+	err := s.readWithRetries(ctx, settings, stmts...)
 	if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
 		// The tenant moved: read again at its new location (the connection is back in the pool).
 		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
-			if next.Fence != nil {
-				f := *next.Fence
-				f.Refresh = nil
-				next.Fence = &f
-			}
-			return next.readOnce(ctx, settings, stmts...)
+			return next.withoutRefresh().readWithRetries(ctx, settings, stmts...)
 		}
 	}
 	return err
 }
 
-func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts ...readStmt) error {
+// withoutRefresh is the scope with its fence's Refresh removed: a refreshed scope is used once.
+func (s Scope) withoutRefresh() Scope {
+	if s.Fence != nil {
+		f := *s.Fence
+		f.Refresh = nil
+		s.Fence = &f
+	}
+	return s
+}
+
+// readWithRetries is read without the refresh: it retries a dead connection found before the
+// round trip.
+func (s Scope) readWithRetries(ctx context.Context, settings readSettings, stmts ...readStmt) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	conn, err := s.Pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("memory: acquire: %w", interpretError(err))
+	for attempt := 1; ; attempt++ {
+		err, beforeWork := s.readOnce(ctx, settings, stmts)
+		// A dead pooled connection found before the round trip was sent: nothing ran, no row
+		// was scanned; try another connection.
+		if err == nil || !beforeWork || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return err
+		}
 	}
-	defer conn.Release()
-	c := conn.Conn()
+}
+
+// readOnce is one attempt of read. beforeWork reports that it failed before sending the round
+// trip (taking the connection, registering types, preparing), when a retry is safe.
+func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []readStmt) (err error, beforeWork bool) { //nolint:revive // the pair reads best in this order
+	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
+	if err != nil {
+		return fmt.Errorf("memory: acquire: %w", interpretError(err)), true
+	}
+	defer lease.Release()
+	c := lease.Conn.Conn()
 	if _, ok := c.TypeMap().TypeForName("vector"); !ok {
 		if err := registerVector(ctx, c); err != nil {
-			return err
+			return err, true
 		}
 	}
 	var timeout *string
@@ -316,11 +396,11 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts ...rea
 		fmt.Fprintf(&b, `, pg_advisory_xact_lock_shared($%d)`, len(args))
 	}
 	all[0] = readStmt{sql: b.String(), args: args, prepared: true}
-	var fenceOK bool
+	var refused *string
 	if s.Fence != nil {
 		all = append(all, readStmt{sql: s.Fence.Check, args: s.Fence.Args, prepared: true, scan: func(r *readRows) error {
 			for r.Next() {
-				if err := r.Scan(&fenceOK); err != nil {
+				if err := r.Scan(&refused); err != nil {
 					return err
 				}
 			}
@@ -337,18 +417,18 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts ...rea
 			// connection (pgx remembers them), so they are neither parsed nor planned again.
 			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
 			if err != nil {
-				return fmt.Errorf("memory: prepare: %w", interpretError(err))
+				return fmt.Errorf("memory: prepare: %w", interpretError(err)), true
 			}
 			vals, fmts, err := encodeArgsFor(m, sd.ParamOIDs, st.args)
 			if err != nil {
-				return err
+				return err, false
 			}
 			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
 			continue
 		}
 		vals, oids, fmts, err := encodeArgs(m, st.args)
 		if err != nil {
-			return err
+			return err, false
 		}
 		batch.ExecParams(st.sql, vals, oids, fmts, []int16{pgtype.BinaryFormatCode})
 	}
@@ -358,7 +438,7 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts ...rea
 		rr := mrr.ResultReader()
 		// After a failed fence check the rows are not the caller's to see: leave them unread
 		// (a Refresh then reads again, into clean results).
-		fenced := s.Fence != nil && i > 1 && !fenceOK
+		fenced := s.Fence != nil && i > 1 && refused != nil
 		if firstErr == nil && !fenced && i < len(all) && all[i].scan != nil {
 			if err := all[i].scan(&readRows{m: m, fds: rr.FieldDescriptions(), rr: rr}); err != nil {
 				firstErr = err
@@ -372,12 +452,17 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts ...rea
 		firstErr = err
 	}
 	if firstErr != nil {
-		return fmt.Errorf("memory: read: %w", interpretError(firstErr))
+		return fmt.Errorf("memory: read: %w", interpretError(firstErr)), false
 	}
-	if s.Fence != nil && !fenceOK {
-		return ErrFenced
+	if refused != nil {
+		if s.Fence.Refuse != nil {
+			if err := s.Fence.Refuse(*refused); err != nil {
+				return err, false
+			}
+		}
+		return ErrFenced, false
 	}
-	return nil
+	return nil, false
 }
 
 // searchPath is the scope's search_path: its schema, then extensions; pg_temp last so a

@@ -74,7 +74,8 @@ func TestReadPassesEmptyStringsAsEmptyStrings(t *testing.T) {
 	s := e.tenant(t, registry.TierShared)
 	_, err := engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text", Content: "hello there"})
 	require.NoError(t, err)
-	s.Fence = &memory.Fence{LockID: 42, Check: `SELECT $1::text IS NOT NULL AND $1::text = '' AND $2::text = 'x'`, Args: []any{"", "x"}}
+	s.Fence = &memory.Fence{LockID: 42, Check: `SELECT CASE WHEN $1::text IS NOT NULL AND $1::text = '' AND $2::text = 'x' THEN NULL
+		ELSE 'the empty string arrived as NULL' END`, Args: []any{"", "x"}}
 	res, err := engine.Search(ctx, s, memory.SearchParams{QueryText: "hello", SearchType: memory.SearchText})
 	require.NoError(t, err)
 	require.Len(t, res.Results, 1)

@@ -4,11 +4,17 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/tenantmem/tenantmem/internal/chunk"
 )
@@ -84,10 +90,21 @@ func validateIDAtOrigin(field, s string) error {
 	return nil
 }
 
-// validateMetadata checks a JSON metadata value: a JSON object of at most MaxMetadataBytes,
-// nested at most maxMetadataDepth deep, valid UTF-8, without NUL characters (which jsonb
-// cannot store). An absent value or JSON null yields nil (no metadata). When allowEmpty is
-// false an empty object is rejected too (a filter {} would match everything).
+// maxNumberLength bounds the text of one JSON number in metadata.
+const maxNumberLength = 1000
+
+// maxNumberExponent bounds the exponent of a JSON number: PostgreSQL's numeric, which jsonb
+// stores numbers as, refuses exponents beyond ±1000.
+const maxNumberExponent = 1000
+
+// validateMetadata checks a JSON metadata value: one JSON object of at most MaxMetadataBytes,
+// nested at most maxMetadataDepth deep, that PostgreSQL's jsonb accepts exactly as given: valid
+// UTF-8 without lone surrogate escapes (\ud800), no duplicate member names (which could hide a
+// value the last one replaces), no NUL character (\u0000) in a name or a string, and numbers
+// that numeric can hold (finite as a double, exponent within ±1000). Anything else is a
+// *ValidationError naming field and the JSON pointer of the offending value, never a database
+// error. An absent value or JSON null yields nil (no metadata). When allowEmpty is false an
+// empty object is rejected too (a filter {} would match everything).
 func validateMetadata(field string, raw json.RawMessage, allowEmpty bool) (json.RawMessage, error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || string(trimmed) == "null" {
@@ -96,58 +113,77 @@ func validateMetadata(field string, raw json.RawMessage, allowEmpty bool) (json.
 	if len(trimmed) > MaxMetadataBytes {
 		return nil, tooLarge(field, "at most %d bytes of JSON, got %d", MaxMetadataBytes, len(trimmed))
 	}
-	if !utf8.Valid(trimmed) {
-		return nil, invalid(field, "must be valid UTF-8")
-	}
 	if trimmed[0] != '{' {
 		return nil, invalid(field, "must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, invalid(field, "must be a JSON object: %v", err)
+	dec := jsontext.NewDecoder(bytes.NewReader(trimmed))
+	members, done := 0, false
+	for {
+		tok, err := dec.ReadToken()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, invalid(field, "must be a valid JSON object: %s", jsonProblem(err))
+		}
+		if done {
+			return nil, invalid(field, "must be a single JSON object")
+		}
+		depth := dec.StackDepth()
+		done = depth == 0
+		if depth > maxMetadataDepth {
+			return nil, invalid(field, "nested deeper than %d levels", maxMetadataDepth)
+		}
+		switch tok.Kind() {
+		case '"':
+			if depth == 1 {
+				members++ // at depth 1 inside the object, strings alternate name, value
+			}
+			if strings.IndexByte(tok.String(), 0) >= 0 {
+				return nil, invalid(field, "must not contain NUL characters (\\u0000), at %s", pointerOf(dec))
+			}
+		case '0':
+			if err := checkNumber(tok.String()); err != "" {
+				return nil, invalid(field, "%s, at %s", err, pointerOf(dec))
+			}
+		}
 	}
-	if dec.More() {
-		return nil, invalid(field, "must be a single JSON object")
-	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return nil, invalid(field, "must be a JSON object")
-	}
-	if !allowEmpty && len(obj) == 0 {
+	if !allowEmpty && members == 0 {
 		return nil, invalid(field, "must not be an empty object")
-	}
-	if err := checkJSONValue(field, obj, 1); err != nil {
-		return nil, err
 	}
 	return json.RawMessage(trimmed), nil
 }
 
-func checkJSONValue(field string, v any, depth int) error {
-	if depth > maxMetadataDepth {
-		return invalid(field, "nested deeper than %d levels", maxMetadataDepth)
+// pointerOf is the JSON pointer of the value just read ("/a/0/b"), or "/" for the whole object.
+func pointerOf(dec *jsontext.Decoder) string {
+	if p := string(dec.StackPointer()); p != "" {
+		return p
 	}
-	switch x := v.(type) {
-	case string:
-		if strings.IndexByte(x, 0) >= 0 {
-			return invalid(field, "must not contain NUL characters (\\u0000)")
-		}
-	case map[string]any:
-		for k, e := range x {
-			if strings.IndexByte(k, 0) >= 0 {
-				return invalid(field, "keys must not contain NUL characters (\\u0000)")
-			}
-			if err := checkJSONValue(field, e, depth+1); err != nil {
-				return err
-			}
-		}
-	case []any:
-		for _, e := range x {
-			if err := checkJSONValue(field, e, depth+1); err != nil {
-				return err
-			}
+	return "/"
+}
+
+// jsonProblem is a jsontext error without its package prefix.
+func jsonProblem(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "jsontext: ")
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "truncated"
+	}
+	return msg
+}
+
+// checkNumber says why PostgreSQL's numeric could not hold the JSON number s, or "".
+func checkNumber(s string) string {
+	if len(s) > maxNumberLength {
+		return fmt.Sprintf("numbers must be at most %d characters long", maxNumberLength)
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		exp, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+		if err != nil || exp > maxNumberExponent || exp < -maxNumberExponent {
+			return fmt.Sprintf("number %.40s has an exponent beyond ±%d", s, maxNumberExponent)
 		}
 	}
-	return nil
+	if f, err := strconv.ParseFloat(s, 64); err != nil || math.IsInf(f, 0) {
+		return fmt.Sprintf("number %.40s is out of range", s)
+	}
+	return ""
 }

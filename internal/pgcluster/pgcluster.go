@@ -190,6 +190,26 @@ func URL(port int, user, dbname string) string {
 	return u.String()
 }
 
+// Restart stops the server ("fast" mode: connections are terminated, running transactions rolled
+// back) and starts it again on the same port and settings, as an operator's restart does. For
+// fault tests.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir(), "-m", "fast", "-w", "-t", "60"); err != nil {
+		return fmt.Errorf("pgcluster: pg_ctl stop: %w: %s", err, out)
+	}
+	c.cfg.Port = c.port
+	return c.start(ctx)
+}
+
+// RunAs is the OS user that runs the server when this process is root, or "" when it is not
+// (the server then runs as this process's user).
+func (c *Cluster) RunAs() string {
+	if c.runAs == nil {
+		return ""
+	}
+	return c.runAs.Username
+}
+
 // Stop shuts the server down ("fast" mode: running transactions are rolled back, committed ones are
 // kept) and removes the folder when it was temporary. It is idempotent.
 func (c *Cluster) Stop(ctx context.Context) error {

@@ -109,11 +109,13 @@ func tableDump(t *testing.T, e *memEnv, id string, withIDs bool) map[string][]st
 	out := map[string][]string{}
 	order := map[string]string{
 		"documents": "document_id", "chunks": "chunk_id", "embedding_jobs": "chunk_id", "search_history": "created_at, query_text",
+		"tenant_usage": "owner_id", "idempotency_keys": "idempotency_key",
 	}
 	if !withIDs {
 		order = map[string]string{
 			"documents": "document_name, content_bytes", "chunks": "content_hash, chunk_level, chunk_index",
 			"embedding_jobs": "created_at, attempts", "search_history": "created_at, query_text",
+			"tenant_usage": "owner_id", "idempotency_keys": "idempotency_key",
 		}
 	}
 	// search_id is numbered by the destination.

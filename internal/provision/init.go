@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -154,7 +155,7 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 		for _, stmt := range []string{
 			`GRANT USAGE ON SCHEMA tenantmem_control TO ` + router,
 			`GRANT SELECT ON tenantmem_control.tenants, tenantmem_control.api_keys, tenantmem_control.settings,
-				tenantmem_control.placements TO ` + router,
+				tenantmem_control.placements, tenantmem_control.tenant_limits TO ` + router,
 		} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
@@ -187,6 +188,25 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	p.cfg.Logger.InfoContext(ctx, "initialised", "embedding_dimension", dim,
 		"control_version", controlVersion, "shared_version", sharedVersion)
 	return InitResult{EmbeddingDimension: dim, ControlVersion: controlVersion, SharedVersion: sharedVersion}, nil
+}
+
+// ResetLeakproofTextSearch undoes InitParams.LeakproofTextSearch: it marks the full-text match
+// operator NOT LEAKPROOF again in the database of pool (a superuser's). Text search is then slow
+// on large tenants but its cost no longer depends on other shared-tier tenants' words. It is a
+// no-op when the flag is not set.
+func ResetLeakproofTextSearch(ctx context.Context, pool *pgxpool.Pool) error {
+	var on bool
+	if err := pool.QueryRow(ctx, `SELECT proleakproof FROM pg_proc WHERE oid = 'pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure`).
+		Scan(&on); err != nil {
+		return fmt.Errorf("provision: read the text match operator: %w", err)
+	}
+	if !on {
+		return nil
+	}
+	if _, err := pool.Exec(ctx, `ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) NOT LEAKPROOF`); err != nil {
+		return fmt.Errorf("provision: reset the text match operator: %w", err)
+	}
+	return nil
 }
 
 // ensureSchema creates a tenant schema owned by the owner role. Idempotent.

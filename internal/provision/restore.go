@@ -369,7 +369,7 @@ func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man arch
 		if err != nil {
 			return 0, nil, err
 		}
-		if err := archive.Verify(ctx, tgt, man, version == man.MigrationVersion); err != nil {
+		if err := archive.Verify(ctx, tgt, man, version == man.MigrationVersion, newIDs); err != nil {
 			return 0, nil, err
 		}
 		return version, res.Rows, nil
@@ -386,7 +386,7 @@ func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man arch
 			if err := p.hook(ctx, StepRestoreLoaded, id); err != nil {
 				return 0, nil, hookErr(err)
 			}
-			return version, res.Rows, archive.Verify(ctx, tgt, man, true)
+			return version, res.Rows, archive.Verify(ctx, tgt, man, true, newIDs)
 		}
 		// Older tables: load them as they were into a staging schema, migrate it, copy.
 		staging := stagingSchema(id + "/shared")
@@ -432,7 +432,7 @@ func (p *Provisioner) stage(ctx context.Context, ar *archive.Reader, man archive
 	if err != nil {
 		return err
 	}
-	return archive.Verify(ctx, tgt, man, version == man.MigrationVersion)
+	return archive.Verify(ctx, tgt, man, version == man.MigrationVersion, newIDs)
 }
 
 // copyLocation copies tenant id's rows from one location to another (both at the latest
@@ -473,7 +473,7 @@ func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to regi
 	if err != nil {
 		return nil, err
 	}
-	if err := archive.Verify(ctx, tgt, srcMan, true); err != nil {
+	if err := archive.Verify(ctx, tgt, srcMan, true, false); err != nil {
 		return nil, err
 	}
 	return res.Rows, nil

@@ -447,3 +447,44 @@ func (p *Provisioner) dropJobCopies(ctx context.Context, db beginner, t registry
 	}
 	return p.dropStaging(ctx, d.Staging)
 }
+
+// GetTenantLimits returns a tenant's limit overrides (all nil: the router's defaults apply).
+func (p *Provisioner) GetTenantLimits(ctx context.Context, tenantID string) (registry.TenantLimits, error) {
+	if _, err := p.GetTenant(ctx, tenantID); err != nil {
+		return registry.TenantLimits{}, err
+	}
+	l, err := registry.GetLimits(ctx, p.pool, tenantID)
+	return l, wrap("get limits", err)
+}
+
+// SetTenantLimits replaces a tenant's limit overrides (nil fields: the router's defaults; an
+// all-nil value removes every override) and announces the change, so every router applies it to
+// the tenant's next request. Invalid values give a *registry.FieldError and change nothing.
+func (p *Provisioner) SetTenantLimits(ctx context.Context, tenantID string, l registry.TenantLimits) (registry.TenantLimits, error) {
+	if err := schema.ValidateTenantID(tenantID); err != nil {
+		return registry.TenantLimits{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	if err := l.Validate(); err != nil {
+		return registry.TenantLimits{}, err
+	}
+	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		t, err := registry.GetForUpdate(ctx, tx, tenantID)
+		if err != nil {
+			return err
+		}
+		if t.Status == registry.StatusDeleting {
+			return fmt.Errorf("tenant %q is %s: %w", tenantID, t.Status, registry.ErrConflict)
+		}
+		if err := registry.SetLimits(ctx, tx, tenantID, l); err != nil {
+			return err
+		}
+		if err := registry.Audit(ctx, tx, tenantID, "limits_set", p.cfg.Actor, map[string]any{"limits": l}); err != nil {
+			return err
+		}
+		return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: "limits_changed"})
+	})
+	if err != nil {
+		return registry.TenantLimits{}, wrap("set limits", err)
+	}
+	return l, nil
+}

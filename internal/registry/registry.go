@@ -404,32 +404,144 @@ func ListKeys(ctx context.Context, db DBTX, tenantID string) ([]APIKey, error) {
 // tenant being deleted, all give ErrUnauthenticated. The caller decides what a suspended or
 // provisioning tenant may do.
 func Authenticate(ctx context.Context, db DBTX, key string) (Tenant, string, error) {
+	p, err := Authorize(ctx, db, key)
+	return p.Tenant, p.KeyID, err
+}
+
+// Principal is what an API key stands for: its tenant, the key's id and the tenant's limit
+// overrides.
+type Principal struct {
+	Tenant Tenant
+	KeyID  string
+	Limits TenantLimits
+}
+
+// Authorize is Authenticate that also returns the tenant's limit overrides, in the same query.
+func Authorize(ctx context.Context, db DBTX, key string) (Principal, error) {
 	keyID, secret, err := ParseKey(key)
 	if err != nil {
-		return Tenant{}, "", err
+		return Principal{}, err
 	}
 	var (
 		hash    []byte
 		revoked *time.Time
-		t       Tenant
+		p       = Principal{KeyID: keyID}
+		t       = &p.Tenant
+		l       = &p.Limits
 	)
 	err = db.QueryRow(ctx, `SELECT k.secret_hash, k.revoked_at, t.tenant_id, t.tier, t.schema_name,
-			coalesce(t.database_name, ''), t.placement_id, t.status, t.migration_version, t.text_search_config, t.created_at, t.updated_at
+			coalesce(t.database_name, ''), t.placement_id, t.status, t.migration_version, t.text_search_config, t.created_at, t.updated_at,
+			l.requests_per_second, l.burst, l.max_concurrent, l.max_documents, l.max_chunks, l.max_content_bytes
 		FROM tenantmem_control.api_keys k JOIN tenantmem_control.tenants t USING (tenant_id)
+		LEFT JOIN tenantmem_control.tenant_limits l USING (tenant_id)
 		WHERE k.key_id = $1`, keyID).Scan(&hash, &revoked, &t.ID, &t.Tier, &t.SchemaName, &t.DatabaseName,
-		&t.PlacementID, &t.Status, &t.MigrationVersion, &t.TextSearchConfig, &t.CreatedAt, &t.UpdatedAt)
+		&t.PlacementID, &t.Status, &t.MigrationVersion, &t.TextSearchConfig, &t.CreatedAt, &t.UpdatedAt,
+		&l.RequestsPerSecond, &l.Burst, &l.MaxConcurrent, &l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Spend the same work as a found key, so timing does not tell key ids apart.
 		subtle.ConstantTimeCompare(HashSecret(secret), make([]byte, sha256.Size))
-		return Tenant{}, "", ErrUnauthenticated
+		return Principal{}, ErrUnauthenticated
 	}
 	if err != nil {
-		return Tenant{}, "", fmt.Errorf("registry: authenticate: %w", err)
+		return Principal{}, fmt.Errorf("registry: authenticate: %w", err)
 	}
 	if subtle.ConstantTimeCompare(HashSecret(secret), hash) != 1 || revoked != nil || t.Status == StatusDeleting {
-		return Tenant{}, "", ErrUnauthenticated
+		return Principal{}, ErrUnauthenticated
 	}
-	return t, keyID, nil
+	return p, nil
+}
+
+// TenantLimits are one tenant's overrides of the router's default limits. A nil field takes the
+// default; zero means no limit for this tenant.
+type TenantLimits struct {
+	// RequestsPerSecond is the sustained request rate (token bucket).
+	RequestsPerSecond *float64 `json:"requests_per_second"`
+	// Burst is how many requests may come at once above the rate.
+	Burst *int `json:"burst"`
+	// MaxConcurrent is how many requests may be in flight at once.
+	MaxConcurrent *int `json:"max_concurrent"`
+	// MaxDocuments, MaxChunks and MaxContentBytes are storage quotas, checked at ingest.
+	MaxDocuments    *int64 `json:"max_documents"`
+	MaxChunks       *int64 `json:"max_chunks"`
+	MaxContentBytes *int64 `json:"max_content_bytes"`
+}
+
+// IsZero reports whether no override is set.
+func (l TenantLimits) IsZero() bool {
+	return l.RequestsPerSecond == nil && l.Burst == nil && l.MaxConcurrent == nil && l.MaxDocuments == nil &&
+		l.MaxChunks == nil && l.MaxContentBytes == nil
+}
+
+// Validate reports a negative or non-finite override, naming its field.
+func (l TenantLimits) Validate() error {
+	if r := l.RequestsPerSecond; r != nil && !(*r >= 0 && *r < 1e9) {
+		return &FieldError{Field: "requests_per_second", Message: "must be a number from 0 (no limit) to 1e9"}
+	}
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{
+		{"burst", intPtr64(l.Burst)}, {"max_concurrent", intPtr64(l.MaxConcurrent)},
+		{"max_documents", l.MaxDocuments}, {"max_chunks", l.MaxChunks}, {"max_content_bytes", l.MaxContentBytes},
+	} {
+		if f.v != nil && *f.v < 0 {
+			return &FieldError{Field: f.name, Message: "must not be negative (0 means no limit, null the default)"}
+		}
+	}
+	if l.Burst != nil && *l.Burst > 1<<30 || l.MaxConcurrent != nil && *l.MaxConcurrent > 1<<30 {
+		return &FieldError{Field: "burst", Message: "too large"}
+	}
+	return nil
+}
+
+func intPtr64(p *int) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := int64(*p)
+	return &v
+}
+
+// GetLimits returns a tenant's overrides (all nil when it has none). It does not check that the
+// tenant exists.
+func GetLimits(ctx context.Context, db DBTX, tenantID string) (TenantLimits, error) {
+	var l TenantLimits
+	err := db.QueryRow(ctx, `SELECT requests_per_second, burst, max_concurrent, max_documents, max_chunks,
+			max_content_bytes FROM tenantmem_control.tenant_limits WHERE tenant_id = $1`, tenantID).
+		Scan(&l.RequestsPerSecond, &l.Burst, &l.MaxConcurrent, &l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return TenantLimits{}, fmt.Errorf("registry: get limits: %w", err)
+	}
+	return l, nil
+}
+
+// SetLimits replaces a tenant's overrides (an all-nil value removes them). It returns ErrNotFound
+// when the tenant does not exist. Announce the change with [Notify] in the same transaction.
+func SetLimits(ctx context.Context, db DBTX, tenantID string, l TenantLimits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if l.IsZero() {
+		if _, err := db.Exec(ctx, `DELETE FROM tenantmem_control.tenant_limits WHERE tenant_id = $1`, tenantID); err != nil {
+			return fmt.Errorf("registry: set limits: %w", err)
+		}
+		return nil
+	}
+	_, err := db.Exec(ctx, `INSERT INTO tenantmem_control.tenant_limits AS l (tenant_id, requests_per_second, burst,
+			max_concurrent, max_documents, max_chunks, max_content_bytes)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (tenant_id) DO UPDATE SET requests_per_second = excluded.requests_per_second,
+			burst = excluded.burst, max_concurrent = excluded.max_concurrent, max_documents = excluded.max_documents,
+			max_chunks = excluded.max_chunks, max_content_bytes = excluded.max_content_bytes, updated_at = now()`,
+		tenantID, l.RequestsPerSecond, l.Burst, l.MaxConcurrent, l.MaxDocuments, l.MaxChunks, l.MaxContentBytes)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ForeignKeyViolation {
+			return fmt.Errorf("registry: tenant %q: %w", tenantID, ErrNotFound)
+		}
+		return fmt.Errorf("registry: set limits: %w", err)
+	}
+	return nil
 }
 
 // Settings are the deployment-wide settings written by init.

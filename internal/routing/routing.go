@@ -14,6 +14,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/dberr"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -42,17 +44,37 @@ type Handle struct {
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
 	// gets another.
 	CreatedAt time.Time
+	// Limits are the tenant's overrides of the router's default limits (nil fields: defaults).
+	Limits registry.TenantLimits
 	// Home is where the tenant's rows are, as the registry says; a move changes it.
-	Home     registry.Home
-	loadedAt time.Time
-	resolver *Resolver
+	Home registry.Home
+	// gates and acquireWait bound the wait of the tenant's transactions for a connection.
+	gates       []*limit.Gate
+	acquireWait time.Duration
+	loadedAt    time.Time
+	resolver    *Resolver
 }
 
-// fenceCheck is true while the tenant is still this incarnation, active, and where the handle
-// says (a move changes the location).
-const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-	WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $3 AND schema_name = $4
-		AND coalesce(database_name, '') = $5 AND placement_id = $6)`
+// fenceCheck is NULL while the tenant is still this active incarnation, at the handle's location
+// ($4-$7: a move changes it), and, when a key id is given ($3), that key is not revoked;
+// otherwise it names what changed.
+const fenceCheck = `SELECT CASE
+	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
+		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $4 AND schema_name = $5
+			AND coalesce(database_name, '') = coalesce($6::text, '') AND placement_id = $7) THEN 'tenant'
+	WHEN $3::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
+		WHERE key_id = $3 AND tenant_id = $1 AND revoked_at IS NULL) THEN 'key'
+	END`
+
+// Reasons of a failed fence check.
+const (
+	fenceTenant = "tenant"
+	fenceKey    = "key"
+)
+
+// ErrKeyRevoked is the error of a request whose API key was revoked after the router resolved
+// it: registry.ErrUnauthenticated (HTTP 401), found by the request's own transaction.
+var ErrKeyRevoked = fmt.Errorf("the API key was revoked: %w", registry.ErrUnauthenticated)
 
 // Scope is the memory scope of one request of the tenant. Its transactions hold the tenant's
 // advisory lock shared and first check that the tenant is still this active incarnation at the
@@ -61,18 +83,38 @@ const fenceCheck = `SELECT EXISTS (SELECT 1 FROM tenantmem_control.tenants
 // does nothing (memory.ErrFenced). A request that finds the tenant moved (same incarnation,
 // another location) reloads the tenant and runs at its new location instead.
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
+	return h.scope(nil, statementTimeout)
+}
+
+// KeyScope is Scope for a request made with the API key keyID: its transactions also check that
+// the key is not revoked, so a key is refused (ErrKeyRevoked, HTTP 401) from the moment its
+// revocation commits, whatever a cache still says.
+func (h *Handle) KeyScope(keyID string, statementTimeout time.Duration) memory.Scope {
+	return h.scope(&keyID, statementTimeout)
+}
+
+func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
+		AcquireWait: h.acquireWait, Gates: h.gates,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, string(h.Home.Tier), h.Home.SchemaName, h.Home.DatabaseName, h.Home.PlacementID},
+			Args:   []any{h.TenantID, h.CreatedAt, keyID, string(h.Home.Tier), h.Home.SchemaName, h.Home.DatabaseName, h.Home.PlacementID},
+			Refuse: refuse,
 			Refresh: func(ctx context.Context) (memory.Scope, error) {
 				n, err := h.resolver.moved(ctx, h)
 				if err != nil {
 					return memory.Scope{}, err
 				}
-				return n.Scope(statementTimeout), nil
+				return n.scope(keyID, statementTimeout), nil
 			}},
 	}
+}
+
+func refuse(reason string) error {
+	if reason == fenceKey {
+		return ErrKeyRevoked
+	}
+	return memory.ErrFenced
 }
 
 type keyEntry struct {
@@ -92,6 +134,15 @@ type Config struct {
 	Keys int
 	// TTL bounds how long a cached entry is trusted without a notification. Default 1 minute.
 	TTL time.Duration
+	// Registry, when set, is the pool registry reads (key and tenant lookups) use instead of
+	// Pool, so that they never wait behind tenant work for a connection.
+	Registry *pgxpool.Pool
+	// Gates, by tier, are the shares of the pool the tier's transactions must enter (see
+	// limit.Acquire); a tier without one has no share limit.
+	Gates map[registry.Tier]*limit.Gate
+	// AcquireWait bounds the wait of a tenant's transaction for a connection (limit.Acquire).
+	// Zero waits as long as the request allows.
+	AcquireWait time.Duration
 	// Logger. Default: discard.
 	Logger *slog.Logger
 }
@@ -103,6 +154,9 @@ func (c Config) WithDefaults() Config {
 	c.TTL = cmp.Or(c.TTL, time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registry == nil {
+		c.Registry = c.Pool
 	}
 	return c
 }
@@ -135,6 +189,10 @@ type Resolver struct {
 	// (both caches hit) does not take mu.
 	mu         sync.Mutex
 	generation uint64
+	// caching is false while no LISTEN is in place (before the first, and while the listener
+	// reconnects): nothing then tells the resolver about changes, so every request reads the
+	// registry and nothing is cached.
+	caching bool
 
 	handleHits, handleMisses, keyHits, keyMisses, evictions, purges atomic.Uint64
 }
@@ -159,7 +217,8 @@ func New(cfg Config) (*Resolver, error) {
 // Resolve authenticates a clear API key and returns the handle of its tenant. A malformed,
 // unknown, revoked or wrong key, and the key of a deleted tenant, give registry.ErrUnauthenticated;
 // a suspended tenant gives ErrSuspended; a tenant still provisioning or being deleted gives
-// ErrUnavailable or ErrUnauthenticated respectively.
+// ErrUnavailable or ErrUnauthenticated respectively. While caching is off (see SetCaching) every
+// call reads the registry.
 func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) {
 	keyID, secret, err := registry.ParseKey(apiKey)
 	if err != nil {
@@ -167,40 +226,49 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	}
 	hash := registry.HashSecret(secret)
 	now := time.Now()
-	ke, ok := r.keys.Get(keyID)
-	if ok && now.Sub(ke.loadedAt) < r.cfg.TTL {
-		r.keyHits.Add(1)
-		if subtle.ConstantTimeCompare(hash, ke.hash) != 1 {
-			return nil, registry.ErrUnauthenticated
-		}
-		if h, ok := r.handles.Get(ke.tenantID); ok && now.Sub(h.loadedAt) < r.cfg.TTL {
-			r.handleHits.Add(1)
-			return check(h)
+	r.mu.Lock()
+	caching, gen := r.caching, r.generation
+	r.mu.Unlock()
+	if caching {
+		ke, ok := r.keys.Get(keyID)
+		if ok && now.Sub(ke.loadedAt) < r.cfg.TTL {
+			r.keyHits.Add(1)
+			if subtle.ConstantTimeCompare(hash, ke.hash) != 1 {
+				return nil, registry.ErrUnauthenticated
+			}
+			if h, ok := r.handles.Get(ke.tenantID); ok && now.Sub(h.loadedAt) < r.cfg.TTL {
+				r.handleHits.Add(1)
+				return check(h)
+			}
+		} else {
+			r.keyMisses.Add(1)
 		}
 	} else {
 		r.keyMisses.Add(1)
 	}
 	// Miss: one query resolves key and tenant together.
 	r.handleMisses.Add(1)
-	r.mu.Lock()
-	gen := r.generation
-	r.mu.Unlock()
-	t, _, err := registry.Authenticate(ctx, r.cfg.Pool, apiKey)
+	p, err := registry.Authorize(ctx, r.cfg.Registry, apiKey)
+	if err != nil && dberr.ConnectionLost(err) && ctx.Err() == nil {
+		// A pooled connection the server had closed: the read never ran. Once more, on another.
+		p, err = registry.Authorize(ctx, r.cfg.Registry, apiKey)
+	}
 	if err != nil {
 		if errors.Is(err, registry.ErrUnauthenticated) {
 			r.keys.Remove(keyID)
 		}
 		return nil, err
 	}
+	t := p.Tenant
 	h := r.HandleFor(t)
-	h.loadedAt = now
+	h.Limits, h.loadedAt = p.Limits, now
 	if t.Tier == registry.TierDatabase {
 		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
 	}
-	// Cache only if no eviction or purge happened while we were reading: what we read may predate
-	// the change that was announced.
+	// Cache only while listening, and if no eviction or purge happened while we were reading:
+	// what we read may predate the change that was announced.
 	r.mu.Lock()
-	if r.generation == gen {
+	if r.caching && r.generation == gen {
 		r.keys.Add(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
 		r.handles.Add(t.ID, h)
 	}
@@ -211,9 +279,13 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 // HandleFor returns a handle of a registry entry (uncached), e.g. for the embedding worker's
 // sweep of active tenants: its Scope is fenced like a request's.
 func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
-	return &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
+	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
 		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Home: registry.HomeOf(t),
-		loadedAt: time.Now(), resolver: r}
+		acquireWait: r.cfg.AcquireWait, loadedAt: time.Now(), resolver: r}
+	if g := r.cfg.Gates[t.Tier]; g != nil {
+		h.gates = []*limit.Gate{g}
+	}
+	return h
 }
 
 // errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or
@@ -224,7 +296,10 @@ var errNotMoved = errors.New("routing: the tenant did not move")
 // its location (a move): same incarnation, still active. Anything else keeps the request fenced.
 // The reloaded handle replaces the cached one.
 func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
-	t, err := registry.Get(ctx, r.cfg.Pool, h.TenantID)
+	r.mu.Lock()
+	gen := r.generation
+	r.mu.Unlock()
+	t, err := registry.Get(ctx, r.cfg.Registry, h.TenantID)
 	if err != nil {
 		return nil, err
 	}
@@ -233,11 +308,35 @@ func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
 		return nil, errNotMoved
 	}
 	n := r.HandleFor(t)
+	n.Limits = h.Limits
+	// Cache it only under the rule of Resolve: while listening, and when nothing was announced
+	// while we read.
 	r.mu.Lock()
-	r.generation++
-	r.handles.Add(t.ID, n)
+	if r.caching && r.generation == gen {
+		r.handles.Add(t.ID, n)
+	}
 	r.mu.Unlock()
 	return n, nil
+}
+
+// SetCaching turns the caches on (LISTEN is in place: changes will be announced) or off (no
+// LISTEN: every request reads the registry). Either way it purges them, since notifications may
+// have been missed. A new Resolver does not cache until the first SetCaching(true).
+func (r *Resolver) SetCaching(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.caching = on
+	r.generation++
+	r.purges.Add(1)
+	r.handles.Purge()
+	r.keys.Purge()
+}
+
+// Caching reports whether the caches are in use (a LISTEN is in place).
+func (r *Resolver) Caching() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.caching
 }
 
 func check(h *Handle) (*Handle, error) {

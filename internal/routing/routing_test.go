@@ -299,3 +299,90 @@ func TestFenceOrdersRequestsAndDeletes(t *testing.T) {
 	err = hg.Scope(0).InTx(ctx, func(pgx.Tx) error { t.Fatal("ran for a suspended tenant"); return nil })
 	require.ErrorIs(t, err, memory.ErrFenced)
 }
+
+// TestListenerLossTurnsCachingOff: while the registry listener is down nothing announces
+// changes, so the resolver reads the registry for every request instead of trusting (and
+// filling) its caches; the reconnect delay doubles over quick losses and starts again at the
+// minimum after a healthy period. (Before: a loss purged the caches once, loads during the
+// backoff were cached again, and the delay never went down: after a few losses every loss left
+// a 5 s window in which a suspension or a revocation was not seen.)
+func TestListenerLossTurnsCachingOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	admin, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+	prov, err := provision.New(provision.Config{Pool: admin})
+	require.NoError(t, err)
+	_, err = prov.Init(ctx, provision.InitParams{})
+	require.NoError(t, err)
+	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
+	pool, err := pgxpool.New(ctx, routerURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	res, err := routing.New(routing.Config{Pool: pool})
+	require.NoError(t, err)
+	require.False(t, res.Caching(), "no caching before the first LISTEN")
+
+	var (
+		listening atomic.Int64
+		lost      = make(chan time.Duration, 10)
+	)
+	cc, err := pgx.ParseConfig(routerURL)
+	require.NoError(t, err)
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	const minBackoff = 400 * time.Millisecond
+	go func() {
+		done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: res,
+			MinBackoff: minBackoff, MaxBackoff: 10 * time.Second, HealthyAfter: time.Second,
+			OnListening: func() { listening.Add(1) },
+			OnLost:      func(_ error, backoff time.Duration) { lost <- backoff }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+	})
+	waitFor(t, "listener up", func() bool { return listening.Load() == 1 })
+	require.True(t, res.Caching())
+	kill := func() time.Duration {
+		t.Helper()
+		var n int
+		require.NoError(t, admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()`, routing.ListenerApplicationName).Scan(&n))
+		require.Equal(t, 1, n)
+		select {
+		case b := <-lost:
+			return b
+		case <-time.After(20 * time.Second):
+			t.Fatal("the listener did not notice the loss")
+			return 0
+		}
+	}
+
+	created, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "watched", Tier: registry.TierShared})
+	require.NoError(t, err)
+	key := created.Key.Key
+	_, err = res.Resolve(ctx, key)
+	require.NoError(t, err)
+
+	require.Equal(t, minBackoff, kill())
+	require.False(t, res.Caching())
+	// During the backoff: a request, then a suspension nobody announces to us, then a request.
+	_, err = res.Resolve(ctx, key)
+	require.NoError(t, err)
+	_, err = prov.SuspendTenant(ctx, "watched")
+	require.NoError(t, err)
+	_, err = res.Resolve(ctx, key)
+	require.ErrorIs(t, err, routing.ErrSuspended, "seen at once, not after the reconnect")
+	waitFor(t, "reconnect", func() bool { return listening.Load() == 2 })
+	require.True(t, res.Caching())
+
+	// A quick second loss doubles the delay; a healthy period resets it.
+	require.Equal(t, 2*minBackoff, kill())
+	waitFor(t, "reconnect", func() bool { return listening.Load() == 3 })
+	time.Sleep(1500 * time.Millisecond) // longer than HealthyAfter
+	require.Equal(t, minBackoff, kill())
+	waitFor(t, "reconnect", func() bool { return listening.Load() == 4 })
+}

@@ -201,6 +201,9 @@ func (m *Migrator) provider(set Set, schemaName string) (*goose.Provider, *sql.D
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithTableName(schemaName+"."+VersionTable),
 		goose.WithSessionLocker(locker),
+		// Migration numbers are reserved per issue, so one can land after a higher one (control
+		// 00002 after 00005): apply it then instead of refusing to migrate.
+		goose.WithAllowOutofOrder(true),
 	)
 	if err != nil {
 		db.Close()

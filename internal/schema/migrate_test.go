@@ -70,7 +70,7 @@ func TestMigratorRunsSchemasInParallelAndEachOnce(t *testing.T) {
 		name := fmt.Sprintf("tenant_p%d", i)
 		var applied int64
 		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM `+name+`.goose_db_version WHERE version_id > 0`).Scan(&applied))
-		// Versions have gaps (numbers are assigned per issue): count the files, not the numbers.
+		// Versions are numbered with gaps (numbers are reserved per issue): count the files.
 		files, err := fs.Glob(tenant.FS, "*.sql")
 		require.NoError(t, err)
 		require.EqualValues(t, len(files), applied)

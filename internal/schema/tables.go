@@ -23,6 +23,9 @@ type TenantTable struct {
 	// leave them out on request, a move does not pause their writes in its last instant (so that
 	// searches are served throughout) and does not compare their row counts.
 	Optional bool
+	// SkipOnNewIDs leaves the table out of a copy that gives the rows new ids (a restore under
+	// another tenant id): its rows name the original ids.
+	SkipOnNewIDs bool
 	// ExportOrder, when set, is the ORDER BY of the table's rows in an archive and a copy, so
 	// that a row a foreign key of the same table points to comes first (a chunk's parent precedes
 	// it). Loading happens in blocks, and each block must satisfy the foreign keys on its own.
@@ -38,6 +41,10 @@ var TenantTables = []TenantTable{
 	{Name: "chunks", Kind: TableData, ExportOrder: "chunk_level DESC, document_id, chunk_index"},
 	{Name: "embedding_jobs", Kind: TableData},
 	{Name: "search_history", Kind: TableData, Optional: true},
+	// The tenant's running storage totals (quotas), kept by the engine, copied like any row.
+	{Name: "tenant_usage", Kind: TableData},
+	// Results of idempotent writes, which name the documents they wrote.
+	{Name: "idempotency_keys", Kind: TableData, SkipOnNewIDs: true},
 	// BM25 postings and statistics (tenant migration 00006): the chunk triggers maintain them.
 	{Name: "chunk_terms", Kind: TableDerived},
 	{Name: "chunk_stats", Kind: TableDerived},

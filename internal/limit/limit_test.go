@@ -1,0 +1,185 @@
+package limit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func TestLimitsWithOverrides(t *testing.T) {
+	t.Parallel()
+	def := Config{}.WithDefaults().Defaults
+	for _, tc := range []struct {
+		given  string
+		when   registry.TenantLimits
+		expect Limits
+	}{
+		{"no override", registry.TenantLimits{}, def},
+		{"a rate of its own derives its burst", registry.TenantLimits{RequestsPerSecond: ptr(2.5)},
+			Limits{RequestsPerSecond: 2.5, MaxConcurrent: def.MaxConcurrent, MaxDocuments: def.MaxDocuments,
+				MaxChunks: def.MaxChunks, MaxContentBytes: def.MaxContentBytes}},
+		{"zero means no limit", registry.TenantLimits{MaxConcurrent: ptr(0), MaxDocuments: ptr[int64](0)},
+			Limits{RequestsPerSecond: def.RequestsPerSecond, Burst: def.Burst, MaxChunks: def.MaxChunks,
+				MaxContentBytes: def.MaxContentBytes}},
+	} {
+		t.Run(tc.given, func(t *testing.T) {
+			require.Equal(t, tc.expect, def.With(tc.when))
+		})
+	}
+	require.Equal(t, 3, Limits{RequestsPerSecond: 2.5}.burst())
+	require.Equal(t, Limits{}, Config{Defaults: Limits{RequestsPerSecond: Unlimited, Burst: Unlimited,
+		MaxConcurrent: Unlimited, MaxDocuments: Unlimited, MaxChunks: Unlimited, MaxContentBytes: Unlimited}}.WithDefaults().Defaults)
+	require.Error(t, Limits{RequestsPerSecond: -1}.Validate())
+	require.Error(t, Limits{MaxChunks: -1}.Validate())
+}
+
+// clock is a manual clock for the Limiter.
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time { return c.now }
+
+func TestLimiterRate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := &clock{now: time.Unix(1000, 0)}
+	l := NewLimiter()
+	l.now = c.Now
+	lim := Limits{RequestsPerSecond: 2, Burst: 3}
+	for i := range 3 {
+		release, err := l.Admit(ctx, "a", lim, 0)
+		require.NoError(t, err, "request %d is within the burst", i)
+		release()
+	}
+	_, err := l.Admit(ctx, "a", lim, 0)
+	var rle *RateLimitError
+	require.ErrorAs(t, err, &rle)
+	require.ErrorIs(t, err, ErrRateLimited)
+	require.Equal(t, ReasonRate, rle.Reason)
+	require.Equal(t, 500*time.Millisecond, rle.Wait, "one token comes back every half second")
+	require.Equal(t, time.Second, rle.RetryAfter(), "at least a second")
+
+	// Another tenant has its own bucket.
+	release, err := l.Admit(ctx, "b", lim, 0)
+	require.NoError(t, err)
+	release()
+
+	// A refused request cost nothing: after half a second exactly one more is admitted.
+	c.now = c.now.Add(500 * time.Millisecond)
+	release, err = l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	release()
+	_, err = l.Admit(ctx, "a", lim, 0)
+	require.ErrorIs(t, err, ErrRateLimited)
+
+	// An override that lifts the limit applies at once.
+	release, err = l.Admit(ctx, "a", Limits{}, 0)
+	require.NoError(t, err)
+	release()
+}
+
+func TestLimiterConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := NewLimiter()
+	lim := Limits{MaxConcurrent: 2}
+	r1, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	r2, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	_, err = l.Admit(ctx, "a", lim, 0)
+	var rle *RateLimitError
+	require.ErrorAs(t, err, &rle)
+	require.Equal(t, ReasonConcurrency, rle.Reason)
+	require.Equal(t, 2, l.InFlight("a"))
+	r3, err := l.Admit(ctx, "b", lim, 0)
+	require.NoError(t, err, "another tenant is not affected")
+	r3()
+	r1()
+	r1() // a second release is a no-op
+	require.Equal(t, 1, l.InFlight("a"))
+	r4, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	r4()
+	r2()
+	require.Zero(t, l.InFlight("a"))
+}
+
+func TestLimiterForgetsIdleTenants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := &clock{now: time.Unix(1000, 0)}
+	l := NewLimiter()
+	l.now = c.Now
+	for _, id := range []string{"a", "b"} {
+		release, err := l.Admit(ctx, id, Limits{RequestsPerSecond: 10}, 0)
+		require.NoError(t, err)
+		if id == "a" {
+			release()
+		}
+	}
+	c.now = c.now.Add(2 * idleAfter)
+	release, err := l.Admit(ctx, "c", Limits{}, 0)
+	require.NoError(t, err)
+	release()
+	l.mu.Lock()
+	_, hasA := l.tenants["a"]
+	_, hasB := l.tenants["b"]
+	l.mu.Unlock()
+	require.False(t, hasA, "idle with a full bucket: forgotten")
+	require.True(t, hasB, "a request in flight keeps its state")
+}
+
+// TestLimiterQueuesATenantsExcess: over its cap, a tenant's requests wait in its own queue, first
+// come first served, for a bounded time; a release hands the slot to the oldest waiter.
+func TestLimiterQueuesATenantsExcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := NewLimiter()
+	lim := Limits{MaxConcurrent: 1}
+	first, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	got := make(chan int, 2)
+	for i := range 2 {
+		go func() {
+			release, err := l.Admit(ctx, "a", lim, time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- i
+			release()
+		}()
+		// The second waiter queues after the first.
+		for {
+			l.mu.Lock()
+			n := len(l.tenants["a"].waiters)
+			l.mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	_, err = l.Admit(ctx, "a", lim, 10*time.Millisecond)
+	require.ErrorIs(t, err, ErrRateLimited, "a bounded wait ends in 429")
+	other, err := l.Admit(ctx, "b", lim, 0)
+	require.NoError(t, err, "another tenant does not queue behind it")
+	other()
+	first()
+	require.Equal(t, 0, <-got)
+	require.Equal(t, 1, <-got)
+	cctx, cancel := context.WithCancel(ctx)
+	hold, err := l.Admit(ctx, "a", lim, 0)
+	require.NoError(t, err)
+	cancel()
+	_, err = l.Admit(cctx, "a", lim, time.Minute)
+	require.ErrorIs(t, err, context.Canceled)
+	hold()
+	require.Zero(t, l.InFlight("a"))
+}

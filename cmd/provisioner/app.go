@@ -16,6 +16,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -42,6 +43,10 @@ type cli struct {
 	RouterRole  string              `name:"router-role" env:"TENANTMEM_ROUTER_ROLE" default:"${router_role}" help:"Role the router logs in as (DML only, no BYPASSRLS)."`
 	LogLevel    string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
 	Version     command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
+
+	TenantMaxDocuments int64 `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant, as the router's flag: restores and imports that exceed it are refused; 0 means no quota (default ${default})."`
+	TenantMaxChunks    int64 `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant, as the router's flag; 0 means no quota (default ${default})."`
+	TenantMaxBytes     int64 `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant in bytes, as the router's flag; 0 means no quota (default ${default})."`
 
 	Init    initCmd    `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
 	Tenant  tenantCmd  `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`
@@ -140,6 +145,7 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 		Logger:      rc.logger,
 		Actor:       cmp.Or(rc.actor, "provisioner-cli"),
 		Parallelism: rc.parallelism,
+		Quota:       quotaFlags(rc.cli),
 	})
 	if err != nil {
 		pool.Close()
@@ -163,4 +169,16 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// quotaFlags are the default storage quotas of the flags: 0 (no quota) becomes limit.Unlimited,
+// as in the router.
+func quotaFlags(c *cli) limit.Limits {
+	l := limit.Limits{MaxDocuments: c.TenantMaxDocuments, MaxChunks: c.TenantMaxChunks, MaxContentBytes: c.TenantMaxBytes}
+	for _, p := range []*int64{&l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes} {
+		if *p == 0 {
+			*p = limit.Unlimited
+		}
+	}
+	return l
 }

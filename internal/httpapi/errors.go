@@ -128,6 +128,8 @@ func DefaultErrorRules() []ErrorRule {
 		// A tenant archive that is truncated, corrupted, foreign, of a future version or of
 		// another embedding dimension.
 		{Match: provision.IsArchiveError, Status: http.StatusBadRequest, Code: CodeInvalidInput},
+		// A restore or import that would take a tenant over its quota (nothing was left behind).
+		{Match: Is(memory.ErrQuotaExceeded), Status: http.StatusRequestEntityTooLarge, Code: CodeQuotaExceeded},
 		{Match: Is(registry.ErrUnauthenticated), Status: http.StatusUnauthorized, Code: CodeUnauthorized},
 		{Match: Is(registry.ErrNotFound), Status: http.StatusNotFound, Code: CodeNotFound},
 		{Match: Is(registry.ErrExists), Status: http.StatusConflict, Code: CodeAlreadyExists},

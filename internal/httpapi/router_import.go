@@ -46,9 +46,9 @@ type ImportResponse struct {
 // importDocuments reads JSON lines, one document each (the body of POST /v1/documents: content,
 // or chunks with or without vectors), and adds them one by one as they arrive: the body is never
 // held whole. A line with bad input is refused and listed with its field, and the import goes on;
-// empty lines are skipped. Any other failure (the tenant suspended or moved, the database gone)
-// stops the import with that error, whose message says how many lines were stored: documents with
-// an id_at_origin can be sent again safely, they are replaced.
+// empty lines are skipped. Any other failure (the tenant's quota reached, the tenant suspended or
+// moved, the database gone) stops the import with that error, whose message says how many lines
+// were stored: documents with an id_at_origin can be sent again safely, they are replaced.
 func (r *router) importDocuments(c echo.Context) error {
 	if err := allowQuery(c); err != nil {
 		return err
@@ -95,7 +95,9 @@ func (r *router) importDocuments(c echo.Context) error {
 			}
 		}
 		prob := MapError(err, rules)
-		if prob.Status != http.StatusBadRequest && prob.Status != http.StatusRequestEntityTooLarge {
+		// A line with bad input is refused alone; anything else stops the import where it is,
+		// a quota among them (every later line would be refused too).
+		if prob.Code == CodeQuotaExceeded || prob.Status != http.StatusBadRequest && prob.Status != http.StatusRequestEntityTooLarge {
 			if prob.Status >= 500 && prob.Status != http.StatusServiceUnavailable {
 				// Logged with its details by the error handler; the client gets a generic 500.
 				return fmt.Errorf("import stopped at line %d (%d documents stored before it): %w", line, res.Documents, err)

@@ -90,6 +90,14 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 			// The chunks' text index was made with it; a restore gives the tenant the same.
 			m.Settings[SettingTextSearchConfig], _ = json.Marshal(t.TextSearchConfig)
 		}
+		// The tenant's overrides of the router's limits (its quotas among them) go with it.
+		lim, err := registry.GetLimits(ctx, p.pool, t.ID)
+		if err != nil {
+			return err
+		}
+		if !lim.IsZero() {
+			m.Settings[SettingLimits], _ = json.Marshal(lim)
+		}
 		var keys []archive.Key
 		if params.IncludeKeyHashes {
 			// The registry lives in the main database, whatever the tenant's placement.

@@ -180,7 +180,7 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 		if params.As != "" {
 			or.TenantID = params.As
 		}
-		err := p.importOwner(ctx, params, layout, engine, pool, &or, func(n int) {
+		err := p.importOwner(ctx, params, layout, engine, pool, o, &or, func(n int) {
 			done++
 			chunks += int64(n)
 			if params.Progress != nil {
@@ -202,13 +202,22 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 }
 
 func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportParams, layout llmemory.Layout, engine *memory.Engine,
-	pool *pgxpool.Pool, or *LLMemoryOwnerReport, progress func(chunks int)) error {
+	pool *pgxpool.Pool, o llmemory.Owner, or *LLMemoryOwnerReport, progress func(chunks int)) error {
 	if err := schema.ValidateTenantID(or.TenantID); err != nil {
 		return fmt.Errorf("owner id %q does not make a tenant id (%w); import it alone with as", or.OwnerID, err)
 	}
+	limits, err := registry.GetLimits(ctx, p.pool, or.TenantID)
+	if err != nil {
+		return err
+	}
+	quota := p.quotaOf(limits)
 	t, err := registry.Get(ctx, p.pool, or.TenantID)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
+		// The owner's documents alone must fit before the tenant is created.
+		if err := checkQuota(quota, [3]int64{}, [3]int64{o.Documents}); err != nil {
+			return err
+		}
 		res, err := p.CreateTenant(ctx, TenantCreateParams{ID: or.TenantID, Tier: params.Tier})
 		if err != nil {
 			return err
@@ -222,21 +231,34 @@ func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportPara
 	case t.Status != registry.StatusActive:
 		return fmt.Errorf("tenant %q is %s: %w", t.ID, t.Status, registry.ErrConflict)
 	}
-	s := memory.Scope{Pool: pool, Schema: t.SchemaName, OwnerID: t.ID}
+	// Every add is checked against the tenant's quota in its own transaction (chunks and content
+	// bytes are known per document only); the documents are checked up front, below.
+	s := memory.Scope{Pool: pool, Schema: t.SchemaName, OwnerID: t.ID, Quota: quota}
 	have := map[string]bool{}
-	if !params.Refresh {
-		err := s.InTx(ctx, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, `SELECT id_at_origin FROM documents WHERE owner_id = $1 AND id_at_origin IS NOT NULL`, t.ID)
-			if err != nil {
-				return err
-			}
-			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			for _, id := range ids {
-				have[id] = true
-			}
+	var held int64
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM documents WHERE owner_id = $1`, t.ID).Scan(&held); err != nil {
 			return err
-		})
+		}
+		if params.Refresh {
+			return nil
+		}
+		rows, err := tx.Query(ctx, `SELECT id_at_origin FROM documents WHERE owner_id = $1 AND id_at_origin IS NOT NULL`, t.ID)
 		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, id := range ids {
+			have[id] = true
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// A rerun (or a refresh) replaces documents it already has: only the others add to the count.
+	if !params.Refresh {
+		if err := checkQuota(quota, [3]int64{held}, [3]int64{max(0, o.Documents-int64(len(have)))}); err != nil {
 			return err
 		}
 	}
@@ -258,6 +280,10 @@ func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportPara
 			if errors.As(err, &ve) {
 				or.Failed = append(or.Failed, LLMemoryDocumentErr{IDAtOrigin: d.IDAtOrigin, Error: ve.Error()})
 				return nil
+			}
+			if errors.Is(err, memory.ErrQuotaExceeded) {
+				return fmt.Errorf("stopped after %d documents, at document %q (raise the tenant's quota with `provisioner tenant limits`, then rerun: it resumes): %w",
+					or.Documents, d.IDAtOrigin, err)
 			}
 			return fmt.Errorf("document %q: %w", d.IDAtOrigin, err)
 		}

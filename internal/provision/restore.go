@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/archive"
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
@@ -166,6 +167,10 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 				ErrArchive, textConfig)
 		}
 	}
+	limits, err := limitsOf(man)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("provision: restore: %w", err)
+	}
 	ident := archiveIdentity{TenantID: man.TenantID, CreatedAt: man.CreatedAt, Version: man.MigrationVersion}
 	res := RestoreResult{Rows: map[string]int64{}, NewIDs: id != man.TenantID, From: ident}
 	if man.KeyHashes && res.NewIDs {
@@ -241,10 +246,23 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	default:
 		replace = true
 	}
-	if replace {
-		return p.restoreReplace(ctx, ar, man, existing, target, res, start, params.Progress)
+	// The restored tenant's quota: the deployment's, with the archive's overrides or else (on
+	// replace) the existing tenant's. Its rows replace whatever it held, so they alone count.
+	// The manifest's counts are checked now, before anything is written; the content bytes once
+	// the rows are loaded, before the tenant is reachable.
+	if _, ok := man.Settings[SettingLimits]; !ok && replace {
+		if limits, err = registry.GetLimits(ctx, p.pool, id); err != nil {
+			return RestoreResult{}, wrap("restore", err)
+		}
 	}
-	return p.restoreFresh(ctx, ar, man, id, target, res, start, params.Progress)
+	quota := p.quotaOf(limits)
+	if err := checkQuota(quota, [3]int64{}, manifestUsage(man)); err != nil {
+		return RestoreResult{}, wrap("restore", err)
+	}
+	if replace {
+		return p.restoreReplace(ctx, ar, man, existing, target, res, start, quota, params.Progress)
+	}
+	return p.restoreFresh(ctx, ar, man, id, target, res, start, quota, params.Progress)
 }
 
 // targetLocation is where a restored or moved tenant's rows go.
@@ -278,7 +296,7 @@ func stagingSchema(id string) string {
 }
 
 func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string,
-	target registry.Home, res RestoreResult, start time.Time, progress func(archive.Progress)) (RestoreResult, error) {
+	target registry.Home, res RestoreResult, start time.Time, quota memory.Quota, progress func(archive.Progress)) (RestoreResult, error) {
 	detail, _ := json.Marshal(restoreDetail{Archive: res.From, Target: target})
 	err := p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
@@ -319,6 +337,9 @@ func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man 
 		return fail(err)
 	}
 	res.Rows = rows
+	if err := p.checkLoadedQuota(ctx, target, id, quota); err != nil {
+		return fail(err)
+	}
 	if err := p.hook(ctx, StepRestoreVerified, id); err != nil {
 		return fail(hookErr(err))
 	}
@@ -488,6 +509,15 @@ func (p *Provisioner) activateRestore(ctx context.Context, id string, loc regist
 			if _, err := registry.SetLocation(ctx, tx, id, loc, version); err != nil {
 				return err
 			}
+			if _, ok := man.Settings[SettingLimits]; ok {
+				l, err := limitsOf(man)
+				if err != nil {
+					return err
+				}
+				if err := registry.SetLimits(ctx, tx, id, l); err != nil {
+					return err
+				}
+			}
 			if cfg := textConfigOf(man); cfg != "" {
 				if err := registry.SetTextSearchConfig(ctx, tx, id, cfg); err != nil {
 					return err
@@ -585,7 +615,7 @@ func (p *Provisioner) dropStaging(ctx context.Context, name string) error {
 // restoreReplace loads the archive into a staging schema while the existing tenant serves, then
 // takes the tenant down, puts the rows in place and activates it.
 func (p *Provisioner) restoreReplace(ctx context.Context, ar *archive.Reader, man archive.Manifest, existing registry.Tenant,
-	target registry.Home, res RestoreResult, start time.Time, progress func(archive.Progress)) (RestoreResult, error) {
+	target registry.Home, res RestoreResult, start time.Time, quota memory.Quota, progress func(archive.Progress)) (RestoreResult, error) {
 	id := existing.ID
 	d := restoreDetail{Archive: res.From, Target: target, Staging: stagingSchema(id), Previous: registry.HomeOf(existing)}
 	detail, _ := json.Marshal(d)
@@ -600,7 +630,11 @@ func (p *Provisioner) restoreReplace(ctx context.Context, ar *archive.Reader, ma
 	if err != nil {
 		return RestoreResult{}, wrap("restore", err)
 	}
-	if err := p.stage(ctx, ar, man, id, d.Staging, res.NewIDs, progress); err != nil {
+	err = p.stage(ctx, ar, man, id, d.Staging, res.NewIDs, progress)
+	if err == nil {
+		err = p.checkLoadedQuota(ctx, registry.Home{Tier: registry.TierSchema, SchemaName: d.Staging, PlacementID: "local"}, id, quota)
+	}
+	if err != nil {
 		if !errors.Is(err, errHook) && ctx.Err() == nil {
 			cctx := context.WithoutCancel(ctx)
 			if cerr := p.dropStaging(cctx, d.Staging); cerr == nil {

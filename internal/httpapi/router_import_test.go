@@ -131,3 +131,28 @@ func TestBulkImportRoute(t *testing.T) {
 	p := r.problem(t)
 	require.Contains(t, p.Message, "import stopped at line 6 (5 documents stored before it)")
 }
+
+// TestBulkImportStopsAtTheQuota: a bulk import that reaches the tenant's quota stops there with
+// 413 quota_exceeded, saying how many lines were stored, instead of refusing every later line
+// one by one; the documents stored are whole, and a refused line stored nothing.
+func TestBulkImportStopsAtTheQuota(t *testing.T) {
+	t.Parallel()
+	e := newRouterEnv(t)
+	key := e.tenant("capped", registry.TierShared)
+	three := int64(3)
+	_, err := e.prov.SetTenantLimits(context.Background(), "capped", registry.TenantLimits{MaxDocuments: &three})
+	require.NoError(t, err)
+	var lines []string
+	for i := range 6 {
+		lines = append(lines, fmt.Sprintf(`{"document_name": "doc %d", "document_type": "text", "id_at_origin": "d-%d", "content": "text %d"}`, i, i, i))
+	}
+	r := e.do(t, key, http.MethodPost, "/v1/documents/import", strings.Join(lines, "\n"))
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.status, string(r.body))
+	p := r.problem(t)
+	require.Equal(t, httpapi.CodeQuotaExceeded, p.Code)
+	require.Contains(t, p.Message, "import stopped at line 4 (3 documents stored before it)")
+	require.Contains(t, p.Message, "documents: the tenant's quota of 3")
+	st := e.stats(t, key)
+	require.Equal(t, 3, st.DocumentCount)
+	require.Equal(t, 3, st.ChunkCount)
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/embed"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -240,4 +241,42 @@ func TestImportLLMemoryOfAnotherDimensionQueuesTheChunks(t *testing.T) {
 	b, _ := json.Marshal(rep)
 	require.NotContains(t, string(b), "secret")
 	require.Equal(t, "workspace-2", fmt.Sprint(o.TenantID))
+}
+
+// TestImportLLMemoryRespectsTheQuota: an owner whose documents exceed the tenant's document quota
+// is refused before anything is created; a chunk quota reached in the middle stops the owner with
+// the quota named, every stored document whole, and a rerun after raising it finishes.
+func TestImportLLMemoryRespectsTheQuota(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	src := newLLMemorySource(t)
+	e := deployment(t, 1536)
+	docs, err := provision.New(provision.Config{Pool: e.pool, Logger: testLogger(t), Quota: limit.Limits{MaxDocuments: 2}})
+	require.NoError(t, err)
+	rep, err := docs.ImportLLMemory(ctx, provision.LLMemoryImportParams{Source: src.pool, Owner: "workspace-1"})
+	require.NoError(t, err)
+	require.Contains(t, rep.Owners[0].Error, "documents: the tenant's quota of 2 would be exceeded (0 stored, this write adds 3)")
+	_, err = e.prov.GetTenant(ctx, "workspace-1")
+	require.ErrorIs(t, err, registry.ErrNotFound, "nothing was created")
+
+	// workspace-1's documents: "wiki/deploys" (4 chunks), "mail-1" (1 chunk), "broken" (refused:
+	// its metadata), in the source's (document_id) order: a quota of 4 chunks stores one of the
+	// first two and stops at the other.
+	chunks, err := provision.New(provision.Config{Pool: e.pool, Logger: testLogger(t), Quota: limit.Limits{MaxChunks: 4}})
+	require.NoError(t, err)
+	rep, err = chunks.ImportLLMemory(ctx, provision.LLMemoryImportParams{Source: src.pool, Owner: "workspace-1"})
+	require.NoError(t, err)
+	o := rep.Owners[0]
+	require.Contains(t, o.Error, "stopped after 1 documents")
+	require.Contains(t, o.Error, "chunks: the tenant's quota of 4")
+	st, err := e.engine.Statistics(ctx, e.scope(t, "workspace-1"))
+	require.NoError(t, err)
+	require.Equal(t, 1, st.DocumentCount)
+	require.Contains(t, []int{1, 4}, st.ChunkCount, "the document stored is whole, the refused one left nothing")
+
+	rep, err = e.prov.ImportLLMemory(ctx, provision.LLMemoryImportParams{Source: src.pool, Owner: "workspace-1"})
+	require.NoError(t, err)
+	require.Empty(t, rep.Owners[0].Error)
+	require.Equal(t, 1, rep.Owners[0].Documents)
+	require.Equal(t, 1, rep.Owners[0].Skipped)
 }

@@ -232,3 +232,51 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	require.Eventually(t, cond, 10*time.Second, 20*time.Millisecond, what)
 }
+
+// TestPlacementsAndTheDatabaseTier drives the placement routes and a database-tier tenant through
+// the client against the real servers.
+func TestPlacementsAndTheDatabaseTier(t *testing.T) {
+	t.Parallel()
+	stack := stacktest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	admin, err := client.NewAdmin(client.Config{BaseURL: stack.AdminURL, Token: stack.AdminToken})
+	require.NoError(t, err)
+
+	ps, err := admin.ListPlacements(ctx)
+	require.NoError(t, err)
+	require.Len(t, ps, 1)
+	require.Equal(t, "local", ps[0].Name)
+	require.Equal(t, client.PlacementActive, ps[0].State)
+	require.Equal(t, []client.Tier{client.TierShared, client.TierSchema, client.TierDatabase}, ps[0].Tiers)
+
+	created, err := admin.CreateTenant(ctx, client.TenantCreateParams{TenantID: "big-co", Tier: client.TierDatabase})
+	require.NoError(t, err)
+	require.Equal(t, "local", created.Tenant.Placement)
+	require.Regexp(t, `^tmdb_big_co_[0-9a-f]{16}$`, created.Tenant.DatabaseName)
+	r := newRouter(t, stack, created.APIKey.Key)
+	added, err := r.AddDocument(ctx, client.DocumentAddParams{DocumentName: "n", DocumentType: "text", Content: "in its own database"})
+	require.NoError(t, err)
+	require.True(t, added.Created)
+	stats, err := r.Statistics(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, stats.DocumentCount)
+
+	p, err := admin.DrainPlacement(ctx, "local")
+	require.NoError(t, err)
+	require.Equal(t, client.PlacementDraining, p.State)
+	require.Equal(t, 1, p.Tenants)
+	_, err = admin.CreateTenant(ctx, client.TenantCreateParams{TenantID: "late", Tier: client.TierShared})
+	require.ErrorIs(t, err, client.ErrConflict)
+	_, err = admin.ActivatePlacement(ctx, "local")
+	require.NoError(t, err)
+	require.ErrorIs(t, admin.RemovePlacement(ctx, "local"), client.ErrConflict)
+	_, err = admin.GetPlacement(ctx, "nowhere")
+	require.ErrorIs(t, err, client.ErrNotFound)
+	_, err = admin.AddPlacement(ctx, client.PlacementAddParams{Name: "Bad Name", Host: "h", Port: 5432, Database: "d"})
+	require.ErrorIs(t, err, client.ErrInvalidInput)
+	var ce *client.Error
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "placement", ce.Field)
+	require.NoError(t, admin.DeleteTenant(ctx, "big-co"))
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/limit"
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -30,6 +31,9 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
+	// Environ lists the environment ("KEY=value"), for the per-placement credential variables
+	// (TENANTMEM_PLACEMENT_<NAME>_PROVISIONER_USER, _PASSWORD). Default: none.
+	Environ func() []string
 	// OnListen, when set, is called by `serve` with the address it listens on, before serving.
 	OnListen func(addr net.Addr)
 	// OnMetricsListen, when set, is called by `serve` with the address of its metrics listener.
@@ -42,16 +46,18 @@ type cli struct {
 	OwnerRole   string              `name:"owner-role" env:"TENANTMEM_OWNER_ROLE" default:"${owner_role}" help:"Role that owns tenant schemas and tables."`
 	RouterRole  string              `name:"router-role" env:"TENANTMEM_ROUTER_ROLE" default:"${router_role}" help:"Role the router logs in as (DML only, no BYPASSRLS)."`
 	LogLevel    string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
+	Credentials string              `name:"placement-credentials" env:"TENANTMEM_PLACEMENT_CREDENTIALS" placeholder:"FILE" help:"Credentials file for placements other than local: lines placement:login:user:password (see docs/scaling.md); mode 600."`
 	Version     command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
 
 	TenantMaxDocuments int64 `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant, as the router's flag: restores and imports that exceed it are refused; 0 means no quota (default ${default})."`
 	TenantMaxChunks    int64 `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant, as the router's flag; 0 means no quota (default ${default})."`
 	TenantMaxBytes     int64 `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant in bytes, as the router's flag; 0 means no quota (default ${default})."`
 
-	Init    initCmd    `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
-	Tenant  tenantCmd  `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`
-	Key     keyCmd     `cmd:"" help:"Issue, list and revoke a tenant's API keys."`
-	Migrate migrateCmd `cmd:"" help:"Migrate the control schema, the shared schema and every tenant schema to the latest version."`
+	Init      initCmd      `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
+	Tenant    tenantCmd    `cmd:"" help:"Create, list, show, suspend, resume, delete, back up, restore and move tenants."`
+	Key       keyCmd       `cmd:"" help:"Issue, list and revoke a tenant's API keys."`
+	Placement placementCmd `cmd:"" help:"Add, list, show, drain, disable, activate and remove placements (PostgreSQL servers)."`
+	Migrate   migrateCmd   `cmd:"" help:"Migrate the control schema and, on every placement, the shared schema and every tenant schema and database to the latest version."`
 
 	ImportLLMemory importLLMemoryCmd `cmd:"" name:"import-llmemory" help:"Import the documents, chunks and vectors of an llmemory database, one tenant per owner_id (resumable)."`
 	Promote        promoteCmd        `cmd:"" help:"Run the promotion policy once: move the biggest shared-tier tenants to their own schema."`
@@ -97,7 +103,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 func isBadInput(err error) bool {
 	var fe *registry.FieldError
 	return errors.As(err, &fe) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrExists) ||
-		errors.Is(err, registry.ErrConflict) || provision.IsArchiveError(err) || errors.Is(err, provision.ErrMoveUnfinished)
+		errors.Is(err, registry.ErrConflict) || provision.IsArchiveError(err) || errors.Is(err, provision.ErrMoveUnfinished) ||
+		errors.Is(err, memory.ErrQuotaExceeded)
 }
 
 func (m *Main) stdin() io.Reader {
@@ -134,6 +141,14 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 	if err != nil {
 		return nil, command.Usagef("--database-url: %v", err)
 	}
+	var environ []string
+	if rc.main.Environ != nil {
+		environ = rc.main.Environ()
+	}
+	creds, err := command.PlacementCredentials(rc.cli.Credentials, environ)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(rc.ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -146,6 +161,7 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 		Actor:       cmp.Or(rc.actor, "provisioner-cli"),
 		Parallelism: rc.parallelism,
 		Quota:       quotaFlags(rc.cli),
+		Credentials: creds,
 	})
 	if err != nil {
 		pool.Close()
@@ -156,6 +172,9 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 }
 
 func (rc *runContext) close() {
+	if rc.prov != nil {
+		rc.prov.Close()
+	}
 	if rc.pool != nil {
 		rc.pool.Close()
 	}

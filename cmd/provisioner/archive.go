@@ -100,7 +100,7 @@ type tenantRestoreCmd struct {
 	File      string `arg:"" name:"file" help:"Archive file, or - for standard input."`
 	As        string `name:"as" placeholder:"TENANT_ID" help:"Restore under another tenant id (new document ids and a new API key)."`
 	Tier      string `name:"tier" placeholder:"TIER" help:"shared or schema (default: the archive's tier)."`
-	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Placement of a database-tier tenant."`
+	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Placement to restore onto (default: the archive's when it takes the tier, else the default policy of a new tenant)."`
 	Replace   bool   `name:"replace" help:"Replace an existing tenant with the same id (it serves until the archive is loaded and verified)."`
 	JSON      bool   `name:"json" help:"Print JSON."`
 	Quiet     bool   `name:"quiet" short:"q" help:"No progress output."`
@@ -269,7 +269,8 @@ type importLLMemoryCmd struct {
 	As        string `name:"as" placeholder:"TENANT_ID" help:"Tenant id of --owner (default: the owner id)."`
 	AllOwners bool   `name:"all-owners" help:"Import every owner_id, one tenant each."`
 	Prefix    string `name:"prefix" placeholder:"PREFIX" help:"With --all-owners: tenant id = PREFIX + owner id."`
-	Tier      string `name:"tier" default:"shared" help:"Tier of the tenants the import creates: shared or schema (default ${default})."`
+	Tier      string `name:"tier" default:"shared" help:"Tier of the tenants the import creates: shared, schema or database (default ${default})."`
+	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Placement of the tenants the import creates (default: the default policy of a new tenant)."`
 	Refresh   bool   `name:"refresh" help:"Import again the documents a tenant already has (by id_at_origin); by default a rerun skips them."`
 	JSON      bool   `name:"json" help:"Print the report as JSON."`
 	Quiet     bool   `name:"quiet" short:"q" help:"No progress output."`
@@ -302,7 +303,7 @@ func (cmd *importLLMemoryCmd) Run(rc *runContext) error {
 	last := time.Time{}
 	rep, err := prov.ImportLLMemory(rc.ctx, provision.LLMemoryImportParams{
 		Source: src, Schema: cmd.Schema, Owner: cmd.Owner, AllOwners: cmd.AllOwners, As: cmd.As, Prefix: cmd.Prefix,
-		Tier: tier, Refresh: cmd.Refresh,
+		Tier: tier, Placement: cmd.Placement, Refresh: cmd.Refresh,
 		Progress: func(pr provision.LLMemoryProgress) {
 			if cmd.Quiet || (time.Since(last) < 5*time.Second && pr.Documents != pr.TotalDocs) {
 				return
@@ -366,7 +367,7 @@ func (cmd *importLLMemoryCmd) Run(rc *runContext) error {
 type tenantMoveCmd struct {
 	ID        string `arg:"" name:"id" help:"Tenant id."`
 	Tier      string `name:"tier" placeholder:"TIER" help:"Destination tier: shared or schema."`
-	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Destination placement (database tier)."`
+	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Destination placement (default: the tenant's own when it takes the tier, else the default policy of a new tenant)."`
 	Abort     bool   `name:"abort" help:"Roll back an unfinished move that has not flipped yet."`
 	JSON      bool   `name:"json" help:"Print JSON."`
 	Quiet     bool   `name:"quiet" short:"q" help:"No progress output."`
@@ -424,7 +425,7 @@ func (cmd *tenantMoveCmd) Run(rc *runContext) error {
 	}
 	w := newTable(rc.stdout)
 	writeTenant(w, res.Tenant)
-	fmt.Fprintf(w, "moved from\t%s (%s)\n", res.From.Tier, res.From.SchemaName)
+	fmt.Fprintf(w, "moved from\t%s\n", res.From)
 	fmt.Fprintf(w, "catch-up\t%d rounds, %d changes\n", res.Rounds, res.Changes)
 	fmt.Fprintf(w, "writes paused\t%s\n", res.WritePause.Round(time.Millisecond))
 	fmt.Fprintf(w, "took\t%s\n", res.Took.Round(time.Millisecond))

@@ -312,7 +312,7 @@ func TestMoveCommandKilledWithSIGKILLThenFinished(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"tenant", "move", "mover", "--tier", "schema"}, "already in tier schema"},
+		{[]string{"tenant", "move", "mover", "--tier", "schema"}, "already in the schema tier"},
 		{[]string{"tenant", "move", "mover"}, "tier"},
 		{[]string{"tenant", "move", "nobody", "--tier", "shared"}, `tenant "nobody" not found`},
 		{[]string{"tenant", "move", "mover", "--abort"}, "has no move in progress"},

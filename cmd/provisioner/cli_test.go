@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -54,9 +55,9 @@ func TestCommandsEndToEnd(t *testing.T) {
 	out = e.ok("tenant", "list")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3, out)
-	require.Equal(t, []string{"ID", "TIER", "SCHEMA", "STATUS", "VERSION", "CREATED"}, strings.Fields(lines[0]))
-	require.Equal(t, []string{"acme", "schema", "tenant_acme", "active"}, strings.Fields(lines[1])[:4])
-	require.Equal(t, []string{"org-1/ws.2", "shared", schema.SharedSchema, "active"}, strings.Fields(lines[2])[:4])
+	require.Equal(t, []string{"ID", "TIER", "PLACEMENT", "SCHEMA", "STATUS", "VERSION", "CREATED"}, strings.Fields(lines[0]))
+	require.Equal(t, []string{"acme", "schema", "local", "tenant_acme", "active"}, strings.Fields(lines[1])[:5])
+	require.Equal(t, []string{"org-1/ws.2", "shared", "local", schema.SharedSchema, "active"}, strings.Fields(lines[2])[:5])
 	col := strings.Index(lines[0], "TIER")
 	require.Equal(t, "schema", lines[1][col:col+6], "columns are aligned")
 	require.Equal(t, "shared", lines[2][col:col+6], "columns are aligned")
@@ -116,7 +117,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 2 schemas")
 	require.Contains(t, r.stdout, "0 failed")
-	require.Contains(t, r.stderr, "migrating: 2/2 schemas (100%), 0 failed")
+	require.Regexp(t, `migrating: 2/2 schemas \(100%\), [0-9.]+/s, ETA 0s, 0 failed`, r.stderr)
 
 	// delete.
 	require.Contains(t, e.ok("tenant", "delete", "acme"), "deleted")
@@ -165,7 +166,19 @@ func TestBadInputExitsWithTwo(t *testing.T) {
 		{given: "a missing tier", args: []string{"tenant", "create", "--id", "x"}, expect: "missing flags: --tier"},
 		{given: "a missing tenant id", args: []string{"tenant", "show"}, expect: "expected \"<id>\""},
 		{given: "an unknown tier", args: []string{"tenant", "create", "--id", "x", "--tier", "gold"}, expect: `tier: unknown tier "gold"`},
-		{given: "the database tier", args: []string{"tenant", "create", "--id", "x", "--tier", "database"}, expect: "tier: the database tier is not provisioned yet"},
+		{given: "an unknown placement", args: []string{"tenant", "create", "--id", "x", "--tier", "database", "--placement", "nowhere"}, expect: `placement: unknown placement "nowhere"`},
+		{given: "a placement that is not a name", args: []string{"tenant", "create", "--id", "x", "--tier", "schema", "--placement", "EU 1"}, expect: `placement: "EU 1" is not a placement name`},
+		{given: "an unknown placement to show", args: []string{"placement", "show", "ghost"}, expect: `placement "ghost" not found`},
+		{given: "an unknown placement to drain", args: []string{"placement", "drain", "ghost"}, expect: `placement "ghost" not found`},
+		{given: "removing local", args: []string{"placement", "remove", "local"}, expect: "local is the control server"},
+		{given: "adding local", args: []string{"placement", "add", "local", "--host", "h", "--database", "d"}, expect: "placement: local is the control server"},
+		{given: "a placement without a host", args: []string{"placement", "add", "p2", "--database", "d"}, expect: "missing flags: --host"},
+		{given: "a placement port out of range", args: []string{"placement", "add", "p2", "--host", "h", "--port", "0", "--database", "d"}, expect: "port: must be from 1 to 65535"},
+		{given: "a placement host with options", args: []string{"placement", "add", "p2", "--host", "h dbname=x", "--database", "d"}, expect: "host: "},
+		{given: "a placement of an unknown tier", args: []string{"placement", "add", "p2", "--host", "h", "--database", "d", "--tiers", "shared,gold"}, expect: `tiers: unknown tier "gold"`},
+		{given: "a credentials file others can read", args: []string{"--placement-credentials", e.credentialsFile(0o644, "p2:provisioner:postgres:"), "tenant", "list"}, expect: "chmod 600"},
+		{given: "a malformed credentials file", args: []string{"--placement-credentials", e.credentialsFile(0o600, "p2:provisioner"), "tenant", "list"}, expect: "line 1: want placement:login:user:password"},
+		{given: "a missing credentials file", args: []string{"--placement-credentials", "/nonexistent/creds", "tenant", "list"}, expect: "no such file"},
 		{given: "a duplicate id", args: []string{"tenant", "create", "--id", "alpha", "--tier", "schema"}, expect: `tenant "alpha" already exists`},
 		{given: "a duplicate id in the other tier", args: []string{"tenant", "create", "--id", "beta", "--tier", "shared"}, expect: `tenant "beta" already exists`},
 		{given: "an unknown tenant to show", args: []string{"tenant", "show", "ghost"}, expect: `tenant "ghost" not found`},
@@ -269,8 +282,8 @@ func TestMigrateListsFailedTenantsAndExitsWithOne(t *testing.T) {
 	require.Equal(t, 1, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 3 schemas")
 	require.Contains(t, r.stdout, "1 failed")
-	require.Contains(t, r.stdout, "failed:\n  broken: ")
-	require.NotContains(t, r.stdout, "  good: ")
+	require.Contains(t, r.stdout, "failed:\n  broken (placement local): ")
+	require.NotContains(t, r.stdout, "  good ")
 	require.Contains(t, r.stderr, "provisioner: 1 of 3 schemas failed to migrate")
 }
 
@@ -290,14 +303,21 @@ func TestProgress(t *testing.T) {
 	} {
 		var buf bytes.Buffer
 		p := newProgress(&buf, tc.tty)
+		// A clock that advances half a second per schema: 2 schemas/s.
+		now := time.Unix(1000, 0)
+		p.start, p.now = now, func() time.Time { return now }
 		for i := 1; i <= tc.total; i++ {
+			now = now.Add(500 * time.Millisecond)
 			p.report(provision.MigrateProgress{Done: i, Total: tc.total, Failed: i / 10})
 		}
 		p.finish()
 		out := buf.String()
 		require.Equal(t, tc.expectLines, strings.Count(out, "\n"), "%s: %q", tc.given, out)
 		require.Equal(t, tc.expectCR, strings.Contains(out, "\r"), tc.given)
-		require.True(t, strings.HasSuffix(out, "(100%), "+strconv.Itoa(tc.total/10)+" failed\n"), "%s: %q", tc.given, out)
+		require.True(t, strings.HasSuffix(out, "(100%), 2.0/s, ETA 0s, "+strconv.Itoa(tc.total/10)+" failed\n"), "%s: %q", tc.given, out)
+		if tc.total == 40 {
+			require.Contains(t, out, "migrating: 20/40 schemas (50%), 2.0/s, ETA 10s, 2 failed", "done/total, rate, time left, failures")
+		}
 	}
 }
 

@@ -172,8 +172,9 @@ func (cmd *tenantLimitsCmd) Run(rc *runContext) error {
 }
 
 type tenantCreateCmd struct {
-	ID   string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
-	Tier string `name:"tier" required:"" placeholder:"TIER" help:"shared or schema."`
+	ID        string `name:"id" required:"" placeholder:"TENANT_ID" help:"Tenant id: 1-255 characters of [a-zA-Z0-9_.-], optionally in /-separated segments."`
+	Tier      string `name:"tier" required:"" placeholder:"TIER" help:"shared, schema or database."`
+	Placement string `name:"placement" placeholder:"NAME" help:"Placement (server) to create it on; default: the active placement taking the tier with the fewest tenants."`
 	// TextSearchConfig is the tenant's text search configuration.
 	TextSearchConfig string `name:"text-search-config" default:"english" placeholder:"NAME" help:"Text search configuration for indexing and queries: english (default), simple for mixed languages, or another of pg_catalog (german, french, ...). Fixed at creation."`
 	JSON             bool   `name:"json" help:"Print JSON."`
@@ -188,11 +189,17 @@ func (cmd *tenantCreateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
+	if cmd.Placement != "" {
+		if err := registry.ValidatePlacementName(cmd.Placement); err != nil {
+			return err
+		}
+	}
 	prov, err := rc.provisioner()
 	if err != nil {
 		return err
 	}
-	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, TextSearchConfig: cmd.TextSearchConfig})
+	res, err := prov.CreateTenant(rc.ctx, provision.TenantCreateParams{ID: cmd.ID, Tier: tier, Placement: cmd.Placement,
+		TextSearchConfig: cmd.TextSearchConfig})
 	if err != nil {
 		return tenantError(cmd.ID, err)
 	}
@@ -250,9 +257,13 @@ func (cmd *tenantListCmd) Run(rc *runContext) error {
 		return writeJSON(rc.stdout, out)
 	}
 	w := newTable(rc.stdout)
-	fmt.Fprintln(w, "ID\tTIER\tSCHEMA\tSTATUS\tVERSION\tCREATED")
+	fmt.Fprintln(w, "ID\tTIER\tPLACEMENT\tSCHEMA\tSTATUS\tVERSION\tCREATED")
 	for _, t := range out.Tenants {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Tier, t.SchemaName, t.Status, t.MigrationVersion,
+		where := t.SchemaName
+		if t.DatabaseName != "" {
+			where = t.DatabaseName + "." + t.SchemaName
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.Tier, t.PlacementID, where, t.Status, t.MigrationVersion,
 			t.CreatedAt.UTC().Format(time.RFC3339))
 	}
 	if err := w.Flush(); err != nil {
@@ -438,7 +449,7 @@ func (cmd *keyRevokeCmd) Run(rc *runContext) error {
 }
 
 type migrateCmd struct {
-	Parallelism int `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time (default ${default})."`
+	Parallelism int `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time on each placement (default ${default})."`
 }
 
 func (cmd *migrateCmd) Run(rc *runContext) error {
@@ -456,35 +467,60 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(rc.stdout, "migrated %d %s to tenant version %d (control version %d) in %s: %d updated, %d failed\n",
-		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Applied, len(rep.Failed))
+	fmt.Fprintf(rc.stdout, "migrated %d %s on %d %s to tenant version %d (control version %d) in %s: %d updated, %d failed\n",
+		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), len(rep.Placements), plural(len(rep.Placements), "placement", "placements"),
+		rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Applied, len(rep.Failed))
+	for _, pr := range rep.Placements {
+		switch {
+		case pr.Err != nil:
+			fmt.Fprintf(rc.stdout, "placement %s unreachable, %d %s skipped: %v\n", pr.Name, pr.Schemas,
+				plural(pr.Schemas, "schema", "schemas"), pr.Err)
+		case pr.Skipped:
+			fmt.Fprintf(rc.stdout, "placement %s is %s, %d %s skipped\n", pr.Name, pr.State, pr.Schemas,
+				plural(pr.Schemas, "schema", "schemas"))
+		}
+	}
 	if len(rep.Failed) == 0 {
 		return nil
 	}
 	fmt.Fprintln(rc.stdout, "failed:")
 	for _, f := range rep.Failed {
-		fmt.Fprintf(rc.stdout, "  %s: %v\n", f.TenantID, f.Err)
+		if f.Skipped {
+			continue // reported with its placement above
+		}
+		fmt.Fprintf(rc.stdout, "  %s (placement %s): %v\n", f.TenantID, f.Placement, f.Err)
 	}
 	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)
 }
 
 // progress prints Migrate's progress on stderr: one line rewritten with \r on a terminal, else a
-// plain line at every 5% step. Migrate calls report one call at a time.
+// plain line at every 5% step, with the rate and the time left at that rate. Migrate calls report
+// one call at a time.
 type progress struct {
 	w        io.Writer
 	tty      bool
 	lastStep int
 	printed  bool
+	start    time.Time
+	now      func() time.Time
 }
 
-func newProgress(w io.Writer, tty bool) *progress { return &progress{w: w, tty: tty, lastStep: -1} }
+func newProgress(w io.Writer, tty bool) *progress {
+	return &progress{w: w, tty: tty, lastStep: -1, start: time.Now(), now: time.Now}
+}
 
 func (p *progress) report(m provision.MigrateProgress) {
 	if m.Total == 0 {
 		return
 	}
 	pct := m.Done * 100 / m.Total
-	line := fmt.Sprintf("migrating: %d/%d schemas (%d%%), %d failed", m.Done, m.Total, pct, m.Failed)
+	elapsed := p.now().Sub(p.start)
+	rate, eta := 0.0, "?"
+	if elapsed > 0 && m.Done > 0 {
+		rate = float64(m.Done) / elapsed.Seconds()
+		eta = time.Duration(float64(m.Total-m.Done) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	line := fmt.Sprintf("migrating: %d/%d schemas (%d%%), %.1f/s, ETA %s, %d failed", m.Done, m.Total, pct, rate, eta, m.Failed)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r%s", line)
 		p.printed = true
@@ -514,6 +550,8 @@ func checkTenantID(id string) error {
 // still sees the sentinel, so the exit code stays 2.
 func tenantError(id string, err error) error {
 	switch {
+	case errors.Is(err, registry.ErrNoPlacement):
+		return err // names the placement and why
 	case errors.Is(err, registry.ErrNotFound):
 		return describe(err, "tenant %q not found", id)
 	case errors.Is(err, registry.ErrExists):
@@ -549,6 +587,10 @@ func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 
 func writeTenant(w io.Writer, t registry.Tenant) {
 	fmt.Fprintf(w, "tenant\t%s\n", t.ID)
 	fmt.Fprintf(w, "tier\t%s\n", t.Tier)
+	fmt.Fprintf(w, "placement\t%s\n", t.PlacementID)
+	if t.DatabaseName != "" {
+		fmt.Fprintf(w, "database\t%s\n", t.DatabaseName)
+	}
 	fmt.Fprintf(w, "schema\t%s\n", t.SchemaName)
 	fmt.Fprintf(w, "status\t%s\n", t.Status)
 	fmt.Fprintf(w, "version\t%d\n", t.MigrationVersion)

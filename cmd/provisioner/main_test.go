@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +85,13 @@ func (e *cliEnv) run(args ...string) result {
 func (e *cliEnv) runEnv(env map[string]string, args ...string) result {
 	e.t.Helper()
 	var stdout, stderr syncBuffer
-	m := &Main{Stdout: &stdout, Stderr: &stderr, LookupEnv: mapEnv(env)}
+	m := &Main{Stdout: &stdout, Stderr: &stderr, LookupEnv: mapEnv(env), Environ: func() []string {
+		var out []string
+		for k, v := range env {
+			out = append(out, k+"="+v)
+		}
+		return out
+	}}
 	code := m.Run(context.Background(), args)
 	r := result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	e.t.Logf("provisioner %s -> %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, r.stdout, r.stderr)
@@ -117,7 +125,17 @@ func (e *cliEnv) provisioner(hook func(ctx context.Context, step, tenantID strin
 	e.t.Helper()
 	prov, err := provision.New(provision.Config{Pool: e.pool(), Hook: hook})
 	require.NoError(e.t, err)
+	e.t.Cleanup(prov.Close)
 	return prov
+}
+
+// credentialsFile writes a credentials file with the given mode and returns its path.
+func (e *cliEnv) credentialsFile(mode os.FileMode, content string) string {
+	e.t.Helper()
+	path := filepath.Join(e.t.TempDir(), "credentials")
+	require.NoError(e.t, os.WriteFile(path, []byte(content), mode))
+	require.NoError(e.t, os.Chmod(path, mode))
+	return path
 }
 
 func mapEnv(env map[string]string) func(string) (string, bool) {

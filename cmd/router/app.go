@@ -36,6 +36,9 @@ type Main struct {
 	Stdout, Stderr io.Writer
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
+	// Environ lists the environment ("KEY=value"), for the per-placement credential variables
+	// (TENANTMEM_PLACEMENT_<NAME>_ROUTER_USER, _PASSWORD). Default: none.
+	Environ func() []string
 	// OnListen, when set, is called with the address the router listens on, before serving.
 	OnListen func(addr net.Addr)
 	// OnMetricsListen, when set, is called with the address of the metrics listener.
@@ -58,14 +61,20 @@ type cli struct {
 	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"TENANTMEM_SHUTDOWN_TIMEOUT" default:"30s" help:"How long a shutdown waits for requests in flight before cancelling them; the exit code is 0 either way (default ${default})."`
 	MetricsListen    string        `name:"metrics-listen" env:"TENANTMEM_ROUTER_METRICS_LISTEN" default:"127.0.0.1:9080" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the tenant-facing port (default ${default})."`
 
-	TenantRate           float64       `name:"tenant-rate" env:"TENANTMEM_TENANT_RATE" default:"50" help:"Default requests per second of one tenant (token bucket); 0 means no limit (default ${default}). Per-tenant overrides: provisioner tenant limits."`
-	TenantBurst          int           `name:"tenant-burst" env:"TENANTMEM_TENANT_BURST" default:"100" help:"Default burst of one tenant above its rate; 0 means the rate rounded up (default ${default})."`
-	TenantMaxConcurrent  int           `name:"tenant-max-concurrent" env:"TENANTMEM_TENANT_MAX_CONCURRENT" default:"${tenant_max_concurrent}" help:"Default requests of one tenant in flight at once, the others wait in its queue; 0 means no limit (default ${default}: half the CPUs, at least 1)."`
-	TenantQueueWait      time.Duration `name:"tenant-queue-wait" env:"TENANTMEM_TENANT_QUEUE_WAIT" default:"2s" help:"Longest wait of a request behind its tenant's requests in flight; 429 beyond (default ${default})."`
-	TenantMaxDocuments   int64         `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant; 0 means no quota (default ${default})."`
-	TenantMaxChunks      int64         `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant; 0 means no quota (default ${default})."`
-	TenantMaxBytes       int64         `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant, in bytes; 0 means no quota (default ${default}, 10 GiB)."`
-	MaxChunksPerDocument int           `name:"max-chunks-per-document" env:"TENANTMEM_MAX_CHUNKS_PER_DOCUMENT" default:"20000" help:"Most chunks one document may make; larger ones get 413 (default ${default})."`
+	TenantRate               float64       `name:"tenant-rate" env:"TENANTMEM_TENANT_RATE" default:"500" help:"Default requests per second of one tenant (token bucket); 0 means no limit (default ${default}). Per-tenant overrides: provisioner tenant limits."`
+	TenantBurst              int           `name:"tenant-burst" env:"TENANTMEM_TENANT_BURST" default:"1000" help:"Default burst of one tenant above its rate; 0 means the rate rounded up (default ${default})."`
+	TenantMaxConcurrent      int           `name:"tenant-max-concurrent" env:"TENANTMEM_TENANT_MAX_CONCURRENT" default:"${tenant_max_concurrent}" help:"Default requests of one tenant in flight at once, the others wait in its queue; 0 means no limit (default ${default}: half the CPUs, at least 1)."`
+	TenantAloneMaxConcurrent int           `name:"tenant-max-concurrent-alone" env:"TENANTMEM_TENANT_MAX_CONCURRENT_ALONE" default:"8" help:"Requests a tenant may have in flight while no other tenant is active (idle capacity is lent; the cap returns as soon as another tenant sends a request); 1 turns lending off (default ${default})."`
+	TenantQueueWait          time.Duration `name:"tenant-queue-wait" env:"TENANTMEM_TENANT_QUEUE_WAIT" default:"2s" help:"Longest wait of a request behind its tenant's requests in flight; 429 beyond (default ${default})."`
+	TenantMaxDocuments       int64         `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant; 0 means no quota (default ${default})."`
+	TenantMaxChunks          int64         `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant; 0 means no quota (default ${default})."`
+	TenantMaxBytes           int64         `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant, in bytes; 0 means no quota (default ${default}, 10 GiB)."`
+	MaxChunksPerDocument     int           `name:"max-chunks-per-document" env:"TENANTMEM_MAX_CHUNKS_PER_DOCUMENT" default:"20000" help:"Most chunks one document may make; larger ones get 413 (default ${default})."`
+
+	PlacementCredentials string `name:"placement-credentials" env:"TENANTMEM_PLACEMENT_CREDENTIALS" placeholder:"FILE" help:"Credentials file for placements other than local: lines placement:login:user:password (see docs/scaling.md); mode 600."`
+	ConnBudget           int    `name:"conn-budget" env:"TENANTMEM_CONN_BUDGET" default:"64" help:"Connections open at once to every database but the control database (placements' main databases, tenant databases); a new one beyond it waits up to --acquire-timeout (default ${default})."`
+	DatabaseMaxConns     int32  `name:"database-max-conns" env:"TENANTMEM_DATABASE_MAX_CONNS" default:"2" help:"Connections of the pool of each tenant database (default ${default})."`
+	PoolCacheSize        int    `name:"pool-cache-size" env:"TENANTMEM_POOL_CACHE_SIZE" default:"1000" help:"Per-database pools kept open; the least recently used idle one is closed beyond it (default ${default})."`
 
 	Embedder               string `name:"embedder" env:"TENANTMEM_EMBEDDER" default:"builtin" enum:"builtin,openai" help:"Embedding provider: builtin (offline) or openai (any OpenAI-compatible server; API key from $$TENANTMEM_EMBEDDING_API_KEY)."`
 	EmbeddingBaseURL       string `name:"embedding-base-url" env:"TENANTMEM_EMBEDDING_BASE_URL" placeholder:"URL" help:"Base URL of the OpenAI-compatible server (default https://api.openai.com)."`
@@ -148,15 +157,31 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 	v := version.Get()
 	logger.InfoContext(ctx, "router starting", slog.String("version", v.Version), slog.String("commit", v.Commit),
 		slog.String("built", v.Date))
+	if c.ConnBudget < 1 || c.DatabaseMaxConns < 1 || int(c.DatabaseMaxConns) > c.ConnBudget || c.PoolCacheSize < 1 {
+		return &command.UsageError{Msg: "--conn-budget, --database-max-conns (at most --conn-budget) and --pool-cache-size must be positive"}
+	}
+	var environ []string
+	if m.Environ != nil {
+		environ = m.Environ()
+	}
+	creds, err := command.PlacementCredentials(c.PlacementCredentials, environ)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	svc, err := dataplane.Open(ctx, dataplane.Config{
 		DatabaseURL:          c.DatabaseURL,
 		MaxConns:             c.MaxConns,
+		PlacementCredentials: creds,
+		ConnBudget:           c.ConnBudget,
+		DatabaseMaxConns:     c.DatabaseMaxConns,
+		PoolCacheSize:        c.PoolCacheSize,
 		TierMaxConns:         c.TierMaxConns,
 		AcquireWait:          c.AcquireTimeout,
 		RequestTimeout:       c.RequestTimeout,
 		QueueWait:            c.TenantQueueWait,
+		AloneMaxConcurrent:   c.TenantAloneMaxConcurrent,
 		Limits:               unlimitedZeros(limits),
 		MaxChunksPerDocument: c.MaxChunksPerDocument,
 		HandleCacheSize:      c.HandleCacheSize,

@@ -19,6 +19,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/rerank"
@@ -32,6 +33,10 @@ const (
 	DefaultWorkerConcurrency = 2
 	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
 	DefaultListenTimeout = 30 * time.Second
+	// DefaultConnBudget is the default of Config.ConnBudget.
+	DefaultConnBudget = 64
+	// placementCheckTimeout bounds each placement's ping in GET /readyz.
+	placementCheckTimeout = 2 * time.Second
 	// DefaultMaxConns is the size of the router's pool for tenant work: room for several tenants
 	// at their default of 4 requests in flight each.
 	DefaultMaxConns = 16
@@ -82,9 +87,23 @@ type Config struct {
 	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
 	// limit.DefaultQueueWait (2s).
 	QueueWait time.Duration
+	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
+	// is active. Default limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
+	AloneMaxConcurrent int
 	// MaxChunksPerDocument bounds the chunks of one document. Default
 	// memory.DefaultMaxChunksPerDocument (20,000).
 	MaxChunksPerDocument int
+	// PlacementCredentials are the router's credentials on placements other than local (file and
+	// environment, read by cmd/router).
+	PlacementCredentials placement.Credentials
+	// ConnBudget bounds the connections open at once to every database but the control database
+	// (placements' main databases and tenant databases); a new connection beyond it waits up to
+	// AcquireWait, like any other wait for a connection. Default 64; see placement.Config.Budget.
+	ConnBudget int
+	// DatabaseMaxConns bounds the pool of each tenant database. Default 2.
+	DatabaseMaxConns int32
+	// PoolCacheSize bounds the per-database pools kept open. Default 1000.
+	PoolCacheSize int
 	// HandleCacheSize, KeyCacheSize and CacheTTL size the resolver's caches (routing.Config
 	// defaults: 10,000, 10,000, 1 minute).
 	HandleCacheSize, KeyCacheSize int
@@ -140,6 +159,7 @@ func (c Config) WithDefaults() Config {
 	c.TierMaxConns = cmp.Or(c.TierMaxConns, max(1, int(c.MaxConns)*3/4))
 	c.AcquireWait = cmp.Or(c.AcquireWait, limit.DefaultAcquireWait)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, httpapi.DefaultRequestTimeout)
+	c.ConnBudget = cmp.Or(c.ConnBudget, DefaultConnBudget)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -152,6 +172,8 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: the database URL is required")
 	case c.MaxConns < 0:
 		return configErrorf("dataplane: max conns must not be negative, got %d", c.MaxConns)
+	case c.ConnBudget < 0 || c.DatabaseMaxConns < 0 || c.PoolCacheSize < 0:
+		return configErrorf("dataplane: the connection budget and pool sizes must not be negative")
 	case c.TierMaxConns < 1 || c.TierMaxConns > int(c.MaxConns):
 		return configErrorf("dataplane: tier max conns must be between 1 and max conns (%d), got %d", c.MaxConns, c.TierMaxConns)
 	case c.AcquireWait < 0 || c.RequestTimeout < 0:
@@ -176,6 +198,7 @@ func (c Config) validate() error {
 type Service struct {
 	cfg      Config
 	pool     *pgxpool.Pool
+	pools    *placement.Pools
 	registry *pgxpool.Pool
 	gates    map[registry.Tier]*limit.Gate
 	listenCC *pgx.ConnConfig
@@ -262,23 +285,44 @@ func (s *Service) open(ctx context.Context) error {
 	if s.worker, err = memory.NewWorker(memory.WorkerConfig{Embedder: s.provider, Logger: logger}); err != nil {
 		return err
 	}
-	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Handles: s.cfg.HandleCacheSize,
-		Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
+	if s.pools, err = placement.New(placement.Config{
+		Control:          s.pool,
+		Registry:         s.registry,
+		Login:            placement.LoginRouter,
+		Credentials:      s.cfg.PlacementCredentials,
+		DefaultUser:      settings.RouterRole,
+		DatabaseMaxConns: s.cfg.DatabaseMaxConns,
+		Budget:           s.cfg.ConnBudget,
+		BudgetWait:       s.cfg.AcquireWait,
+		MaxPools:         s.cfg.PoolCacheSize,
+		Logger:           logger,
+	}); err != nil {
+		return &ConfigError{Err: err}
+	}
+	if s.cfg.Registerer != nil {
+		if err := s.cfg.Registerer.Register(placement.NewCollector(s.pools)); err != nil &&
+			!errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("register placement metrics: %w", err)
+		}
+	}
+	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Pools: s.pools,
+		Handles: s.cfg.HandleCacheSize, Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
 		AcquireWait: s.cfg.AcquireWait}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
-		Resolver:         s.resolver,
-		Engine:           s.engine,
-		Logger:           logger,
-		Registerer:       s.cfg.Registerer,
-		BodyLimit:        s.cfg.BodyLimit,
-		StatementTimeout: s.cfg.StatementTimeout,
-		RequestTimeout:   s.cfg.RequestTimeout,
-		QueueWait:        s.cfg.QueueWait,
-		Limits:           s.cfg.Limits,
-		Ready:            httpapi.RegistryReady(s.registry),
-		ReadyDetails:     s.readyDetails,
+		Resolver:           s.resolver,
+		Engine:             s.engine,
+		Logger:             logger,
+		Registerer:         s.cfg.Registerer,
+		BodyLimit:          s.cfg.BodyLimit,
+		StatementTimeout:   s.cfg.StatementTimeout,
+		RequestTimeout:     s.cfg.RequestTimeout,
+		QueueWait:          s.cfg.QueueWait,
+		AloneMaxConcurrent: s.cfg.AloneMaxConcurrent,
+		Limits:             s.cfg.Limits,
+		Ready:              httpapi.RegistryReady(s.registry),
+		ReadyDetails:       s.readyDetails,
 		OnIngest: func(h *routing.Handle, _ int) {
 			// Fenced like the request: the worker's writes wait for, and then notice, a delete,
 			// a suspension or a move (it follows a move, and a move's pause holds it back).
@@ -384,6 +428,9 @@ func (s *Service) Handler() http.Handler { return s.handler }
 // Resolver is the router's tenant resolver.
 func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 
+// Pools are the router's per-database pools.
+func (s *Service) Pools() *placement.Pools { return s.pools }
+
 // Run serves the router on ln until ctx ends, then shuts down gracefully: it stops accepting,
 // finishes the requests in flight (up to ShutdownTimeout), then stops the embedding worker and the
 // registry listener. The router starts answering only once the registry LISTEN is in place, so a
@@ -444,6 +491,9 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 
 // Close releases the pools. Call it after Run returned.
 func (s *Service) Close() {
+	if s.pools != nil {
+		s.pools.Close()
+	}
 	s.pool.Close()
 	s.registry.Close()
 }
@@ -470,9 +520,14 @@ type ReadyDetails struct {
 	Pool     PoolDetails            `json:"pool"`
 	Registry PoolDetails            `json:"registry_pool"`
 	Tiers    map[string]GateDetails `json:"tiers"`
+	// Placements is each placement's state and health: "ok", "unreachable", "no_credentials" or
+	// "disabled" (placement.Pools.Health). One placement's trouble never makes the router unready.
+	Placements map[string]placement.Health `json:"placements,omitempty"`
+	// PlacementPools counts the pools of other databases and the connection budget.
+	PlacementPools placement.Stats `json:"placement_pools"`
 }
 
-func (s *Service) readyDetails(context.Context) any {
+func (s *Service) readyDetails(ctx context.Context) any {
 	pd := func(p *pgxpool.Pool) PoolDetails {
 		st := p.Stat()
 		return PoolDetails{Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Max: st.MaxConns()}
@@ -485,5 +540,9 @@ func (s *Service) readyDetails(context.Context) any {
 		inUse, size := g.Usage()
 		d.Tiers[string(tier)] = GateDetails{InUse: inUse, Size: size}
 	}
+	if h, err := s.pools.Health(ctx, placementCheckTimeout); err == nil {
+		d.Placements = h
+	}
+	d.PlacementPools = s.pools.Stats()
 	return d
 }

@@ -97,6 +97,18 @@ func start(t *testing.T, cfg dataplane.Config) *running {
 	cfg.Logger = testLogger(t)
 	svc, err := dataplane.Open(context.Background(), cfg)
 	require.NoError(t, err)
+	return serve(t, svc)
+}
+
+// withLogger sends the service's JSON logs to w.
+func withLogger(cfg dataplane.Config, w io.Writer) dataplane.Config {
+	cfg.Logger = slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return cfg
+}
+
+// serve runs an open service until the test ends.
+func serve(t *testing.T, svc *dataplane.Service) *running {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,5 +1,7 @@
-// Package dataplane runs tenantmem's data plane in one process: the router pool (logged in as the
-// router role, refused when it is a superuser, has BYPASSRLS or belongs to the owner role), the
+// Package dataplane runs tenantmem's data plane in one process: the router pool of the control
+// database (logged in as the router role, refused when it is a superuser, has BYPASSRLS or belongs
+// to the owner role), the pools of every other placement and tenant database within one
+// connection budget (internal/placement, with the router's credentials for each placement), the
 // tenant resolver kept fresh by LISTEN/NOTIFY (routing.Listen, reconnecting), the HTTP router
 // (httpapi.NewRouter) with graceful shutdown, and the embedding worker that embeds the chunks ingest
 // left queued when the provider failed.

@@ -2,11 +2,13 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -128,7 +130,7 @@ func (s *Service) runWorker(ctx context.Context) {
 	}
 }
 
-// sweep adds every active tenant of the shared and schema tiers to the queue.
+// sweep adds every active tenant to the queue, wherever it lives.
 func (s *Service) sweep(ctx context.Context) {
 	after, n := "", 0
 	for ctx.Err() == nil {
@@ -142,10 +144,9 @@ func (s *Service) sweep(ctx context.Context) {
 		}
 		now := time.Now()
 		for _, t := range ts {
-			if t.Tier == registry.TierShared || t.Tier == registry.TierSchema {
-				s.queue.addIfAbsent(s.resolver.HandleFor(t).Scope(s.cfg.StatementTimeout), now)
-				n++
-			}
+			// Fenced like a request, wherever the tenant lives (a move makes it follow).
+			s.queue.addIfAbsent(s.resolver.HandleFor(t).Scope(s.cfg.StatementTimeout), now)
+			n++
 		}
 		if len(ts) < sweepPage {
 			break
@@ -179,7 +180,9 @@ func (s *Service) process(ctx context.Context, due []*queued) {
 func (s *Service) processOne(ctx context.Context, t *queued) {
 	st, err := s.engine.EmbeddingStats(ctx, t.scope)
 	if err != nil {
-		if ctx.Err() == nil {
+		// A placement that is down or disabled is logged by the pools, once for all its tenants;
+		// the next sweep brings its tenants back.
+		if ctx.Err() == nil && !errors.Is(err, placement.ErrUnavailable) {
 			// Deleted tenants end up here (their schema is gone); the sweep finds the living.
 			s.cfg.Logger.WarnContext(ctx, "embedding worker: cannot read the queue", slog.String("tenant_id", t.scope.OwnerID),
 				slog.String("error", err.Error()))

@@ -101,6 +101,11 @@ func (c AdminConfig) validate() error {
 //	PUT    /v1/tenants/{id}/limits              {requests_per_second?, burst?, max_concurrent?, max_documents?,
 //	                                             max_chunks?, max_content_bytes?} -> {limits}; absent or null
 //	                                             fields take the router's default, 0 means no limit
+//	POST   /v1/placements                       {name, host, port, database, max_tenants?, tiers?, description?, router_password?} -> 201 placement
+//	GET    /v1/placements                       -> {placements}
+//	GET    /v1/placements/{name}                -> placement
+//	POST   /v1/placements/{name}/drain, /disable, /activate -> {placement}
+//	DELETE /v1/placements/{name}                -> 204; 409 while it holds tenants
 func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -146,6 +151,13 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/tenants/:id/move/abort", a.abortMove, auth)
 	e.GET("/v1/tenants/:id/limits", a.getLimits, auth)
 	e.PUT("/v1/tenants/:id/limits", a.setLimits, auth)
+	e.POST("/v1/placements", a.addPlacement, auth)
+	e.GET("/v1/placements", a.listPlacements, auth)
+	e.GET("/v1/placements/:name", a.getPlacement, auth)
+	e.DELETE("/v1/placements/:name", a.removePlacement, auth)
+	e.POST("/v1/placements/:name/drain", a.placementState((*provision.Provisioner).DrainPlacement), auth)
+	e.POST("/v1/placements/:name/disable", a.placementState((*provision.Provisioner).DisablePlacement), auth)
+	e.POST("/v1/placements/:name/activate", a.placementState((*provision.Provisioner).ActivatePlacement), auth)
 	return e, nil
 }
 
@@ -401,6 +413,8 @@ func tenantParam(c echo.Context) (string, error) {
 // tenantError gives the provisioner's domain errors a message that names the tenant.
 func tenantError(id string, err error) error {
 	switch {
+	case errors.Is(err, registry.ErrNoPlacement):
+		return err // names the placement and why
 	case errors.Is(err, registry.ErrNotFound):
 		return WithMessage(err, fmt.Sprintf("tenant %q not found", id))
 	case errors.Is(err, registry.ErrExists):
@@ -512,4 +526,116 @@ func jsonFieldError(err error) error {
 		return &registry.FieldError{Field: field, Message: msg}
 	}
 	return &registry.FieldError{Field: field, Message: "invalid JSON: " + strings.TrimPrefix(err.Error(), "jsontext: ")}
+}
+
+// PlacementAddRequest is the body of POST /v1/placements.
+type PlacementAddRequest struct {
+	Name       string `json:"name"`
+	Host       string `json:"host"`
+	Port       int    `json:"port"`
+	Database   string `json:"database"`
+	MaxTenants int    `json:"max_tenants,omitempty"`
+	// Tiers defaults to all three.
+	Tiers       []string `json:"tiers,omitempty"`
+	Description string   `json:"description,omitempty"`
+	// RouterPassword, when set, becomes the router role's password on that server.
+	RouterPassword string `json:"router_password,omitempty"`
+}
+
+// PlacementResponse is the body of drain, disable and activate.
+type PlacementResponse struct {
+	Placement registry.Placement `json:"placement"`
+}
+
+// PlacementListResponse is the body of GET /v1/placements.
+type PlacementListResponse struct {
+	Placements []registry.Placement `json:"placements"`
+}
+
+func (a *admin) addPlacement(c echo.Context) error {
+	var req PlacementAddRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	tiers, err := registry.ParseTiers(strings.Join(req.Tiers, ","))
+	if err != nil {
+		return err
+	}
+	if req.Tiers != nil && len(req.Tiers) == 0 {
+		return &registry.FieldError{Field: "tiers", Message: "must name at least one tier (or be left out: all three)"}
+	}
+	pl, err := a.prov.AddPlacement(c.Request().Context(), provision.PlacementAddParams{
+		Name: req.Name, Host: req.Host, Port: req.Port, Database: req.Database, MaxTenants: req.MaxTenants,
+		Tiers: tiers, Description: req.Description, RouterPassword: req.RouterPassword,
+	})
+	if err != nil {
+		return placementError(req.Name, err)
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/placements/"+url.PathEscape(pl.Name))
+	return c.JSON(http.StatusCreated, pl)
+}
+
+func (a *admin) listPlacements(c echo.Context) error {
+	ps, err := a.prov.ListPlacements(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, PlacementListResponse{Placements: ps})
+}
+
+func (a *admin) getPlacement(c echo.Context) error {
+	name, err := placementParam(c)
+	if err != nil {
+		return err
+	}
+	pl, err := a.prov.GetPlacement(c.Request().Context(), name)
+	if err != nil {
+		return placementError(name, err)
+	}
+	return c.JSON(http.StatusOK, pl)
+}
+
+func (a *admin) removePlacement(c echo.Context) error {
+	name, err := placementParam(c)
+	if err != nil {
+		return err
+	}
+	if err := a.prov.RemovePlacement(c.Request().Context(), name); err != nil {
+		return placementError(name, err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *admin) placementState(op func(*provision.Provisioner, context.Context, string) (registry.Placement, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		name, err := placementParam(c)
+		if err != nil {
+			return err
+		}
+		pl, err := op(a.prov, c.Request().Context(), name)
+		if err != nil {
+			return placementError(name, err)
+		}
+		return c.JSON(http.StatusOK, PlacementResponse{Placement: pl})
+	}
+}
+
+// placementParam is the validated placement name of the path.
+func placementParam(c echo.Context) (string, error) {
+	name, err := pathParam(c, "name")
+	if err != nil {
+		return "", &registry.FieldError{Field: "placement", Message: "invalid URL escaping"}
+	}
+	if err := registry.ValidatePlacementName(name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// placementError names the placement of a not-found error; the others name it already.
+func placementError(name string, err error) error {
+	if errors.Is(err, registry.ErrNotFound) {
+		return WithMessage(err, fmt.Sprintf("placement %q not found", name))
+	}
+	return err
 }

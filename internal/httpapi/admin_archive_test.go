@@ -126,7 +126,7 @@ func TestAdminMoveRoutes(t *testing.T) {
 
 	res = e.do(http.MethodPost, "/v1/tenants/org%2Fm/move", map[string]string{"tier": "schema"})
 	require.Equal(t, http.StatusBadRequest, res.status, string(res.body))
-	require.Contains(t, res.problem(t).Message, "already in tier schema")
+	require.Contains(t, res.problem(t).Message, "already in the schema tier")
 	_, err = e.prov.SuspendTenant(ctx, "org/m")
 	require.NoError(t, err)
 	for _, tc := range []struct {

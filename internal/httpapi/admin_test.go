@@ -261,8 +261,9 @@ func TestAdminRejectsBadBodies(t *testing.T) {
 	}{
 		{"unknown tier", `{"tenant_id": "acme", "tier": "gold"}`, "tier", "unknown tier"},
 		{"missing tier", `{"tenant_id": "acme"}`, "tier", "unknown tier"},
-		{"database tier", `{"tenant_id": "acme", "tier": "database"}`, "tier", "not provisioned yet"},
-		{"placement on schema tier", `{"tenant_id": "acme", "tier": "schema", "placement": "local"}`, "placement", "placement"},
+		{"unknown placement", `{"tenant_id": "acme", "tier": "database", "placement": "nowhere"}`, "placement", `unknown placement "nowhere"`},
+		{"placement that is not a name", `{"tenant_id": "acme", "tier": "schema", "placement": "EU 1"}`, "placement", "not a placement name"},
+		{"wrong type of placement", `{"tenant_id": "acme", "tier": "schema", "placement": 2}`, "placement", "must be a string"},
 		{"unknown field", `{"tenant_id": "acme", "tier": "shared", "owner": "other"}`, "owner", "unknown field"},
 		{"wrong type of tenant_id", `{"tenant_id": 42, "tier": "shared"}`, "tenant_id", "must be a string"},
 		{"wrong type of tier", `{"tenant_id": "acme", "tier": ["shared"]}`, "tier", "must be a string"},

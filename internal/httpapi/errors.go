@@ -14,6 +14,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/dberr"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -146,6 +147,10 @@ func DefaultErrorRules() []ErrorRule {
 		// serialization conflict. The request may or may not have been done when the connection
 		// broke during its commit: writes carry an Idempotency-Key (or an id_at_origin) so that
 		// the retry is safe.
+		// A placement's server (the admin sees which and why; the router says less, see
+		// RouterErrorRules).
+		{Match: Is(placement.ErrUnavailable), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryDatabase},
 		{Match: dberr.Unavailable, Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: retryDatabase, Message: func(error) string { return "database unavailable" }},
 	}

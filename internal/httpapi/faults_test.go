@@ -152,7 +152,7 @@ func TestRouterRateLimits(t *testing.T) {
 func TestRouterConcurrencyCap(t *testing.T) {
 	t.Parallel()
 	e := newRouterEnvWith(t, routerOptions{limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 1},
-		queueWait: 200 * time.Millisecond})
+		queueWait: 200 * time.Millisecond, aloneMaxConcurrent: 1})
 	a := e.tenant("capped-a", registry.TierSchema)
 	b := e.tenant("capped-b", registry.TierSchema)
 	release := e.embedder.hold()
@@ -170,6 +170,30 @@ func TestRouterConcurrencyCap(t *testing.T) {
 	release()
 	require.Equal(t, http.StatusCreated, (<-done).status)
 	e.stats(t, a)
+}
+
+// TestRouterLendsIdleCapacity: a tenant alone on the router is not held to its fair share (its
+// second request runs beside the first); as soon as another tenant is active, its cap applies.
+func TestRouterLendsIdleCapacity(t *testing.T) {
+	t.Parallel()
+	e := newRouterEnvWith(t, routerOptions{limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 1},
+		queueWait: 200 * time.Millisecond, aloneMaxConcurrent: 2})
+	a := e.tenant("lend-a", registry.TierSchema)
+	b := e.tenant("lend-b", registry.TierShared)
+	time.Sleep(limit.DefaultQuietWindow) // the set-up requests are older than the quiet window
+	release := e.embedder.hold()
+	done := make(chan response, 1)
+	go func() {
+		done <- e.do(t, a, http.MethodPost, "/v1/documents", map[string]any{"document_name": "slow",
+			"document_type": "text", "content": "embedding takes a while"})
+	}()
+	waitUntil(t, 10*time.Second, "the ingest to wait for its embedding", func() bool { return e.embedder.blocked.Load() == 1 })
+	e.stats(t, a) // alone: lent a second slot
+	e.stats(t, b) // another tenant is active now
+	res := e.do(t, a, http.MethodGet, "/v1/statistics", nil)
+	require.Equal(t, http.StatusTooManyRequests, res.status, "not alone any more: %s", res.body)
+	release()
+	require.Equal(t, http.StatusCreated, (<-done).status)
 }
 
 // TestRouterQuota: past its document quota a tenant gets 413 quota_exceeded naming the quota.
@@ -243,7 +267,7 @@ func TestNeighbourCannotStallOthers(t *testing.T) {
 	// Six connections, at most three per tier, at most two per tenant: a tier in trouble leaves
 	// the other tier at least three, a tenant in trouble leaves its tier at least one.
 	e := newRouterEnvWith(t, routerOptions{maxConns: 6, tierMaxConns: 3, acquireWait: 300 * time.Millisecond, queueWait: 100 * time.Millisecond,
-		limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 2}})
+		limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 2}, aloneMaxConcurrent: 1})
 	neighbour := e.tenant("neighbour", registry.TierSchema)
 	victim := e.tenant("victim", registry.TierSchema)
 	shared := []string{e.tenant("shared-1", registry.TierShared), e.tenant("shared-2", registry.TierShared),

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +27,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -70,15 +72,16 @@ func (it *isoTenant) pick(r *mrand.Rand) string {
 	return ""
 }
 
-// TestIsolationUnderConcurrentLoad runs many concurrent clients of 50 tenants (half in the shared
-// tier, half in their own schemas) through the real router: random adds, searches in all three
-// modes, lists, gets, deletes and statistics, while handles are evicted and purged and tenants are
-// suspended and resumed. Every response must contain only its own tenant's documents and canary.
+// TestIsolationUnderConcurrentLoad runs many concurrent clients of 48 tenants (the three tiers,
+// on the control server and on a second server, all behind one router) through the real router:
+// random adds, searches in all three modes, lists, gets, deletes and statistics, while handles
+// are evicted and purged, placements invalidated, and tenants suspended and resumed. Every
+// response must contain only its own tenant's documents and canary.
 func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const (
-		tenantsN = 50
+		tenantsN = 48
 		clients  = 12
 		opsEach  = 120
 	)
@@ -86,10 +89,13 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	admin, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
 	t.Cleanup(admin.Close)
-	prov, err := provision.New(provision.Config{Pool: admin})
+	prov, err := provision.New(provision.Config{Pool: admin, Credentials: testCredentials(t)})
 	require.NoError(t, err)
+	t.Cleanup(prov.Close)
 	_, err = prov.Init(ctx, provision.InitParams{})
 	require.NoError(t, err)
+	second := pgtest.Second(t)
+	p2 := addPlacement(t, prov, admin, "p2", second)
 
 	routerURL := pgtest.WithUser(t, url, provision.DefaultRouterRole, "")
 	cfg, err := pgxpool.ParseConfig(routerURL)
@@ -98,8 +104,13 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
+	// Few pools and a small budget: tenant databases' pools are evicted and reopened all the time.
+	pools, err := placement.New(placement.Config{Control: pool, Credentials: testCredentials(t), Budget: 12,
+		DatabaseMaxConns: 2, MaxPools: 6})
+	require.NoError(t, err)
+	t.Cleanup(pools.Close)
 	// A handle cache far smaller than the tenant count: most requests miss and reload.
-	resolver, err := routing.New(routing.Config{Pool: pool, Handles: 8, Keys: 8})
+	resolver, err := routing.New(routing.Config{Pool: pool, Pools: pools, Handles: 8, Keys: 8})
 	require.NoError(t, err)
 	lctx, stopListen := context.WithCancel(ctx)
 	listenDone := make(chan error, 1)
@@ -113,22 +124,24 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	engine, err := memory.New(memory.Config{Embedder: embedder})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg})
+	// Only errors are logged: a 500 shows its cause.
+	errLog := slog.New(slog.NewJSONHandler(&logBuffer{t: t}, &slog.HandlerOptions{Level: slog.LevelError}))
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg,
+		Logger: errLog})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 
 	tenants := make([]*isoTenant, tenantsN)
+	tiers := []registry.Tier{registry.TierShared, registry.TierSchema, registry.TierDatabase}
 	for i := range tenantsN {
-		tier := registry.TierShared
-		if i%2 == 1 {
-			tier = registry.TierSchema
-		}
+		tier := tiers[i%3]
+		place := []string{"local", "p2"}[(i/3)%2]
 		id := fmt.Sprintf("iso-%02d", i)
 		if i%5 == 0 {
-			id = fmt.Sprintf("Org-%02d/Team.%d", i, i) // hashed schema names too
+			id = fmt.Sprintf("Org-%02d/Team.%d", i, i) // hashed schema and database names too
 		}
-		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: tier})
+		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: tier, Placement: place})
 		require.NoError(t, err)
 		var b [8]byte
 		_, _ = rand.Read(b[:])
@@ -229,11 +242,13 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 		r := mrand.New(mrand.NewPCG(1, 2))
 		for i := 0; chaosCtx.Err() == nil; i++ {
 			victim := tenants[r.IntN(tenantsN)]
-			switch i % 4 {
+			switch i % 5 {
 			case 0:
 				resolver.EvictTenant(victim.id)
 			case 1:
 				resolver.Purge()
+			case 3:
+				pools.Invalidate([]string{"local", "p2"}[r.IntN(2)])
 			case 2:
 				suspended.Store(victim.id, true)
 				if _, err := prov.SuspendTenant(ctx, victim.id); err != nil {
@@ -378,14 +393,30 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	for _, op := range []string{"add", "search vector", "search text", "search hybrid", "list", "get", "foreign access", "delete", "statistics", "history"} {
 		require.Positive(t, summary[op], "no successful %s", op)
 	}
+	t.Logf("pools: %+v", pools.Stats())
+	require.LessOrEqual(t, pools.Stats().BudgetInUse, 12)
 	// Cross-check in the database, as the superuser: every row still carries the owner whose
-	// canary it holds.
+	// canary it holds, on whichever server and in whichever database it lives.
 	for _, it := range tenants {
 		tn, err := prov.GetTenant(ctx, it.id)
 		require.NoError(t, err)
+		server, dbname := pgtest.ServerURL(), ""
+		if tn.PlacementID == "p2" {
+			server, dbname = second.URL(), p2.Database
+		}
+		if tn.DatabaseName != "" {
+			dbname = tn.DatabaseName
+		}
+		conn := admin
+		if dbname != "" {
+			c, err := pgxpool.New(ctx, pgtest.WithDatabase(t, server, dbname))
+			require.NoError(t, err)
+			defer c.Close()
+			conn = c
+		}
 		var foreign int
-		require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{tn.SchemaName, "documents"}.Sanitize()+`
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{tn.SchemaName, "documents"}.Sanitize()+`
 			WHERE (owner_id = $1) <> (document_name LIKE $2 || '%')`, it.id, it.canary).Scan(&foreign))
-		require.Zero(t, foreign, "rows of %s in %s not matching their canary", it.id, tn.SchemaName)
+		require.Zero(t, foreign, "rows of %s in %s/%s not matching their canary", it.id, dbname, tn.SchemaName)
 	}
 }

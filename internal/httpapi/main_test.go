@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -51,8 +54,9 @@ func newAdminEnvWith(t *testing.T, initialise bool, mod func(*httpapi.AdminConfi
 	t.Cleanup(pool.Close)
 	logs := &logBuffer{t: t}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	prov, err := provision.New(provision.Config{Pool: pool, Logger: logger})
+	prov, err := provision.New(provision.Config{Pool: pool, Logger: logger, Credentials: testCredentials(t)})
 	require.NoError(t, err)
+	t.Cleanup(prov.Close)
 	if initialise {
 		_, err = prov.Init(ctx, provision.InitParams{})
 		require.NoError(t, err)
@@ -69,6 +73,33 @@ func newAdminEnvWith(t *testing.T, initialise bool, mod func(*httpapi.AdminConfi
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &adminEnv{t: t, pool: pool, prov: prov, srv: srv, logs: logs, reg: reg}
+}
+
+// testCredentials are the provisioner's and the router's credentials on every test server: the
+// clusters trust loopback, so no password.
+func testCredentials(t *testing.T) placement.Credentials {
+	t.Helper()
+	c, err := placement.ParseCredentials(strings.NewReader("*:provisioner:postgres:\n*:router:tenantmem_router:\n"))
+	require.NoError(t, err)
+	return c
+}
+
+// addPlacement registers a placement on a fresh database of server and drops the deployment's
+// tenant databases on both servers when the test ends.
+func addPlacement(t *testing.T, prov *provision.Provisioner, admin *pgxpool.Pool, name string, server *pgtest.Server) registry.Placement {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(server.NewDatabase(t))
+	require.NoError(t, err)
+	s, err := registry.GetSettings(ctx, admin)
+	require.NoError(t, err)
+	marker := "tenantmem deployment " + s.DeploymentID + " "
+	pgtest.DropDatabasesOnCleanup(t, server.URL(), marker)
+	pgtest.DropDatabasesOnCleanup(t, pgtest.ServerURL(), marker)
+	pl, err := prov.AddPlacement(ctx, provision.PlacementAddParams{Name: name, Host: server.Host(), Port: server.Port(),
+		Database: strings.TrimPrefix(u.Path, "/")})
+	require.NoError(t, err)
+	return pl
 }
 
 // response is a finished HTTP exchange.

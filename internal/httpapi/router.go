@@ -25,6 +25,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -62,6 +63,7 @@ const (
 	retryTimeout           = 5 * time.Second
 	retryEmbedTransient    = 5 * time.Second
 	retryEmbedPermanent    = 60 * time.Second
+	retryPlacement         = 5 * time.Second
 )
 
 // RouterConfig configures the tenant router, built by [NewRouter].
@@ -98,6 +100,10 @@ type RouterConfig struct {
 	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
 	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.
 	QueueWait time.Duration
+	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
+	// is active (the in-flight cap lends idle capacity; see limit.LimiterConfig). Default
+	// limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
+	AloneMaxConcurrent int
 	// ReadyDetails, when set, adds to the body of GET /readyz what it returns (per-tier and
 	// per-pool state), whether ready or not.
 	ReadyDetails func(context.Context) any
@@ -168,6 +174,9 @@ func RegistryReady(pool *pgxpool.Pool) func(context.Context) error {
 //   - limit.ErrRateLimited (rate or requests in flight): 429 with Retry-After, and
 //     limit.ErrBusy (no connection in the bounded wait): 503 with Retry-After 1s (both in
 //     [DefaultErrorRules]);
+//   - the tenant's database unavailable (placement.IsConnectionLoss: its placement disabled,
+//     down, unreachable or without credentials in this router, the connection lost): 503,
+//     Retry-After 5s (a full connection budget is limit.ErrBusy: 503, Retry-After 1s);
 //   - context.Canceled (the client went away): 499, logged only.
 func RouterErrorRules() []ErrorRule {
 	rules := []ErrorRule{
@@ -214,6 +223,11 @@ func RouterErrorRules() []ErrorRule {
 			Message: func(error) string {
 				return "the request exceeded its time limit; retry later or narrow it (smaller limit, more filters)"
 			}},
+		// The tenant's placement disabled, down, unreachable or without credentials here, or the
+		// connection lost mid-way. (A full connection budget is limit.ErrBusy, in the defaults.)
+		{Match: placement.IsConnectionLoss, Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryPlacement,
+			Message:    func(error) string { return "the tenant's database is unavailable; retry later" }},
 	}
 	return append(rules, DefaultErrorRules()...)
 }
@@ -312,7 +326,7 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 
-	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter()}
+	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter(limit.LimiterConfig{AloneMaxConcurrent: cfg.AloneMaxConcurrent})}
 	// Authentication is route middleware, as in the admin API, so unknown methods stay 405.
 	mw := []echo.MiddlewareFunc{r.instrument, r.deadline, r.authenticate, r.admit}
 	e.POST("/v1/documents", r.addDocument, mw...)

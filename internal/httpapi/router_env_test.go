@@ -114,6 +114,8 @@ type routerOptions struct {
 	limits         limit.Limits
 	requestTimeout time.Duration
 	queueWait      time.Duration
+	// aloneMaxConcurrent is RouterConfig.AloneMaxConcurrent (zero: the default, 8).
+	aloneMaxConcurrent int
 	// noListener leaves the resolver without a LISTEN (a lost notification, for ever).
 	noListener bool
 	// rerankURL, when set, is the base URL of the reranker the engine calls.
@@ -204,7 +206,7 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	h, err := httpapi.NewRouter(httpapi.RouterConfig{
 		Resolver: resolver, Engine: engine, Logger: logger, Registerer: reg,
 		BodyLimit: opts.bodyLimit, StatementTimeout: time.Minute, Ready: ready,
-		Limits: opts.limits, RequestTimeout: opts.requestTimeout, QueueWait: opts.queueWait,
+		Limits: opts.limits, RequestTimeout: opts.requestTimeout, QueueWait: opts.queueWait, AloneMaxConcurrent: opts.aloneMaxConcurrent,
 		OnIngest: func(h *routing.Handle, n int) {
 			e.mu.Lock()
 			e.ingests = append(e.ingests, ingestEvent{tenantID: h.TenantID, pending: n})

@@ -46,6 +46,12 @@ func (g *Gate) enter(ctx context.Context) error {
 
 func (g *Gate) leave() { <-g.slots }
 
+// Pool hands out pooled connections: a *pgxpool.Pool, or one database of a placement
+// (placement.Pools.DB), whose pool is made on first use.
+type Pool interface {
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
+}
+
 // Lease is a connection taken by [Acquire], with the gate slots that came with it. Release it
 // exactly once.
 type Lease struct {
@@ -67,7 +73,7 @@ func (l *Lease) Release() {
 // all (zero: as long as ctx allows). When the wait runs out first it returns a [*BusyError]
 // (HTTP 503 with Retry-After) and holds nothing; when ctx ends it returns ctx's error. This is the
 // one place where a request waits for the database: every bounded wait is built on it.
-func Acquire(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, gates ...*Gate) (*Lease, error) {
+func Acquire(ctx context.Context, pool Pool, wait time.Duration, gates ...*Gate) (*Lease, error) {
 	wctx, cancel := ctx, context.CancelFunc(func() {})
 	if wait > 0 {
 		wctx, cancel = context.WithTimeout(ctx, wait)

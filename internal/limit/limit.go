@@ -14,9 +14,9 @@ import (
 // Defaults of [Config].
 const (
 	// DefaultRequestsPerSecond is a tenant's sustained request rate.
-	DefaultRequestsPerSecond = 50
+	DefaultRequestsPerSecond = 500
 	// DefaultBurst is how many requests a tenant may send at once above its rate.
-	DefaultBurst = 100
+	DefaultBurst = 1000
 	// DefaultQueueWait bounds how long a tenant's request waits behind its own requests in
 	// flight before 429.
 	DefaultQueueWait = 2 * time.Second

@@ -48,7 +48,7 @@ func TestLimiterRate(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := &clock{now: time.Unix(1000, 0)}
-	l := NewLimiter()
+	l := NewLimiter(LimiterConfig{AloneMaxConcurrent: 1}) // strict caps: no borrowing
 	l.now = c.Now
 	lim := Limits{RequestsPerSecond: 2, Burst: 3}
 	for i := range 3 {
@@ -86,7 +86,7 @@ func TestLimiterRate(t *testing.T) {
 func TestLimiterConcurrency(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l := NewLimiter()
+	l := NewLimiter(LimiterConfig{AloneMaxConcurrent: 1}) // strict caps: no borrowing
 	lim := Limits{MaxConcurrent: 2}
 	r1, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
@@ -114,7 +114,7 @@ func TestLimiterForgetsIdleTenants(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := &clock{now: time.Unix(1000, 0)}
-	l := NewLimiter()
+	l := NewLimiter(LimiterConfig{AloneMaxConcurrent: 1}) // strict caps: no borrowing
 	l.now = c.Now
 	for _, id := range []string{"a", "b"} {
 		release, err := l.Admit(ctx, id, Limits{RequestsPerSecond: 10}, 0)
@@ -140,7 +140,7 @@ func TestLimiterForgetsIdleTenants(t *testing.T) {
 func TestLimiterQueuesATenantsExcess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l := NewLimiter()
+	l := NewLimiter(LimiterConfig{AloneMaxConcurrent: 1}) // strict caps: no borrowing
 	lim := Limits{MaxConcurrent: 1}
 	first, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
@@ -182,4 +182,78 @@ func TestLimiterQueuesATenantsExcess(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	hold()
 	require.Zero(t, l.InFlight("a"))
+}
+
+// TestLimiterLendsIdleCapacity: a tenant alone on the router may run up to AloneMaxConcurrent
+// requests; once another tenant is active (in flight, queued, or seen within the quiet window),
+// new requests are held to MaxConcurrent again, and the other tenant is admitted at once.
+func TestLimiterLendsIdleCapacity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := &clock{now: time.Unix(1000, 0)}
+	l := NewLimiter(LimiterConfig{AloneMaxConcurrent: 3, QuietWindow: time.Second})
+	l.now = c.Now
+	lim := Limits{MaxConcurrent: 1}
+	var releases []func()
+	for i := range 3 {
+		r, err := l.Admit(ctx, "big", lim, 0)
+		require.NoError(t, err, "request %d: alone, the tenant borrows idle capacity", i)
+		releases = append(releases, r)
+	}
+	_, err := l.Admit(ctx, "big", lim, 0)
+	require.ErrorIs(t, err, ErrRateLimited, "AloneMaxConcurrent is the ceiling")
+
+	small, err := l.Admit(ctx, "small", lim, 0)
+	require.NoError(t, err, "another tenant is never held back by the borrower")
+	small()
+	for _, r := range releases {
+		r()
+	}
+	// "small" was active a moment ago: "big" is back to its fair share.
+	r1, err := l.Admit(ctx, "big", lim, 0)
+	require.NoError(t, err)
+	_, err = l.Admit(ctx, "big", lim, 0)
+	require.ErrorIs(t, err, ErrRateLimited, "not alone: MaxConcurrent applies")
+	r1()
+
+	// After the quiet window, "big" is alone again.
+	c.now = c.now.Add(2 * time.Second)
+	r1, err = l.Admit(ctx, "big", lim, 0)
+	require.NoError(t, err)
+	r2, err := l.Admit(ctx, "big", lim, 0)
+	require.NoError(t, err, "alone again after the quiet window")
+
+	// A queued request of another tenant also counts as activity.
+	c.now = c.now.Add(2 * time.Second)
+	hold, err := l.Admit(ctx, "small", Limits{MaxConcurrent: 1}, 0)
+	require.NoError(t, err)
+	c.now = c.now.Add(2 * time.Second)
+	waited := make(chan error, 1)
+	go func() {
+		r, err := l.Admit(ctx, "small", Limits{MaxConcurrent: 1}, time.Minute)
+		if err == nil {
+			r()
+		}
+		waited <- err
+	}()
+	for {
+		l.mu.Lock()
+		n := l.waiting
+		l.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_, err = l.Admit(ctx, "big", lim, 0)
+	require.ErrorIs(t, err, ErrRateLimited, "another tenant in flight and queued: no borrowing")
+	hold()
+	require.NoError(t, <-waited)
+	r1()
+	r2()
+	require.Zero(t, l.InFlight("big"))
+	l.mu.Lock()
+	require.Zero(t, l.inflight)
+	require.Zero(t, l.waiting)
+	l.mu.Unlock()
 }

@@ -12,18 +12,53 @@ import (
 // then (a full bucket and nothing in flight equal a fresh state).
 const idleAfter = time.Minute
 
+// DefaultQuietWindow is how long after another tenant's last request a tenant counts as not
+// alone (see [LimiterConfig.AloneMaxConcurrent]).
+const DefaultQuietWindow = time.Second
+
+// DefaultAloneMaxConcurrent is how many requests a tenant may have in flight while no other
+// tenant is active (see [LimiterConfig.AloneMaxConcurrent]).
+const DefaultAloneMaxConcurrent = 8
+
+// LimiterConfig configures a [Limiter]. Zero values mean the documented default.
+type LimiterConfig struct {
+	// AloneMaxConcurrent makes the in-flight cap work-conserving: while no other tenant has a
+	// request in flight or queued, or sent one in the last QuietWindow, a tenant may run up to
+	// max(its MaxConcurrent, AloneMaxConcurrent) requests at once, so one busy tenant on an
+	// otherwise idle router is not held to its fair share of a contended one. As soon as another
+	// tenant shows up, new requests are held to MaxConcurrent again (requests already running
+	// finish). Default [DefaultAloneMaxConcurrent]; a value at or below MaxConcurrent (e.g. 1)
+	// turns borrowing off.
+	AloneMaxConcurrent int
+	// QuietWindow is how recent another tenant's request must be for a tenant not to count as
+	// alone. Default [DefaultQuietWindow].
+	QuietWindow time.Duration
+}
+
 // Limiter admits the requests of many tenants, each against its own [Limits]: a token bucket for
 // the request rate and a count of requests in flight. Memory is bounded by the tenants active in
 // the last minute.
 type Limiter struct {
 	now func() time.Time
+	cfg LimiterConfig
 
 	mu        sync.Mutex
 	tenants   map[string]*tenantState
 	lastSweep time.Time
+	// inflight and waiting count every tenant's admitted and queued requests; recent holds the
+	// last two distinct tenants that sent a request and when, so "has any other tenant been
+	// active lately" is answered without visiting every tenant.
+	inflight, waiting int
+	recent            [2]activity
+}
+
+type activity struct {
+	tenantID string
+	at       time.Time
 }
 
 type tenantState struct {
+	id       string
 	bucket   *rate.Limiter
 	limits   Limits
 	inflight int
@@ -34,8 +69,41 @@ type tenantState struct {
 }
 
 // NewLimiter returns an empty Limiter.
-func NewLimiter() *Limiter {
-	return &Limiter{now: time.Now, tenants: map[string]*tenantState{}}
+func NewLimiter(cfg LimiterConfig) *Limiter {
+	if cfg.AloneMaxConcurrent == 0 {
+		cfg.AloneMaxConcurrent = DefaultAloneMaxConcurrent
+	}
+	if cfg.QuietWindow <= 0 {
+		cfg.QuietWindow = DefaultQuietWindow
+	}
+	return &Limiter{now: time.Now, cfg: cfg, tenants: map[string]*tenantState{}}
+}
+
+// touch records that tenantID sent a request at now. Called with mu held.
+func (l *Limiter) touch(tenantID string, now time.Time) {
+	if l.recent[0].tenantID != tenantID {
+		l.recent[1] = l.recent[0]
+	}
+	l.recent[0] = activity{tenantID: tenantID, at: now}
+}
+
+// capOf is st's in-flight cap at now: its MaxConcurrent (0: none), raised to AloneMaxConcurrent
+// while no other tenant is active. Called with mu held.
+func (l *Limiter) capOf(st *tenantState, now time.Time) int {
+	c := st.limits.MaxConcurrent
+	if c <= 0 || l.cfg.AloneMaxConcurrent <= c {
+		return c
+	}
+	other := l.recent[0]
+	if other.tenantID == st.id {
+		other = l.recent[1]
+	}
+	alone := l.inflight == st.inflight && l.waiting == len(st.waiters) &&
+		(other.tenantID == "" || now.Sub(other.at) >= l.cfg.QuietWindow)
+	if alone {
+		return l.cfg.AloneMaxConcurrent
+	}
+	return c
 }
 
 // Admit admits one request of tenantID under lim, or refuses it with a [*RateLimitError]: over
@@ -50,7 +118,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 	l.sweep(now)
 	st := l.tenants[tenantID]
 	if st == nil {
-		st = &tenantState{limits: lim}
+		st = &tenantState{id: tenantID, limits: lim}
 		if lim.RequestsPerSecond > 0 {
 			st.bucket = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), lim.burst())
 		}
@@ -69,6 +137,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 		st.limits = lim
 	}
 	st.lastUsed = now
+	l.touch(tenantID, now)
 	if st.bucket != nil {
 		r := st.bucket.ReserveN(now, 1)
 		if !r.OK() {
@@ -81,8 +150,9 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 			return nil, &RateLimitError{Reason: ReasonRate, Limit: lim.RequestsPerSecond, Wait: d}
 		}
 	}
-	if lim.MaxConcurrent <= 0 || st.inflight < lim.MaxConcurrent {
+	if c := l.capOf(st, now); c <= 0 || st.inflight < c {
 		st.inflight++
+		l.inflight++
 		l.mu.Unlock()
 		return l.releaser(st), nil
 	}
@@ -93,6 +163,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 	}
 	slot := make(chan struct{})
 	st.waiters = append(st.waiters, slot)
+	l.waiting++
 	l.mu.Unlock()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -108,6 +179,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 	defer l.mu.Unlock()
 	if i := indexOf(st.waiters, slot); i >= 0 {
 		st.waiters = append(st.waiters[:i], st.waiters[i+1:]...)
+		l.waiting--
 		return nil, err
 	}
 	// The slot was handed over just as the wait ended: it is ours.
@@ -130,12 +202,19 @@ func (l *Limiter) releaser(st *tenantState) func() {
 		once.Do(func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
-			st.lastUsed = l.now()
+			now := l.now()
+			st.lastUsed = now
 			st.inflight--
-			for len(st.waiters) > 0 && (st.limits.MaxConcurrent <= 0 || st.inflight < st.limits.MaxConcurrent) {
+			l.inflight--
+			for len(st.waiters) > 0 {
+				if c := l.capOf(st, now); c > 0 && st.inflight >= c {
+					break
+				}
 				close(st.waiters[0]) // the slot passes on to the oldest waiter
 				st.waiters = st.waiters[1:]
+				l.waiting--
 				st.inflight++
+				l.inflight++
 			}
 		})
 	}

@@ -21,12 +21,18 @@ import (
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
+// Pool hands out connections to the database of a tenant's tables: a *pgxpool.Pool, or a
+// placement's database (placement.Pools.DB), whose pool is made on first use.
+type Pool interface {
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
+}
+
 // Scope runs work for one tenant: the pool of the tenant's database, the schema holding its
 // tables (schema.SharedSchema for the shared tier) and its owner id (the tenant id). A Scope is a
 // small value; build one per request. It holds no connection and is safe for concurrent use.
 type Scope struct {
 	// Pool connects to the database of the tenant's tables, as the router role.
-	Pool *pgxpool.Pool
+	Pool Pool
 	// Schema holds the tenant's tables. It is quoted, never interpolated raw.
 	Schema string
 	// OwnerID is the tenant id; every row the scope reads or writes carries it.
@@ -76,6 +82,11 @@ type Quota struct {
 // Refuse(reason), or [ErrFenced] when Refuse is nil or returns nil. Check runs after the lock, as
 // its own statement, so it sees what the lock holder committed. The settings, the lock and the
 // check travel in one round trip.
+//
+// Advisory locks belong to one database, so when the tenant's tables are not in the database of
+// the registry (another placement, or the tenant's own database), Pool names the registry's
+// database: the lock and the check then run in a transaction of their own there, begun before the
+// scope's transaction and ended after it, so the lock covers the scope's whole transaction.
 type Fence struct {
 	LockID int64
 	Check  string
@@ -88,6 +99,8 @@ type Fence struct {
 	// to another tier or placement), which then runs without a Refresh of its own. Nothing ran
 	// before the check, so running the transaction again is safe. An error keeps ErrFenced.
 	Refresh func(ctx context.Context) (Scope, error)
+	// Pool, when set, is the registry's database, apart from the scope's.
+	Pool Pool
 }
 
 func (s Scope) validate() error {
@@ -146,8 +159,32 @@ func (s Scope) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 const maxBeginAttempts = 3
 
 func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	ran := false
+	err := s.inTxOnce(ctx, opts, func(tx pgx.Tx) error {
+		ran = true
+		return fn(tx)
+	})
+	if !ran && errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
+		// The tenant moved: run at its new location instead (nothing of fn ran).
+		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
+			return next.withoutRefresh().inTxOnce(ctx, opts, fn)
+		}
+	}
+	return err
+}
+
+// inTxOnce is inTx without the refresh of a moved tenant.
+func (s Scope) inTxOnce(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if err := s.validate(); err != nil {
 		return err
+	}
+	if s.Fence != nil && s.Fence.Pool != nil {
+		// Deferred before the scope's rollback, so it runs after it: the lock outlives the work.
+		end, err := s.remoteFence(ctx)
+		if err != nil {
+			return err
+		}
+		defer end()
 	}
 	var (
 		lease *limit.Lease
@@ -161,12 +198,6 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		lease, tx, err = s.begin(ctx, opts)
 		if err == nil {
 			break
-		}
-		if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
-			// The tenant moved: run at its new location instead (nothing of fn ran).
-			if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
-				return next.withoutRefresh().inTx(ctx, opts, fn)
-			}
 		}
 		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
 			return err
@@ -208,7 +239,7 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 	}
 	// pg_temp is named last so a temporary table can never shadow a tenant table.
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
-	if s.Fence == nil {
+	if s.Fence == nil || s.Fence.Pool != nil {
 		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
 			return fail(fmt.Errorf("memory: scope transaction: %w", interpretError(err)))
 		}
@@ -225,14 +256,53 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 	return lease, tx, nil
 }
 
-// fence sends the scope settings, the shared lock and the check in one batch.
+// remoteFence takes the fence's lock and runs its check in a transaction of Fence.Pool (the
+// registry's database, apart from the scope's), and returns what ends that transaction: call it
+// after the scope's own transaction ended, so the lock covers all of it.
+func (s Scope) remoteFence(ctx context.Context) (end func(), err error) {
+	for attempt := 1; ; attempt++ {
+		end, err = s.remoteFenceOnce(ctx)
+		if err == nil || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+			return end, err
+		}
+	}
+}
+
+func (s Scope) remoteFenceOnce(ctx context.Context) (end func(), err error) {
+	lease, err := limit.Acquire(ctx, s.Fence.Pool, s.AcquireWait)
+	if err != nil {
+		return nil, fmt.Errorf("memory: acquire fence: %w", interpretError(err))
+	}
+	ftx, err := lease.Conn.Begin(ctx)
+	if err != nil {
+		lease.Release()
+		return nil, fmt.Errorf("memory: begin fence: %w", interpretError(err))
+	}
+	end = func() {
+		_ = ftx.Rollback(context.WithoutCancel(ctx))
+		lease.Release()
+	}
+	if err := s.fence(ctx, ftx, "", nil); err != nil {
+		end()
+		return nil, err
+	}
+	return end, nil
+}
+
+// fence sends the scope settings (unless path is empty), the shared lock and the check in one
+// batch.
 func (s Scope) fence(ctx context.Context, tx pgx.Tx, path string, timeout *string) error {
 	b := &pgx.Batch{}
-	b.Queue(scopeSQL, path, s.OwnerID, timeout)
+	if path != "" {
+		b.Queue(scopeSQL, path, s.OwnerID, timeout)
+	}
 	b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, s.Fence.LockID)
 	b.Queue(s.Fence.Check, s.Fence.Args...)
 	br := tx.SendBatch(ctx, b)
-	_, err := br.Exec()
+	var err error
+	if path != "" {
+		_, err = br.Exec()
+	}
 	if err == nil {
 		_, err = br.Exec()
 	}
@@ -324,7 +394,8 @@ type readStmt struct {
 // Unnamed statements are parsed after the settings before them have run (so tables resolve in
 // the tenant's schema) and are always planned with their actual parameters: no generic plan can
 // replace the index scan the parameters call for. When the Fence check fails the rows read are
-// discarded and read returns ErrFenced; the transaction is read-only, so nothing happened.
+// discarded and read returns ErrFenced; the transaction is read-only, so nothing happened. A Fence
+// with a Pool of its own is taken there first (two round trips more) and held across the read.
 func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
 	err := s.readWithRetries(ctx, settings, stmts...)
 	if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
@@ -351,6 +422,16 @@ func (s Scope) withoutRefresh() Scope {
 func (s Scope) readWithRetries(ctx context.Context, settings readSettings, stmts ...readStmt) error {
 	if err := s.validate(); err != nil {
 		return err
+	}
+	if s.Fence != nil && s.Fence.Pool != nil {
+		// The registry is in another database: fence there, around this read, which then runs
+		// without a fence of its own.
+		end, err := s.remoteFence(ctx)
+		if err != nil {
+			return err
+		}
+		defer end()
+		s.Fence = nil
 	}
 	for attempt := 1; ; attempt++ {
 		err, beforeWork := s.readOnce(ctx, settings, stmts)

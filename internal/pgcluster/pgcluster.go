@@ -190,15 +190,30 @@ func URL(port int, user, dbname string) string {
 	return u.String()
 }
 
+// Pause shuts the server down ("fast" mode) and keeps its folder, so [Cluster.Resume] can start
+// it again on the same port. Tests use it to take a server away and bring it back.
+func (c *Cluster) Pause(ctx context.Context) error {
+	out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir(), "-m", "fast", "-w", "-t", "60")
+	if err != nil {
+		return fmt.Errorf("pgcluster: pg_ctl stop: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Resume starts a paused server again on the port it had.
+func (c *Cluster) Resume(ctx context.Context) error {
+	c.cfg.Port = c.port
+	return c.start(ctx)
+}
+
 // Restart stops the server ("fast" mode: connections are terminated, running transactions rolled
 // back) and starts it again on the same port and settings, as an operator's restart does. For
 // fault tests.
 func (c *Cluster) Restart(ctx context.Context) error {
-	if out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir(), "-m", "fast", "-w", "-t", "60"); err != nil {
-		return fmt.Errorf("pgcluster: pg_ctl stop: %w: %s", err, out)
+	if err := c.Pause(ctx); err != nil {
+		return err
 	}
-	c.cfg.Port = c.port
-	return c.start(ctx)
+	return c.Resume(ctx)
 }
 
 // RunAs is the OS user that runs the server when this process is root, or "" when it is not

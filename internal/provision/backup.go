@@ -69,10 +69,11 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 	if t.Status != registry.StatusActive && t.Status != registry.StatusSuspended {
 		return BackupResult{}, wrap("backup", fmt.Errorf("tenant %q is %s: %w", tenantID, t.Status, registry.ErrConflict))
 	}
-	pool, err := p.poolFor(ctx, registry.HomeOf(t))
+	pool, release, err := p.poolFor(ctx, t.Location())
 	if err != nil {
 		return BackupResult{}, wrap("backup", err)
 	}
+	defer release()
 	var res BackupResult
 	err = p.snapshotTx(ctx, pool, t, func(tx pgx.Tx) error {
 		tables, derived, err := archive.Snapshot(ctx, tx, archive.ExportParams{Schema: t.SchemaName, SkipOptional: params.SkipSearchHistory})
@@ -174,19 +175,10 @@ func (p *Provisioner) snapshotTx(ctx context.Context, pool *pgxpool.Pool, t regi
 			if err != nil {
 				return err
 			}
-			if registry.HomeOf(cur) != registry.HomeOf(t) || !cur.CreatedAt.Equal(t.CreatedAt) {
+			if cur.Location() != t.Location() || !cur.CreatedAt.Equal(t.CreatedAt) {
 				return fmt.Errorf("tenant %q moved or was re-created while the backup started; run it again: %w", t.ID, registry.ErrConflict)
 			}
 		}
 		return fn(tx)
 	})
-}
-
-// poolFor returns a pool of the database that holds a location's tables, with the
-// provisioner's login.
-func (p *Provisioner) poolFor(_ context.Context, loc registry.Home) (*pgxpool.Pool, error) {
-	if loc.Tier == registry.TierDatabase || (loc.PlacementID != "" && loc.PlacementID != "local") {
-		return nil, ErrTierNotSupported
-	}
-	return p.pool, nil
 }

@@ -82,3 +82,117 @@ func BenchmarkProvisioning(b *testing.B) {
 		pool.Close()
 	}
 }
+
+// BenchmarkDatabaseTierCreation creates TENANTMEM_BENCH_DATABASE_TENANTS (default 100)
+// database-tier tenants with TENANTMEM_BENCH_WORKERS (default 4) concurrent creators on the local
+// placement (each: registry row, CREATE DATABASE from template0, the extension, grants, the tenant
+// migrations, activation, key), then a no-op Migrate over them, then deletes them all.
+// Run it once: go test -run '^$' -bench DatabaseTierCreation -benchtime 1x ./internal/provision
+func BenchmarkDatabaseTierCreation(b *testing.B) {
+	n := envInt("TENANTMEM_BENCH_DATABASE_TENANTS", 100)
+	workers := envInt("TENANTMEM_BENCH_WORKERS", 4)
+	ctx := context.Background()
+	for range b.N {
+		url := pgtest.NewDatabase(b)
+		cfg, err := pgxpool.ParseConfig(url)
+		require.NoError(b, err)
+		cfg.MaxConns = int32(2*workers + 4)
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		require.NoError(b, err)
+		prov, err := provision.New(provision.Config{Pool: pool, Parallelism: workers})
+		require.NoError(b, err)
+		_, err = prov.Init(ctx, provision.InitParams{})
+		require.NoError(b, err)
+		s, err := registry.GetSettings(ctx, pool)
+		require.NoError(b, err)
+		pgtest.DropDatabasesOnCleanup(b, pgtest.ServerURL(), "tenantmem deployment "+s.DeploymentID+" ")
+
+		run := func(op func(i int) error) time.Duration {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range workers {
+				wg.Go(func() {
+					for {
+						i := next.Add(1) - 1
+						if i >= int64(n) {
+							return
+						}
+						if err := op(int(i)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			return time.Since(start)
+		}
+		id := func(i int) string { return fmt.Sprintf("db-%06d", i) }
+		took := run(func(i int) error {
+			_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id(i), Tier: registry.TierDatabase})
+			return err
+		})
+		b.ReportMetric(float64(n)/took.Seconds(), "database_tenants/s")
+		b.ReportMetric(float64(took.Milliseconds())*float64(workers)/float64(n), "ms/tenant/worker")
+
+		rep, err := prov.Migrate(ctx, provision.MigrateParams{})
+		require.NoError(b, err)
+		require.Empty(b, rep.Failed)
+		require.Zero(b, rep.Applied)
+		b.ReportMetric(rep.Took.Seconds(), "noop_migrate_s")
+
+		took = run(func(i int) error { return prov.DeleteTenant(ctx, id(i)) })
+		b.ReportMetric(float64(n)/took.Seconds(), "deletes/s")
+		prov.Close()
+		pool.Close()
+	}
+}
+
+// BenchmarkTierFootprint measures what an empty tenant of each tier adds to the server's disk:
+// the growth of the database per schema-tier tenant (its catalog rows and empty tables and
+// indexes) over TENANTMEM_BENCH_FOOTPRINT_TENANTS (default 50) tenants, and the size of a
+// database-tier tenant's database.
+// Run it once: go test -run '^$' -bench TierFootprint -benchtime 1x ./internal/provision
+func BenchmarkTierFootprint(b *testing.B) {
+	n := envInt("TENANTMEM_BENCH_FOOTPRINT_TENANTS", 50)
+	ctx := context.Background()
+	for range b.N {
+		url := pgtest.NewDatabase(b)
+		pool, err := pgxpool.New(ctx, url)
+		require.NoError(b, err)
+		prov, err := provision.New(provision.Config{Pool: pool})
+		require.NoError(b, err)
+		_, err = prov.Init(ctx, provision.InitParams{})
+		require.NoError(b, err)
+		s, err := registry.GetSettings(ctx, pool)
+		require.NoError(b, err)
+		pgtest.DropDatabasesOnCleanup(b, pgtest.ServerURL(), "tenantmem deployment "+s.DeploymentID+" ")
+		size := func() int64 {
+			var v int64
+			_, err := pool.Exec(ctx, `CHECKPOINT`)
+			require.NoError(b, err)
+			require.NoError(b, pool.QueryRow(ctx, `SELECT pg_database_size(current_database())`).Scan(&v))
+			return v
+		}
+		before := size()
+		for i := range n {
+			_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("s%d", i), Tier: registry.TierSchema})
+			require.NoError(b, err)
+		}
+		b.ReportMetric(float64(size()-before)/float64(n)/1024, "schema_tenant_KiB")
+		before = size()
+		for i := range n {
+			_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("sh%d", i), Tier: registry.TierShared})
+			require.NoError(b, err)
+		}
+		b.ReportMetric(float64(size()-before)/float64(n)/1024, "shared_tenant_KiB")
+		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "d", Tier: registry.TierDatabase})
+		require.NoError(b, err)
+		var dbSize int64
+		require.NoError(b, pool.QueryRow(ctx, `SELECT pg_database_size($1)`, res.Tenant.DatabaseName).Scan(&dbSize))
+		b.ReportMetric(float64(dbSize)/1024/1024, "database_tenant_MiB")
+		prov.Close()
+		pool.Close()
+	}
+}

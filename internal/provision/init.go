@@ -47,78 +47,12 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	if dim < 1 || dim > 16000 {
 		return InitResult{}, &registry.FieldError{Field: "embedding_dimension", Message: "must be between 1 and 16000"}
 	}
-	owner, router := ident(p.cfg.OwnerRole), ident(p.cfg.RouterRole)
-
-	// Roles are cluster-wide: create them tolerating a concurrent init of another database.
-	// Granting the owner role to the login user also writes a cluster-wide catalog, so it goes
-	// here too: two inits racing on it see a unique violation, not a second grant.
-	for _, stmt := range []string{
-		`CREATE ROLE ` + owner + ` NOLOGIN`,
-		`CREATE ROLE ` + router + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT`,
-		`GRANT ` + owner + ` TO CURRENT_USER`,
-	} {
-		// A concurrent init may also make PostgreSQL report "tuple concurrently updated" (XX000)
-		// on the shared catalog row; the statement is idempotent, so try it again.
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if _, err = p.pool.Exec(ctx, stmt); err == nil || !isCode(err, pgerrcode.InternalError) {
-				break
-			}
-		}
-		if err != nil && !isCode(err, pgerrcode.DuplicateObject, pgerrcode.UniqueViolation) {
-			return InitResult{}, fmt.Errorf("provision: init: %s: %w", stmt, err)
-		}
+	if err := p.prepareServer(ctx, p.pool, serverParams{
+		routerPassword: params.RouterPassword, leakproofTextSearch: params.LeakproofTextSearch, control: true,
+	}); err != nil {
+		return InitResult{}, err
 	}
-	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
-		// A router role that already existed must still be harmless.
-		var super, bypass bool
-		if err := tx.QueryRow(ctx, `SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1`, p.cfg.RouterRole).
-			Scan(&super, &bypass); err != nil {
-			return err
-		}
-		if super || bypass {
-			return fmt.Errorf("router role %s is a superuser or has BYPASSRLS; row-level security would not apply", p.cfg.RouterRole)
-		}
-		var db string
-		if err := tx.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
-			return err
-		}
-		stmts := []string{
-			`CREATE SCHEMA IF NOT EXISTS ` + ident(schema.ExtensionSchema),
-			`CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ` + ident(schema.ExtensionSchema),
-			`GRANT CONNECT, CREATE, TEMPORARY ON DATABASE ` + ident(db) + ` TO ` + owner,
-			`GRANT CONNECT ON DATABASE ` + ident(db) + ` TO ` + router,
-			`GRANT USAGE ON SCHEMA ` + ident(schema.ExtensionSchema) + ` TO ` + owner + `, ` + router,
-			`CREATE SCHEMA IF NOT EXISTS ` + ident(schema.ControlSchema) + ` AUTHORIZATION ` + owner,
-		}
-		if params.LeakproofTextSearch {
-			stmts = append(stmts, `ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF`)
-		}
-		if params.RouterPassword != "" {
-			stmts = append(stmts, `ALTER ROLE `+router+` PASSWORD `+quoteLiteral(params.RouterPassword))
-		}
-		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				if isCode(err, pgerrcode.InsufficientPrivilege) {
-					return fmt.Errorf("%s: %w (init needs a superuser)", s, err)
-				}
-				return fmt.Errorf("%s: %w", s, err)
-			}
-		}
-		var extSchema string
-		if err := tx.QueryRow(ctx, `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-			WHERE e.extname = 'vector'`).Scan(&extSchema); err != nil {
-			return err
-		}
-		if extSchema != schema.ExtensionSchema {
-			return fmt.Errorf("the vector extension is installed in schema %q; tenantmem needs it in %q (ALTER EXTENSION vector SET SCHEMA %s)",
-				extSchema, schema.ExtensionSchema, schema.ExtensionSchema)
-		}
-		return nil
-	})
-	if err != nil {
-		return InitResult{}, fmt.Errorf("provision: init: %w", err)
-	}
+	router := ident(p.cfg.RouterRole)
 
 	controlMigrator, err := schema.NewMigrator(schema.MigratorConfig{
 		ConnConfig: p.pool.Config().ConnConfig,
@@ -182,7 +116,8 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	if err != nil {
 		return InitResult{}, err
 	}
-	if err := registry.SetSharedMigrationVersion(ctx, p.pool, sharedVersion); err != nil {
+	p.setSharedVersion(registry.LocalPlacement, sharedVersion)
+	if err := registry.SetSharedMigrationVersion(ctx, p.pool, registry.LocalPlacement, sharedVersion); err != nil {
 		return InitResult{}, err
 	}
 	p.cfg.Logger.InfoContext(ctx, "initialised", "embedding_dimension", dim,
@@ -258,4 +193,96 @@ func quoteLiteral(s string) string {
 		out = append(out, s[i])
 	}
 	return string(append(out, '\''))
+}
+
+// serverParams configures prepareServer.
+type serverParams struct {
+	routerPassword      string
+	leakproofTextSearch bool
+	// control also creates the control schema (init, on the control server).
+	control bool
+}
+
+// prepareServer prepares one database of a server the way init prepares the first and
+// `placement add` every other: the owner and router roles (cluster-wide), the owner role granted
+// to the login, the extensions schema with pgvector, the database grants, and optionally the
+// LEAKPROOF text match operator and the router's password. It needs a superuser and is
+// idempotent.
+func (p *Provisioner) prepareServer(ctx context.Context, pool *pgxpool.Pool, sp serverParams) error {
+	owner, router := ident(p.cfg.OwnerRole), ident(p.cfg.RouterRole)
+
+	// Roles are cluster-wide: create them tolerating a concurrent init of another database.
+	// Granting the owner role to the login user also writes a cluster-wide catalog, so it goes
+	// here too: two inits racing on it see a unique violation, not a second grant.
+	for _, stmt := range []string{
+		`CREATE ROLE ` + owner + ` NOLOGIN`,
+		`CREATE ROLE ` + router + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT`,
+		`GRANT ` + owner + ` TO CURRENT_USER`,
+	} {
+		// A concurrent init may also make PostgreSQL report "tuple concurrently updated" (XX000)
+		// on the shared catalog row; the statement is idempotent, so try it again.
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if _, err = pool.Exec(ctx, stmt); err == nil || !isCode(err, pgerrcode.InternalError) {
+				break
+			}
+		}
+		if err != nil && !isCode(err, pgerrcode.DuplicateObject, pgerrcode.UniqueViolation) {
+			return fmt.Errorf("provision: prepare server: %s: %w", stmt, err)
+		}
+	}
+	err := p.inTx(ctx, pool, false, func(tx pgx.Tx) error {
+		// A router role that already existed must still be harmless.
+		var super, bypass bool
+		if err := tx.QueryRow(ctx, `SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1`, p.cfg.RouterRole).
+			Scan(&super, &bypass); err != nil {
+			return err
+		}
+		if super || bypass {
+			return fmt.Errorf("router role %s is a superuser or has BYPASSRLS; row-level security would not apply", p.cfg.RouterRole)
+		}
+		var db string
+		if err := tx.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+			return err
+		}
+		stmts := []string{
+			`CREATE SCHEMA IF NOT EXISTS ` + ident(schema.ExtensionSchema),
+			`CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ` + ident(schema.ExtensionSchema),
+			`GRANT CONNECT, CREATE, TEMPORARY ON DATABASE ` + ident(db) + ` TO ` + owner,
+			`GRANT CONNECT ON DATABASE ` + ident(db) + ` TO ` + router,
+			`GRANT USAGE ON SCHEMA ` + ident(schema.ExtensionSchema) + ` TO ` + owner + `, ` + router,
+		}
+		if sp.control {
+			stmts = append(stmts, `CREATE SCHEMA IF NOT EXISTS `+ident(schema.ControlSchema)+` AUTHORIZATION `+owner)
+		}
+		if sp.leakproofTextSearch {
+			stmts = append(stmts, `ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF`)
+		}
+		if sp.routerPassword != "" {
+			stmts = append(stmts, `ALTER ROLE `+router+` PASSWORD `+quoteLiteral(sp.routerPassword))
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				if isCode(err, pgerrcode.InsufficientPrivilege) {
+					return fmt.Errorf("%s: %w (init needs a superuser)", s, err)
+				}
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		var extSchema string
+		if err := tx.QueryRow(ctx, `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+			WHERE e.extname = 'vector'`).Scan(&extSchema); err != nil {
+			return err
+		}
+		if extSchema != schema.ExtensionSchema {
+			return fmt.Errorf("the vector extension is installed in schema %q; tenantmem needs it in %q (ALTER EXTENSION vector SET SCHEMA %s)",
+				extSchema, schema.ExtensionSchema, schema.ExtensionSchema)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("provision: prepare server: %w", err)
+	}
+	return nil
+
 }

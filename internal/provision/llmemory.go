@@ -34,6 +34,9 @@ type LLMemoryImportParams struct {
 	Prefix string
 	// Tier is where tenants that do not exist yet are created. Default shared.
 	Tier registry.Tier
+	// Placement is where tenants that do not exist yet are created. Default: the default
+	// placement policy of a new tenant.
+	Placement string
 	// Refresh imports again the documents a tenant already has (by id_at_origin); by default a
 	// rerun skips them, which is how an interrupted import resumes.
 	Refresh bool
@@ -120,8 +123,13 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 	if params.Tier == "" {
 		params.Tier = registry.TierShared
 	}
-	if _, err := p.targetLocation("x", params.Tier, ""); err != nil {
+	if _, err := registry.ParseTier(string(params.Tier)); err != nil {
 		return rep, err
+	}
+	if params.Placement != "" {
+		if err := registry.ValidatePlacementName(params.Placement); err != nil {
+			return rep, err
+		}
 	}
 	_, settings, err := p.ready(ctx)
 	if err != nil {
@@ -162,11 +170,6 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 	for _, o := range owners {
 		total += o.Documents
 	}
-	pool, err := p.scopedPool(ctx)
-	if err != nil {
-		return rep, err
-	}
-	defer pool.Close()
 	engine, err := memory.New(memory.Config{Embedder: deferredEmbedder{dim: settings.EmbeddingDimension}, Logger: p.cfg.Logger})
 	if err != nil {
 		return rep, err
@@ -180,7 +183,7 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 		if params.As != "" {
 			or.TenantID = params.As
 		}
-		err := p.importOwner(ctx, params, layout, engine, pool, o, &or, func(n int) {
+		err := p.importOwner(ctx, params, layout, engine, o, &or, func(n int) {
 			done++
 			chunks += int64(n)
 			if params.Progress != nil {
@@ -202,7 +205,7 @@ func (p *Provisioner) ImportLLMemory(ctx context.Context, params LLMemoryImportP
 }
 
 func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportParams, layout llmemory.Layout, engine *memory.Engine,
-	pool *pgxpool.Pool, o llmemory.Owner, or *LLMemoryOwnerReport, progress func(chunks int)) error {
+	o llmemory.Owner, or *LLMemoryOwnerReport, progress func(chunks int)) error {
 	if err := schema.ValidateTenantID(or.TenantID); err != nil {
 		return fmt.Errorf("owner id %q does not make a tenant id (%w); import it alone with as", or.OwnerID, err)
 	}
@@ -218,7 +221,7 @@ func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportPara
 		if err := checkQuota(quota, [3]int64{}, [3]int64{o.Documents}); err != nil {
 			return err
 		}
-		res, err := p.CreateTenant(ctx, TenantCreateParams{ID: or.TenantID, Tier: params.Tier})
+		res, err := p.CreateTenant(ctx, TenantCreateParams{ID: or.TenantID, Tier: params.Tier, Placement: params.Placement})
 		if err != nil {
 			return err
 		}
@@ -233,6 +236,13 @@ func (p *Provisioner) importOwner(ctx context.Context, params LLMemoryImportPara
 	}
 	// Every add is checked against the tenant's quota in its own transaction (chunks and content
 	// bytes are known per document only); the documents are checked up front, below.
+	// The writes run in the tenant's database, wherever it is, as the router role when the
+	// login may assume it.
+	pool, err := p.scopedPool(ctx, t.Location())
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
 	s := memory.Scope{Pool: pool, Schema: t.SchemaName, OwnerID: t.ID, Quota: quota}
 	have := map[string]bool{}
 	var held int64
@@ -337,16 +347,21 @@ func documentParams(d llmemory.Document) (memory.DocumentAddParams, int, int) {
 // role when the login may assume it, else as the owner role; both are bound by row-level
 // security. The caller closes it. It is for bulk writes through memory.Scope, which sets
 // search_path and the owner id per transaction.
-func (p *Provisioner) scopedPool(ctx context.Context) (*pgxpool.Pool, error) {
+func (p *Provisioner) scopedPool(ctx context.Context, loc registry.Location) (*pgxpool.Pool, error) {
+	base, release, err := p.poolFor(ctx, loc)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	role := p.cfg.OwnerRole
 	var canRouter bool
-	if err := p.pool.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, p.cfg.RouterRole).Scan(&canRouter); err != nil {
+	if err := base.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, p.cfg.RouterRole).Scan(&canRouter); err != nil {
 		return nil, err
 	}
 	if canRouter {
 		role = p.cfg.RouterRole
 	}
-	cfg := p.pool.Config().Copy()
+	cfg := base.Config().Copy()
 	cfg.MaxConns = 2
 	setRole := `SET ROLE ` + ident(role)
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {

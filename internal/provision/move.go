@@ -59,8 +59,8 @@ type MoveParams struct {
 
 // MoveResult describes a finished move.
 type MoveResult struct {
-	Tenant registry.Tenant `json:"tenant"`
-	From   registry.Home   `json:"from"`
+	Tenant registry.Tenant   `json:"tenant"`
+	From   registry.Location `json:"from"`
 	// Rows counts the rows copied from the snapshot, per table.
 	Rows map[string]int64 `json:"rows"`
 	// Rounds is the number of catch-up rounds (the last one with writes paused); Changes the
@@ -76,8 +76,8 @@ type MoveResult struct {
 
 // moveDetail is the detail of a move job.
 type moveDetail struct {
-	From registry.Home `json:"from"`
-	To   registry.Home `json:"to"`
+	From registry.Location `json:"from"`
+	To   registry.Location `json:"to"`
 	// Version is the tenant migration version of both copies.
 	Version int64 `json:"version"`
 }
@@ -101,13 +101,25 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 	if params.Tier == "" {
 		return MoveResult{}, &registry.FieldError{Field: "tier", Message: "is required"}
 	}
-	to, err := p.targetLocation(tenantID, params.Tier, params.Placement)
-	if err != nil {
-		return MoveResult{}, err
+	if params.Placement != "" {
+		if err := registry.ValidatePlacementName(params.Placement); err != nil {
+			return MoveResult{}, err
+		}
 	}
-	m, _, err := p.ready(ctx)
+	cur, err := p.GetTenant(ctx, tenantID)
 	if err != nil {
-		return MoveResult{}, err
+		return MoveResult{}, wrap("move", err)
+	}
+	// The destination of a new move (an unfinished one has its own, in its job): on the given
+	// placement, else on the tenant's own when it takes the tier, else where the default policy
+	// puts a new tenant.
+	var to registry.Location
+	if _, jerr := registry.GetJob(ctx, p.pool, tenantID, false); errors.Is(jerr, registry.ErrNotFound) {
+		if to, err = p.targetLocation(ctx, tenantID, params.Tier, params.Placement, cur.PlacementID); err != nil {
+			return MoveResult{}, wrap("move", err)
+		}
+	} else if jerr != nil {
+		return MoveResult{}, wrap("move", jerr)
 	}
 	phase := func(s string) {
 		if params.OnPhase != nil {
@@ -135,21 +147,23 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 			if err := json.Unmarshal(job.Detail, &d); err != nil {
 				return fmt.Errorf("move job of %q: %w", tenantID, err)
 			}
-			if d.To != to {
-				return fmt.Errorf("tenant %q: a move to %s/%s is unfinished; run it again or abort it: %w",
-					tenantID, d.To.Tier, d.To.PlacementID, ErrMoveUnfinished)
+			if d.To.Tier != params.Tier || params.Placement != "" && d.To.Placement != params.Placement {
+				return fmt.Errorf("tenant %q: a move to the %s is unfinished; run it again or abort it: %w",
+					tenantID, d.To, ErrMoveUnfinished)
 			}
 			return nil
 		}
 		// A new move.
+		if to.Tier == "" {
+			return fmt.Errorf("tenant %q: its job ended meanwhile; run the move again: %w", tenantID, registry.ErrConflict)
+		}
 		if t.Status != registry.StatusActive {
 			return fmt.Errorf("tenant %q is %s; only an active tenant can be moved: %w", tenantID, t.Status, registry.ErrConflict)
 		}
-		if registry.HomeOf(t) == to {
-			return &registry.FieldError{Field: "tier", Message: fmt.Sprintf("tenant %q is already in tier %s (placement %s)",
-				tenantID, to.Tier, to.PlacementID)}
+		if t.Location() == to {
+			return &registry.FieldError{Field: "tier", Message: fmt.Sprintf("tenant %q is already in the %s", tenantID, to)}
 		}
-		d = moveDetail{From: registry.HomeOf(t), To: to}
+		d = moveDetail{From: t.Location(), To: to}
 		detail, _ := json.Marshal(d)
 		job = registry.Job{TenantID: tenantID, Kind: registry.JobMove, Phase: movePreparing, Detail: detail}
 		if err := registry.InsertJob(ctx, tx, job); err != nil {
@@ -171,7 +185,7 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 				if rerr := p.rollbackMove(context.WithoutCancel(ctx), tenantID, d); rerr != nil {
 					p.cfg.Logger.ErrorContext(ctx, "rolling back an interrupted move", "tenant_id", tenantID, "error", rerr.Error())
 				} else {
-					err = fmt.Errorf("%w (interrupted: the move was rolled back; the tenant serves from %s)", err, d.From.SchemaName)
+					err = fmt.Errorf("%w (interrupted: the move was rolled back; the tenant serves from the %s)", err, d.From)
 				}
 			}
 		}
@@ -180,23 +194,24 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 	if job.Phase == moveFlipped {
 		return p.finishMove(ctx, tenantID, d, res, start, phase)
 	}
-	src, dst, err := p.moveTargets(ctx, tenantID, d)
+	src, dst, release, err := p.moveTargets(ctx, tenantID, d)
 	if err != nil {
 		return MoveResult{}, wrap("move", err)
 	}
+	defer release()
 	if job.Phase == movePreparing {
 		if err := p.hook(ctx, StepMoveStarted, tenantID); err != nil {
 			return MoveResult{}, wrap("move", hookErr(err))
 		}
 		phase("copying")
 		// Both copies at the latest version, the destination empty of the tenant.
-		if d.Version, err = p.sameVersion(ctx, m, tenantID, d); err != nil {
+		if d.Version, err = p.sameVersion(ctx, tenantID, d); err != nil {
 			return MoveResult{}, wrap("move", err)
 		}
-		if err := p.cleanLocation(ctx, tenantID, d.To); err != nil {
+		if err := p.cleanLocation(ctx, d.To); err != nil {
 			return MoveResult{}, wrap("move", err)
 		}
-		if _, err := p.prepareLocation(ctx, m, d.To); err != nil {
+		if _, err := p.prepareLocation(ctx, d.To); err != nil {
 			return MoveResult{}, wrap("move", err)
 		}
 		if err := p.setCapture(ctx, src, true, false); err != nil {
@@ -279,14 +294,14 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 	}
 	// The flip, under the tenant's lock: it waits for the requests in flight (reads; writes are
 	// refused), and requests that come later find the new location.
-	err = p.withTenantLock(ctx, tenantID, func(conn *pgxpool.Conn) error {
+	err = p.withTenantLock(ctx, tenantID, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			cur, err := registry.GetForUpdate(ctx, tx, tenantID)
 			if err != nil {
 				return err
 			}
-			if registry.HomeOf(cur) != d.From {
-				return fmt.Errorf("tenant %q is no longer in %s: %w", tenantID, d.From.SchemaName, registry.ErrConflict)
+			if cur.Location() != d.From {
+				return fmt.Errorf("tenant %q is no longer in the %s: %w", tenantID, d.From, registry.ErrConflict)
 			}
 			if _, err := registry.SetLocation(ctx, tx, tenantID, d.To, d.Version); err != nil {
 				return err
@@ -319,7 +334,7 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 // and ends the job.
 func (p *Provisioner) finishMove(ctx context.Context, tenantID string, d moveDetail, res MoveResult, start time.Time,
 	phase func(string)) (MoveResult, error) {
-	if err := p.cleanLocation(ctx, tenantID, d.From); err != nil {
+	if err := p.cleanLocation(ctx, d.From); err != nil {
 		return MoveResult{}, wrap("move", err)
 	}
 	if err := p.hook(ctx, StepMoveFinished, tenantID); err != nil {
@@ -371,15 +386,19 @@ func (p *Provisioner) AbortMove(ctx context.Context, tenantID string) error {
 }
 
 func (p *Provisioner) rollbackMove(ctx context.Context, tenantID string, d moveDetail) error {
-	src, _, err := p.moveTargets(ctx, tenantID, d)
+	// Only the source is needed: a destination that cannot be reached is cleaned by a later
+	// move (which cleans its destination first) or by the tenant's delete.
+	pool, release, err := p.poolFor(ctx, d.From)
 	if err != nil {
 		return err
 	}
+	defer release()
+	src := archive.Target{Pool: pool, Role: p.cfg.OwnerRole, Schema: d.From.Schema, OwnerID: tenantID}
 	// Writes first: the source serves on, without capture.
 	if err := p.setCapture(ctx, src, false, false); err != nil {
 		return err
 	}
-	if err := p.cleanLocation(ctx, tenantID, d.To); err != nil {
+	if err := p.cleanLocation(ctx, d.To); err != nil {
 		return err
 	}
 	return p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
@@ -390,42 +409,34 @@ func (p *Provisioner) rollbackMove(ctx context.Context, tenantID string, d moveD
 	})
 }
 
-// moveTargets are the source and destination scopes of a move, as the owner role.
-func (p *Provisioner) moveTargets(ctx context.Context, tenantID string, d moveDetail) (archive.Target, archive.Target, error) {
-	srcPool, err := p.poolFor(ctx, d.From)
+// moveTargets are the source and destination scopes of a move, as the owner role; release gives
+// their pools back.
+func (p *Provisioner) moveTargets(ctx context.Context, tenantID string, d moveDetail) (src, dst archive.Target, release func(), err error) {
+	srcPool, releaseSrc, err := p.poolFor(ctx, d.From)
 	if err != nil {
-		return archive.Target{}, archive.Target{}, err
+		return archive.Target{}, archive.Target{}, nil, err
 	}
-	dstPool, err := p.poolFor(ctx, d.To)
+	dstPool, releaseDst, err := p.poolFor(ctx, d.To)
 	if err != nil {
-		return archive.Target{}, archive.Target{}, err
+		releaseSrc()
+		return archive.Target{}, archive.Target{}, nil, err
 	}
-	return archive.Target{Pool: srcPool, Role: p.cfg.OwnerRole, Schema: d.From.SchemaName, OwnerID: tenantID},
-		archive.Target{Pool: dstPool, Role: p.cfg.OwnerRole, Schema: d.To.SchemaName, OwnerID: tenantID}, nil
+	return archive.Target{Pool: srcPool, Role: p.cfg.OwnerRole, Schema: d.From.Schema, OwnerID: tenantID},
+		archive.Target{Pool: dstPool, Role: p.cfg.OwnerRole, Schema: d.To.Schema, OwnerID: tenantID},
+		func() { releaseDst(); releaseSrc() }, nil
 }
 
 // sameVersion brings the source's tables to the latest migration (the destination is created at
 // it) and returns that version.
-func (p *Provisioner) sameVersion(ctx context.Context, m *schema.Migrator, tenantID string, d moveDetail) (int64, error) {
-	var v int64
-	var err error
-	switch d.From.Tier {
-	case registry.TierSchema:
-		pool, perr := p.poolFor(ctx, d.From)
-		if perr != nil {
-			return 0, perr
-		}
-		v, err = p.migrateSchema(ctx, pool, m, d.From.SchemaName)
-		if err == nil {
-			err = registry.SetMigrationVersion(ctx, p.pool, tenantID, v)
-		}
-	case registry.TierShared:
-		v, err = p.sharedSchemaVersion(ctx, m)
-	default:
-		err = ErrTierNotSupported
-	}
+func (p *Provisioner) sameVersion(ctx context.Context, tenantID string, d moveDetail) (int64, error) {
+	v, err := p.migrateLocation(ctx, d.From)
 	if err != nil {
 		return 0, err
+	}
+	if ownsSchema(d.From) {
+		if err := registry.SetMigrationVersion(ctx, p.pool, tenantID, v); err != nil {
+			return 0, err
+		}
 	}
 	latest, err := schema.Latest(schema.TenantSet)
 	if err != nil {
@@ -435,13 +446,6 @@ func (p *Provisioner) sameVersion(ctx context.Context, m *schema.Migrator, tenan
 		return 0, fmt.Errorf("tenant %q's tables are at migration %d, not %d: run `provisioner migrate` first", tenantID, v, latest)
 	}
 	return v, nil
-}
-
-// cleanLocation removes everything of a tenant at a location: its rows (shared tier, change
-// capture and log included) or its schema.
-func (p *Provisioner) cleanLocation(ctx context.Context, tenantID string, loc registry.Home) error {
-	return p.dropData(ctx, p.pool, registry.Tenant{ID: tenantID, Tier: loc.Tier, SchemaName: loc.SchemaName,
-		DatabaseName: loc.DatabaseName, PlacementID: loc.PlacementID})
 }
 
 // setCapture turns change capture of a tenant on (logging its writes; paused refuses them) or
@@ -469,7 +473,7 @@ func (p *Provisioner) setCapture(ctx context.Context, t archive.Target, on, paus
 // tenant's advisory lock exclusively, which every router transaction holds shared, and lets it
 // go. Requests that start meanwhile wait behind it for that instant.
 func (p *Provisioner) barrier(ctx context.Context, tenantID string) error {
-	return p.withTenantLock(ctx, tenantID, func(*pgxpool.Conn) error { return nil })
+	return p.withTenantLock(ctx, tenantID, func(context.Context, *pgxpool.Conn) error { return nil })
 }
 
 // catchUpRound applies one round of logged changes from src to dst and deletes them from the log.

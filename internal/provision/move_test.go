@@ -55,7 +55,7 @@ func TestMoveBetweenTiers(t *testing.T) {
 	_, err = e.prov.MoveTenant(ctx, "mover", provision.MoveParams{Tier: registry.TierShared})
 	var fe *registry.FieldError
 	require.ErrorAs(t, err, &fe, "already there")
-	require.Contains(t, fe.Message, "already in tier shared")
+	require.Contains(t, fe.Message, "already in the shared tier")
 	_, err = e.prov.SuspendTenant(ctx, "mover")
 	require.NoError(t, err)
 	_, err = e.prov.MoveTenant(ctx, "mover", provision.MoveParams{Tier: registry.TierSchema})

@@ -140,13 +140,18 @@ func (p *Provisioner) ResumeMove(ctx context.Context, tenantID string) (MoveResu
 	if err := json.Unmarshal(job.Detail, &d); err != nil {
 		return MoveResult{}, err
 	}
-	return p.MoveTenant(ctx, tenantID, MoveParams{Tier: d.To.Tier, Placement: d.To.PlacementID})
+	return p.MoveTenant(ctx, tenantID, MoveParams{Tier: d.To.Tier, Placement: d.To.Placement})
 }
 
 // chunkCount counts a tenant's chunks through its own scope.
 func (p *Provisioner) chunkCount(ctx context.Context, t registry.Tenant) (int64, error) {
 	var n int64
-	err := p.inTx(ctx, p.pool, true, func(tx pgx.Tx) error {
+	pool, release, err := p.poolFor(ctx, t.Location())
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	err = p.inTx(ctx, pool, true, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
 			return err
 		}

@@ -8,13 +8,14 @@ import (
 	"log/slog"
 	"regexp"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/limit"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
@@ -30,13 +31,10 @@ const (
 // ErrNotInitialized means `provisioner init` has not run against this database.
 var ErrNotInitialized = errors.New("deployment not initialised: run `provisioner init`")
 
-// ErrTierNotSupported is returned for the database tier, which the registry models but the
-// provisioner cannot create yet.
-var ErrTierNotSupported = errors.New("the database tier is not provisioned yet; use shared or schema")
-
 // Step names, passed to Config.Hook before each step of a tenant operation.
 const (
 	StepCreateRegistered = "create:registered" // registry row in status provisioning committed
+	StepCreateDatabase   = "create:database"   // tenant database created (database tier), before its extension and schema
 	StepCreateSchema     = "create:schema"     // schema created, before its migrations
 	StepCreateMigrated   = "create:migrated"   // migrations applied, before activation
 	StepDeleteMarked     = "delete:marked"     // status deleting committed, before data is dropped
@@ -68,6 +66,11 @@ type Config struct {
 	// Hook, when set, runs before each named step (the Step* constants) of a tenant operation; an
 	// error stops the operation there, exactly as a crash at that point would. For tests.
 	Hook func(ctx context.Context, step, tenantID string) error
+	// Credentials are the provisioner's credentials on placements other than local (see
+	// package placement); local uses Pool's.
+	Credentials placement.Credentials
+	// ConnectTimeout bounds each connection attempt to another placement. Default 5s.
+	ConnectTimeout time.Duration
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -104,24 +107,41 @@ func (c Config) validate() error {
 
 // Provisioner is the control plane.
 type Provisioner struct {
-	cfg  Config
-	pool *pgxpool.Pool
+	cfg   Config
+	pool  *pgxpool.Pool
+	pools *placement.Pools
 
 	mu       sync.Mutex
 	settings *registry.Settings
 	migrator *schema.Migrator
-	// sharedVersion caches the shared schema's migration version, read once per process.
-	sharedVersion atomic.Int64
+	// sharedVersions caches each placement's shared schema migration version, read once per
+	// process and refreshed by Migrate.
+	sharedVersions map[string]int64
 }
 
-// New returns a Provisioner.
+// New returns a Provisioner. It connects to other placements only when it needs them; Close
+// releases those connections.
 func New(cfg Config) (*Provisioner, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Provisioner{cfg: cfg, pool: cfg.Pool}, nil
+	pools, err := placement.New(placement.Config{
+		Control:        cfg.Pool,
+		Login:          placement.LoginProvisioner,
+		Credentials:    cfg.Credentials,
+		MaxPools:       64,
+		ConnectTimeout: cfg.ConnectTimeout,
+		Logger:         cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Provisioner{cfg: cfg, pool: cfg.Pool, pools: pools, sharedVersions: map[string]int64{}}, nil
 }
+
+// Close releases the connections to other placements (not Config.Pool, which is the caller's).
+func (p *Provisioner) Close() { p.pools.Close() }
 
 // ready loads the deployment settings and builds the migrator, once.
 func (p *Provisioner) ready(ctx context.Context) (*schema.Migrator, registry.Settings, error) {
@@ -158,11 +178,12 @@ func (p *Provisioner) hook(ctx context.Context, step, tenantID string) error {
 }
 
 // withTenantLock runs fn on one pooled connection that holds the session advisory lock of
-// tenantID (registry.LockID) exclusively; fn does all its database work on that connection, so
-// waiters (which each hold a connection while PostgreSQL queues them) never starve the holder.
+// tenantID (registry.LockID) exclusively; fn does all its work on the control database on that
+// connection (and the ctx it gets sends placement lookups through it too), so waiters (which each
+// hold a connection while PostgreSQL queues them) never starve the holder.
 // Router transactions hold the same lock shared: taking it waits for the tenant's requests in
 // flight, and requests that start meanwhile queue behind it.
-func (p *Provisioner) withTenantLock(ctx context.Context, tenantID string, fn func(conn *pgxpool.Conn) error) error {
+func (p *Provisioner) withTenantLock(ctx context.Context, tenantID string, fn func(ctx context.Context, conn *pgxpool.Conn) error) error {
 	id := registry.LockID(tenantID)
 	conn, err := p.pool.Acquire(ctx)
 	if err != nil {
@@ -181,7 +202,8 @@ func (p *Provisioner) withTenantLock(ctx context.Context, tenantID string, fn fu
 		}
 		conn.Release()
 	}()
-	return fn(conn)
+	// Placement lookups made meanwhile read through conn too.
+	return fn(placement.WithRegistry(ctx, conn), conn)
 }
 
 // beginner is a pool or a connection.

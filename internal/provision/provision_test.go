@@ -210,8 +210,9 @@ func TestInvalidInputIsRejectedAndWritesNothing(t *testing.T) {
 		{"unicode", provision.TenantCreateParams{ID: "café", Tier: registry.TierSchema}, "tenant_id"},
 		{"unknown tier", provision.TenantCreateParams{ID: "ok", Tier: "gold"}, "tier"},
 		{"empty tier", provision.TenantCreateParams{ID: "ok", Tier: ""}, "tier"},
-		{"database tier", provision.TenantCreateParams{ID: "ok", Tier: registry.TierDatabase}, "tier"},
-		{"placement outside database tier", provision.TenantCreateParams{ID: "ok", Tier: registry.TierSchema, Placement: "local"}, "placement"},
+		{"placement not a name", provision.TenantCreateParams{ID: "ok", Tier: registry.TierSchema, Placement: "Bad Name"}, "placement"},
+		{"placement with a quote", provision.TenantCreateParams{ID: "ok", Tier: registry.TierDatabase, Placement: "x'y"}, "placement"},
+		{"unknown placement", provision.TenantCreateParams{ID: "ok", Tier: registry.TierDatabase, Placement: "nowhere"}, "placement"},
 	} {
 		_, err := e.prov.CreateTenant(ctx, tc.given)
 		var fe *registry.FieldError

@@ -99,12 +99,13 @@ func defaultQuota(l limit.Limits) limit.Limits {
 }
 
 // checkLoadedQuota checks what a restore loaded for tenant id at loc against its quota.
-func (p *Provisioner) checkLoadedQuota(ctx context.Context, loc registry.Home, id string, q memory.Quota) error {
-	pool, err := p.poolFor(ctx, loc)
+func (p *Provisioner) checkLoadedQuota(ctx context.Context, loc registry.Location, id string, q memory.Quota) error {
+	pool, release, err := p.poolFor(ctx, loc)
 	if err != nil {
 		return err
 	}
-	u, err := loadedUsage(ctx, archive.Target{Pool: pool, Role: p.cfg.OwnerRole, Schema: loc.SchemaName, OwnerID: id})
+	defer release()
+	u, err := loadedUsage(ctx, archive.Target{Pool: pool, Role: p.cfg.OwnerRole, Schema: loc.Schema, OwnerID: id})
 	if err != nil {
 		return err
 	}

@@ -84,10 +84,10 @@ type archiveIdentity struct {
 
 // restoreDetail is the detail of a restore job.
 type restoreDetail struct {
-	Archive  archiveIdentity `json:"archive"`
-	Target   registry.Home   `json:"target"`
-	Staging  string          `json:"staging,omitempty"`
-	Previous registry.Home   `json:"previous,omitzero"`
+	Archive  archiveIdentity   `json:"archive"`
+	Target   registry.Location `json:"target"`
+	Staging  string            `json:"staging,omitempty"`
+	Previous registry.Location `json:"previous,omitzero"`
 }
 
 // ErrArchive wraps every reason an archive cannot be restored here (besides the archive
@@ -153,7 +153,7 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 			return RestoreResult{}, fmt.Errorf("provision: restore: %w: manifest tier: %s", archive.ErrCorrupt, err.Error())
 		}
 	}
-	target, err := p.targetLocation(id, tier, params.Placement)
+	target, err := p.targetLocation(ctx, id, tier, params.Placement, man.Placement)
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -183,7 +183,7 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 		job      registry.Job
 		replace  bool
 	)
-	err = p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
+	err = p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			var err error
 			existing, err = registry.GetForUpdate(ctx, tx, id)
@@ -265,29 +265,6 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	return p.restoreFresh(ctx, ar, man, id, target, res, start, quota, params.Progress)
 }
 
-// targetLocation is where a restored or moved tenant's rows go.
-func (p *Provisioner) targetLocation(id string, tier registry.Tier, placement string) (registry.Home, error) {
-	if _, err := registry.ParseTier(string(tier)); err != nil {
-		return registry.Home{}, err
-	}
-	switch tier {
-	case registry.TierShared, registry.TierSchema:
-		if placement != "" && placement != "local" {
-			return registry.Home{}, &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
-		}
-		name := schema.SharedSchema
-		if tier == registry.TierSchema {
-			var err error
-			if name, err = schema.Name(id); err != nil {
-				return registry.Home{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
-			}
-		}
-		return registry.Home{Tier: tier, SchemaName: name, PlacementID: "local"}, nil
-	default:
-		return registry.Home{}, &registry.FieldError{Field: "tier", Message: ErrTierNotSupported.Error()}
-	}
-}
-
 // stagingSchema is the schema a replacing restore loads into first. It is outside the tenant_
 // namespace, owned by the owner role and never granted to the router.
 func stagingSchema(id string) string {
@@ -296,12 +273,15 @@ func stagingSchema(id string) string {
 }
 
 func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string,
-	target registry.Home, res RestoreResult, start time.Time, quota memory.Quota, progress func(archive.Progress)) (RestoreResult, error) {
+	target registry.Location, res RestoreResult, start time.Time, quota memory.Quota, progress func(archive.Progress)) (RestoreResult, error) {
 	detail, _ := json.Marshal(restoreDetail{Archive: res.From, Target: target})
-	err := p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
+	err := p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			if err := p.admit(ctx, tx, target.Placement, target.Tier); err != nil {
+				return err
+			}
 			if _, err := registry.Insert(ctx, tx, registry.TenantInsertParams{
-				ID: id, Tier: target.Tier, SchemaName: target.SchemaName, DatabaseName: target.DatabaseName, PlacementID: target.PlacementID,
+				ID: id, Tier: target.Tier, SchemaName: target.Schema, DatabaseName: target.Database, PlacementID: target.Placement,
 				TextSearchConfig: textConfigOf(man),
 			}); err != nil {
 				return err
@@ -310,7 +290,7 @@ func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man 
 				return err
 			}
 			return registry.Audit(ctx, tx, id, "restore_started", p.cfg.Actor, map[string]any{
-				"tier": target.Tier, "schema": target.SchemaName, "archive_tenant": man.TenantID,
+				"tier": target.Tier, "schema": target.Schema, "database": target.Database, "placement": target.Placement, "archive_tenant": man.TenantID,
 				"archive_created_at": man.CreatedAt, "migration_version": man.MigrationVersion,
 			})
 		})
@@ -353,29 +333,21 @@ func (p *Provisioner) restoreFresh(ctx context.Context, ar *archive.Reader, man 
 
 // loadInto loads the archive's rows into a location under owner id, at the archive's version
 // (in a staging schema when the location's tables are at another one), migrates them to the
-// latest version, grants the router (schema tier) and verifies the counts. It returns the
+// latest version, grants the router (a schema of its own) and verifies the counts. It returns the
 // tables' version.
-func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string, loc registry.Home,
+func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man archive.Manifest, id string, loc registry.Location,
 	newIDs bool, progress func(archive.Progress)) (int64, map[string]int64, error) {
-	m, _, err := p.ready(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	pool, err := p.poolFor(ctx, loc)
-	if err != nil {
-		return 0, nil, err
-	}
-	tgt := archive.Target{Pool: pool, Role: p.cfg.OwnerRole, Schema: loc.SchemaName, OwnerID: id}
-	switch loc.Tier {
-	case registry.TierSchema:
-		if err := p.ensureSchema(ctx, pool, loc.SchemaName); err != nil {
+	if ownsSchema(loc) {
+		// A schema (or database) of its own: made at the archive's version, loaded, indexed,
+		// migrated up.
+		_, pool, release, err := p.makeLocationAt(ctx, loc, man.MigrationVersion)
+		if err != nil {
 			return 0, nil, err
 		}
-		if _, err := m.UpTo(ctx, schema.TenantSet, loc.SchemaName, man.MigrationVersion); err != nil {
-			return 0, nil, err
-		}
+		defer release()
+		tgt := archive.Target{Pool: pool, Role: p.cfg.OwnerRole, Schema: loc.Schema, OwnerID: id}
 		var res archive.LoadResult
-		err = p.withoutIndexes(ctx, pool, loc.SchemaName, func() error {
+		err = p.withoutIndexes(ctx, pool, loc.Schema, func() error {
 			var err error
 			res, err = archive.Load(ctx, ar, archive.LoadParams{Target: tgt, RemapIDs: newIDs, Progress: progress})
 			return err
@@ -386,7 +358,7 @@ func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man arch
 		if err := p.hook(ctx, StepRestoreLoaded, id); err != nil {
 			return 0, nil, hookErr(err)
 		}
-		version, err := p.migrateSchema(ctx, pool, m, loc.SchemaName)
+		version, err := p.migrateLocation(ctx, loc)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -394,38 +366,49 @@ func (p *Provisioner) loadInto(ctx context.Context, ar *archive.Reader, man arch
 			return 0, nil, err
 		}
 		return version, res.Rows, nil
-	case registry.TierShared:
-		version, err := p.sharedSchemaVersion(ctx, m)
+	}
+	version, err := p.migrateLocation(ctx, loc)
+	if err != nil {
+		return 0, nil, err
+	}
+	if version == man.MigrationVersion {
+		pool, release, err := p.poolFor(ctx, loc)
 		if err != nil {
 			return 0, nil, err
 		}
-		if version == man.MigrationVersion {
-			res, err := archive.Load(ctx, ar, archive.LoadParams{Target: tgt, RemapIDs: newIDs, Progress: progress})
-			if err != nil {
-				return 0, nil, err
-			}
-			if err := p.hook(ctx, StepRestoreLoaded, id); err != nil {
-				return 0, nil, hookErr(err)
-			}
-			return version, res.Rows, archive.Verify(ctx, tgt, man, true, newIDs)
-		}
-		// Older tables: load them as they were into a staging schema, migrate it, copy.
-		staging := stagingSchema(id + "/shared")
-		defer func() {
-			if err := p.dropStaging(context.WithoutCancel(ctx), staging); err != nil {
-				p.cfg.Logger.ErrorContext(ctx, "dropping a staging schema", "schema", staging, "error", err.Error())
-			}
-		}()
-		if err := p.stage(ctx, ar, man, id, staging, newIDs, progress); err != nil {
+		defer release()
+		tgt := archive.Target{Pool: pool, Role: p.cfg.OwnerRole, Schema: loc.Schema, OwnerID: id}
+		res, err := archive.Load(ctx, ar, archive.LoadParams{Target: tgt, RemapIDs: newIDs, Progress: progress})
+		if err != nil {
 			return 0, nil, err
 		}
 		if err := p.hook(ctx, StepRestoreLoaded, id); err != nil {
 			return 0, nil, hookErr(err)
 		}
-		rows, err := p.copyLocation(ctx, id, registry.Home{Tier: registry.TierSchema, SchemaName: staging, PlacementID: "local"}, loc, man, nil)
-		return version, rows, err
+		return version, res.Rows, archive.Verify(ctx, tgt, man, true, newIDs)
 	}
-	return 0, nil, ErrTierNotSupported
+	// A shared schema at another version: load the rows as they were into a staging schema,
+	// migrate it, copy.
+	staging := stagingSchema(id + "/shared")
+	defer func() {
+		if err := p.dropStaging(context.WithoutCancel(ctx), staging); err != nil {
+			p.cfg.Logger.ErrorContext(ctx, "dropping a staging schema", "schema", staging, "error", err.Error())
+		}
+	}()
+	if err := p.stage(ctx, ar, man, id, staging, newIDs, progress); err != nil {
+		return 0, nil, err
+	}
+	if err := p.hook(ctx, StepRestoreLoaded, id); err != nil {
+		return 0, nil, hookErr(err)
+	}
+	rows, err := p.copyLocation(ctx, id, stagingLocation(id, staging), loc, man, nil)
+	return version, rows, err
+}
+
+// stagingLocation is the location of a staging schema: a schema of its own in the control
+// database (its rows are the tenant's).
+func stagingLocation(id, staging string) registry.Location {
+	return registry.Location{Tier: registry.TierSchema, Placement: registry.LocalPlacement, Schema: staging, OwnerID: id}
 }
 
 // stage loads an archive into a fresh staging schema at its version, migrates it to the latest
@@ -458,36 +441,38 @@ func (p *Provisioner) stage(ctx context.Context, ar *archive.Reader, man archive
 
 // copyLocation copies tenant id's rows from one location to another (both at the latest
 // migration version) and verifies the copy against the source's counts.
-func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to registry.Home, base archive.Manifest,
+func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to registry.Location, base archive.Manifest,
 	progress func(archive.Progress)) (map[string]int64, error) {
-	srcPool, err := p.poolFor(ctx, from)
+	srcPool, releaseSrc, err := p.poolFor(ctx, from)
 	if err != nil {
 		return nil, err
 	}
-	dstPool, err := p.poolFor(ctx, to)
+	defer releaseSrc()
+	dstPool, releaseDst, err := p.poolFor(ctx, to)
 	if err != nil {
 		return nil, err
 	}
-	tgt := archive.Target{Pool: dstPool, Role: p.cfg.OwnerRole, Schema: to.SchemaName, OwnerID: id}
+	defer releaseDst()
+	tgt := archive.Target{Pool: dstPool, Role: p.cfg.OwnerRole, Schema: to.Schema, OwnerID: id}
 	var (
 		srcMan archive.Manifest
 		res    archive.LoadResult
 	)
 	copyRows := func() error {
 		return pgx.BeginTxFunc(ctx, srcPool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-			src := archive.Target{Pool: srcPool, Role: p.cfg.OwnerRole, Schema: from.SchemaName, OwnerID: id}
+			src := archive.Target{Pool: srcPool, Role: p.cfg.OwnerRole, Schema: from.Schema, OwnerID: id}
 			if err := src.Scope(ctx, tx); err != nil {
 				return err
 			}
 			var err error
-			srcMan, res, err = archive.Copy(ctx, tx, archive.ExportParams{Schema: from.SchemaName}, base,
+			srcMan, res, err = archive.Copy(ctx, tx, archive.ExportParams{Schema: from.Schema}, base,
 				archive.LoadParams{Target: tgt, Progress: progress})
 			return err
 		})
 	}
-	if to.Tier == registry.TierSchema {
+	if ownsSchema(to) {
 		// A schema of its own that nobody reads yet (callers create it empty): load, then index.
-		err = p.withoutIndexes(ctx, dstPool, to.SchemaName, copyRows)
+		err = p.withoutIndexes(ctx, dstPool, to.Schema, copyRows)
 	} else {
 		err = copyRows()
 	}
@@ -502,9 +487,9 @@ func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to regi
 
 // activateRestore makes a restored tenant active: its location and version, its keys, the end
 // of its job, the audit event and the notification, in one transaction under the tenant lock.
-func (p *Provisioner) activateRestore(ctx context.Context, id string, loc registry.Home, version int64, man archive.Manifest,
+func (p *Provisioner) activateRestore(ctx context.Context, id string, loc registry.Location, version int64, man archive.Manifest,
 	keys []archive.Key, replaced bool, res *RestoreResult) error {
-	return p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
+	return p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			if _, err := registry.SetLocation(ctx, tx, id, loc, version); err != nil {
 				return err
@@ -567,7 +552,7 @@ func (p *Provisioner) activateRestore(ctx context.Context, id string, loc regist
 // abandonFreshRestore removes what a fresh restore wrote: its rows (or schema), its registry row
 // and its job. It is idempotent.
 func (p *Provisioner) abandonFreshRestore(ctx context.Context, id string, d restoreDetail) error {
-	return p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
+	return p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		t, err := registry.Get(ctx, conn, id)
 		if err == nil && t.Status == registry.StatusProvisioning {
 			if err := p.dropData(ctx, conn, t); err != nil {
@@ -615,9 +600,9 @@ func (p *Provisioner) dropStaging(ctx context.Context, name string) error {
 // restoreReplace loads the archive into a staging schema while the existing tenant serves, then
 // takes the tenant down, puts the rows in place and activates it.
 func (p *Provisioner) restoreReplace(ctx context.Context, ar *archive.Reader, man archive.Manifest, existing registry.Tenant,
-	target registry.Home, res RestoreResult, start time.Time, quota memory.Quota, progress func(archive.Progress)) (RestoreResult, error) {
+	target registry.Location, res RestoreResult, start time.Time, quota memory.Quota, progress func(archive.Progress)) (RestoreResult, error) {
 	id := existing.ID
-	d := restoreDetail{Archive: res.From, Target: target, Staging: stagingSchema(id), Previous: registry.HomeOf(existing)}
+	d := restoreDetail{Archive: res.From, Target: target, Staging: stagingSchema(id), Previous: existing.Location()}
 	detail, _ := json.Marshal(d)
 	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
 		if err := registry.InsertJob(ctx, tx, registry.Job{TenantID: id, Kind: registry.JobRestore, Phase: restoreStaging, Detail: detail}); err != nil {
@@ -632,7 +617,7 @@ func (p *Provisioner) restoreReplace(ctx context.Context, ar *archive.Reader, ma
 	}
 	err = p.stage(ctx, ar, man, id, d.Staging, res.NewIDs, progress)
 	if err == nil {
-		err = p.checkLoadedQuota(ctx, registry.Home{Tier: registry.TierSchema, SchemaName: d.Staging, PlacementID: "local"}, id, quota)
+		err = p.checkLoadedQuota(ctx, stagingLocation(id, d.Staging), id, quota)
 	}
 	if err != nil {
 		if !errors.Is(err, errHook) && ctx.Err() == nil {
@@ -648,7 +633,7 @@ func (p *Provisioner) restoreReplace(ctx context.Context, ar *archive.Reader, ma
 		return RestoreResult{}, wrap("restore", hookErr(err))
 	}
 	// From here the old tenant makes way; a rerun finishes from the staging schema.
-	err = p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
+	err = p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			if _, err := registry.SetStatus(ctx, tx, id, registry.StatusProvisioning); err != nil {
 				return err
@@ -674,26 +659,21 @@ func (p *Provisioner) finishReplace(ctx context.Context, ar *archive.Reader, man
 	if err := p.hook(ctx, StepRestoreInstalling, id); err != nil {
 		return RestoreResult{}, wrap("restore", hookErr(err))
 	}
-	m, _, err := p.ready(ctx)
-	if err != nil {
-		return RestoreResult{}, err
-	}
-	err = p.withTenantLock(ctx, id, func(conn *pgxpool.Conn) error {
+	err := p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		// The old rows, then anything a killed attempt left at the target.
-		old := registry.Tenant{ID: id, Tier: d.Previous.Tier, SchemaName: d.Previous.SchemaName, PlacementID: d.Previous.PlacementID}
-		if err := p.dropData(ctx, conn, old); err != nil {
+		if err := p.dropData(ctx, conn, registry.Tenant{ID: id}.At(d.Previous)); err != nil {
 			return err
 		}
-		return p.dropData(ctx, conn, registry.Tenant{ID: id, Tier: d.Target.Tier, SchemaName: d.Target.SchemaName, PlacementID: d.Target.PlacementID})
+		return p.dropData(ctx, conn, registry.Tenant{ID: id}.At(d.Target))
 	})
 	if err != nil {
 		return RestoreResult{}, wrap("restore", err)
 	}
-	version, err := p.prepareLocation(ctx, m, d.Target)
+	version, err := p.prepareLocation(ctx, d.Target)
 	if err != nil {
 		return RestoreResult{}, wrap("restore", err)
 	}
-	rows, err := p.copyLocation(ctx, id, registry.Home{Tier: registry.TierSchema, SchemaName: d.Staging, PlacementID: "local"}, d.Target, man, nil)
+	rows, err := p.copyLocation(ctx, id, stagingLocation(id, d.Staging), d.Target, man, nil)
 	if err != nil {
 		return RestoreResult{}, wrap("restore", err)
 	}
@@ -742,22 +722,16 @@ func drain(ar *archive.Reader) error {
 }
 
 // prepareLocation makes a location's tables exist at the latest version, empty of the tenant
-// (the caller dropped its rows), with the router's grants; it returns the version.
-func (p *Provisioner) prepareLocation(ctx context.Context, m *schema.Migrator, loc registry.Home) (int64, error) {
-	pool, err := p.poolFor(ctx, loc)
-	if err != nil {
-		return 0, err
-	}
-	switch loc.Tier {
-	case registry.TierSchema:
-		if err := p.ensureSchema(ctx, pool, loc.SchemaName); err != nil {
+// (callers clean it first), and returns that version.
+func (p *Provisioner) prepareLocation(ctx context.Context, loc registry.Location) (int64, error) {
+	if ownsSchema(loc) {
+		_, _, release, err := p.makeLocationAt(ctx, loc, 0)
+		if err != nil {
 			return 0, err
 		}
-		return p.migrateSchema(ctx, pool, m, loc.SchemaName)
-	case registry.TierShared:
-		return p.sharedSchemaVersion(ctx, m)
+		release()
 	}
-	return 0, ErrTierNotSupported
+	return p.migrateLocation(ctx, loc)
 }
 
 // errHook marks a failure injected by Config.Hook: it stands for a crash, so nothing is cleaned.

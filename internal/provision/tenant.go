@@ -5,20 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
 // TenantCreateParams describes a new tenant.
 type TenantCreateParams struct {
-	ID        string
-	Tier      registry.Tier
-	Placement string // database tier only; default "local"
+	ID   string
+	Tier registry.Tier
+	// Placement names the server that will hold the tenant; empty applies the default policy
+	// (registry.ChoosePlacement: the active placement taking the tier with the fewest tenants).
+	Placement string
 	// TextSearchConfig is the tenant's text search configuration, a configuration of
 	// pg_catalog (english, simple for mixed languages, german, ...); empty means english. It is
 	// fixed at creation: it decides how the tenant's chunks are indexed.
@@ -31,73 +35,108 @@ type TenantCreateResult struct {
 	Key    registry.IssuedKey `json:"api_key"`
 }
 
-func validateCreate(p TenantCreateParams) (schemaName string, err error) {
+func validateCreate(p TenantCreateParams) error {
 	if err := schema.ValidateTenantID(p.ID); err != nil {
-		return "", &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+		return &registry.FieldError{Field: "tenant_id", Message: err.Error()}
 	}
 	if _, err := registry.ParseTier(string(p.Tier)); err != nil {
-		return "", err
+		return err
 	}
 	if p.TextSearchConfig != "" && (!memory.ValidTextConfigName(p.TextSearchConfig) || p.TextSearchConfig[0] < 'a') {
-		return "", &registry.FieldError{Field: "text_search_config", Message: "must be the name of a text search configuration, e.g. english or simple"}
+		return &registry.FieldError{Field: "text_search_config", Message: "must be the name of a text search configuration, e.g. english or simple"}
 	}
+	if p.Placement != "" {
+		return registry.ValidatePlacementName(p.Placement)
+	}
+	return nil
+}
+
+// names derives where a new tenant's rows will live inside its placement: the schema, and for the
+// database tier the database.
+func names(s registry.Settings, p TenantCreateParams) (schemaName, databaseName string, err error) {
 	switch p.Tier {
 	case registry.TierShared:
-		if p.Placement != "" {
-			return "", &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
-		}
-		return schema.SharedSchema, nil
+		return schema.SharedSchema, "", nil
 	case registry.TierSchema:
-		if p.Placement != "" {
-			return "", &registry.FieldError{Field: "placement", Message: "only the database tier has a placement"}
-		}
-		return schema.Name(p.ID)
+		n, err := schema.Name(p.ID)
+		return n, "", err
 	default:
-		return "", &registry.FieldError{Field: "tier", Message: ErrTierNotSupported.Error()}
+		n, err := schema.DatabaseName(s.DeploymentID, p.ID)
+		return schema.DatabaseSchema, n, err
 	}
 }
 
-// CreateTenant registers a tenant, creates and migrates its schema (schema tier), activates it and
-// issues its first API key. A tenant is active only once its schema exists and is migrated.
+// CreateTenant registers a tenant on a placement, creates and migrates the place of its rows (a
+// schema, a database, or nothing for the shared tier), activates it and issues its first API key.
+// A tenant is active only once its rows' place exists and is migrated.
 //
 // It is idempotent and crash-safe: if a previous call stopped half-way (status provisioning), this
-// call finishes that job; if the tenant is already active, suspended or being deleted it returns
-// registry.ErrExists. Two concurrent calls for one id serialise on the tenant's advisory lock: one
-// creates, the other gets ErrExists. Invalid input returns a *registry.FieldError and writes nothing.
+// call finishes that job on the placement recorded then; if the tenant is already active,
+// suspended or being deleted it returns registry.ErrExists. Two concurrent calls for one id
+// serialise on the tenant's advisory lock: one creates, the other gets ErrExists. Invalid input
+// returns a *registry.FieldError and writes nothing; so does a new tenant whose placement cannot
+// be reached (placement.ErrUnavailable), or that no placement takes (registry.ErrConflict).
 func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParams) (TenantCreateResult, error) {
-	schemaName, err := validateCreate(params)
+	if err := validateCreate(params); err != nil {
+		return TenantCreateResult{}, err
+	}
+	_, settings, err := p.ready(ctx)
 	if err != nil {
 		return TenantCreateResult{}, err
 	}
-	m, _, err := p.ready(ctx)
+	schemaName, databaseName, err := names(settings, params)
 	if err != nil {
-		return TenantCreateResult{}, err
+		return TenantCreateResult{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
 	}
 	if err := p.checkTextConfig(ctx, params.TextSearchConfig); err != nil {
 		return TenantCreateResult{}, err
 	}
 	var res TenantCreateResult
-	err = p.withTenantLock(ctx, params.ID, func(conn *pgxpool.Conn) error {
+	err = p.withTenantLock(ctx, params.ID, func(ctx context.Context, conn *pgxpool.Conn) error {
+		existing, err := registry.Get(ctx, conn, params.ID)
+		switch {
+		case err == nil && existing.Status == registry.StatusProvisioning && existing.Tier == params.Tier &&
+			(params.Placement == "" || params.Placement == existing.PlacementID):
+		case err == nil:
+			return fmt.Errorf("tenant %q (%s, %s, on %s): %w", params.ID, existing.Tier, existing.Status,
+				existing.PlacementID, registry.ErrExists)
+		case !errors.Is(err, registry.ErrNotFound):
+			return err
+		}
+		target := existing.PlacementID
+		if target == "" {
+			// A new tenant: pick its placement and make sure it answers before anything is written.
+			if target, err = p.pickPlacement(ctx, conn, params); err != nil {
+				return err
+			}
+		}
 		var t registry.Tenant
-		err := p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
-			existing, err := registry.GetForUpdate(ctx, tx, params.ID)
+		err = p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			cur, err := registry.GetForUpdate(ctx, tx, params.ID)
 			switch {
-			case err == nil && existing.Status == registry.StatusProvisioning && existing.Tier == params.Tier:
-				t = existing // resume
+			case err == nil && cur.Status == registry.StatusProvisioning && cur.Tier == params.Tier:
+				t = cur // resume
 				return registry.Audit(ctx, tx, params.ID, "create_resumed", p.cfg.Actor, nil)
 			case err == nil:
-				return fmt.Errorf("tenant %q (%s, %s): %w", params.ID, existing.Tier, existing.Status, registry.ErrExists)
+				return fmt.Errorf("tenant %q (%s, %s): %w", params.ID, cur.Tier, cur.Status, registry.ErrExists)
 			case !errors.Is(err, registry.ErrNotFound):
 				return err
 			}
+			if err := p.admit(ctx, tx, target, params.Tier); err != nil {
+				return err
+			}
 			t, err = registry.Insert(ctx, tx, registry.TenantInsertParams{
-				ID: params.ID, Tier: params.Tier, SchemaName: schemaName, TextSearchConfig: params.TextSearchConfig,
+				ID: params.ID, Tier: params.Tier, SchemaName: schemaName, DatabaseName: databaseName, PlacementID: target,
+				TextSearchConfig: params.TextSearchConfig,
 			})
 			if err != nil {
 				return err
 			}
-			return registry.Audit(ctx, tx, params.ID, "create_started", p.cfg.Actor,
-				map[string]any{"tier": params.Tier, "schema": schemaName})
+			detail := map[string]any{"tier": params.Tier, "schema": schemaName, "placement": target}
+			if databaseName != "" {
+				detail["database"] = databaseName
+			}
+			return registry.Audit(ctx, tx, params.ID, "create_started", p.cfg.Actor, detail)
 		})
 		if err != nil {
 			return err
@@ -105,29 +144,9 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 		if err := p.hook(ctx, StepCreateRegistered, t.ID); err != nil {
 			return err
 		}
-
-		var version int64
-		switch t.Tier {
-		case registry.TierSchema:
-			if err := p.ensureSchema(ctx, conn, t.SchemaName); err != nil {
-				return err
-			}
-			if err := p.hook(ctx, StepCreateSchema, t.ID); err != nil {
-				return err
-			}
-			if version, err = p.migrateSchema(ctx, conn, m, t.SchemaName); err != nil {
-				return err
-			}
-		case registry.TierShared:
-			if version, err = p.sharedSchemaVersion(ctx, m); err != nil {
-				return err
-			}
-			// A request of an earlier tenant with this id that was still in flight when that
-			// tenant was deleted may have committed rows after the delete. They carry this owner
-			// id, so remove them before anyone can hold a key again.
-			if err := p.dropData(ctx, conn, t); err != nil {
-				return err
-			}
+		version, err := p.createLocation(ctx, conn, t)
+		if err != nil {
+			return err
 		}
 		if err := p.hook(ctx, StepCreateMigrated, t.ID); err != nil {
 			return err
@@ -160,7 +179,7 @@ func (p *Provisioner) CreateTenant(ctx context.Context, params TenantCreateParam
 		return TenantCreateResult{}, wrap("create tenant", err)
 	}
 	p.cfg.Logger.InfoContext(ctx, "tenant created", "tenant_id", res.Tenant.ID, "tier", string(res.Tenant.Tier),
-		"schema", res.Tenant.SchemaName)
+		"placement", res.Tenant.PlacementID, "schema", res.Tenant.SchemaName, "database", res.Tenant.DatabaseName)
 	return res, nil
 }
 
@@ -181,21 +200,81 @@ func (p *Provisioner) checkTextConfig(ctx context.Context, name string) error {
 	return nil
 }
 
-// sharedSchemaVersion is the migration version of the shared schema, read once per process and
-// refreshed by Migrate.
-func (p *Provisioner) sharedSchemaVersion(ctx context.Context, m *schema.Migrator) (int64, error) {
-	if v := p.sharedVersion.Load(); v > 0 {
-		return v, nil
+// pickPlacement returns the placement a new tenant goes to (the one asked for, or the default
+// policy's choice) after checking that it takes the tier and that its main database answers.
+func (p *Provisioner) pickPlacement(ctx context.Context, conn registry.DBTX, params TenantCreateParams) (string, error) {
+	var (
+		pl  registry.Placement
+		err error
+	)
+	if params.Placement == "" {
+		pl, err = registry.ChoosePlacement(ctx, conn, params.Tier)
+		if errors.Is(err, registry.ErrNotFound) {
+			return "", fmt.Errorf("no active placement takes new %s-tier tenants (all draining, disabled, full or not taking the tier): %w",
+				params.Tier, registry.ErrNoPlacement)
+		}
+	} else {
+		pl, err = registry.GetPlacement(ctx, conn, params.Placement)
+		if errors.Is(err, registry.ErrNotFound) {
+			return "", &registry.FieldError{Field: "placement", Message: fmt.Sprintf("unknown placement %q", params.Placement)}
+		}
 	}
-	v, err := m.Version(ctx, schema.TenantSet, schema.SharedSchema)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
-	if v == 0 {
-		return 0, fmt.Errorf("the shared schema is not migrated: %w", ErrNotInitialized)
+	if err := admissible(pl, params.Tier); err != nil {
+		return "", err
 	}
-	p.sharedVersion.Store(v)
-	return v, nil
+	key := registry.DatabaseKey{Placement: pl.Name}
+	if !key.IsControl() {
+		pool, release, err := p.pools.Acquire(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		defer release()
+		if err := pool.Ping(ctx); err != nil {
+			return "", fmt.Errorf("placement %q does not answer: %w: %w", pl.Name, placement.ErrUnavailable, err)
+		}
+	}
+	return pl.Name, nil
+}
+
+// admit locks the placement for the registration (shared, or exclusive when it has a capacity
+// hint so that concurrent creates cannot overshoot it) and checks again that it takes the tenant.
+func (p *Provisioner) admit(ctx context.Context, tx pgx.Tx, name string, tier registry.Tier) error {
+	pl, err := registry.GetPlacement(ctx, tx, name)
+	if err == nil {
+		pl, err = registry.LockPlacement(ctx, tx, name, pl.MaxTenants > 0)
+	}
+	if errors.Is(err, registry.ErrNotFound) {
+		return &registry.FieldError{Field: "placement", Message: fmt.Sprintf("unknown placement %q", name)}
+	}
+	if err != nil {
+		return err
+	}
+	return admissible(pl, tier)
+}
+
+// admissible says whether a placement takes a new tenant of a tier.
+func admissible(pl registry.Placement, tier registry.Tier) error {
+	switch {
+	case !pl.Takes(tier):
+		return &registry.FieldError{Field: "tier", Message: fmt.Sprintf("placement %q does not take the %s tier (it takes %s)",
+			pl.Name, tier, joinTiers(pl.Tiers))}
+	case pl.State != registry.PlacementActive:
+		return fmt.Errorf("placement %q is %s and takes no new tenants: %w", pl.Name, pl.State, registry.ErrNoPlacement)
+	case pl.Full():
+		return fmt.Errorf("placement %q is full (%d of %d tenants): %w", pl.Name, pl.Tenants, pl.MaxTenants, registry.ErrNoPlacement)
+	}
+	return nil
+}
+
+func joinTiers(ts []registry.Tier) string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = string(t)
+	}
+	return strings.Join(out, ", ")
 }
 
 // GetTenant returns one registry entry.
@@ -267,7 +346,7 @@ func (p *Provisioner) DeleteTenant(ctx context.Context, tenantID string) error {
 	if err := schema.ValidateTenantID(tenantID); err != nil {
 		return &registry.FieldError{Field: "tenant_id", Message: err.Error()}
 	}
-	err := p.withTenantLock(ctx, tenantID, func(conn *pgxpool.Conn) error {
+	err := p.withTenantLock(ctx, tenantID, func(ctx context.Context, conn *pgxpool.Conn) error {
 		var t registry.Tenant
 		err := p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			var err error
@@ -309,7 +388,7 @@ func (p *Provisioner) DeleteTenant(ctx context.Context, tenantID string) error {
 				return err
 			}
 			if err := registry.Audit(ctx, tx, tenantID, "deleted", p.cfg.Actor,
-				map[string]any{"tier": t.Tier, "schema": t.SchemaName}); err != nil {
+				map[string]any{"tier": t.Tier, "schema": t.SchemaName, "placement": t.PlacementID, "database": t.DatabaseName}); err != nil {
 				return err
 			}
 			return registry.Notify(ctx, tx, registry.Notification{TenantID: tenantID, Event: "deleted"})
@@ -320,41 +399,6 @@ func (p *Provisioner) DeleteTenant(ctx context.Context, tenantID string) error {
 	}
 	p.cfg.Logger.InfoContext(ctx, "tenant deleted", "tenant_id", tenantID)
 	return nil
-}
-
-func (p *Provisioner) dropData(ctx context.Context, db beginner, t registry.Tenant) error {
-	switch t.Tier {
-	case registry.TierSchema:
-		if t.SchemaName == schema.SharedSchema || len(t.SchemaName) <= len(schema.Prefix) || t.SchemaName[:len(schema.Prefix)] != schema.Prefix {
-			return fmt.Errorf("refusing to drop schema %q of tenant %q", t.SchemaName, t.ID)
-		}
-		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`)
-			return err
-		})
-	case registry.TierShared:
-		// Row-level security binds the owner role too (FORCE), so scope the transaction to the
-		// tenant exactly as the router does; chunks go with their documents (ON DELETE CASCADE).
-		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
-				return err
-			}
-			// Change capture first: a move's paused capture would refuse the deletes. Nothing can
-			// write here any more (the tenant is being deleted, or has moved away).
-			tables := []string{schema.ChangeCaptureTable}
-			for _, table := range schema.TenantTablesChildrenFirst() {
-				tables = append(tables, table.Name)
-			}
-			tables = append(tables, schema.ChangeLogTable)
-			for _, table := range tables {
-				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, t.ID); err != nil {
-					return fmt.Errorf("delete from %s: %w", table, err)
-				}
-			}
-			return nil
-		})
-	}
-	return fmt.Errorf("tenant %q: tier %s: %w", t.ID, t.Tier, ErrTierNotSupported)
 }
 
 // IssueKey issues another API key for an active or suspended tenant.
@@ -419,7 +463,7 @@ func wrap(what string, err error) error {
 
 // dropJobCopies removes what a tenant's unfinished move or restore wrote besides its registered
 // location: the other side of a move, a restore's target and staging schema.
-func (p *Provisioner) dropJobCopies(ctx context.Context, db beginner, t registry.Tenant) error {
+func (p *Provisioner) dropJobCopies(ctx context.Context, conn *pgxpool.Conn, t registry.Tenant) error {
 	job, err := registry.GetJob(ctx, p.pool, t.ID, false)
 	if errors.Is(err, registry.ErrNotFound) {
 		return nil
@@ -428,20 +472,19 @@ func (p *Provisioner) dropJobCopies(ctx context.Context, db beginner, t registry
 		return err
 	}
 	var d struct {
-		From    registry.Home `json:"from"`
-		To      registry.Home `json:"to"`
-		Target  registry.Home `json:"target"`
-		Staging string        `json:"staging"`
+		From    registry.Location `json:"from"`
+		To      registry.Location `json:"to"`
+		Target  registry.Location `json:"target"`
+		Staging string            `json:"staging"`
 	}
 	if err := json.Unmarshal(job.Detail, &d); err != nil {
 		return fmt.Errorf("job of tenant %q: %w", t.ID, err)
 	}
-	for _, loc := range []registry.Home{d.From, d.To, d.Target} {
-		if loc.Tier == "" || loc == registry.HomeOf(t) {
+	for _, loc := range []registry.Location{d.From, d.To, d.Target} {
+		if loc.Tier == "" || loc == t.Location() {
 			continue
 		}
-		if err := p.dropData(ctx, db, registry.Tenant{ID: t.ID, Tier: loc.Tier, SchemaName: loc.SchemaName,
-			DatabaseName: loc.DatabaseName, PlacementID: loc.PlacementID}); err != nil {
+		if err := p.dropData(ctx, conn, t.At(loc)); err != nil {
 			return err
 		}
 	}

@@ -26,3 +26,26 @@ func ExampleParseTier() {
 	// schema
 	// tier: unknown tier "gold"; want shared, schema or database
 }
+
+func ExampleTenant_Location() {
+	for _, t := range []registry.Tenant{
+		{ID: "small-co", Tier: registry.TierShared, SchemaName: "tenantmem_shared", PlacementID: "local"},
+		{ID: "acme", Tier: registry.TierSchema, SchemaName: "tenant_acme", PlacementID: "eu-2"},
+		{ID: "big-co", Tier: registry.TierDatabase, SchemaName: "tenantmem_tenant", DatabaseName: "tmdb_big_co_0123456789abcdef", PlacementID: "eu-2"},
+	} {
+		loc := t.Location()
+		fmt.Printf("%s: %s, schema %s, control database: %v\n", t.ID, loc.Key(), loc.Schema, loc.Key().IsControl())
+	}
+	// Output:
+	// small-co: local, schema tenantmem_shared, control database: true
+	// acme: eu-2, schema tenant_acme, control database: false
+	// big-co: eu-2/tmdb_big_co_0123456789abcdef, schema tenantmem_tenant, control database: false
+}
+
+func ExampleValidatePlacementName() {
+	fmt.Println(registry.ValidatePlacementName("eu-2"))
+	fmt.Println(registry.ValidatePlacementName("EU 2"))
+	// Output:
+	// <nil>
+	// placement: "EU 2" is not a placement name: 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit
+}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,36 +99,22 @@ func DeleteJob(ctx context.Context, db DBTX, tenantID string) error {
 	return nil
 }
 
-// Home is where a tenant's rows live, as the registry records it: the columns a move changes
-// (tier, schema, database, placement).
-type Home struct {
-	Tier         Tier   `json:"tier"`
-	SchemaName   string `json:"schema_name"`
-	DatabaseName string `json:"database_name,omitempty"`
-	PlacementID  string `json:"placement"`
-}
-
-// HomeOf returns the tenant's home.
-func HomeOf(t Tenant) Home {
-	return Home{Tier: t.Tier, SchemaName: t.SchemaName, DatabaseName: t.DatabaseName, PlacementID: t.PlacementID}
-}
-
 // SetLocation points a tenant at another location (the flip of a move or a replacing restore)
 // and records the migration version of its tables there. ErrExists when a schema or database
 // name is taken by another tenant.
-func SetLocation(ctx context.Context, db DBTX, tenantID string, loc Home, version int64) (Tenant, error) {
+func SetLocation(ctx context.Context, db DBTX, tenantID string, loc Location, version int64) (Tenant, error) {
 	var dbName *string
-	if loc.DatabaseName != "" {
-		dbName = &loc.DatabaseName
+	if loc.Database != "" {
+		dbName = &loc.Database
 	}
 	t, err := scanTenant(db.QueryRow(ctx, `UPDATE tenantmem_control.tenants SET tier = $2, schema_name = $3,
 			database_name = $4, placement_id = coalesce(nullif($5, ''), 'local'), migration_version = $6, updated_at = now()
-		WHERE tenant_id = $1 RETURNING `+tenantColumns, tenantID, string(loc.Tier), loc.SchemaName, dbName, loc.PlacementID, version))
+		WHERE tenant_id = $1 RETURNING `+tenantColumns, tenantID, string(loc.Tier), loc.Schema, dbName, loc.Placement, version))
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
 			return Tenant{}, fmt.Errorf("registry: tenant %q: schema or database name %q is taken by another tenant: %w",
-				tenantID, loc.SchemaName, ErrExists)
+				tenantID, cmp.Or(loc.Database, loc.Schema), ErrExists)
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return Tenant{}, fmt.Errorf("registry: set location: %w", err)

@@ -25,7 +25,7 @@ type Tier string
 const (
 	TierShared   Tier = "shared"   // one shared schema, rows tagged with owner_id
 	TierSchema   Tier = "schema"   // its own schema tenant_<name> in the main database
-	TierDatabase Tier = "database" // its own database (modelled; not provisioned yet)
+	TierDatabase Tier = "database" // its own database on its placement
 )
 
 // ParseTier returns the tier named s, or an error naming the field "tier".
@@ -60,6 +60,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnauthenticated means an API key is malformed, unknown, revoked or wrong.
 	ErrUnauthenticated = errors.New("invalid API key")
+	// ErrNoPlacement means no placement takes a new tenant (draining, disabled, full): a conflict.
+	ErrNoPlacement = fmt.Errorf("no placement takes the tenant: %w", ErrConflict)
 )
 
 // FieldError is invalid input, naming the field.
@@ -99,11 +101,13 @@ type IssuedKey struct {
 	Key string `json:"api_key"`
 }
 
-// Notification is the payload of a NOTIFY on [Channel].
+// Notification is the payload of a NOTIFY on [Channel]. A tenant's change names the tenant (and
+// the key, for a revocation); a placement's change names the placement and no tenant.
 type Notification struct {
-	TenantID string `json:"tenant_id"`
-	Event    string `json:"event"`
-	KeyID    string `json:"key_id,omitempty"`
+	TenantID  string `json:"tenant_id,omitempty"`
+	Event     string `json:"event"`
+	KeyID     string `json:"key_id,omitempty"`
+	Placement string `json:"placement,omitempty"`
 }
 
 // DBTX is what the registry needs from a connection, pool or transaction.
@@ -208,7 +212,7 @@ func Insert(ctx context.Context, db DBTX, p TenantInsertParams) (Tenant, error) 
 				return Tenant{}, fmt.Errorf("registry: tenant %q: %w", p.ID, ErrExists)
 			case pgErr.Code == pgerrcode.UniqueViolation:
 				return Tenant{}, fmt.Errorf("registry: tenant %q: schema or database name %q is taken by another tenant: %w", p.ID, p.SchemaName, ErrExists)
-			case pgErr.Code == pgerrcode.ForeignKeyViolation:
+			case pgErr.Code == pgerrcode.ForeignKeyViolation && pgErr.ConstraintName == "tenants_placement_id_fkey":
 				return Tenant{}, &FieldError{Field: "placement", Message: fmt.Sprintf("unknown placement %q", p.PlacementID)}
 			}
 		}
@@ -236,10 +240,11 @@ func SetMigrationVersion(ctx context.Context, db DBTX, tenantID string, version 
 	return nil
 }
 
-// SetSharedMigrationVersion records the version of the shared schema on every shared-tier tenant.
-func SetSharedMigrationVersion(ctx context.Context, db DBTX, version int64) error {
+// SetSharedMigrationVersion records the version of a placement's shared schema on every
+// shared-tier tenant of that placement.
+func SetSharedMigrationVersion(ctx context.Context, db DBTX, placement string, version int64) error {
 	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = $1, updated_at = now()
-		WHERE tier = 'shared' AND migration_version <> $1`, version); err != nil {
+		WHERE tier = 'shared' AND placement_id = $2 AND migration_version <> $1`, version, placement); err != nil {
 		return fmt.Errorf("registry: set shared migration version: %w", err)
 	}
 	return nil
@@ -549,13 +554,16 @@ type Settings struct {
 	EmbeddingDimension int
 	OwnerRole          string
 	RouterRole         string
+	// DeploymentID is a random id of the deployment (control migration 4), hashed into the names
+	// of database-tier databases so two deployments sharing a server never collide.
+	DeploymentID string
 }
 
 // GetSettings reads the settings, or ErrNotFound before init.
 func GetSettings(ctx context.Context, db DBTX) (Settings, error) {
 	var s Settings
-	err := db.QueryRow(ctx, `SELECT embedding_dimension, owner_role, router_role FROM tenantmem_control.settings`).
-		Scan(&s.EmbeddingDimension, &s.OwnerRole, &s.RouterRole)
+	err := db.QueryRow(ctx, `SELECT embedding_dimension, owner_role, router_role, deployment_id FROM tenantmem_control.settings`).
+		Scan(&s.EmbeddingDimension, &s.OwnerRole, &s.RouterRole, &s.DeploymentID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Settings{}, ErrNotFound
 	}

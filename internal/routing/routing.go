@@ -17,6 +17,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/dberr"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -32,13 +33,18 @@ var (
 type Handle struct {
 	TenantID string
 	Tier     registry.Tier
+	// Location is where the tenant's rows live (registry.Tenant.Location).
+	Location registry.Location
 	// Schema holds the tenant's tables (tenantmem_shared for the shared tier).
 	Schema string
 	// OwnerID is the value of owner_id on every row of the tenant.
 	OwnerID string
 	Status  registry.Status
-	// Pool is the pool of the database that holds the tenant's tables, as the router role.
-	Pool *pgxpool.Pool
+	// Pool hands out connections to the database that holds the tenant's tables, as the router
+	// role: the control pool, or a placement's database (placement.Pools.DB).
+	Pool memory.Pool
+	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
+	fencePool memory.Pool
 	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
 	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
@@ -46,8 +52,6 @@ type Handle struct {
 	CreatedAt time.Time
 	// Limits are the tenant's overrides of the router's default limits (nil fields: defaults).
 	Limits registry.TenantLimits
-	// Home is where the tenant's rows are, as the registry says; a move changes it.
-	Home registry.Home
 	// gates and acquireWait bound the wait of the tenant's transactions for a connection.
 	gates       []*limit.Gate
 	acquireWait time.Duration
@@ -98,8 +102,9 @@ func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Sco
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		AcquireWait: h.acquireWait, Gates: h.gates,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args:   []any{h.TenantID, h.CreatedAt, keyID, string(h.Home.Tier), h.Home.SchemaName, h.Home.DatabaseName, h.Home.PlacementID},
-			Refuse: refuse,
+			Args: []any{h.TenantID, h.CreatedAt, keyID, string(h.Location.Tier), h.Location.Schema, h.Location.Database,
+				h.Location.Placement},
+			Refuse: refuse, Pool: h.fencePool,
 			Refresh: func(ctx context.Context) (memory.Scope, error) {
 				n, err := h.resolver.moved(ctx, h)
 				if err != nil {
@@ -126,8 +131,11 @@ type keyEntry struct {
 // Config configures a [Resolver].
 type Config struct {
 	// Pool connects to the main database as the router role; it reads the registry and serves
-	// the shared and schema tiers.
+	// the tenants of the local placement's main database.
 	Pool *pgxpool.Pool
+	// Pools serves every other location (other placements, tenant databases). When nil, tenants
+	// outside the control database are unavailable (503).
+	Pools *placement.Pools
 	// Handles is the capacity of the tenant handle LRU. Default 10,000.
 	Handles int
 	// Keys is the capacity of the API key LRU. Default 10,000.
@@ -262,9 +270,6 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	t := p.Tenant
 	h := r.HandleFor(t)
 	h.Limits, h.loadedAt = p.Limits, now
-	if t.Tier == registry.TierDatabase {
-		return nil, fmt.Errorf("routing: tenant %q: database tier: %w", t.ID, ErrUnavailable)
-	}
 	// Cache only while listening, and if no eviction or purge happened while we were reading:
 	// what we read may predate the change that was announced.
 	r.mu.Lock()
@@ -279,10 +284,15 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 // HandleFor returns a handle of a registry entry (uncached), e.g. for the embedding worker's
 // sweep of active tenants: its Scope is fenced like a request's.
 func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
-	h := &Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.cfg.Pool, CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Home: registry.HomeOf(t),
+	loc := t.Location()
+	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
+		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig,
 		acquireWait: r.cfg.AcquireWait, loadedAt: time.Now(), resolver: r}
-	if g := r.cfg.Gates[t.Tier]; g != nil {
+	if !loc.Key().IsControl() {
+		// Elsewhere than the control database: no share of the control pool to take, but the
+		// fence's transaction runs there (and the placement pools' connection budget bounds the rest).
+		h.fencePool = r.cfg.Pool
+	} else if g := r.cfg.Gates[t.Tier]; g != nil {
 		h.gates = []*limit.Gate{g}
 	}
 	return h
@@ -303,8 +313,7 @@ func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || registry.HomeOf(t) == h.Home ||
-		t.Tier == registry.TierDatabase {
+	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || t.Location() == h.Location {
 		return nil, errNotMoved
 	}
 	n := r.HandleFor(t)
@@ -319,6 +328,25 @@ func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
 	return n, nil
 }
 
+// PoolFor returns what hands out connections to a location's database, as the router role: the
+// control pool for the control database, else the placement's database from Config.Pools.
+func (r *Resolver) PoolFor(loc registry.Location) memory.Pool {
+	if loc.Key().IsControl() {
+		return r.cfg.Pool
+	}
+	if r.cfg.Pools == nil {
+		return unservedPool{key: loc.Key()}
+	}
+	return r.cfg.Pools.DB(loc.Key())
+}
+
+// unservedPool is a location this resolver has no pools for.
+type unservedPool struct{ key registry.DatabaseKey }
+
+func (u unservedPool) Acquire(context.Context) (*pgxpool.Conn, error) {
+	return nil, fmt.Errorf("routing: %s: no placement pools configured: %w", u.key, placement.ErrUnavailable)
+}
+
 // SetCaching turns the caches on (LISTEN is in place: changes will be announced) or off (no
 // LISTEN: every request reads the registry). Either way it purges them, since notifications may
 // have been missed. A new Resolver does not cache until the first SetCaching(true).
@@ -330,6 +358,10 @@ func (r *Resolver) SetCaching(on bool) {
 	r.purges.Add(1)
 	r.handles.Purge()
 	r.keys.Purge()
+	if r.cfg.Pools != nil {
+		// Placement rows are cached for a TTL of their own; they may have changed unannounced.
+		r.cfg.Pools.InvalidateAll()
+	}
 }
 
 // Caching reports whether the caches are in use (a LISTEN is in place).
@@ -384,6 +416,9 @@ func (r *Resolver) Purge() {
 	r.purges.Add(1)
 	r.handles.Purge()
 	r.keys.Purge()
+	if r.cfg.Pools != nil {
+		r.cfg.Pools.InvalidateAll()
+	}
 }
 
 // Len returns the number of cached handles and keys.
@@ -405,5 +440,8 @@ func (r *Resolver) Apply(n registry.Notification) {
 	}
 	if n.TenantID != "" {
 		r.EvictTenant(n.TenantID)
+	}
+	if n.Placement != "" && r.cfg.Pools != nil {
+		r.cfg.Pools.Invalidate(n.Placement)
 	}
 }

@@ -2,6 +2,7 @@ package routing_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,8 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -297,6 +300,77 @@ func TestFenceOrdersRequestsAndDeletes(t *testing.T) {
 	_, err = e.prov.SuspendTenant(ctx, "g")
 	require.NoError(t, err)
 	err = hg.Scope(0).InTx(ctx, func(pgx.Tx) error { t.Fatal("ran for a suspended tenant"); return nil })
+	require.ErrorIs(t, err, memory.ErrFenced)
+}
+
+// TestFenceOrdersRequestsAndDeletesAcrossDatabases is TestFenceOrdersRequestsAndDeletes for a
+// tenant in its own database: the tenant's lock lives in the control database, so the router holds
+// it in a transaction there around the tenant's own transaction, and a delete (which drops the
+// database) still waits for the request in flight and fences the requests after it.
+func TestFenceOrdersRequestsAndDeletesAcrossDatabases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	s, err := registry.GetSettings(ctx, e.admin)
+	require.NoError(t, err)
+	pgtest.DropDatabasesOnCleanup(t, pgtest.ServerURL(), "tenantmem deployment "+s.DeploymentID+" ")
+	pool, err := pgxpool.New(ctx, pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	pools, err := placement.New(placement.Config{Control: pool})
+	require.NoError(t, err)
+	t.Cleanup(pools.Close)
+	res, err := routing.New(routing.Config{Pool: pool, Pools: pools})
+	require.NoError(t, err)
+	d, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "d", Tier: registry.TierDatabase})
+	require.NoError(t, err)
+	h, err := res.Resolve(ctx, d.Key.Key)
+	require.NoError(t, err)
+	require.Equal(t, d.Tenant.DatabaseName, h.Location.Database)
+
+	started, release := make(chan struct{}), make(chan struct{})
+	inflight := make(chan error, 1)
+	go func() {
+		inflight <- h.Scope(0).InTx(ctx, func(tx pgx.Tx) error {
+			var db string
+			if err := tx.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+				return err
+			}
+			if db != d.Tenant.DatabaseName {
+				return fmt.Errorf("the transaction runs in %s", db)
+			}
+			close(started)
+			<-release
+			return nil
+		})
+	}()
+	<-started
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.prov.DeleteTenant(ctx, "d") }()
+	waitFor(t, "the delete to queue behind the request, in the control database", func() bool {
+		var waiting int
+		require.NoError(t, e.admin.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting))
+		return waiting == 1
+	})
+	var exists bool
+	require.NoError(t, e.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`,
+		d.Tenant.DatabaseName).Scan(&exists))
+	require.True(t, exists, "nothing is dropped while the request runs")
+	close(release)
+	require.NoError(t, <-inflight)
+	require.NoError(t, <-deleted)
+	require.NoError(t, e.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`,
+		d.Tenant.DatabaseName).Scan(&exists))
+	require.False(t, exists)
+	err = h.Scope(0).InTx(ctx, func(pgx.Tx) error { t.Fatal("ran for a deleted tenant"); return nil })
+	require.ErrorIs(t, err, memory.ErrFenced)
+	// Searches read in a pipeline of their own: they are fenced in the control database too.
+	embedder, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
+	require.NoError(t, err)
+	engine, err := memory.New(memory.Config{Embedder: embedder})
+	require.NoError(t, err)
+	_, err = engine.Search(ctx, h.Scope(0), memory.SearchParams{QueryText: "anything", SearchType: "text"})
 	require.ErrorIs(t, err, memory.ErrFenced)
 }
 

@@ -24,6 +24,11 @@ const (
 	ControlSchema = "tenantmem_control"
 	// ExtensionSchema holds the vector extension; it is on every search_path the project sets.
 	ExtensionSchema = "extensions"
+	// DatabasePrefix starts every database-tier database name.
+	DatabasePrefix = "tmdb_"
+	// DatabaseSchema is the schema that holds a database-tier tenant's tables inside its own
+	// database. Every tenant database has the same one, so migrate needs no per-tenant name.
+	DatabaseSchema = "tenantmem_tenant"
 
 	hashLength = 12 // hex characters of sha256 kept in hashed names (48 bits)
 )
@@ -105,3 +110,46 @@ func isPlain(id string) bool {
 	}
 	return true
 }
+
+// databaseHashLength is the hex characters of sha256 ending every database name (64 bits).
+const databaseHashLength = 16
+
+// DatabaseName maps a tenant id to the name of its own database (database tier):
+// "tmdb_<readable>_<16 hex>", at most 63 bytes, where readable is the id lower-cased with every
+// other character turned into '_' (shortened to fit) and the hex digits are SHA-256 of the
+// deployment id and the tenant id. Every name is hashed, and the hash covers the deployment id, so
+// two deployments sharing one PostgreSQL server (or the parallel tests sharing one cluster) never
+// derive the same database name for the same tenant id; within a deployment the registry's unique
+// index on (placement, database name) turns a 64-bit collision into a refused creation.
+func DatabaseName(deploymentID, tenantID string) (string, error) {
+	if err := ValidateTenantID(tenantID); err != nil {
+		return "", err
+	}
+	if deploymentID == "" {
+		return "", errors.New("schema: DatabaseName needs the deployment id")
+	}
+	sum := sha256.Sum256([]byte("tenantmem/database/" + deploymentID + "/" + tenantID))
+	suffix := hex.EncodeToString(sum[:])[:databaseHashLength]
+	var b strings.Builder
+	for _, r := range strings.ToLower(tenantID) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	readable := strings.Trim(b.String(), "_")
+	if room := MaxIdentifierLength - len(DatabasePrefix) - 1 - len(suffix); len(readable) > room {
+		readable = strings.TrimRight(readable[:room], "_")
+	}
+	if readable == "" {
+		return DatabasePrefix + suffix, nil
+	}
+	return DatabasePrefix + readable + "_" + suffix, nil
+}
+
+// IsDatabaseName reports whether name has the shape of a name [DatabaseName] returns. The
+// provisioner drops only databases whose names pass it.
+func IsDatabaseName(name string) bool { return databaseNamePattern.MatchString(name) }
+
+var databaseNamePattern = regexp.MustCompile(`\Atmdb_([a-z0-9_]*_)?[0-9a-f]{16}\z`)

@@ -129,3 +129,48 @@ func FuzzName(f *testing.F) {
 		}
 	})
 }
+
+func TestDatabaseName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		given  string
+		prefix string
+	}{
+		{given: "acme", prefix: "tmdb_acme_"},
+		{given: "Acme", prefix: "tmdb_acme_"},
+		{given: "org-1/ws.2", prefix: "tmdb_org_1_ws_2_"},
+		{given: "-", prefix: "tmdb_"},
+		{given: strings.Repeat("Z", 255), prefix: "tmdb_zzzz"},
+		{given: strings.Repeat("x", 41) + "-" + strings.Repeat("y", 10), prefix: "tmdb_" + strings.Repeat("x", 41) + "_"},
+	} {
+		got, err := schema.DatabaseName("deployment1", tc.given)
+		require.NoError(t, err, tc.given)
+		require.LessOrEqual(t, len(got), schema.MaxIdentifierLength, tc.given)
+		require.True(t, strings.HasPrefix(got, tc.prefix), "%q -> %q", tc.given, got)
+		require.True(t, schema.IsDatabaseName(got), "%q -> %q", tc.given, got)
+		require.Regexp(t, `\A[a-z_][a-z0-9_]{0,62}\z`, got, "the registry's shape")
+		again, err := schema.DatabaseName("deployment1", tc.given)
+		require.NoError(t, err)
+		require.Equal(t, got, again, "deterministic")
+		other, err := schema.DatabaseName("deployment2", tc.given)
+		require.NoError(t, err)
+		require.NotEqual(t, got, other, "another deployment on the same server derives another name")
+	}
+	// Lookalikes that share their readable part still differ.
+	seen := map[string]string{}
+	for _, id := range []string{"acme_corp", "acme-corp", "acme.corp", "Acme_corp", "ACME_CORP", "acme/corp", "acme__corp"} {
+		n, err := schema.DatabaseName("d", id)
+		require.NoError(t, err)
+		if prev, ok := seen[n]; ok {
+			t.Fatalf("%q and %q both map to %q", prev, id, n)
+		}
+		seen[n] = id
+	}
+	_, err := schema.DatabaseName("d", "bad id")
+	require.ErrorIs(t, err, schema.ErrInvalidTenantID)
+	_, err = schema.DatabaseName("", "acme")
+	require.Error(t, err)
+	for _, name := range []string{"tenant_acme", "tmdb_acme", "tmdb_acme_0123", "postgres", "tmdb_x_0123456789abcdef; drop"} {
+		require.False(t, schema.IsDatabaseName(name), name)
+	}
+}

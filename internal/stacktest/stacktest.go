@@ -71,6 +71,7 @@ func Start(t testing.TB) *Stack {
 
 	prov, err := provision.New(provision.Config{Pool: adminPool, Logger: logger, Actor: "stacktest"})
 	fatal("provisioner", err)
+	t.Cleanup(prov.Close)
 	_, err = prov.Init(ctx, provision.InitParams{})
 	fatal("init", err)
 	admin, err := httpapi.NewAdmin(httpapi.AdminConfig{Provisioner: prov, Pool: adminPool, AdminToken: AdminToken, Logger: logger})

@@ -7,19 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/archive"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -44,6 +48,43 @@ type memEnv struct {
 	*env
 	emb    *flakyEmbedder
 	engine *memory.Engine
+	// servers are the superuser URLs of the placements' main databases ("local" is env.url).
+	servers map[string]string
+	mu      sync.Mutex
+	pools   map[string]*pgxpool.Pool
+}
+
+// dbPool connects to the database of a tenant's location, as the superuser or the router role.
+func (e *memEnv) dbPool(t *testing.T, tn registry.Tenant, router bool) *pgxpool.Pool {
+	t.Helper()
+	base := e.url
+	if u, ok := e.servers[tn.PlacementID]; ok {
+		base = u
+	}
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	if tn.DatabaseName != "" {
+		u.Path = "/" + tn.DatabaseName
+	}
+	dsn := u.String()
+	if router {
+		dsn = pgtest.WithUser(t, dsn, provision.DefaultRouterRole, "")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p, ok := e.pools[dsn]; ok {
+		if tn.DatabaseName != "" {
+			// The database may have been dropped and made again since (a delete, a restore):
+			// start from fresh connections.
+			p.Reset()
+		}
+		return p
+	}
+	p, err := pgxpool.New(context.Background(), dsn)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	e.pools[dsn] = p
+	return p
 }
 
 func newMemEnv(t *testing.T, hook func(ctx context.Context, step, tenantID string) error) *memEnv {
@@ -54,7 +95,7 @@ func newMemEnv(t *testing.T, hook func(ctx context.Context, step, tenantID strin
 	emb := &flakyEmbedder{Provider: b}
 	engine, err := memory.New(memory.Config{Embedder: emb, Logger: testLogger(t)})
 	require.NoError(t, err)
-	return &memEnv{env: e, emb: emb, engine: engine}
+	return &memEnv{env: e, emb: emb, engine: engine, servers: map[string]string{}, pools: map[string]*pgxpool.Pool{}}
 }
 
 // scope is a tenant's scope on the router pool, as the router builds it.
@@ -62,7 +103,7 @@ func (e *memEnv) scope(t *testing.T, id string) memory.Scope {
 	t.Helper()
 	tn, err := e.prov.GetTenant(context.Background(), id)
 	require.NoError(t, err)
-	return memory.Scope{Pool: e.router, Schema: tn.SchemaName, OwnerID: id, StatementTimeout: time.Minute}
+	return memory.Scope{Pool: e.dbPool(t, tn, true), Schema: tn.SchemaName, OwnerID: id, StatementTimeout: time.Minute}
 }
 
 // fill gives a tenant documents of several types, metadata, dates, an upserted document, pending
@@ -127,7 +168,7 @@ func tableDump(t *testing.T, e *memEnv, id string, withIDs bool) map[string][]st
 		if tt.Kind != schema.TableData {
 			continue
 		}
-		rows, err := e.pool.Query(ctx, `SELECT (to_jsonb(t) - ARRAY[`+drop+`])::text FROM `+
+		rows, err := e.dbPool(t, tn, false).Query(ctx, `SELECT (to_jsonb(t) - ARRAY[`+drop+`])::text FROM `+
 			pgx.Identifier{tn.SchemaName, tt.Name}.Sanitize()+` t WHERE owner_id = $1 ORDER BY `+order[tt.Name], id)
 		require.NoError(t, err)
 		vals, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -207,7 +248,7 @@ func decompress(t *testing.T, data []byte) []byte {
 	return plain
 }
 
-var tiers = []registry.Tier{registry.TierShared, registry.TierSchema}
+var tiers = []registry.Tier{registry.TierShared, registry.TierSchema, registry.TierDatabase}
 
 // TestBackupRestoreEveryPairOfTiers backs a tenant up in each tier, deletes it, restores it in
 // each tier under the same id, and finds the same rows (byte for byte, vectors included) and the
@@ -555,7 +596,7 @@ func TestRestoreOfAnOlderVersionMigratesTheRows(t *testing.T) {
 		require.NoError(t, err, tier)
 		require.Equal(t, latest, res.Tenant.MigrationVersion)
 		var got []string
-		rows, err := e.pool.Query(ctx, `SELECT content || ' ' || embedding::text FROM `+
+		rows, err := e.dbPool(t, res.Tenant, false).Query(ctx, `SELECT content || ' ' || embedding::text FROM `+
 			pgx.Identifier{res.Tenant.SchemaName, "chunks"}.Sanitize()+` WHERE owner_id = $1 ORDER BY content`, id)
 		require.NoError(t, err)
 		got, err = pgx.CollectRows(rows, pgx.RowTo[string])

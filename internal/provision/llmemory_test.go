@@ -116,7 +116,8 @@ func deployment(t *testing.T, dim int) *memEnv {
 	emb := &flakyEmbedder{Provider: b}
 	engine, err := memory.New(memory.Config{Embedder: emb, Logger: testLogger(t)})
 	require.NoError(t, err)
-	return &memEnv{env: &env{url: url, pool: pool, router: router, prov: prov}, emb: emb, engine: engine}
+	return &memEnv{env: &env{url: url, pool: pool, router: router, prov: prov}, emb: emb, engine: engine,
+		servers: map[string]string{}, pools: map[string]*pgxpool.Pool{}}
 }
 
 func TestImportLLMemory(t *testing.T) {

@@ -227,6 +227,9 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 		if _, err := db.Exec(ctx, `DROP DATABASE IF EXISTS `+ident(t.DatabaseName)+` WITH (FORCE)`); err != nil {
 			return fmt.Errorf("drop database %s: %w", t.DatabaseName, err)
 		}
+		// Connections of ours to it are gone with it: a database of that name made later (a
+		// restore, a move back) gets a pool of its own.
+		p.pools.Forget(loc.Key())
 		return nil
 	}
 	return fmt.Errorf("tenant %q: unknown tier %q", t.ID, t.Tier)

@@ -61,16 +61,23 @@ read -r -a extra <<<"${PROVISIONER_ARGS:-}"
 mkdir -p -- "$dir" || { log "cannot create $dir"; exit 1; }
 
 if ((all)); then
-  # tenant list prints "ID TIER SCHEMA STATUS VERSION CREATED" and, on stderr, the --after of the
-  # next page when there is one.
+  # tenant list prints a header ("ID TIER PLACEMENT SCHEMA STATUS ...", no empty cells) and, on
+  # stderr, the --after of the next page when there is one. The status column is found by name.
   after=()
   while :; do
     errf=$(mktemp)
     if ! page=$("$prov" "${extra[@]}" tenant list --limit 1000 "${after[@]}" 2>"$errf"); then
       log "tenant list failed: $(cat "$errf")"; rm -f "$errf"; exit 1
     fi
-    while read -r id _ _ status _; do
-      [[ "$id" == ID || -z "$id" ]] && continue
+    status_col=-1
+    while read -r -a cols; do
+      ((${#cols[@]})) || continue
+      if [[ "${cols[0]}" == ID ]]; then
+        for i in "${!cols[@]}"; do [[ "${cols[$i]}" == STATUS ]] && status_col=$i; done
+        continue
+      fi
+      ((status_col >= 0)) || { log "tenant list printed no STATUS column"; exit 1; }
+      id=${cols[0]} status=${cols[$status_col]}
       case "$status" in active|suspended) ids+=("$id") ;; *) log "skipping $id ($status)" ;; esac
     done <<<"$page"
     next=$(sed -n 's/^more tenants: run again with --after //p' "$errf")

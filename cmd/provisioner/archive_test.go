@@ -218,7 +218,7 @@ func TestRestoreKilledWithSIGKILLIsFinishedByARerun(t *testing.T) {
 	bin := provisionerBinary(t)
 	cmd := exec.Command(bin, "--database-url", e.url, "tenant", "restore", file)
 	cmd.Env = []string{"TENANTMEM_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	pool := e.pool()
@@ -273,7 +273,7 @@ func TestMoveCommandKilledWithSIGKILLThenFinished(t *testing.T) {
 	bin := provisionerBinary(t)
 	cmd := exec.Command(bin, "--database-url", e.url, "tenant", "move", "mover", "--tier", "schema")
 	cmd.Env = []string{"TENANTMEM_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	deadline := time.Now().Add(2 * time.Minute)

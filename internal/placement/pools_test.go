@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -114,6 +115,14 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 
 	// The whole budget held: a cold database waits BudgetWait, then is refused, holding nothing.
 	var held []*pgxpool.Conn
+	released := make(map[*pgxpool.Conn]bool)
+	t.Cleanup(func() { // a failed assertion must not leave Close waiting for these
+		for _, c := range held {
+			if !released[c] {
+				c.Release()
+			}
+		}
+	})
 	for _, db := range d.dbs[:budget] {
 		conn, err := p.DB(key(db)).Acquire(ctx)
 		require.NoError(t, err)
@@ -122,7 +131,8 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 	start := time.Now()
 	_, err := p.DB(key(d.dbs[5])).Acquire(ctx)
 	require.ErrorIs(t, err, placement.ErrBudgetExhausted)
-	require.ErrorIs(t, err, placement.ErrUnavailable)
+	require.ErrorIs(t, err, limit.ErrBusy, "a full budget is busy (503 Retry-After), not a placement down")
+	require.NotErrorIs(t, err, placement.ErrUnavailable)
 	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	require.Equal(t, uint64(1), p.Stats().BudgetRefused)
 	d.requireServerConnsWithin(t, budget)
@@ -138,10 +148,12 @@ func TestBudgetBoundsTheConnectionsOfEveryPool(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return p.Stats().BudgetWaits >= 2 }, 5*time.Second, 5*time.Millisecond)
 	held[0].Release()
+	released[held[0]] = true
 	require.NoError(t, <-got)
 	for _, c := range held[1:] {
 		query(t, c, c.Conn().Config().Database)
 		c.Release()
+		released[c] = true
 	}
 	d.requireServerConnsWithin(t, budget)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgcluster"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/routing"
@@ -69,8 +70,9 @@ func fillBenchTenant(b *testing.B, pool *pgxpool.Pool, t registry.Tenant, n int)
 
 // BenchmarkTenantArchive measures, on one schema-tier tenant of TENANTMEM_BENCH_CHUNKS chunks
 // (default 10,000; 100,000 with TENANTMEM_BENCH_LARGE=1): backup, restore into the schema tier and
-// into the shared tier, pg_dump -n and pg_restore of the same schema in the same run, and a move to
-// the shared tier and back under a continuous writer (the longest write stall). Run it once:
+// into the shared and the database tier, pg_dump -n and pg_restore of the same schema in the same
+// run, and moves to the shared tier, the database tier and back under a continuous writer (the
+// longest write stall). Run it once:
 //
 //	TENANTMEM_BENCH_LARGE=1 go test -run '^$' -bench TenantArchive -benchtime 1x -timeout 120m ./internal/provision
 func BenchmarkTenantArchive(b *testing.B) {
@@ -86,7 +88,7 @@ func BenchmarkTenantArchive(b *testing.B) {
 		url := pgtest.NewDatabase(b)
 		pool, err := pgxpool.New(ctx, url)
 		require.NoError(b, err)
-		prov, err := provision.New(provision.Config{Pool: pool})
+		prov, err := provision.New(provision.Config{Pool: pool, Credentials: testCredentials(b)})
 		require.NoError(b, err)
 		_, err = prov.Init(ctx, provision.InitParams{})
 		require.NoError(b, err)
@@ -115,7 +117,7 @@ func BenchmarkTenantArchive(b *testing.B) {
 		b.ReportMetric(float64(res.Bytes)/1e6, "archive_raw_MB")
 
 		// Restore, into each tier.
-		for _, tier := range []registry.Tier{registry.TierSchema, registry.TierShared} {
+		for _, tier := range []registry.Tier{registry.TierSchema, registry.TierShared, registry.TierDatabase} {
 			f, err := os.Open(file)
 			require.NoError(b, err)
 			start := time.Now()
@@ -165,7 +167,7 @@ func pgxExec(ctx context.Context, url, sql string) (int64, error) {
 	return tag.RowsAffected(), err
 }
 
-// benchMoves moves the bench tenant to the shared tier and back while a writer adds documents
+// benchMoves moves the bench tenant to the shared tier, its own database and back while a writer adds documents
 // through a router-like fenced scope, and returns the longest gap between two acknowledged writes
 // during the moves and the longest write pause a move reported.
 func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Provisioner) (time.Duration, time.Duration) {
@@ -173,7 +175,11 @@ func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Pr
 	router, err := pgxpool.New(ctx, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""))
 	require.NoError(b, err)
 	defer router.Close()
-	resolver, err := routing.New(routing.Config{Pool: router})
+	// Placement pools, as the router has them: the database tier is served through them.
+	pools, err := placement.New(placement.Config{Control: router, Credentials: testCredentials(b)})
+	require.NoError(b, err)
+	defer pools.Close()
+	resolver, err := routing.New(routing.Config{Pool: router, Pools: pools})
 	require.NoError(b, err)
 	emb, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
 	require.NoError(b, err)
@@ -223,7 +229,7 @@ func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Pr
 	mu.Lock()
 	measure = true
 	mu.Unlock()
-	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema} {
+	for _, tier := range []registry.Tier{registry.TierShared, registry.TierDatabase, registry.TierSchema} {
 		res, err := prov.MoveTenant(ctx, "bench", provision.MoveParams{Tier: tier})
 		require.NoError(b, err)
 		b.Logf("move to %s: %d rounds, %d changes, writes paused %s, took %s", tier, res.Rounds, res.Changes, res.WritePause, res.Took)

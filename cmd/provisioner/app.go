@@ -25,7 +25,8 @@ import (
 // Main runs the provisioner CLI. main wires it to the process (arguments, signals, standard
 // streams, environment); tests run it in-process with their own.
 type Main struct {
-	// Stdin is read by commands given "-" as their input file. Default: empty.
+	// Stdin is read by commands given "-" as their input file (`tenant restore -`, `tenant
+	// create-bulk --ids-file -`). Default: empty.
 	Stdin io.Reader
 	// Stdout receives command output; Stderr receives logs (JSON), progress and error messages.
 	Stdout, Stderr io.Writer

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -58,16 +59,23 @@ func (p *Provisioner) migratorFor(ctx context.Context, key registry.DatabaseKey)
 	}
 	return schema.NewMigrator(schema.MigratorConfig{
 		ConnConfig: cc, Role: s.OwnerRole, EmbeddingDimension: s.EmbeddingDimension, Logger: p.cfg.Logger,
+		TenantMigrations: p.cfg.TenantMigrations,
 	})
 }
 
-// sharedSchemaVersion is the migration version of a placement's shared schema, read once per
-// process and refreshed by Migrate.
+// sharedSchemaVersion is the migration version of a placement's shared schema, as recorded in the
+// registry once its grants were in place, read once per process and refreshed by Migrate.
 func (p *Provisioner) sharedSchemaVersion(ctx context.Context, placementName string) (int64, error) {
 	p.mu.Lock()
 	v, ok := p.sharedVersions[placementName]
 	p.mu.Unlock()
 	if ok && v > 0 {
+		return v, nil
+	}
+	// The version recorded once the schema's grants were in place (right across processes: a
+	// migrate run elsewhere records it), else goose's.
+	if v, err := registry.SharedMigrationVersion(ctx, p.pool, placementName); err == nil && v > 0 {
+		p.setSharedVersion(placementName, v)
 		return v, nil
 	}
 	m, err := p.migratorFor(ctx, registry.DatabaseKey{Placement: placementName})
@@ -134,7 +142,9 @@ func (p *Provisioner) makeLocation(ctx context.Context, conn *pgxpool.Conn, t re
 		if err != nil {
 			return 0, err
 		}
-		return p.migrateSchema(ctx, db, m, loc.Schema)
+		// ensureSchema set the schema's default privileges: the tables the migrations create get
+		// the router's grants by name, at creation.
+		return p.migrateSchema(ctx, m, schema.TenantSet, loc.Schema, false)
 	case registry.TierDatabase:
 		if err := p.createDatabase(ctx, conn, t); err != nil {
 			return 0, err
@@ -157,7 +167,12 @@ func (p *Provisioner) makeLocation(ctx context.Context, conn *pgxpool.Conn, t re
 		if err != nil {
 			return 0, err
 		}
-		return p.migrateSchema(ctx, tc, m, loc.Schema)
+		// The tenant database holds tenant tables, so it has its own embedding work queue.
+		if _, err := p.migrateWorkQueue(ctx, tc, m); err != nil {
+			return 0, err
+		}
+		// The tenant schema gets its default privileges before its first table, like any other.
+		return p.migrateSchema(ctx, m, schema.TenantSet, loc.Schema, true)
 	}
 	return 0, fmt.Errorf("tenant %q: unknown tier %q", t.ID, t.Tier)
 }
@@ -181,8 +196,10 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 			return fmt.Errorf("refusing to drop schema %q of tenant %q", t.SchemaName, t.ID)
 		}
 		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`)
-			return err
+			if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`); err != nil {
+				return err
+			}
+			return deleteWork(ctx, tx, t)
 		})
 	case registry.TierShared:
 		// Row-level security binds the owner role too (FORCE), so scope the transaction to the
@@ -191,19 +208,12 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
 				return err
 			}
-			// Change capture first: a move's paused capture would refuse the deletes. Nothing can
-			// write here any more (the tenant is being deleted, or has moved away).
-			tables := []string{schema.ChangeCaptureTable}
-			for _, table := range schema.TenantTablesChildrenFirst() {
-				tables = append(tables, table.Name)
-			}
-			tables = append(tables, schema.ChangeLogTable)
-			for _, table := range tables {
+			for _, table := range sharedTenantTables() {
 				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, t.ID); err != nil {
 					return fmt.Errorf("delete from %s: %w", table, err)
 				}
 			}
-			return nil
+			return deleteWork(ctx, tx, t)
 		})
 	case registry.TierDatabase:
 		if !schema.IsDatabaseName(t.DatabaseName) {
@@ -433,6 +443,34 @@ func (p *Provisioner) targetLocation(ctx context.Context, id string, tier regist
 	return registry.Location{Tier: tier, Placement: name, Database: databaseName, Schema: schemaName, OwnerID: id}, nil
 }
 
+// listWork lists a tenant that has just arrived at loc (a restore activated, a move flipped) in
+// the embedding work queue of loc's database when it has pending embedding jobs there: the queue
+// is per database, and the jobs came with the rows, not through ingest. A failure is logged, not
+// returned: the tenant is served, and the worker's reconciliation finds the jobs later.
+func (p *Provisioner) listWork(ctx context.Context, loc registry.Location) {
+	pool, release, err := p.poolFor(ctx, loc)
+	if err == nil {
+		defer release()
+		_, err = memory.ReconcileWork(ctx, memory.Scope{Pool: pool, Schema: loc.Schema, OwnerID: loc.OwnerID})
+	}
+	if err != nil {
+		p.cfg.Logger.WarnContext(ctx, "cannot list the tenant's pending embeddings in its new database's work queue; the worker's reconciliation will",
+			"tenant_id", loc.OwnerID, "location", loc.String(), "error", err.Error())
+	}
+}
+
+// sharedTenantTables are the tables of the shared schema that hold a tenant's rows, in the order
+// in which a delete removes them: change capture first (a move's paused capture would refuse the
+// deletes; nothing can write there any more once the tenant is deleted or has moved away), then
+// the tenant tables children first, then the change log.
+func sharedTenantTables() []string {
+	tables := []string{schema.ChangeCaptureTable}
+	for _, table := range schema.TenantTablesChildrenFirst() {
+		tables = append(tables, table.Name)
+	}
+	return append(tables, schema.ChangeLogTable)
+}
+
 // makeLocationAt makes a location the tenant has to itself (ownsSchema) with its tables at
 // migration version (a restore loads rows as they were archived, then migrates them; 0 leaves
 // them as they are), and returns
@@ -495,7 +533,14 @@ func (p *Provisioner) migrateLocation(ctx context.Context, loc registry.Location
 	if err != nil {
 		return 0, err
 	}
-	v, err := p.migrateSchema(ctx, pool, m, loc.Schema)
+	if loc.Database != "" {
+		// A tenant database holds tenant tables, so it has its own embedding work queue.
+		if _, err := p.migrateWorkQueue(ctx, pool, m); err != nil {
+			return 0, onPlacement(loc.Placement, err)
+		}
+	}
+	// With the schema's default privileges (idempotent): the router gets its grants by name.
+	v, err := p.migrateSchema(ctx, m, schema.TenantSet, loc.Schema, true)
 	return v, onPlacement(loc.Placement, err)
 }
 

@@ -324,6 +324,7 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 	p.cfg.Logger.DebugContext(ctx, "move: write pause", "tenant_id", tenantID, "barrier", barrierDone.Sub(pausedAt),
 		"last_rounds", roundsDone.Sub(barrierDone), "verify_and_flip", time.Since(roundsDone))
 	phase("flipped")
+	p.listWork(ctx, d.To)
 	if err := p.hook(ctx, StepMoveFlipped, tenantID); err != nil {
 		return MoveResult{}, wrap("move", hookErr(err))
 	}

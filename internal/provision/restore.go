@@ -489,6 +489,15 @@ func (p *Provisioner) copyLocation(ctx context.Context, id string, from, to regi
 // of its job, the audit event and the notification, in one transaction under the tenant lock.
 func (p *Provisioner) activateRestore(ctx context.Context, id string, loc registry.Location, version int64, man archive.Manifest,
 	keys []archive.Key, replaced bool, res *RestoreResult) error {
+	err := p.activateRestoreTx(ctx, id, loc, version, man, keys, replaced, res)
+	if err == nil {
+		p.listWork(ctx, loc)
+	}
+	return err
+}
+
+func (p *Provisioner) activateRestoreTx(ctx context.Context, id string, loc registry.Location, version int64, man archive.Manifest,
+	keys []archive.Key, replaced bool, res *RestoreResult) error {
 	return p.withTenantLock(ctx, id, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
 			if _, err := registry.SetLocation(ctx, tx, id, loc, version); err != nil {

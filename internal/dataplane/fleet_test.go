@@ -404,7 +404,8 @@ func TestAFrozenPlacementLeavesTheOthersServed(t *testing.T) {
 	}
 	require.Equal(t, map[int]int{http.StatusOK: 10}, codes, "the control database's tenants are served beside a frozen placement")
 
-	// A request of the frozen placement's tenant: 503 with Retry-After, within the bounded waits.
+	// A request of the frozen placement's tenant: 503 with Retry-After within the bounded waits
+	// (or 429 with Retry-After when its own requests in flight already fill its share).
 	req, err := http.NewRequest(http.MethodGet, r.base+"/v1/statistics", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+far[0])
@@ -413,14 +414,17 @@ func TestAFrozenPlacementLeavesTheOthersServed(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, res.Body.Close())
 	t.Logf("a request of the frozen placement's tenant: %d in %v", res.StatusCode, time.Since(began))
-	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	require.Contains(t, []int{http.StatusServiceUnavailable, http.StatusTooManyRequests}, res.StatusCode)
 	require.NotEmpty(t, res.Header.Get("Retry-After"))
 	close(stop)
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	require.Zero(t, farSeen[http.StatusOK], "nothing is served from a frozen server")
-	require.Zero(t, farSeen[http.StatusInternalServerError], "a frozen server is 503, never 500: %v", farSeen)
+	for code := range farSeen {
+		require.Contains(t, []int{http.StatusServiceUnavailable, http.StatusTooManyRequests}, code,
+			"a frozen server is 503 (or the tenant's own queue 429), never anything else: %v", farSeen)
+	}
 	require.Positive(t, farSeen[http.StatusServiceUnavailable])
 
 	px.Freeze(false)

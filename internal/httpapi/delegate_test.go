@@ -409,6 +409,67 @@ func TestDelegatedFence(t *testing.T) {
 	require.Equal(t, 2, e.stats(t, e.own["acme/u-1"]).DocumentCount, "only the first write landed")
 }
 
+// TestDelegatedFenceFollowsAMove: a delegated scope taken before its descendant moved runs at
+// the descendant's new location (the fence's Refresh), and the refreshed scope is still the
+// delegated one: it reloads the same descendant only, and checks the key and the key's tenant
+// again (a suspension of the key's tenant, or a revocation, still stops it). Nothing lands in
+// the key's own tenant.
+func TestDelegatedFenceFollowsAMove(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newDelegateEnv(t)
+	scope := func(key string) memory.Scope {
+		h, err := e.resolver.ResolveAs(ctx, key, "acme/u-1")
+		require.NoError(t, err)
+		require.Equal(t, "acme/u-1", h.TenantID)
+		keyID, _, err := registry.ParseKey(key)
+		require.NoError(t, err)
+		return h.KeyScope(keyID, 5*time.Second)
+	}
+	add := func(s memory.Scope, name string) error {
+		_, err := e.engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: name, DocumentType: "text", Content: "moved write"})
+		return err
+	}
+	move := func(tier registry.Tier) {
+		t.Helper()
+		_, err := e.prov.MoveTenant(ctx, "acme/u-1", provision.MoveParams{Tier: tier})
+		require.NoError(t, err)
+	}
+
+	// A scope taken in the shared tier writes after a move to the schema tier.
+	s := scope(e.delegate)
+	move(registry.TierSchema)
+	require.NoError(t, add(s, "after-move"))
+	tn, err := e.prov.GetTenant(ctx, "acme/u-1")
+	require.NoError(t, err)
+	require.Equal(t, registry.TierSchema, tn.Tier)
+	require.Equal(t, 2, e.stats(t, e.own["acme/u-1"]).DocumentCount, "the write landed in the moved descendant")
+
+	// Stale again (moved back), and the key's tenant suspended: the refreshed scope still checks it.
+	s = scope(e.delegate)
+	move(registry.TierShared)
+	_, err = e.prov.SuspendTenant(ctx, "acme")
+	require.NoError(t, err)
+	require.ErrorIs(t, add(s, "parent-suspended"), memory.ErrFenced, "a refreshed delegated scope checks the key's tenant")
+	_, err = e.prov.ResumeTenant(ctx, "acme")
+	require.NoError(t, err)
+
+	waitUntil(t, 10*time.Second, "parent served again", func() bool {
+		_, err := e.resolver.ResolveAs(ctx, e.delegate, "acme/u-1")
+		return err == nil
+	})
+	// Stale again, and the key revoked: the refreshed scope still checks the key.
+	s = scope(e.delegate)
+	move(registry.TierSchema)
+	keyID, _, err := registry.ParseKey(e.delegate)
+	require.NoError(t, err)
+	require.NoError(t, e.prov.RevokeKey(ctx, "acme", keyID))
+	require.ErrorIs(t, add(s, "key-revoked"), routing.ErrKeyRevoked, "a refreshed delegated scope checks the key")
+
+	require.Equal(t, 2, e.stats(t, e.own["acme/u-1"]).DocumentCount, "only the first write landed")
+	require.Equal(t, 0, e.stats(t, e.plain).DocumentCount, "nothing landed in the key's own tenant")
+}
+
 // TestDescendantCreatedOnFirstUse: a create_descendants key registers a missing descendant in
 // the shared tier on its first request, audited; a delegate-only key does not; nothing outside
 // the subtree is ever created; and the router role's one registry write, the SECURITY DEFINER

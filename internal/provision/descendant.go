@@ -250,7 +250,7 @@ func (p *Provisioner) clearShared(ctx context.Context, conn *pgxpool.Conn, place
 			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, id); err != nil {
 				return err
 			}
-			for _, table := range sharedTables {
+			for _, table := range sharedTenantTables() {
 				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, id); err != nil {
 					return fmt.Errorf("delete from %s: %w", table, err)
 				}

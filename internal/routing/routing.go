@@ -73,6 +73,7 @@ type Handle struct {
 	gates       []*limit.Gate
 	acquireWait time.Duration
 	loadedAt    time.Time
+	resolver    *Resolver
 	observe     func(*pgx.Conn, string)
 	// parent is set on the (uncached) copy of a descendant's handle that a delegated request
 	// runs with: the key's own tenant, whose state the request's fence checks too.
@@ -94,28 +95,33 @@ func (h *Handle) ActingFor() string {
 	return h.parent.tenantID
 }
 
-// fenceCheck is NULL while the tenant is still this active incarnation and, when a key id is
-// given ($3), that key is not revoked; otherwise it names what changed.
+// fenceCheck is NULL while the tenant is still this active incarnation, at the handle's location
+// ($4-$7: a move changes it), and, when a key id is given ($3), that key is not revoked;
+// otherwise it names what changed.
 const fenceCheck = `SELECT CASE
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active') THEN 'tenant'
+		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $4 AND schema_name = $5
+			AND coalesce(database_name, '') = coalesce($6::text, '') AND placement_id = $7) THEN 'tenant'
 	WHEN $3::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
 		WHERE key_id = $3 AND tenant_id = $1 AND revoked_at IS NULL) THEN 'key'
 	END`
 
-// delegatedFenceCheck is fenceCheck for a request that acts for a descendant ($1, $2) with the
-// key $3 of the tenant $4 (created at $5): the descendant is still this active incarnation, the
-// key is not revoked and still delegates, and the key's tenant is still this active incarnation
-// and still strictly above the descendant. A revocation, or a suspension or delete of either
-// tenant, stops the request in its first transaction, whatever the caches say.
+// delegatedFenceCheck is fenceCheck for a request that acts for a descendant ($1, $2, at the
+// location $4-$7) with the key $3 of the tenant $8 (created at $9): the descendant is still this
+// active incarnation at this location, the key is not revoked and still delegates, and the key's
+// tenant is still this active incarnation and still strictly above the descendant. A revocation,
+// or a suspension or delete of either tenant, stops the request in its first transaction,
+// whatever the caches say; a move of the descendant ('tenant') is followed by the fence's Refresh,
+// which reloads the same descendant only.
 const delegatedFenceCheck = `SELECT CASE
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active') THEN 'tenant'
+		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $4 AND schema_name = $5
+			AND coalesce(database_name, '') = coalesce($6::text, '') AND placement_id = $7) THEN 'tenant'
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
-		WHERE key_id = $3 AND tenant_id = $4 AND revoked_at IS NULL AND delegate) THEN 'key'
+		WHERE key_id = $3 AND tenant_id = $8 AND revoked_at IS NULL AND delegate) THEN 'key'
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-		WHERE tenant_id = $4 AND created_at = $5 AND status = 'active' AND created_at <= $2
-		AND left($1::text, length($4::text) + 1) = $4::text || '/') THEN 'parent'
+		WHERE tenant_id = $8 AND created_at = $9 AND status = 'active' AND created_at <= $2
+		AND left($1::text, length($8::text) + 1) = $8::text || '/') THEN 'parent'
 	END`
 
 // Reasons of a failed fence check.
@@ -129,10 +135,11 @@ const (
 var ErrKeyRevoked = fmt.Errorf("the API key was revoked: %w", registry.ErrUnauthenticated)
 
 // Scope is the memory scope of one request of the tenant. Its transactions hold the tenant's
-// advisory lock shared and first check that the tenant is still this active incarnation, so a
-// delete (which takes the lock exclusively) waits for requests in flight, and a request that
-// starts after a suspension or delete, even from a handle cached before it, does nothing
-// (memory.ErrFenced).
+// advisory lock shared and first check that the tenant is still this active incarnation at the
+// handle's location, so a delete (which takes the lock exclusively) waits for requests in flight,
+// and a request that starts after a suspension or delete, even from a handle cached before it,
+// does nothing (memory.ErrFenced). A request that finds the tenant moved (same incarnation,
+// another location) reloads the tenant and runs at its new location instead.
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return h.scope(nil, statementTimeout)
 }
@@ -145,8 +152,24 @@ func (h *Handle) KeyScope(keyID string, statementTimeout time.Duration) memory.S
 }
 
 func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Scope {
+	loc := []any{string(h.Location.Tier), h.Location.Schema, h.Location.Database, h.Location.Placement}
 	fence := &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-		Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates}
+		Args: append([]any{h.TenantID, h.CreatedAt, keyID}, loc...), Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates,
+		Refresh: func(ctx context.Context) (memory.Scope, error) {
+			n, err := h.resolver.moved(ctx, h)
+			if err != nil {
+				return memory.Scope{}, err
+			}
+			if h.parent != nil {
+				// The same descendant (moved checks its id and incarnation), still acting for the
+				// same key's tenant: the refreshed scope's fence checks the key and that tenant
+				// again. The reloaded handle is the cached one; the delegation goes on a copy.
+				d := *n
+				d.parent = h.parent
+				n = &d
+			}
+			return n.scope(keyID, statementTimeout), nil
+		}}
 	if h.parent != nil {
 		// A delegated request: the key must be given, and the key's tenant is checked too.
 		var k string
@@ -154,7 +177,7 @@ func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Sco
 			k = *keyID
 		}
 		fence.Check = delegatedFenceCheck
-		fence.Args = []any{h.TenantID, h.CreatedAt, k, h.parent.tenantID, h.parent.createdAt}
+		fence.Args = append(append([]any{h.TenantID, h.CreatedAt, k}, loc...), h.parent.tenantID, h.parent.createdAt)
 	}
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
@@ -387,7 +410,8 @@ func (r *Resolver) resolve(ctx context.Context, apiKey string) (*Handle, keyEntr
 		return nil, keyEntry{}, err
 	}
 	t := p.Tenant
-	h := r.newHandle(t, p.Limits, now)
+	h := r.HandleFor(t)
+	h.Limits, h.loadedAt = p.Limits, now
 	ke := keyEntry{hash: hash, tenantID: t.ID, loadedAt: now, delegate: p.Delegate, createDescendants: p.CreateDescendants}
 	// Cache only while listening, and if no eviction or purge happened while we were reading:
 	// what we read may predate the change that was announced.
@@ -401,12 +425,13 @@ func (r *Resolver) resolve(ctx context.Context, apiKey string) (*Handle, keyEntr
 	return h, ke, err
 }
 
-// newHandle is the handle of a registry entry, read at now.
-func (r *Resolver) newHandle(t registry.Tenant, limits registry.TenantLimits, now time.Time) *Handle {
+// HandleFor returns a handle of a registry entry (uncached), e.g. for the embedding worker's
+// sweep of active tenants: its Scope is fenced like a request's.
+func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
 	loc := t.Location()
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Limits: limits,
-		acquireWait: r.cfg.AcquireWait, loadedAt: now, observe: r.cfg.ObserveConn}
+		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig,
+		acquireWait: r.cfg.AcquireWait, loadedAt: time.Now(), resolver: r, observe: r.cfg.ObserveConn}
 	if !loc.Key().IsControl() {
 		// Elsewhere than the control database: no share of the control pool to take, but the
 		// fence's transaction runs there (and the placement pools' connection budget bounds the rest).
@@ -516,13 +541,44 @@ func (r *Resolver) tenant(ctx context.Context, tenantID string) (*Handle, error)
 	if err != nil {
 		return nil, err
 	}
-	h := r.newHandle(t, l, now)
+	h := r.HandleFor(t)
+	h.Limits, h.loadedAt = l, now
 	r.mu.Lock()
 	if r.caching && r.generation == gen {
 		r.handles.Add(t.ID, h)
 	}
 	r.mu.Unlock()
 	return h, nil
+}
+
+// errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or
+// re-created), so the fence's verdict stands.
+var errNotMoved = errors.New("routing: the tenant did not move")
+
+// moved reloads a tenant whose fence check failed and returns its handle when the only change is
+// its location (a move): same incarnation, still active. Anything else keeps the request fenced.
+// The reloaded handle replaces the cached one.
+func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
+	r.mu.Lock()
+	gen := r.generation
+	r.mu.Unlock()
+	t, err := registry.Get(ctx, r.cfg.Registry, h.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || t.Location() == h.Location {
+		return nil, errNotMoved
+	}
+	n := r.HandleFor(t)
+	n.Limits = h.Limits
+	// Cache it only under the rule of Resolve: while listening, and when nothing was announced
+	// while we read.
+	r.mu.Lock()
+	if r.caching && r.generation == gen {
+		r.handles.Add(t.ID, n)
+	}
+	r.mu.Unlock()
+	return n, nil
 }
 
 // PoolFor returns what hands out connections to a location's database, as the router role: the

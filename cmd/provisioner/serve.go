@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmem/tenantmem/internal/command"
+	"github.com/tenantmem/tenantmem/internal/console"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/version"
@@ -22,8 +23,9 @@ import (
 const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
 
 type serveCmd struct {
-	Listen        string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
-	MetricsListen string `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
+	Listen              string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	ConsoleSecureCookie bool   `name:"console-secure-cookie" env:"TENANTMEM_CONSOLE_SECURE_COOKIE" help:"Mark the operator console's session cookie Secure although the provisioner serves plain HTTP (a TLS-terminating proxy is in front)."`
+	MetricsListen       string `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
 }
 
 func (cmd *serveCmd) Run(rc *runContext) error {
@@ -61,6 +63,12 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if err != nil {
 		return command.Usagef("serve: %v", err)
 	}
+	con, err := console.New(console.Config{Provisioner: prov, Pool: rc.pool, AdminToken: token,
+		SecureCookie: cmd.ConsoleSecureCookie, Logger: rc.logger})
+	if err != nil {
+		return command.Usagef("serve: %v", err)
+	}
+	con.Mount(handler)
 	srv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: handler, Logger: rc.logger})
 	if err != nil {
 		return err

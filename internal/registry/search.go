@@ -18,6 +18,13 @@ type TenantSearchParams struct {
 	Limit int
 }
 
+// searchTenantsSQL reads one range of tenants_id_bytes_idx: $1 lower bound (inclusive), $2 the
+// previous page's last id (exclusive), $3 the prefix's successor (exclusive, NULL: none), $4 limit.
+const searchTenantsSQL = `SELECT ` + tenantColumns + ` FROM tenantmem_control.tenants
+	WHERE tenant_id COLLATE "C" >= $1 AND tenant_id COLLATE "C" > $2
+		AND ($3::text IS NULL OR tenant_id COLLATE "C" < $3)
+	ORDER BY tenant_id COLLATE "C" LIMIT $4`
+
 // SearchTenants returns a page of tenants whose id starts with p.Prefix, ordered by id in byte
 // order (COLLATE "C"). It reads one range of the index tenants_id_bytes_idx (control migration
 // 16) and stops after Limit rows, so its cost does not grow with the number of tenants; there is
@@ -33,10 +40,7 @@ func SearchTenants(ctx context.Context, db DBTX, p TenantSearchParams) ([]Tenant
 	}
 	// The lower bound is inclusive only for the prefix itself (a tenant may be named exactly it);
 	// the after bound is exclusive.
-	rows, err := db.Query(ctx, `SELECT `+tenantColumns+` FROM tenantmem_control.tenants
-		WHERE tenant_id COLLATE "C" >= $1 AND tenant_id COLLATE "C" > $2
-			AND ($3::text IS NULL OR tenant_id COLLATE "C" < $3)
-		ORDER BY tenant_id COLLATE "C" LIMIT $4`, lower, p.After, upper, p.Limit)
+	rows, err := db.Query(ctx, searchTenantsSQL, lower, p.After, upper, p.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("registry: search tenants: %w", err)
 	}

@@ -339,7 +339,9 @@ func (c *Console) authed(h http.HandlerFunc) http.Handler {
 func (c *Console) secure(r *http.Request) bool { return c.cfg.SecureCookie || r.TLS != nil }
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
-	http.SetCookie(w, &http.Cookie{
+	// Secure depends on the request: a cookie marked Secure is never sent back over plain HTTP,
+	// which is how `serve` is reached on loopback or through an SSH tunnel.
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // HttpOnly and SameSite=Strict always; Secure over TLS or with SecureCookie
 		Name: CookieName, Value: value, Path: Prefix, MaxAge: maxAge,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.secure(r),
 	})

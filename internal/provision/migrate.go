@@ -187,7 +187,7 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 	}
 	var opErr error
 	if len(rep.Failed) > 0 {
-		opErr = fmt.Errorf("%d of %d schemas failed (first: %s: %v)", len(rep.Failed), rep.Schemas, rep.Failed[0].TenantID, rep.Failed[0].Err)
+		opErr = fmt.Errorf("%d of %d schemas failed (first: %s: %w)", len(rep.Failed), rep.Schemas, rep.Failed[0].TenantID, rep.Failed[0].Err)
 	}
 	op.finish(ctx, opErr)
 	return rep, nil

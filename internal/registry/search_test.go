@@ -142,6 +142,7 @@ func BenchmarkSearchTenants1M(b *testing.B) {
 		{"prefix-no-match", TenantSearchParams{Prefix: "nobody/", Limit: 51}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			b.ReportMetric(float64(pageBuffers(b, pool, bc.p)), "buffers/page")
 			for b.Loop() {
 				if _, err := SearchTenants(ctx, pool, bc.p); err != nil {
 					b.Fatal(err)
@@ -149,4 +150,21 @@ func BenchmarkSearchTenants1M(b *testing.B) {
 			}
 		})
 	}
+}
+
+// pageBuffers is the number of shared buffers (8 KiB pages, hit or read) one search touches:
+// the figure that shows its cost does not grow with the fleet, free of the machine's noise.
+func pageBuffers(b *testing.B, pool *pgxpool.Pool, p TenantSearchParams) int {
+	b.Helper()
+	lower := max(p.Prefix, p.After)
+	var upper *string
+	if s, ok := prefixSuccessor(p.Prefix); ok {
+		upper = &s
+	}
+	var plan []map[string]map[string]any
+	err := pool.QueryRow(context.Background(), "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+searchTenantsSQL,
+		lower, p.After, upper, p.Limit).Scan(&plan)
+	require.NoError(b, err)
+	top := plan[0]["Plan"]
+	return int(top["Shared Hit Blocks"].(float64) + top["Shared Read Blocks"].(float64))
 }

@@ -18,7 +18,7 @@ import (
 
 type initCmd struct {
 	EmbeddingDimension  int    `name:"embedding-dimension" env:"TENANTMEM_EMBEDDING_DIMENSION" placeholder:"N" help:"Embedding dimension, fixed at the first init (default 384)."`
-	RouterPassword      string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password."`
+	RouterPassword      string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password. Prefer the environment variable: a flag is visible in the process list."`
 	LeakproofTextSearch bool   `name:"leakproof-text-search" env:"TENANTMEM_LEAKPROOF_TEXT_SEARCH" help:"Mark the full-text match operator LEAKPROOF in this database so text search can use its index under row-level security (see docs/memory.md)."`
 }
 

@@ -74,7 +74,9 @@ type Config struct {
 	MaxConns int32
 	// TierMaxConns bounds the connections one tier (shared, schema) may hold at once, so that
 	// trouble in one tier (a lock on a shared table, a slow tenant schema) cannot take every
-	// connection. Default: three quarters of MaxConns.
+	// connection. The fences of tenants on other databases (whose fence transaction runs on this
+	// pool for their whole request) have a share of the same size, so that an unreachable
+	// placement cannot take them either. Default: three quarters of MaxConns.
 	TierMaxConns int
 	// AcquireWait bounds a request's wait for a connection; past it the request gets 503 with
 	// Retry-After. Default limit.DefaultAcquireWait (3s).
@@ -201,14 +203,16 @@ type Service struct {
 	pools    *placement.Pools
 	registry *pgxpool.Pool
 	gates    map[registry.Tier]*limit.Gate
-	listenCC *pgx.ConnConfig
-	resolver *routing.Resolver
-	engine   *memory.Engine
-	worker   *memory.Worker
-	handler  http.Handler
-	queue    *embedQueue
-	settings registry.Settings
-	provider embed.Provider
+	// fenceGate is the share of the pool held by the fences of tenants elsewhere (routing.Config.FenceGate).
+	fenceGate *limit.Gate
+	listenCC  *pgx.ConnConfig
+	resolver  *routing.Resolver
+	engine    *memory.Engine
+	worker    *memory.Worker
+	handler   http.Handler
+	queue     *embedQueue
+	settings  registry.Settings
+	provider  embed.Provider
 }
 
 // Open connects as the router role, refuses a role that would bypass row-level security
@@ -240,7 +244,8 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		gates: map[registry.Tier]*limit.Gate{
 			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
 			registry.TierSchema: limit.NewGate("schema tier connection", cfg.TierMaxConns),
-		}}
+		},
+		fenceGate: limit.NewGate("connection for the fence of a tenant on another database", cfg.TierMaxConns)}
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -307,7 +312,7 @@ func (s *Service) open(ctx context.Context) error {
 	}
 	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Pools: s.pools,
 		Handles: s.cfg.HandleCacheSize, Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
-		AcquireWait: s.cfg.AcquireWait}); err != nil {
+		FenceGate: s.fenceGate, AcquireWait: s.cfg.AcquireWait}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
@@ -507,6 +512,10 @@ type PoolDetails struct {
 	Max      int32 `json:"max"`
 }
 
+// fenceGateName is the fence gate's entry among the tiers of GET /readyz: the fences of tenants
+// whose rows are in another database (database tier, other placements) share the pool too.
+const fenceGateName = "elsewhere_fence"
+
 // GateDetails is the state of a tier's share of the pool in GET /readyz.
 type GateDetails struct {
 	InUse int `json:"in_use"`
@@ -542,6 +551,8 @@ func (s *Service) readyDetails(ctx context.Context) any {
 		inUse, size := g.Usage()
 		d.Tiers[string(tier)] = GateDetails{InUse: inUse, Size: size}
 	}
+	inUse, size := s.fenceGate.Usage()
+	d.Tiers[fenceGateName] = GateDetails{InUse: inUse, Size: size}
 	if h, err := s.pools.Health(ctx, placementCheckTimeout); err == nil {
 		d.Placements = h
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -545,6 +546,9 @@ func (a *admin) addPlacement(c echo.Context) error {
 	var req PlacementAddRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
+	}
+	if slices.Contains(req.Tiers, "") {
+		return &registry.FieldError{Field: "tiers", Message: "an empty tier name: name shared, schema or database"}
 	}
 	tiers, err := registry.ParseTiers(strings.Join(req.Tiers, ","))
 	if err != nil {

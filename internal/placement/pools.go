@@ -519,9 +519,12 @@ func (m *Pools) poolConfig(p registry.Placement, key registry.DatabaseKey) (*pgx
 		if err != nil {
 			return nil, fmt.Errorf("placement %q: connection settings: %w", p.Name, err)
 		}
-		if explicit {
+		switch {
+		case explicit && !cred.NoPassword:
 			pc.ConnConfig.Password = cred.Password
-		} else if pc.ConnConfig.Password == "" {
+		case explicit:
+			// A user without a password: the passfile's password for it, if it has one.
+		case pc.ConnConfig.Password == "":
 			return nil, fmt.Errorf("placement %q: %w for the %s login (credentials file, %s%s_%s_PASSWORD or passfile)",
 				p.Name, ErrNoCredentials, m.cfg.Login, EnvPrefix, envName(p.Name), strings.ToUpper(string(m.cfg.Login)))
 		}

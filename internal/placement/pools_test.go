@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -328,3 +330,33 @@ func TestInvalidateFollowsAPlacementMovingElsewhere(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestAUserWithoutPasswordKeepsThePassfile: only TENANTMEM_PLACEMENT_<N>_<LOGIN>_USER set, the
+// password comes from libpq's passfile, as docs/scaling.md says; it used to be replaced by "".
+// Not parallel: it sets PGPASSFILE.
+func TestAUserWithoutPasswordKeepsThePassfile(t *testing.T) {
+	d := newDeployment(t, 0)
+	pass := filepath.Join(t.TempDir(), "pgpass")
+	require.NoError(t, os.WriteFile(pass, []byte("db2.example:5432:main:app_router:from-passfile\n"), 0o600))
+	t.Setenv("PGPASSFILE", pass)
+	pl := registry.Placement{Name: "eu-2", Host: "db2.example", Port: 5432, Database: "main"}
+	for _, tc := range []struct {
+		given   string
+		environ []string
+		user    string
+		want    string
+	}{
+		{"nothing configured", nil, "app_router", "from-passfile"},
+		{"the user only", []string{"TENANTMEM_PLACEMENT_EU_2_ROUTER_USER=app_router"}, "", "from-passfile"},
+		{"user and password", []string{"TENANTMEM_PLACEMENT_EU_2_ROUTER_USER=app_router",
+			"TENANTMEM_PLACEMENT_EU_2_ROUTER_PASSWORD=from-env"}, "", "from-env"},
+	} {
+		t.Run(tc.given, func(t *testing.T) {
+			p := d.pools(t, placement.Config{Credentials: placement.CredentialsFromEnv(tc.environ), DefaultUser: tc.user})
+			pc, err := p.PoolConfigOf(pl)
+			require.NoError(t, err)
+			require.Equal(t, "app_router", pc.ConnConfig.User)
+			require.Equal(t, tc.want, pc.ConnConfig.Password)
+		})
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -46,6 +48,9 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	}
 	if dim < 1 || dim > 16000 {
 		return InitResult{}, &registry.FieldError{Field: "embedding_dimension", Message: "must be between 1 and 16000"}
+	}
+	if err := ValidateRouterPassword(params.RouterPassword); err != nil {
+		return InitResult{}, err
 	}
 	if err := p.prepareServer(ctx, p.pool, serverParams{
 		routerPassword: params.RouterPassword, leakproofTextSearch: params.LeakproofTextSearch, control: true,
@@ -184,6 +189,21 @@ func (p *Provisioner) migrateSchema(ctx context.Context, db beginner, m *schema.
 	return v, nil
 }
 
+// ValidateRouterPassword checks a router password before it goes to any server: PostgreSQL cannot
+// take a NUL byte (the server answers with a protocol error), and a password is text of bounded
+// length. The error names the field, never the value.
+func ValidateRouterPassword(pw string) error {
+	switch {
+	case strings.ContainsRune(pw, 0):
+		return &registry.FieldError{Field: "router_password", Message: "must not contain a NUL character"}
+	case !utf8.ValidString(pw):
+		return &registry.FieldError{Field: "router_password", Message: "must be valid UTF-8"}
+	case len(pw) > 1024:
+		return &registry.FieldError{Field: "router_password", Message: "at most 1024 bytes"}
+	}
+	return nil
+}
+
 func quoteLiteral(s string) string {
 	out := []byte{'\''}
 	for i := 0; i < len(s); i++ {
@@ -263,10 +283,16 @@ func (p *Provisioner) prepareServer(ctx context.Context, pool *pgxpool.Pool, sp 
 		}
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
-				if isCode(err, pgerrcode.InsufficientPrivilege) {
-					return fmt.Errorf("%s: %w (init needs a superuser)", s, err)
+				// The statement names the failure, except the password's: a secret never goes
+				// into an error, a log line or an API answer.
+				what := s
+				if strings.Contains(s, " PASSWORD ") {
+					what = "ALTER ROLE " + router + " PASSWORD (the router password)"
 				}
-				return fmt.Errorf("%s: %w", s, err)
+				if isCode(err, pgerrcode.InsufficientPrivilege) {
+					return fmt.Errorf("%s: %w (init needs a superuser)", what, err)
+				}
+				return fmt.Errorf("%s: %w", what, err)
 			}
 		}
 		var extSchema string

@@ -53,6 +53,9 @@ func (p *Provisioner) AddPlacement(ctx context.Context, params PlacementAddParam
 	if err := ip.Validate(); err != nil {
 		return registry.Placement{}, err
 	}
+	if err := ValidateRouterPassword(params.RouterPassword); err != nil {
+		return registry.Placement{}, err
+	}
 	_, settings, err := p.ready(ctx)
 	if err != nil {
 		return registry.Placement{}, err

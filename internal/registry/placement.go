@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -173,10 +175,12 @@ func (p PlacementInsertParams) Validate() error {
 	case !databaseName.MatchString(p.Database):
 		return &FieldError{Field: "database", Message: fmt.Sprintf(
 			"%q is not a database name: 1-63 characters of letters, digits, '_', '$' and '-'", p.Database)}
-	case p.MaxTenants < 0:
-		return &FieldError{Field: "max_tenants", Message: "must not be negative (0: no limit)"}
+	case p.MaxTenants < 0 || p.MaxTenants > math.MaxInt32:
+		return &FieldError{Field: "max_tenants", Message: fmt.Sprintf("must be from 0 (no limit) to %d", math.MaxInt32)}
 	case len(p.Description) > 500:
 		return &FieldError{Field: "description", Message: "at most 500 characters"}
+	case strings.ContainsRune(p.Description, 0) || !utf8.ValidString(p.Description):
+		return &FieldError{Field: "description", Message: "must be valid UTF-8 text without NUL characters"}
 	}
 	for _, t := range p.Tiers {
 		if _, err := ParseTier(string(t)); err != nil {

@@ -45,6 +45,8 @@ type Handle struct {
 	Pool memory.Pool
 	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
 	fencePool memory.Pool
+	// fenceGates are the shares of fencePool the fence's transaction must enter.
+	fenceGates []*limit.Gate
 	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
 	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
@@ -98,7 +100,7 @@ func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Sco
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		AcquireWait: h.acquireWait, Gates: h.gates,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool},
+			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates},
 	}
 }
 
@@ -135,6 +137,11 @@ type Config struct {
 	// Gates, by tier, are the shares of the pool the tier's transactions must enter (see
 	// limit.Acquire); a tier without one has no share limit.
 	Gates map[registry.Tier]*limit.Gate
+	// FenceGate is the share of the pool that the fences of tenants whose rows live elsewhere
+	// (another database or placement) may hold at once: their fence's transaction runs on this
+	// pool for the whole request, so without a share a slow or unreachable placement could hold
+	// every connection and starve the tenants of this database. Nil means no share limit.
+	FenceGate *limit.Gate
 	// AcquireWait bounds the wait of a tenant's transaction for a connection (limit.Acquire).
 	// Zero waits as long as the request allows.
 	AcquireWait time.Duration
@@ -263,6 +270,9 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		// Elsewhere than the control database: no share of the control pool to take, but the
 		// fence's transaction runs there (and the placement pools' connection budget bounds the rest).
 		h.fencePool = r.cfg.Pool
+		if r.cfg.FenceGate != nil {
+			h.fenceGates = []*limit.Gate{r.cfg.FenceGate}
+		}
 	} else if g := r.cfg.Gates[t.Tier]; g != nil {
 		h.gates = []*limit.Gate{g}
 	}

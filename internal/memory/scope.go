@@ -44,6 +44,10 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// Observe, when set, is called with the connection of each of the scope's transactions and
+	// the scope's schema before anything runs on it. The router counts the schemas each pooled
+	// connection served, to recycle a connection whose server-side catalog caches grew large.
+	Observe func(conn *pgx.Conn, schema string)
 	// AcquireWait bounds the wait for a connection (and for the Gates); past it a transaction
 	// fails with a *limit.BusyError. Zero waits as long as ctx allows.
 	AcquireWait time.Duration
@@ -204,6 +208,7 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 	if err != nil {
 		return nil, nil, fmt.Errorf("memory: acquire: %w", interpretError(err))
 	}
+	s.observe(lease)
 	bctx, cancel := s.beginContext(ctx)
 	defer cancel()
 	tx, err := lease.Conn.BeginTx(bctx, opts)
@@ -241,6 +246,13 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 		}
 	}
 	return lease, tx, nil
+}
+
+// observe tells Observe, when set, which connection serves the scope's schema.
+func (s Scope) observe(lease *limit.Lease) {
+	if s.Observe != nil {
+		s.Observe(lease.Conn.Conn(), s.Schema)
+	}
 }
 
 // beginContext bounds BEGIN and the statement that sets the scope, which take no lock and answer
@@ -442,6 +454,7 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 		return fmt.Errorf("memory: acquire: %w", interpretError(err)), true
 	}
 	defer lease.Release()
+	s.observe(lease)
 	c := lease.Conn.Conn()
 	if _, ok := c.TypeMap().TypeForName("vector"); !ok {
 		if err := registerVector(ctx, c); err != nil {

@@ -353,3 +353,20 @@ func DeletePlacement(ctx context.Context, db DBTX, name string) error {
 	}
 	return nil
 }
+
+// ListTenantDatabases returns the databases of the active and suspended database-tier tenants:
+// each holds tenant tables (and its own embedding work queue). A range probe of
+// tenants_tier_version_idx, whatever the number of tenants of the other tiers.
+func ListTenantDatabases(ctx context.Context, db DBTX) ([]DatabaseKey, error) {
+	rows, err := db.Query(ctx, `SELECT placement_id, database_name FROM tenantmem_control.tenants
+		WHERE tier = 'database' AND status IN ('active', 'suspended') AND database_name IS NOT NULL
+		ORDER BY placement_id, database_name`)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tenant databases: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowToStructByPos[DatabaseKey])
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tenant databases: %w", err)
+	}
+	return keys, nil
+}

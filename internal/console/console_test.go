@@ -345,8 +345,8 @@ func TestOperations(t *testing.T) {
 	require.Len(t, ops, 1)
 	require.Equal(t, registry.OperationMigrate, ops[0].Kind)
 	require.Equal(t, registry.OperationSucceeded, ops[0].State)
-	require.Equal(t, int64(rep.Schemas), ops[0].Done)
-	require.Equal(t, int64(rep.Schemas), ops[0].Total)
+	require.Equal(t, int64(rep.Checked), ops[0].Done)
+	require.Equal(t, int64(rep.Checked), ops[0].Total)
 
 	id, err := registry.StartOperation(ctx, e.pool, registry.OperationStartParams{Kind: "move", Subject: "acme/a", Total: 400, Unit: "rows"})
 	require.NoError(t, err)

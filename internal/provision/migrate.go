@@ -162,10 +162,10 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 		done int
 	)
 	op := p.startOperation(ctx, registry.OperationStartParams{Kind: registry.OperationMigrate, Subject: "every placement",
-		Total: int64(rep.Schemas), Unit: "schemas"}, func() (int64, int64, int64) {
+		Total: int64(rep.Checked), Unit: "schemas"}, func() (int64, int64, int64) {
 		mu.Lock()
 		defer mu.Unlock()
-		return int64(done), int64(rep.Schemas), int64(len(rep.Failed))
+		return int64(done), int64(rep.Checked), int64(len(rep.Failed))
 	})
 	report := func(j migrateJob, before, after int64, err error) {
 		mu.Lock()
@@ -206,7 +206,7 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 	}
 	var opErr error
 	if len(rep.Failed) > 0 {
-		opErr = fmt.Errorf("%d of %d schemas failed (first: %s: %w)", len(rep.Failed), rep.Schemas, rep.Failed[0].TenantID, rep.Failed[0].Err)
+		opErr = fmt.Errorf("%d of %d schemas failed (first: %s: %w)", len(rep.Failed), rep.Checked, rep.Failed[0].TenantID, rep.Failed[0].Err)
 	}
 	op.finish(ctx, opErr)
 	return rep, nil

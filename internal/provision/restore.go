@@ -808,7 +808,24 @@ func (p *Provisioner) withoutIndexes(ctx context.Context, pool *pgxpool.Pool, sc
 		}
 	}
 	p.cfg.Logger.DebugContext(ctx, "indexes built after the load", "schema", schemaName, "indexes", len(idx), "took", time.Since(start))
-	return loadErr
+	if loadErr != nil {
+		return loadErr
+	}
+	// Statistics, which a fresh table has none of: the first queries (a move's catch-up rounds,
+	// the tenant's first searches) are planned on the rows just loaded, not on guesses.
+	// (Only the tables that exist: a restore of an older archive loads tables at its version.)
+	var existing []string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY c.relname), '{}')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.relkind = 'r'`, schemaName, tables).Scan(&existing); err != nil {
+		return fmt.Errorf("provision: analyze %s after the load: %w", schemaName, err)
+	}
+	if len(existing) > 0 {
+		if _, err := pool.Exec(ctx, `ANALYZE `+strings.Join(existing, ", ")); err != nil {
+			return fmt.Errorf("provision: analyze %s after the load: %w", schemaName, err)
+		}
+	}
+	return nil
 }
 
 // textConfigOf is the text search configuration an archive's manifest carries ("" when none:

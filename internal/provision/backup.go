@@ -107,7 +107,8 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 				return err
 			}
 			for _, k := range ks {
-				keys = append(keys, archive.Key{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt})
+				keys = append(keys, archive.Key{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt,
+					Delegate: k.Delegate, CreateDescendants: k.CreateDescendants})
 			}
 		}
 		aw, err := archive.NewWriter(w, m, archive.WriterOptions{})

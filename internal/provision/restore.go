@@ -525,7 +525,8 @@ func (p *Provisioner) activateRestoreTx(ctx context.Context, id string, loc regi
 			case man.KeyHashes && !res.NewIDs:
 				hs := make([]registry.KeyHash, len(keys))
 				for i, k := range keys {
-					hs[i] = registry.KeyHash{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt}
+					hs[i] = registry.KeyHash{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt,
+						Delegate: k.Delegate, CreateDescendants: k.CreateDescendants}
 				}
 				if err := registry.ReplaceKeys(ctx, tx, id, hs); err != nil {
 					return err

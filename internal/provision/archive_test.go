@@ -619,3 +619,54 @@ func TestRestoreOfAnOlderVersionMigratesTheRows(t *testing.T) {
 	require.NotEmpty(t, results[0])
 	require.Equal(t, results[0], results[1])
 }
+
+// TestBackupRestoreAndMoveAreListedAsOperations: backups, restores and moves appear in the
+// console's operations list (registry.ListOperations) with their rows, and how they ended; a
+// refused restore is listed as failed, with its reason.
+func TestBackupRestoreAndMoveAreListedAsOperations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newMemEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "ops", Tier: registry.TierShared})
+	require.NoError(t, err)
+	e.fill(t, "ops", "ops-marker")
+	var reported int
+	var buf bytes.Buffer
+	_, err = e.prov.Backup(ctx, "ops", &buf, provision.BackupParams{Progress: func(archive.Progress) { reported++ }})
+	require.NoError(t, err)
+	require.Positive(t, reported, "the caller's progress is still called")
+	data := buf.Bytes()
+	_, err = e.prov.Restore(ctx, bytes.NewReader(data), provision.RestoreParams{As: "ops-copy", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	_, err = e.prov.Restore(ctx, bytes.NewReader(data), provision.RestoreParams{})
+	require.ErrorIs(t, err, registry.ErrExists)
+	_, err = e.prov.MoveTenant(ctx, "ops", provision.MoveParams{Tier: registry.TierSchema})
+	require.NoError(t, err)
+
+	ops, err := registry.ListOperations(ctx, e.pool, registry.OperationListParams{})
+	require.NoError(t, err)
+	type row struct {
+		Kind  string
+		State registry.OperationState
+	}
+	var got []row
+	for _, o := range ops {
+		got = append(got, row{o.Kind, o.State})
+		require.Contains(t, o.Subject, "ops", o.Kind)
+		require.Equal(t, "rows", o.Unit)
+		require.NotNil(t, o.FinishedAt, "%s has ended", o.Kind)
+		if o.State == registry.OperationSucceeded {
+			require.Positive(t, o.Total, o.Kind)
+			require.Equal(t, o.Total, o.Done, "%s: every row", o.Kind)
+		}
+	}
+	require.Equal(t, []row{
+		{registry.OperationMove, registry.OperationSucceeded},
+		{registry.OperationRestore, registry.OperationFailed},
+		{registry.OperationRestore, registry.OperationSucceeded},
+		{registry.OperationBackup, registry.OperationSucceeded},
+	}, got)
+	require.Contains(t, ops[1].Error, "restore with replace")
+	require.Contains(t, ops[2].Subject, "ops-copy")
+	require.Contains(t, ops[0].Subject, "schema tier")
+}

@@ -114,7 +114,7 @@ func IsArchiveError(err error) bool {
 // the next Restore of that id cleans up and starts again. With Replace, an existing tenant keeps
 // serving until the archive is loaded and verified in a staging schema; a kill after that point
 // leaves the tenant unreachable (503) until a rerun finishes from the staging schema.
-func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params RestoreParams) (RestoreResult, error) {
+func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params RestoreParams) (_ RestoreResult, err error) {
 	start := time.Now()
 	_, settings, err := p.ready(ctx)
 	if err != nil {
@@ -171,6 +171,17 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("provision: restore: %w", err)
 	}
+	// The console's operations list shows it while it runs, and how it ended.
+	var total int64
+	for _, t := range man.Tables {
+		total += t.Rows
+	}
+	prog := &rowProgress{next: params.Progress}
+	prog.total.Store(total)
+	params.Progress = prog.report
+	op := p.startOperation(ctx, registry.OperationStartParams{Kind: registry.OperationRestore,
+		Subject: fmt.Sprintf("%s (archive of %s) into the %s", id, man.TenantID, target), Total: total, Unit: "rows"}, prog.get)
+	defer func() { op.finish(ctx, err) }()
 	ident := archiveIdentity{TenantID: man.TenantID, CreatedAt: man.CreatedAt, Version: man.MigrationVersion}
 	res := RestoreResult{Rows: map[string]int64{}, NewIDs: id != man.TenantID, From: ident}
 	if man.KeyHashes && res.NewIDs {

@@ -1,0 +1,415 @@
+package httpapi_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/api"
+	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/pgtest"
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+)
+
+// TestOpenAPIServed: each server serves its description at GET /openapi.json without
+// authentication, and it is the file of the repository.
+func TestOpenAPIServed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		json func() ([]byte, error)
+	}{{"router", api.RouterJSON}, {"provisioner", api.ProvisionerJSON}} {
+		want, err := tc.json()
+		require.NoError(t, err)
+		require.Contains(t, string(want), `"openapi":"3.1.0"`, tc.name)
+	}
+	a := newAdminEnv(t, true)
+	res := a.doWith(http.MethodGet, "/openapi.json", nil, nil)
+	require.Equal(t, http.StatusOK, res.status)
+	want, _ := api.ProvisionerJSON()
+	require.JSONEq(t, string(want), string(res.body))
+	require.Equal(t, echo.MIMEApplicationJSON, res.header.Get("Content-Type"))
+}
+
+// echoOf is the echo instance behind a test server, for its route list.
+func echoOf(t *testing.T, h http.Handler) *echo.Echo {
+	t.Helper()
+	e, ok := h.(*echo.Echo)
+	require.True(t, ok)
+	return e
+}
+
+// TestRouterConformsToOpenAPI runs the router's real handlers on real PostgreSQL (as the
+// non-superuser router role), validates every request and response against
+// api/router.openapi.yaml, and fails when a served route is not described, when a described
+// (path, method, status), parameter, body member or error code was never exercised, or when an
+// exchange did not conform. Each status is provoked the way it happens in production.
+func TestRouterConformsToOpenAPI(t *testing.T) {
+	t.Parallel()
+	// A reranker that is down: rerank=true degrades instead of failing.
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadReranker := "http://" + ln.Addr().String()
+	require.NoError(t, ln.Close())
+	var notReady atomic.Bool
+	e := newRouterEnvWith(t, routerOptions{bodyLimit: 64 << 10, rerankURL: deadReranker,
+		ready: func(context.Context) error {
+			if notReady.Load() {
+				return provision.ErrNotInitialized
+			}
+			return nil
+		}})
+	sc := newSpecChecker(t, "router", api.Router())
+	sc.wrap(e.srv)
+	ctx := context.Background()
+
+	// Service routes.
+	e.ok(t, "", http.MethodGet, "/openapi.json", nil, http.StatusOK, nil)
+	e.ok(t, "", http.MethodGet, "/healthz", nil, http.StatusOK, nil)
+	e.ok(t, "", http.MethodGet, "/readyz", nil, http.StatusOK, nil)
+	notReady.Store(true)
+	e.ok(t, "", http.MethodGet, "/readyz", nil, http.StatusServiceUnavailable, nil)
+	notReady.Store(false)
+
+	// The success paths, every parameter and body member.
+	key := e.tenant("conform/main", registry.TierSchema)
+	var added memory.DocumentAddResult
+	e.ok(t, key, http.MethodPost, "/v1/documents", map[string]any{
+		"document_name": "Runbook", "document_type": "markdown", "id_at_origin": "wiki-42",
+		"metadata": map[string]any{"space": "ops"}, "document_date": "2024-05-01",
+		"chunking": map[string]any{"parent_size": 64, "child_size": 32, "parent_overlap": 4, "child_overlap": 2},
+		"content":  "# Deploys\n\n" + strings.Repeat("We deploy on Tuesdays, after the database backup has finished. ", 20),
+	}, http.StatusCreated, &added)
+	e.ok(t, key, http.MethodPost, "/v1/documents", map[string]any{
+		"document_name": "Runbook", "document_type": "markdown", "id_at_origin": "wiki-42",
+		"content": "# Deploys\n\nWe deploy on Tuesdays.", "document_date": "2024-05-01T10:00:00Z",
+	}, http.StatusOK, &added)
+	mail := e.doWith(t, http.MethodPost, "/v1/documents", map[string]any{"document_name": "Lunch", "document_type": "email",
+		"content": "Subject: lunch\n\nShall we meet at noon near the harbour?"},
+		map[string]string{"Authorization": "Bearer " + key, "Idempotency-Key": "add-lunch-1"})
+	require.Equal(t, http.StatusCreated, mail.status, string(mail.body))
+	replay := e.doWith(t, http.MethodPost, "/v1/documents", map[string]any{"document_name": "Lunch", "document_type": "email",
+		"content": "Subject: lunch\n\nShall we meet at noon near the harbour?"},
+		map[string]string{"Authorization": "Bearer " + key, "Idempotency-Key": "add-lunch-1"})
+	require.Equal(t, "true", replay.header.Get("Idempotent-Replayed"))
+	var mailDoc memory.DocumentAddResult
+	mail.decode(t, &mailDoc)
+
+	e.ok(t, key, http.MethodGet, "/v1/documents?limit=5&offset=0&document_type=markdown&id_at_origin=wiki-42&order_by=updated_at&order=desc&metadata_filter="+
+		url.QueryEscape(`{"space":"ops"}`), nil, http.StatusOK, nil)
+	e.ok(t, key, http.MethodGet, "/v1/documents/"+added.DocumentID+"?include_chunks=true", nil, http.StatusOK, nil)
+	e.ok(t, key, http.MethodGet, "/v1/documents/"+added.DocumentID, nil, http.StatusOK, nil)
+	emb := make([]float32, routerTestDim)
+	emb[0] = 1
+	for _, body := range []map[string]any{
+		{"query_text": "when do we deploy?", "search_type": "hybrid", "limit": 5, "fusion": "rrf", "alpha": 0.3,
+			"recall_target": 0.9, "include_parent_context": true, "include_documents": true,
+			"id_at_origin": "wiki-42", "id_at_origins": []string{"wiki-42"}, "document_types": []string{"markdown"},
+			"metadata_filter": map[string]any{"space": "ops"}, "date_from": "2024-01-01", "date_to": "2024-12-31T00:00:00Z"},
+		{"query_text": "deploy", "search_type": "text", "rerank": true, "rerank_top_k": 5,
+			"chunk_metadata_filter": map[string]any{"section": "Deploys"}},
+		{"query_embedding": emb, "search_type": "vector", "fusion": "dbsf"},
+	} {
+		e.ok(t, key, http.MethodPost, "/v1/search", body, http.StatusOK, nil)
+	}
+	e.ok(t, key, http.MethodGet, "/v1/search?q=backup&limit=3", nil, http.StatusOK, nil)
+	waitUntil(t, 30*time.Second, "the search history", func() bool {
+		var h struct {
+			History []memory.SearchHistoryEntry `json:"history"`
+		}
+		e.ok(t, key, http.MethodGet, "/v1/search/history?limit=10", nil, http.StatusOK, &h)
+		return len(h.History) > 0
+	})
+	e.ok(t, key, http.MethodGet, "/v1/statistics", nil, http.StatusOK, nil)
+	e.ok(t, key, http.MethodGet, "/v1/embeddings/status", nil, http.StatusOK, nil)
+	e.ok(t, key, http.MethodPost, "/v1/embeddings/retry", nil, http.StatusOK, nil)
+	deleted := e.doWith(t, http.MethodPost, "/v1/documents/delete", map[string]any{"document_ids": []string{mailDoc.DocumentID}},
+		map[string]string{"Authorization": "Bearer " + key, "Idempotency-Key": "delete-lunch-1"})
+	require.Equal(t, http.StatusOK, deleted.status, string(deleted.body))
+	e.ok(t, key, http.MethodPost, "/v1/documents/delete", map[string]any{"metadata_filter": map[string]any{"space": "none"}},
+		http.StatusOK, nil)
+	e.ok(t, key, http.MethodDelete, "/v1/documents/"+added.DocumentID, nil, http.StatusNoContent, nil)
+
+	// Statuses of single routes.
+	ghost := "123e4567-e89b-12d3-a456-426614174000"
+	e.ok(t, key, http.MethodGet, "/v1/documents/"+ghost, nil, http.StatusNotFound, nil)
+	e.ok(t, key, http.MethodDelete, "/v1/documents/"+ghost, nil, http.StatusNotFound, nil)
+	e.ok(t, key, http.MethodGet, "/v1/documents/a/b", nil, http.StatusBadRequest, nil)
+	e.ok(t, key, http.MethodDelete, "/v1/documents/not-a-uuid", nil, http.StatusBadRequest, nil)
+	reuse := func(path string, first, second any) {
+		h := map[string]string{"Authorization": "Bearer " + key, "Idempotency-Key": "reused-" + strings.ReplaceAll(path, "/", "-")}
+		require.Equal(t, http.StatusOK/100, e.doWith(t, http.MethodPost, path, first, h).status/100)
+		res := e.doWith(t, http.MethodPost, path, second, h)
+		require.Equal(t, http.StatusUnprocessableEntity, res.status, string(res.body))
+	}
+	reuse("/v1/documents", map[string]any{"document_name": "A", "document_type": "text", "content": "first"},
+		map[string]any{"document_name": "A", "document_type": "text", "content": "second"})
+	reuse("/v1/documents/delete", map[string]any{"document_ids": []string{ghost}},
+		map[string]any{"metadata_filter": map[string]any{"x": 1}})
+	big := strings.Repeat("x", 70<<10)
+	for _, path := range []string{"/v1/documents", "/v1/documents/delete", "/v1/search"} {
+		e.ok(t, key, http.MethodPost, path, `{"query_text": "`+big+`"}`, http.StatusRequestEntityTooLarge, nil)
+	}
+	// A vector search whose query cannot be embedded: 503.
+	e.embedder.failWith(errProviderDown)
+	e.ok(t, key, http.MethodPost, "/v1/search", map[string]any{"query_text": "deploy", "search_type": "vector"},
+		http.StatusServiceUnavailable, nil)
+	e.embedder.failWith(nil)
+	// A storage quota: 413 quota_exceeded.
+	quota := e.tenant("conform/quota", registry.TierShared)
+	_, err = e.prov.SetTenantLimits(ctx, "conform/quota", registry.TenantLimits{MaxDocuments: ptr[int64](1)})
+	require.NoError(t, err)
+	e.ok(t, quota, http.MethodPost, "/v1/documents", map[string]any{"document_name": "1", "document_type": "text", "content": "one"},
+		http.StatusCreated, nil)
+	waitUntil(t, 10*time.Second, "the quota", func() bool {
+		return e.do(t, quota, http.MethodPost, "/v1/documents", map[string]any{"document_name": "2", "document_type": "text",
+			"content": "two"}).status == http.StatusRequestEntityTooLarge
+	})
+
+	// Statuses every /v1 route answers: each route with a valid request, from a tenant in the
+	// state that causes it.
+	type call struct {
+		method, path string
+		body         any
+	}
+	routes := []call{
+		{http.MethodPost, "/v1/documents", map[string]any{"document_name": "n", "document_type": "text", "content": "c"}},
+		{http.MethodGet, "/v1/documents", nil},
+		{http.MethodGet, "/v1/documents/" + ghost, nil},
+		{http.MethodDelete, "/v1/documents/" + ghost, nil},
+		{http.MethodPost, "/v1/documents/delete", map[string]any{"document_ids": []string{ghost}}},
+		{http.MethodPost, "/v1/search", map[string]any{"query_text": "deploy"}},
+		{http.MethodGet, "/v1/search?q=deploy", nil},
+		{http.MethodGet, "/v1/search/history", nil},
+		{http.MethodGet, "/v1/statistics", nil},
+		{http.MethodGet, "/v1/embeddings/status", nil},
+		{http.MethodPost, "/v1/embeddings/retry", nil},
+	}
+	each := func(key string, want int, query string) {
+		t.Helper()
+		for _, r := range routes {
+			path := r.path
+			if query != "" {
+				sep := "?"
+				if strings.Contains(path, "?") {
+					sep = "&"
+				}
+				path += sep + query
+			}
+			res := e.do(t, key, r.method, path, r.body)
+			require.Equal(t, want, res.status, "%s %s: %s", r.method, path, res.body)
+		}
+	}
+	// 400: a query parameter naming a tenant; 401: no key, and an invalid one.
+	each(key, http.StatusBadRequest, "tenant_id=other")
+	each("", http.StatusUnauthorized, "")
+	each("tm_notakey", http.StatusUnauthorized, "")
+	// 403: a suspended tenant.
+	suspended := e.tenant("conform/suspended", registry.TierShared)
+	_, err = e.prov.SuspendTenant(ctx, "conform/suspended")
+	require.NoError(t, err)
+	waitUntil(t, 10*time.Second, "the suspension", func() bool {
+		return e.do(t, suspended, http.MethodGet, "/v1/statistics", nil).status == http.StatusForbidden
+	})
+	each(suspended, http.StatusForbidden, "")
+	// 429: a tenant over its request rate.
+	noisy := e.tenant("conform/noisy", registry.TierShared)
+	_, err = e.prov.SetTenantLimits(ctx, "conform/noisy", registry.TenantLimits{RequestsPerSecond: ptr(0.001), Burst: ptr(1)})
+	require.NoError(t, err)
+	waitUntil(t, 10*time.Second, "the rate limit", func() bool {
+		return e.do(t, noisy, http.MethodGet, "/v1/statistics", nil).status == http.StatusTooManyRequests
+	})
+	each(noisy, http.StatusTooManyRequests, "")
+	// 503: a tenant being provisioned (or moved).
+	moving := e.tenant("conform/moving", registry.TierShared)
+	_, err = e.admin.Exec(ctx, `UPDATE tenantmem_control.tenants SET status = 'provisioning' WHERE tenant_id = $1`, "conform/moving")
+	require.NoError(t, err)
+	waitUntil(t, 10*time.Second, "the status change", func() bool {
+		return e.do(t, moving, http.MethodGet, "/v1/statistics", nil).status == http.StatusServiceUnavailable
+	})
+	each(moving, http.StatusServiceUnavailable, "")
+	// 500: a tenant whose schema an operator broke (its tables renamed): an unexpected
+	// database error, answered with the generic message and the request id.
+	broken := e.tenant("conform/broken", registry.TierSchema)
+	schema := e.schemaOf(t, "conform/broken")
+	rows, err := e.admin.Query(ctx, `SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = $1`, strings.Trim(schema, `"`))
+	require.NoError(t, err)
+	var tables []string
+	for rows.Next() {
+		var name string
+		require.NoError(t, rows.Scan(&name))
+		tables = append(tables, name)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, tables)
+	for _, tb := range tables {
+		_, err := e.admin.Exec(ctx, `ALTER TABLE `+schema+`.`+tb+` RENAME TO `+strings.Trim(tb, `"`)+`_broken`)
+		require.NoError(t, err)
+	}
+	each(broken, http.StatusInternalServerError, "")
+
+	sc.finish(echoOf(t, e.srv.Config.Handler))
+}
+
+// TestProvisionerConformsToOpenAPI is TestRouterConformsToOpenAPI for the provisioning API and
+// api/provisioner.openapi.yaml.
+func TestProvisionerConformsToOpenAPI(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newAdminEnv(t, true)
+	sc := newSpecChecker(t, "provisioner", api.Provisioner())
+	sc.wrap(e.srv)
+	// An uninitialised deployment: not ready, and no tenant can be created.
+	un := newAdminEnv(t, false)
+	sc.wrap(un.srv)
+	noAuth := map[string]string{}
+	badAuth := map[string]string{"Authorization": "Bearer not-the-admin-token-at-all"}
+	must := func(res response, want int) response {
+		t.Helper()
+		require.Equal(t, want, res.status, string(res.body))
+		return res
+	}
+	must(e.doWith(http.MethodGet, "/openapi.json", nil, noAuth), http.StatusOK)
+	must(e.doWith(http.MethodGet, "/healthz", nil, noAuth), http.StatusOK)
+	must(e.doWith(http.MethodGet, "/readyz", nil, noAuth), http.StatusOK)
+	must(un.doWith(http.MethodGet, "/readyz", nil, noAuth), http.StatusServiceUnavailable)
+	must(un.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "early", "tier": "shared"}), http.StatusServiceUnavailable)
+
+	// Tenants.
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/a", "tier": "schema", "placement": "local",
+		"text_search_config": "simple"}), http.StatusCreated)
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/b", "tier": "shared"}), http.StatusCreated)
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/a", "tier": "schema"}), http.StatusConflict)
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "Org A", "tier": "schema"}), http.StatusBadRequest)
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/c", "tier": "schema", "placement": "nowhere"}), http.StatusNotFound)
+	must(e.do(http.MethodPost, "/v1/tenants", `{"tenant_id": "`+strings.Repeat("x", 2<<20)+`"}`), http.StatusRequestEntityTooLarge)
+	must(e.do(http.MethodGet, "/v1/tenants?limit=1", nil), http.StatusOK)
+	must(e.do(http.MethodGet, "/v1/tenants?limit=10&after=org%2Fa", nil), http.StatusOK)
+	must(e.do(http.MethodGet, "/v1/tenants?limit=0", nil), http.StatusBadRequest)
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Fa", nil), http.StatusOK)
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Fghost", nil), http.StatusNotFound)
+	must(e.do(http.MethodGet, "/v1/tenants/Org%20A", nil), http.StatusBadRequest)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/suspend", nil), http.StatusOK)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/resume", nil), http.StatusOK)
+	// A tenant being provisioned cannot be suspended or resumed yet.
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/busy", "tier": "shared"}), http.StatusCreated)
+	_, err := e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET status = 'provisioning' WHERE tenant_id = 'org/busy'`)
+	require.NoError(t, err)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/suspend", nil), http.StatusConflict)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/resume", nil), http.StatusConflict)
+
+	// Keys.
+	var issued registry.IssuedKey
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/keys", nil), http.StatusCreated).decode(t, &issued)
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Fa/keys", nil), http.StatusOK)
+	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fa/keys/"+issued.KeyID, nil), http.StatusNoContent)
+	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fa/keys/"+issued.KeyID+"x", nil), http.StatusBadRequest)
+	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fb/keys/"+issued.KeyID, nil), http.StatusNotFound)
+
+	// Limits.
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Fa/limits", nil), http.StatusOK)
+	must(e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", map[string]any{"requests_per_second": 2.5, "burst": 5,
+		"max_concurrent": 2, "max_documents": 0, "max_chunks": nil, "max_content_bytes": 1 << 30}), http.StatusOK)
+	must(e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", `{"max_chunks": -1}`), http.StatusBadRequest)
+	must(e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", `{"max_chunks": 1`+strings.Repeat(" ", 2<<20)+`}`), http.StatusRequestEntityTooLarge)
+
+	// Placements: one more database on the test server.
+	u, err := url.Parse(pgtest.NewDatabase(t))
+	require.NoError(t, err)
+	port := 5432
+	if p := u.Port(); p != "" {
+		port, err = strconv.Atoi(p)
+		require.NoError(t, err)
+	}
+	place := map[string]any{"name": "p2", "host": u.Hostname(), "port": port, "database": strings.TrimPrefix(u.Path, "/"),
+		"max_tenants": 10, "tiers": []string{"schema", "shared"}, "description": "second", "router_password": ""}
+	must(e.do(http.MethodPost, "/v1/placements", place), http.StatusCreated)
+	other := map[string]any{"name": "p3", "host": u.Hostname(), "port": port, "database": strings.TrimPrefix(u.Path, "/")}
+	must(e.do(http.MethodPost, "/v1/placements", other), http.StatusConflict)
+	must(e.do(http.MethodPost, "/v1/placements", map[string]any{"name": "P 2"}), http.StatusBadRequest)
+	must(e.do(http.MethodPost, "/v1/placements", `{"name": "`+strings.Repeat("x", 2<<20)+`"}`), http.StatusRequestEntityTooLarge)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	must(e.do(http.MethodPost, "/v1/placements", map[string]any{"name": "p4", "host": "127.0.0.1", "port": closed, "database": "x"}),
+		http.StatusServiceUnavailable)
+	must(e.do(http.MethodGet, "/v1/placements", nil), http.StatusOK)
+	must(e.do(http.MethodGet, "/v1/placements/p2", nil), http.StatusOK)
+	for _, s := range []string{"drain", "disable", "activate"} {
+		must(e.do(http.MethodPost, "/v1/placements/p2/"+s, nil), http.StatusOK)
+		must(e.do(http.MethodPost, "/v1/placements/ghost/"+s, nil), http.StatusNotFound)
+		must(e.do(http.MethodPost, "/v1/placements/P2/"+s, nil), http.StatusBadRequest)
+	}
+	must(e.do(http.MethodGet, "/v1/placements/ghost", nil), http.StatusNotFound)
+	must(e.do(http.MethodGet, "/v1/placements/P2", nil), http.StatusBadRequest)
+	must(e.do(http.MethodDelete, "/v1/placements/local", nil), http.StatusConflict)
+	must(e.do(http.MethodDelete, "/v1/placements/P2", nil), http.StatusBadRequest)
+	must(e.do(http.MethodDelete, "/v1/placements/p2", nil), http.StatusNoContent)
+	must(e.do(http.MethodDelete, "/v1/placements/p2", nil), http.StatusNotFound)
+
+	// Every operation with a path parameter: 400 for a bad one, 404 for an unknown tenant.
+	tenantOps := []struct{ method, suffix string }{
+		{http.MethodGet, ""}, {http.MethodDelete, ""}, {http.MethodPost, "/suspend"}, {http.MethodPost, "/resume"},
+		{http.MethodPost, "/keys"}, {http.MethodGet, "/keys"}, {http.MethodDelete, "/keys/0123456789abcdef"},
+		{http.MethodGet, "/limits"}, {http.MethodPut, "/limits"},
+	}
+	for _, op := range tenantOps {
+		var body any
+		if op.method == http.MethodPut {
+			body = map[string]any{}
+		}
+		must(e.do(op.method, "/v1/tenants/Bad%20Id"+op.suffix, body), http.StatusBadRequest)
+		must(e.do(op.method, "/v1/tenants/org%2Fghost"+op.suffix, body), http.StatusNotFound)
+	}
+	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fb", nil), http.StatusNoContent)
+
+	// 401 and 500 on every /v1 operation: without the token, and with the registry broken by an
+	// operator (its tables renamed) for the 500.
+	all := []struct {
+		method, path string
+		body         any
+	}{
+		{http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/late", "tier": "shared"}},
+		{http.MethodGet, "/v1/tenants", nil},
+		{http.MethodPost, "/v1/placements", map[string]any{"name": "p5", "host": u.Hostname(), "port": port, "database": "postgres"}},
+		{http.MethodGet, "/v1/placements", nil},
+		{http.MethodGet, "/v1/placements/local", nil},
+		{http.MethodDelete, "/v1/placements/local", nil},
+		{http.MethodPost, "/v1/placements/local/drain", nil},
+		{http.MethodPost, "/v1/placements/local/disable", nil},
+		{http.MethodPost, "/v1/placements/local/activate", nil},
+	}
+	for _, op := range tenantOps {
+		var body any
+		if op.method == http.MethodPut {
+			body = map[string]any{}
+		}
+		all = append(all, struct {
+			method, path string
+			body         any
+		}{op.method, "/v1/tenants/org%2Fa" + op.suffix, body})
+	}
+	for _, op := range all {
+		must(e.doWith(op.method, op.path, op.body, noAuth), http.StatusUnauthorized)
+		must(e.doWith(op.method, op.path, op.body, badAuth), http.StatusUnauthorized)
+	}
+	for _, table := range []string{"tenants", "api_keys", "placements", "tenant_limits", "audit_log"} {
+		_, err := e.pool.Exec(ctx, `ALTER TABLE IF EXISTS tenantmem_control.`+table+` RENAME TO `+table+`_broken`)
+		require.NoError(t, err)
+	}
+	for _, op := range all {
+		must(e.do(op.method, op.path, op.body), http.StatusInternalServerError)
+	}
+	sc.finish(echoOf(t, e.srv.Config.Handler))
+}

@@ -291,7 +291,7 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/b", "tier": "shared"}), http.StatusCreated)
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/a", "tier": "schema"}), http.StatusConflict)
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "Org A", "tier": "schema"}), http.StatusBadRequest)
-	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/c", "tier": "schema", "placement": "nowhere"}), http.StatusNotFound)
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/c", "tier": "schema", "placement": "nowhere"}), http.StatusBadRequest)
 	must(e.do(http.MethodPost, "/v1/tenants", `{"tenant_id": "`+strings.Repeat("x", 2<<20)+`"}`), http.StatusRequestEntityTooLarge)
 	must(e.do(http.MethodGet, "/v1/tenants?limit=1", nil), http.StatusOK)
 	must(e.do(http.MethodGet, "/v1/tenants?limit=10&after=org%2Fa", nil), http.StatusOK)
@@ -385,7 +385,7 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 		{http.MethodPost, "/v1/placements", map[string]any{"name": "p5", "host": u.Hostname(), "port": port, "database": "postgres"}},
 		{http.MethodGet, "/v1/placements", nil},
 		{http.MethodGet, "/v1/placements/local", nil},
-		{http.MethodDelete, "/v1/placements/local", nil},
+		{http.MethodDelete, "/v1/placements/p2", nil},
 		{http.MethodPost, "/v1/placements/local/drain", nil},
 		{http.MethodPost, "/v1/placements/local/disable", nil},
 		{http.MethodPost, "/v1/placements/local/activate", nil},

@@ -319,6 +319,3 @@ func (s *specChecker) finish(e *echo.Echo) {
 	t.Logf("%s: %d exchanges; %d routes served, %d operations, %d (operation, status) pairs, %d parameters and body members, %d error codes: all exercised unless reported above",
 		s.name, s.requests, len(e.Routes()), len(ops), nStatuses, nParams, len(enum))
 }
-
-// escapeID escapes a tenant id for a path.
-func escapeID(id string) string { return url.PathEscape(id) }

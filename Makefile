@@ -47,6 +47,16 @@ test: deps ## Install what the tests need, then vet and run every test with the 
 bench: deps ## Run the benchmarks once each (see docs/benchmarks.md for the figures and knobs).
 	$(GO) test -run '^$$' -bench . -timeout 90m $(PKGS)
 
+# Knobs of bench-scale.
+SCHEMA_TENANTS ?= 10000
+SHARED_TENANTS ?= 1000000
+WORKERS ?= 4
+
+.PHONY: bench-scale
+bench-scale: deps ## Fleet scale, not in CI: SCHEMA_TENANTS=10000 SHARED_TENANTS=1000000 WORKERS=4; about an hour (docs/scaling.md).
+	TENANTMEM_BENCH_SCALE=1 TENANTMEM_SCALE_SCHEMA_TENANTS=$(SCHEMA_TENANTS) TENANTMEM_SCALE_SHARED_TENANTS=$(SHARED_TENANTS) \
+		TENANTMEM_SCALE_WORKERS=$(WORKERS) $(GO) test -run '^$$' -bench 'Scale$$' -benchtime 1x -timeout 300m ./internal/benchscale
+
 .PHONY: chaos
 chaos: deps ## Fault scenarios, longer (TENANTMEM_CHAOS_SECONDS, default 20 each) plus a full disk (root); prints the codes clients saw.
 	TENANTMEM_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.md $(GO) test -tags chaos -count=1 -timeout 60m -run 'TestChaosLong' -v ./internal/chaos | grep -v 'time='

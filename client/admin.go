@@ -118,6 +118,39 @@ func (a *Admin) CreateTenant(ctx context.Context, p TenantCreateParams) (*Tenant
 	return &res, nil
 }
 
+// TenantBulkCreateParams is the body of POST /v1/bulk/tenants: many shared-tier tenants at once.
+type TenantBulkCreateParams struct {
+	// Tier must be TierShared.
+	Tier Tier `json:"tier"`
+	// TenantIDs are the new tenants' ids: valid and distinct, at most 10,000.
+	TenantIDs []string `json:"tenant_ids"`
+}
+
+// TenantCreatedKey is a tenant created in bulk and its first API key, shown this once.
+type TenantCreatedKey struct {
+	TenantID string `json:"tenant_id"`
+	KeyID    string `json:"key_id"`
+	APIKey   string `json:"api_key"`
+}
+
+// TenantBulkCreateResult lists the created tenants with their keys, and the ids that existed
+// already (left alone; POST /v1/tenants/{id}/keys issues them a key when needed).
+type TenantBulkCreateResult struct {
+	Created  int                `json:"created"`
+	Existing []string           `json:"existing"`
+	Tenants  []TenantCreatedKey `json:"tenants"`
+}
+
+// CreateTenants creates many shared-tier tenants in one call, all or none; ids that exist
+// already are listed in Existing. Calling it again with the same ids after an error is safe.
+func (a *Admin) CreateTenants(ctx context.Context, p TenantBulkCreateParams) (*TenantBulkCreateResult, error) {
+	var res TenantBulkCreateResult
+	if _, err := a.c.call(ctx, http.MethodPost, []string{"v1", "bulk", "tenants"}, nil, p, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 // ListTenants returns one page of tenants.
 func (a *Admin) ListTenants(ctx context.Context, p TenantListParams) (*TenantListResult, error) {
 	q := url.Values{}

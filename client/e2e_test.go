@@ -34,6 +34,19 @@ func TestReadmeSession(t *testing.T) {
 	require.NoError(t, err)
 	_, err = admin.CreateTenant(ctx, client.TenantCreateParams{TenantID: "small-co", Tier: client.TierShared})
 	require.ErrorIs(t, err, client.ErrAlreadyExists)
+	// Many small customers at once.
+	bulk, err := admin.CreateTenants(ctx, client.TenantBulkCreateParams{Tier: client.TierShared,
+		TenantIDs: []string{"small-co", "import/1", "import/2"}})
+	require.NoError(t, err)
+	require.Equal(t, 2, bulk.Created)
+	require.Equal(t, []string{"small-co"}, bulk.Existing)
+	require.Len(t, bulk.Tenants, 2)
+	require.Regexp(t, `^tm_[a-z0-9]{16}_[0-9a-f]{64}$`, bulk.Tenants[0].APIKey)
+	_, err = admin.CreateTenants(ctx, client.TenantBulkCreateParams{Tier: client.TierSchema, TenantIDs: []string{"x"}})
+	require.ErrorIs(t, err, client.ErrInvalidInput)
+	for _, k := range bulk.Tenants {
+		require.NoError(t, admin.DeleteTenant(ctx, k.TenantID))
+	}
 
 	r := newRouter(t, stack, created.APIKey.Key)
 	require.NoError(t, r.Ready(ctx))

@@ -24,6 +24,8 @@ import (
 type Main struct {
 	// Stdout receives command output; Stderr receives logs (JSON), progress and error messages.
 	Stdout, Stderr io.Writer
+	// Stdin is read by `tenant create-bulk --ids-file -`. Default: os.Stdin.
+	Stdin io.Reader
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
 	// Environ lists the environment ("KEY=value"), for the per-placement credential variables

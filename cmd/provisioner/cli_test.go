@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,12 +113,21 @@ func TestCommandsEndToEnd(t *testing.T) {
 		require.Equal(t, key.KeyID == issued["key id"], key.RevokedAt != nil)
 	}
 
-	// migrate: nothing pending, a summary on stdout, progress on stderr.
+	// migrate: nothing pending, a summary on stdout, no schema to visit. With --verify every
+	// schema is read, with progress on stderr.
 	r = e.run("migrate", "--parallelism", "2")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 2 schemas")
-	require.Contains(t, r.stdout, "0 failed")
-	require.Regexp(t, `migrating: 2/2 schemas \(100%\), [0-9.]+/s, ETA 0s, 0 failed`, r.stderr)
+	require.Contains(t, r.stdout, "1 checked, 0 updated, 0 failed")
+	r = e.run("migrate", "--verify")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "2 checked, 0 updated, 0 failed")
+	_, err = pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = 1 WHERE tenant_id = 'acme'`)
+	require.NoError(t, err)
+	r = e.run("migrate")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "2 checked, 0 updated, 0 failed")
+	require.Contains(t, r.stderr, "migrating: 2/2 schemas (100%), 0 failed", "the tenant recorded behind and the shared schema")
 
 	// delete.
 	require.Contains(t, e.ok("tenant", "delete", "acme"), "deleted")
@@ -278,7 +288,14 @@ func TestMigrateListsFailedTenantsAndExitsWithOne(t *testing.T) {
 	_, err := e.pool().Exec(context.Background(), `DROP SCHEMA tenant_broken CASCADE`)
 	require.NoError(t, err)
 
+	// Migrate trusts the registry's record of each schema's version: nothing looks behind.
 	r := e.run("migrate")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "migrated 3 schemas on 1 placement to tenant version")
+	require.Contains(t, r.stdout, "1 checked, 0 updated, 0 failed")
+
+	// --verify reads every schema's own version and finds the lost one.
+	r = e.run("migrate", "--verify")
 	require.Equal(t, 1, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 3 schemas")
 	require.Contains(t, r.stdout, "1 failed")
@@ -302,21 +319,24 @@ func TestProgress(t *testing.T) {
 		{given: "a terminal, 40 schemas", tty: true, total: 40, expectLines: 1, expectCR: true},
 	} {
 		var buf bytes.Buffer
-		p := newProgress(&buf, tc.tty)
-		// A clock that advances half a second per schema: 2 schemas/s.
-		now := time.Unix(1000, 0)
-		p.start, p.now = now, func() time.Time { return now }
+		p := newProgress(&buf, tc.tty, "migrating", "schemas")
+		clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		p.now = func() time.Time { clock = clock.Add(500 * time.Millisecond); return clock }
 		for i := 1; i <= tc.total; i++ {
-			now = now.Add(500 * time.Millisecond)
-			p.report(provision.MigrateProgress{Done: i, Total: tc.total, Failed: i / 10})
+			p.update(i, tc.total, strconv.Itoa(i/10)+" failed")
 		}
 		p.finish()
 		out := buf.String()
 		require.Equal(t, tc.expectLines, strings.Count(out, "\n"), "%s: %q", tc.given, out)
 		require.Equal(t, tc.expectCR, strings.Contains(out, "\r"), tc.given)
-		require.True(t, strings.HasSuffix(out, "(100%), 2.0/s, ETA 0s, "+strconv.Itoa(tc.total/10)+" failed\n"), "%s: %q", tc.given, out)
-		if tc.total == 40 {
-			require.Contains(t, out, "migrating: 20/40 schemas (50%), 2.0/s, ETA 10s, 2 failed", "done/total, rate, time left, failures")
+		lines := strings.Split(strings.TrimSuffix(strings.ReplaceAll(out, "\r", "\n"), "\n"), "\n")
+		last := lines[len(lines)-1]
+		took := time.Duration(tc.total-1) * 500 * time.Millisecond
+		rate := fmt.Sprintf("%.1f/s", float64(tc.total)/took.Seconds())
+		require.True(t, strings.HasSuffix(last, fmt.Sprintf("%d/%d schemas (100%%), %d failed, %s, took %s", tc.total, tc.total,
+			tc.total/10, rate, took)), "%s: %q", tc.given, last)
+		if tc.total > 3 {
+			require.Contains(t, lines[len(lines)-2], ", ETA ", tc.given)
 		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 
 type initCmd struct {
 	EmbeddingDimension  int    `name:"embedding-dimension" env:"TENANTMEM_EMBEDDING_DIMENSION" placeholder:"N" help:"Embedding dimension, fixed at the first init (default 384)."`
-	RouterPassword      string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password."`
+	RouterPassword      string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password. Prefer the environment variable: a flag is visible in the process list."`
 	LeakproofTextSearch bool   `name:"leakproof-text-search" env:"TENANTMEM_LEAKPROOF_TEXT_SEARCH" help:"Mark the full-text match operator LEAKPROOF in this database so text search can use its index under row-level security (see docs/memory.md)."`
 }
 
@@ -41,13 +41,14 @@ func (cmd *initCmd) Run(rc *runContext) error {
 }
 
 type tenantCmd struct {
-	Create  tenantCreateCmd  `cmd:"" help:"Create a tenant and its first API key (shown once)."`
-	List    tenantListCmd    `cmd:"" help:"List tenants, in tenant id order."`
-	Show    tenantShowCmd    `cmd:"" help:"Show one tenant."`
-	Delete  tenantDeleteCmd  `cmd:"" help:"Delete a tenant and all its data."`
-	Suspend tenantSuspendCmd `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
-	Resume  tenantResumeCmd  `cmd:"" help:"Resume a suspended tenant."`
-	Limits  tenantLimitsCmd  `cmd:"" help:"Show or change a tenant's overrides of the router's limits (rate, requests in flight, quotas)."`
+	Create     tenantCreateCmd     `cmd:"" help:"Create a tenant and its first API key (shown once)."`
+	CreateBulk tenantCreateBulkCmd `cmd:"" name:"create-bulk" help:"Create many shared-tier tenants from a file of ids; their API keys go to a file."`
+	List       tenantListCmd       `cmd:"" help:"List tenants, in tenant id order."`
+	Show       tenantShowCmd       `cmd:"" help:"Show one tenant."`
+	Delete     tenantDeleteCmd     `cmd:"" help:"Delete a tenant and all its data."`
+	Suspend    tenantSuspendCmd    `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
+	Resume     tenantResumeCmd     `cmd:"" help:"Resume a suspended tenant."`
+	Limits     tenantLimitsCmd     `cmd:"" help:"Show or change a tenant's overrides of the router's limits (rate, requests in flight, quotas)."`
 }
 
 type tenantLimitsCmd struct {
@@ -446,7 +447,8 @@ func (cmd *keyRevokeCmd) Run(rc *runContext) error {
 }
 
 type migrateCmd struct {
-	Parallelism int `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time on each placement (default ${default})."`
+	Parallelism int  `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time on each placement (default ${default})."`
+	Verify      bool `name:"verify" help:"Read every tenant schema's own version instead of trusting the registry's record (about 1 ms per schema, a connection per tenant database), and migrate any that is behind."`
 }
 
 func (cmd *migrateCmd) Run(rc *runContext) error {
@@ -458,15 +460,17 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	progress := newProgress(rc.stderr, isTerminal(rc.stderr))
-	rep, err := prov.Migrate(rc.ctx, provision.MigrateParams{Progress: progress.report})
+	progress := newProgress(rc.stderr, isTerminal(rc.stderr), "migrating", "schemas")
+	rep, err := prov.Migrate(rc.ctx, provision.MigrateParams{Verify: cmd.Verify, Progress: func(m provision.MigrateProgress) {
+		progress.update(m.Done, m.Total, fmt.Sprintf("%d failed", m.Failed))
+	}})
 	progress.finish()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(rc.stdout, "migrated %d %s on %d %s to tenant version %d (control version %d) in %s: %d updated, %d failed\n",
+	fmt.Fprintf(rc.stdout, "migrated %d %s on %d %s to tenant version %d (control version %d) in %s: %d checked, %d updated, %d failed\n",
 		rep.Schemas, plural(rep.Schemas, "schema", "schemas"), len(rep.Placements), plural(len(rep.Placements), "placement", "placements"),
-		rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Applied, len(rep.Failed))
+		rep.LatestVersion, rep.ControlVersion, rep.Took.Round(time.Millisecond), rep.Checked, rep.Applied, len(rep.Failed))
 	for _, pr := range rep.Placements {
 		switch {
 		case pr.Err != nil:
@@ -488,51 +492,6 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 		fmt.Fprintf(rc.stdout, "  %s (placement %s): %v\n", f.TenantID, f.Placement, f.Err)
 	}
 	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)
-}
-
-// progress prints Migrate's progress on stderr: one line rewritten with \r on a terminal, else a
-// plain line at every 5% step, with the rate and the time left at that rate. Migrate calls report
-// one call at a time.
-type progress struct {
-	w        io.Writer
-	tty      bool
-	lastStep int
-	printed  bool
-	start    time.Time
-	now      func() time.Time
-}
-
-func newProgress(w io.Writer, tty bool) *progress {
-	return &progress{w: w, tty: tty, lastStep: -1, start: time.Now(), now: time.Now}
-}
-
-func (p *progress) report(m provision.MigrateProgress) {
-	if m.Total == 0 {
-		return
-	}
-	pct := m.Done * 100 / m.Total
-	elapsed := p.now().Sub(p.start)
-	rate, eta := 0.0, "?"
-	if elapsed > 0 && m.Done > 0 {
-		rate = float64(m.Done) / elapsed.Seconds()
-		eta = time.Duration(float64(m.Total-m.Done) / rate * float64(time.Second)).Round(time.Second).String()
-	}
-	line := fmt.Sprintf("migrating: %d/%d schemas (%d%%), %.1f/s, ETA %s, %d failed", m.Done, m.Total, pct, rate, eta, m.Failed)
-	if p.tty {
-		fmt.Fprintf(p.w, "\r%s", line)
-		p.printed = true
-		return
-	}
-	if step := pct / 5; step > p.lastStep || m.Done == m.Total {
-		p.lastStep = step
-		fmt.Fprintln(p.w, line)
-	}
-}
-
-func (p *progress) finish() {
-	if p.tty && p.printed {
-		fmt.Fprintln(p.w)
-	}
 }
 
 // checkTenantID validates a tenant id before anything connects to the database.

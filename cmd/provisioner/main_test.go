@@ -63,6 +63,8 @@ type cliEnv struct {
 	t   *testing.T
 	url string
 	env map[string]string
+	// stdin, when set, is the commands' standard input.
+	stdin string
 }
 
 func newCLIEnv(t *testing.T, initialise bool) *cliEnv {
@@ -85,7 +87,7 @@ func (e *cliEnv) run(args ...string) result {
 func (e *cliEnv) runEnv(env map[string]string, args ...string) result {
 	e.t.Helper()
 	var stdout, stderr syncBuffer
-	m := &Main{Stdout: &stdout, Stderr: &stderr, LookupEnv: mapEnv(env), Environ: func() []string {
+	m := &Main{Stdout: &stdout, Stderr: &stderr, Stdin: strings.NewReader(e.stdin), LookupEnv: mapEnv(env), Environ: func() []string {
 		var out []string
 		for k, v := range env {
 			out = append(out, k+"="+v)

@@ -30,7 +30,7 @@ type placementAddCmd struct {
 	MaxTenants     int    `name:"max-tenants" placeholder:"N" help:"Capacity hint: a placement with N tenants takes no more (0: no limit)."`
 	Tiers          string `name:"tiers" placeholder:"LIST" help:"Tiers it takes, comma-separated (default: shared,schema,database)."`
 	Description    string `name:"description" placeholder:"TEXT" help:"Free text."`
-	RouterPassword string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password on that server (the routers then need it for this placement: see docs/scaling.md)."`
+	RouterPassword string `name:"router-password" env:"TENANTMEM_ROUTER_PASSWORD" placeholder:"PASSWORD" help:"Set the router role's password on that server (the routers then need it for this placement: see docs/scaling.md). Prefer the environment variable: a flag is visible in the process list."`
 	JSON           bool   `name:"json" help:"Print JSON."`
 }
 

@@ -86,9 +86,11 @@ type cli struct {
 	RerankerModel   string        `name:"reranker-model" env:"TENANTMEM_RERANKER_MODEL" placeholder:"NAME" help:"Model name sent to the reranker."`
 	RerankerTimeout time.Duration `name:"reranker-timeout" env:"TENANTMEM_RERANKER_TIMEOUT" default:"2s" help:"Longest wait for the reranker; past it results keep the unreranked order, marked degraded (default ${default})."`
 
-	WorkerInterval    time.Duration `name:"worker-interval" env:"TENANTMEM_WORKER_INTERVAL" default:"5s" help:"First pause before a tenant whose queued embeddings are in backoff is looked at again; doubles up to --sweep-interval (default ${default})."`
-	SweepInterval     time.Duration `name:"sweep-interval" env:"TENANTMEM_WORKER_SWEEP_INTERVAL" default:"5m" help:"How often every active tenant is checked for queued embeddings (default ${default})."`
+	WorkerInterval    time.Duration `name:"worker-interval" env:"TENANTMEM_WORKER_INTERVAL" default:"5s" help:"Longest pause between two looks at the embedding work queue, and first retry pause of a tenant whose queue could not be read (doubling up to 5m) (default ${default})."`
+	ReconcileInterval time.Duration `name:"reconcile-interval" env:"TENANTMEM_WORKER_RECONCILE_INTERVAL" default:"24h" help:"How often the rate-bounded check of every active tenant for unlisted embedding work starts (also at start) (default ${default})."`
+	ReconcileRate     float64       `name:"reconcile-rate" env:"TENANTMEM_WORKER_RECONCILE_RATE" default:"50" help:"Tenants per second that check visits (default ${default})."`
 	WorkerConcurrency int           `name:"worker-concurrency" env:"TENANTMEM_WORKER_CONCURRENCY" default:"2" help:"Tenants the embedding worker serves at once (default ${default})."`
+	MaxConnSchemas    int           `name:"max-conn-schemas" env:"TENANTMEM_MAX_CONN_SCHEMAS" default:"500" help:"Distinct tenant schemas a database connection serves before it is replaced, bounding its server-side catalog cache; -1: never (default ${default}; see docs/scaling.md)."`
 
 	LogLevel string              `name:"log-level" env:"TENANTMEM_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error (JSON logs on stderr)."`
 	Version  command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
@@ -123,6 +125,12 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, bool), logger *slog.Logger) error {
 	if c.BodyLimit < 1 {
 		return &command.UsageError{Msg: "--body-limit must be positive"}
+	}
+	if c.MaxConnSchemas == 0 || c.MaxConnSchemas < -1 {
+		return &command.UsageError{Msg: "--max-conn-schemas must be positive, or -1 for no limit"}
+	}
+	if c.ReconcileRate <= 0 {
+		return &command.UsageError{Msg: "--reconcile-rate must be positive"}
 	}
 	ec := embed.Config{Kind: c.Embedder, Dimension: c.EmbeddingDimension}
 	if c.Embedder == embed.KindOpenAI {
@@ -192,8 +200,10 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		Embedding:            ec,
 		Reranker:             rc,
 		WorkerInterval:       c.WorkerInterval,
-		SweepInterval:        c.SweepInterval,
+		ReconcileInterval:    c.ReconcileInterval,
+		ReconcileRate:        c.ReconcileRate,
 		WorkerConcurrency:    c.WorkerConcurrency,
+		MaxConnSchemas:       c.MaxConnSchemas,
 		ShutdownTimeout:      c.ShutdownTimeout,
 		Logger:               logger,
 		Registerer:           reg,

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantmem/tenantmem/internal/connrecycle"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/limit"
@@ -24,12 +25,14 @@ import (
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/rerank"
 	"github.com/tenantmem/tenantmem/internal/routing"
+	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
 // Defaults of [Config].
 const (
 	DefaultWorkerInterval    = 5 * time.Second
-	DefaultSweepInterval     = 5 * time.Minute
+	DefaultReconcileInterval = 24 * time.Hour
+	DefaultReconcileRate     = 50
 	DefaultWorkerConcurrency = 2
 	// DefaultListenTimeout bounds the wait for the first LISTEN at start.
 	DefaultListenTimeout = 30 * time.Second
@@ -74,7 +77,9 @@ type Config struct {
 	MaxConns int32
 	// TierMaxConns bounds the connections one tier (shared, schema) may hold at once, so that
 	// trouble in one tier (a lock on a shared table, a slow tenant schema) cannot take every
-	// connection. Default: three quarters of MaxConns.
+	// connection. The fences of tenants on other databases (whose fence transaction runs on this
+	// pool for their whole request) have a share of the same size, so that an unreachable
+	// placement cannot take them either. Default: three quarters of MaxConns.
 	TierMaxConns int
 	// AcquireWait bounds a request's wait for a connection; past it the request gets 503 with
 	// Retry-After. Default limit.DefaultAcquireWait (3s).
@@ -126,13 +131,21 @@ type Config struct {
 	// HistoryFlushInterval is how often the search history is written in the background
 	// (memory.Config.HistoryFlushInterval). Default 200ms.
 	HistoryFlushInterval time.Duration
-	// WorkerInterval is the first pause before a tenant whose queued embeddings are not due (in
-	// backoff, or leased by another replica) is looked at again; it doubles on each idle look, up
-	// to SweepInterval. Default 5s.
+	// WorkerInterval is the longest the embedding worker sleeps between two looks at its work
+	// queue when nothing is due (work queued by other replicas is found within it; this router's
+	// ingest wakes it at once), and the first pause before a tenant whose queue could not be read
+	// is tried again (doubling, up to 5 minutes). Default 5s.
 	WorkerInterval time.Duration
-	// SweepInterval is how often every active tenant is checked for queued embeddings (work left by
-	// a crash or another replica). Default 5 minutes.
-	SweepInterval time.Duration
+	// ReconcileInterval is how often the worker starts a reconciliation pass over every active
+	// tenant (at start, then at this interval), which lists embedding work the queue does not know
+	// of. Default 24h.
+	ReconcileInterval time.Duration
+	// ReconcileRate bounds the reconciliation to this many tenants per second. Default 50.
+	ReconcileRate float64
+	// MaxConnSchemas is how many distinct schemas a pooled connection serves before it is closed
+	// at release and replaced, bounding the catalog cache each backend keeps (about 190 KB per
+	// schema; see docs/scaling.md). Default connrecycle.DefaultMaxSchemas (500); negative: never.
+	MaxConnSchemas int
 	// WorkerConcurrency is how many tenants the embedding worker serves at once. Default 2.
 	WorkerConcurrency int
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown. Default
@@ -151,7 +164,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, httpapi.DefaultStatementTimeout)
 	c.WorkerInterval = cmp.Or(c.WorkerInterval, DefaultWorkerInterval)
-	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.ReconcileInterval = cmp.Or(c.ReconcileInterval, DefaultReconcileInterval)
+	c.ReconcileRate = cmp.Or(c.ReconcileRate, DefaultReconcileRate)
+	c.MaxConnSchemas = cmp.Or(c.MaxConnSchemas, connrecycle.DefaultMaxSchemas)
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, DefaultWorkerConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, httpapi.DefaultShutdownTimeout)
 	c.ListenTimeout = cmp.Or(c.ListenTimeout, DefaultListenTimeout)
@@ -182,9 +197,11 @@ func (c Config) validate() error {
 		return configErrorf("dataplane: max chunks per document must be positive, got %d", c.MaxChunksPerDocument)
 	case c.HandleCacheSize < 0 || c.KeyCacheSize < 0:
 		return configErrorf("dataplane: cache sizes must be positive")
-	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.SweepInterval < 0 ||
+	case c.CacheTTL < 0 || c.StatementTimeout < 0 || c.WorkerInterval < 0 || c.ReconcileInterval < 0 ||
 		c.ShutdownTimeout < 0 || c.ListenTimeout < 0:
 		return configErrorf("dataplane: durations must be positive")
+	case c.ReconcileRate < 0:
+		return configErrorf("dataplane: the reconcile rate must be positive, got %g", c.ReconcileRate)
 	case c.WorkerConcurrency < 1:
 		return configErrorf("dataplane: worker concurrency must be positive, got %d", c.WorkerConcurrency)
 	case c.BodyLimit < 0:
@@ -206,9 +223,17 @@ type Service struct {
 	engine   *memory.Engine
 	worker   *memory.Worker
 	handler  http.Handler
-	queue    *embedQueue
 	settings registry.Settings
 	provider embed.Provider
+	// recycler closes pooled connections that served MaxConnSchemas schemas (the schema recycle limit).
+	recycler *connrecycle.Recycler
+	// queues are the work queues the embedding worker serves, by database (see runWorker).
+	queuesMu sync.Mutex
+	queues   map[registry.DatabaseKey]*workQueue
+	// refreshNow asks the worker to read the list of databases again (ingest in one it lacks).
+	refreshNow chan struct{}
+	// fenceGate is the share of the pool held by the fences of tenants elsewhere (routing.Config.FenceGate).
+	fenceGate *limit.Gate
 }
 
 // Open connects as the router role, refuses a role that would bypass row-level security
@@ -227,6 +252,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	rc := pc.Copy()
 	pc.MaxConns = cfg.MaxConns
 	rc.MaxConns, rc.MinConns = registryConns, 0
+	// Only the tenant pool touches tenant schemas: the registry pool needs no recycling.
+	recycler := connrecycle.New(cfg.MaxConnSchemas)
+	recycler.Configure(pc)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -236,11 +264,13 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), queue: newEmbedQueue(),
+	s := &Service{cfg: cfg, pool: pool, registry: regPool, listenCC: pc.ConnConfig.Copy(), recycler: recycler,
+		queues: map[registry.DatabaseKey]*workQueue{}, refreshNow: make(chan struct{}, 1),
 		gates: map[registry.Tier]*limit.Gate{
 			registry.TierShared: limit.NewGate("shared tier connection", cfg.TierMaxConns),
 			registry.TierSchema: limit.NewGate("schema tier connection", cfg.TierMaxConns),
-		}}
+		},
+		fenceGate: limit.NewGate("connection for the fence of a tenant on another database", cfg.TierMaxConns)}
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -264,6 +294,9 @@ func (s *Service) open(ctx context.Context) error {
 	}
 	s.settings = settings
 	if err := checkNotOwner(ctx, s.pool, settings.OwnerRole); err != nil {
+		return err
+	}
+	if err := checkMigrated(ctx, s.pool); err != nil {
 		return err
 	}
 	if s.provider, err = s.newProvider(ctx); err != nil {
@@ -295,7 +328,10 @@ func (s *Service) open(ctx context.Context) error {
 		Budget:           s.cfg.ConnBudget,
 		BudgetWait:       s.cfg.AcquireWait,
 		MaxPools:         s.cfg.PoolCacheSize,
-		Logger:           logger,
+		// Every pool's connections are recycled at the schema recycle limit too; a recycled
+		// connection gives its slot of the budget back when it is closed.
+		ConfigurePool: s.recycler.Configure,
+		Logger:        logger,
 	}); err != nil {
 		return &ConfigError{Err: err}
 	}
@@ -307,7 +343,7 @@ func (s *Service) open(ctx context.Context) error {
 	}
 	if s.resolver, err = routing.New(routing.Config{Pool: s.pool, Registry: s.registry, Pools: s.pools,
 		Handles: s.cfg.HandleCacheSize, Keys: s.cfg.KeyCacheSize, TTL: s.cfg.CacheTTL, Logger: logger, Gates: s.gates,
-		AcquireWait: s.cfg.AcquireWait}); err != nil {
+		AcquireWait: s.cfg.AcquireWait, ObserveConn: s.recycler.Observe, FenceGate: s.fenceGate}); err != nil {
 		return &ConfigError{Err: err}
 	}
 	s.handler, err = httpapi.NewRouter(httpapi.RouterConfig{
@@ -323,15 +359,48 @@ func (s *Service) open(ctx context.Context) error {
 		Limits:             s.cfg.Limits,
 		Ready:              httpapi.RegistryReady(s.registry),
 		ReadyDetails:       s.readyDetails,
-		OnIngest: func(h *routing.Handle, _ int) {
-			s.queue.add(s.scopeOf(h.Pool, h.Schema, h.OwnerID), time.Now())
-		},
+		// Ingest listed the tenant in its placement's work queue, in its own transaction; this
+		// only saves the worker its wait.
+		OnIngest: func(h *routing.Handle, _ int) { s.wakeWorker(h.Location.Key()) },
 	})
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
+	if err := s.registerMetrics(); err != nil {
+		return &ConfigError{Err: err}
+	}
 	logger.InfoContext(ctx, "router ready to serve", slog.String("embedder", s.provider.Name()),
 		slog.Int("embedding_dimension", settings.EmbeddingDimension))
+	return nil
+}
+
+// registerMetrics adds the data plane's own metrics to Registerer: connections recycled at the
+// schema recycle limit, and whether the embedding provider's circuit breaker is open.
+func (s *Service) registerMetrics() error {
+	reg := s.cfg.Registerer
+	if reg == nil {
+		return nil
+	}
+	cs := []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tenantmem_router_connections_recycled_total",
+		Help: "Database connections closed for having served more than --max-conn-schemas tenant schemas.",
+	}, func() float64 { return float64(s.recycler.Recycled()) })}
+	if g, ok := s.provider.(embed.Gate); ok {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tenantmem_embedding_breaker_open",
+			Help: "1 while the embedding provider's circuit breaker fails calls fast (ingest queues, vector search answers 503).",
+		}, func() float64 {
+			if g.OpenFor() > 0 {
+				return 1
+			}
+			return 0
+		}))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("dataplane: metrics: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -353,6 +422,20 @@ func checkRole(ctx context.Context, pool *pgxpool.Pool) error {
 	case bypass:
 		return fmt.Errorf("%w: %s has BYPASSRLS, which bypasses row-level security; log in as the router role (%s)",
 			ErrUnsafeRole, user, provision.DefaultRouterRole)
+	}
+	return nil
+}
+
+// checkMigrated refuses a database whose placement schema (`provisioner migrate`) is missing:
+// ingest lists tenants with embedding work there.
+func checkMigrated(ctx context.Context, pool *pgxpool.Pool) error {
+	var ok bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema.PlacementSchema+".embedding_work").Scan(&ok); err != nil {
+		return fmt.Errorf("check the database: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: the database lacks %s.embedding_work: run `provisioner migrate` (or init) first",
+			provision.ErrNotInitialized, schema.PlacementSchema)
 	}
 	return nil
 }
@@ -430,8 +513,12 @@ func (s *Service) Resolver() *routing.Resolver { return s.resolver }
 func (s *Service) Pools() *placement.Pools { return s.pools }
 
 func (s *Service) scopeOf(pool memory.Pool, schemaName, ownerID string) memory.Scope {
-	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout}
+	return memory.Scope{Pool: pool, Schema: schemaName, OwnerID: ownerID, StatementTimeout: s.cfg.StatementTimeout,
+		Observe: s.recycler.Observe}
 }
+
+// RecycledConns counts the pooled connections closed for having served MaxConnSchemas schemas.
+func (s *Service) RecycledConns() uint64 { return s.recycler.Recycled() }
 
 // Run serves the router on ln until ctx ends, then shuts down gracefully: it stops accepting,
 // finishes the requests in flight (up to ShutdownTimeout), then stops the embedding worker and the
@@ -507,6 +594,10 @@ type PoolDetails struct {
 	Max      int32 `json:"max"`
 }
 
+// fenceGateName is the fence gate's entry among the tiers of GET /readyz: the fences of tenants
+// whose rows are in another database (database tier, other placements) share the pool too.
+const fenceGateName = "elsewhere_fence"
+
 // GateDetails is the state of a tier's share of the pool in GET /readyz.
 type GateDetails struct {
 	InUse int `json:"in_use"`
@@ -542,6 +633,8 @@ func (s *Service) readyDetails(ctx context.Context) any {
 		inUse, size := g.Usage()
 		d.Tiers[string(tier)] = GateDetails{InUse: inUse, Size: size}
 	}
+	inUse, size := s.fenceGate.Usage()
+	d.Tiers[fenceGateName] = GateDetails{InUse: inUse, Size: size}
 	if h, err := s.pools.Health(ctx, placementCheckTimeout); err == nil {
 		d.Placements = h
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/dataplane"
@@ -184,21 +186,36 @@ func TestServiceEmbedsWhatIngestQueued(t *testing.T) {
 	}
 }
 
-// TestServiceSweepsLeftoverWork: jobs queued before the service started (a crash, another
-// replica) are found by the start-up sweep and embedded without any ingest.
-func TestServiceSweepsLeftoverWork(t *testing.T) {
+// TestServiceFindsWorkQueuedBeforeItStarted: jobs queued while no router ran (a crash, another
+// replica) are in the work queue; the service embeds them without any ingest.
+func TestServiceFindsWorkQueuedBeforeItStarted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	d := newDeployment(t)
+	p := newFlaky(t)
+	engine, scopes := queueWork(t, d, p, "left")
+	start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond})
+	for _, s := range scopes {
+		waitUntil(t, 30*time.Second, "the worker to embed "+s.OwnerID, func() bool {
+			st, err := engine.EmbeddingStats(ctx, s)
+			require.NoError(t, err)
+			return st.Pending == 0
+		})
+	}
+}
+
+// queueWork creates a tenant per tier and leaves one document of each with queued embeddings.
+func queueWork(t *testing.T, d *deployment, p *flaky, prefix string) (*memory.Engine, []memory.Scope) {
+	t.Helper()
+	ctx := context.Background()
 	routerPool, err := pgxpool.New(ctx, d.routerURL)
 	require.NoError(t, err)
 	t.Cleanup(routerPool.Close)
-	p := newFlaky(t)
 	engine, err := memory.New(memory.Config{Embedder: p})
 	require.NoError(t, err)
 	var scopes []memory.Scope
 	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema} {
-		res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "left-" + string(tier), Tier: tier})
+		res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: prefix + "-" + string(tier), Tier: tier})
 		require.NoError(t, err)
 		s := memory.Scope{Pool: routerPool, Schema: res.Tenant.SchemaName, OwnerID: res.Tenant.ID}
 		p.failures.Store(1)
@@ -208,15 +225,56 @@ func TestServiceSweepsLeftoverWork(t *testing.T) {
 		require.Positive(t, added.EmbeddingsPending)
 		scopes = append(scopes, s)
 	}
+	return engine, scopes
+}
 
-	start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond})
+// TestReconciliationFindsUnlistedWork: jobs the work queue does not know of (queued by a release
+// before the queue existed) are found by the rate-bounded reconciliation at start.
+func TestReconciliationFindsUnlistedWork(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDeployment(t)
+	p := newFlaky(t)
+	engine, scopes := queueWork(t, d, p, "unlisted")
+	_, err := d.admin.Exec(ctx, `DELETE FROM tenantmem_placement.embedding_work`)
+	require.NoError(t, err)
+	start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond, ReconcileRate: 1000})
 	for _, s := range scopes {
-		waitUntil(t, 30*time.Second, "the sweep to embed "+s.OwnerID, func() bool {
+		waitUntil(t, 30*time.Second, "the reconciliation to find "+s.OwnerID, func() bool {
 			st, err := engine.EmbeddingStats(ctx, s)
 			require.NoError(t, err)
 			return st.Pending == 0
 		})
 	}
+}
+
+// TestWorkerKeepsATenantWhoseQueueCannotBeRead: when the worker cannot read a tenant's queue it
+// tries again with backoff instead of dropping the tenant until a sweep minutes later (issue 9);
+// the jobs are embedded once the queue is readable again.
+func TestWorkerKeepsATenantWhoseQueueCannotBeRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDeployment(t)
+	p := newFlaky(t)
+	engine, scopes := queueWork(t, d, p, "unreadable")
+	s := scopes[1] // the schema-tier tenant
+	_, err := d.admin.Exec(ctx, `REVOKE SELECT, UPDATE ON `+s.Schema+`.embedding_jobs FROM `+provision.DefaultRouterRole)
+	require.NoError(t, err)
+	start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond,
+		ReconcileInterval: time.Hour})
+	waitUntil(t, 30*time.Second, "the worker to fail on the tenant a few times", func() bool {
+		var failures int
+		require.NoError(t, d.admin.QueryRow(ctx, `SELECT coalesce(max(failures), 0) FROM tenantmem_placement.embedding_work
+			WHERE owner_id = $1`, s.OwnerID).Scan(&failures))
+		return failures >= 2
+	})
+	_, err = d.admin.Exec(ctx, `GRANT SELECT, UPDATE ON `+s.Schema+`.embedding_jobs TO `+provision.DefaultRouterRole)
+	require.NoError(t, err)
+	waitUntil(t, 30*time.Second, "the worker to embed the tenant's jobs", func() bool {
+		st, err := engine.EmbeddingStats(ctx, s)
+		require.NoError(t, err)
+		return st.Pending == 0
+	})
 }
 
 // TestOpenRefusesUnsafeRoles: a superuser, a BYPASSRLS role and a member of the owner role would
@@ -300,6 +358,144 @@ func TestRunStopsBeforeServingWhenCancelled(t *testing.T) {
 	require.NoError(t, svc.Run(ctx, ln))
 	_, err = net.Dial("tcp", ln.Addr().String())
 	require.Error(t, err, "the listener is closed")
+}
+
+// fakeOpenAI is an OpenAI-compatible embeddings server backed by the builtin embedder, which
+// answers 503 while down and counts the requests it gets.
+type fakeOpenAI struct {
+	srv      *httptest.Server
+	down     atomic.Bool
+	requests atomic.Int64
+}
+
+func newFakeOpenAI(t *testing.T) *fakeOpenAI {
+	t.Helper()
+	b, err := embed.NewBuiltin(testDim)
+	require.NoError(t, err)
+	f := &fakeOpenAI{}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.requests.Add(1)
+		if f.down.Load() {
+			http.Error(w, "upstream down", http.StatusServiceUnavailable)
+			return
+		}
+		var in struct {
+			Input []string `json:"input"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		vecs, err := b.Embed(r.Context(), in.Input)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		type item struct {
+			Index     int       `json:"index"`
+			Embedding []float32 `json:"embedding"`
+		}
+		out := struct {
+			Data []item `json:"data"`
+		}{}
+		for i, v := range vecs {
+			out.Data = append(out.Data, item{Index: i, Embedding: v})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// TestIngestQueuesAtOnceWhileTheProviderIsDown: with the provider down, the first ingest gives up
+// after a few attempts (the breaker opens), the next ones do not call the provider at all and
+// queue their chunks at once (ingest used to retry each call for 9 to 15 s), a vector search
+// answers 503 at once; when the provider is back a probe closes the breaker and the worker embeds
+// everything.
+func TestIngestQueuesAtOnceWhileTheProviderIsDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDeployment(t)
+	f := newFakeOpenAI(t)
+	reg := prometheus.NewRegistry()
+	breakerOpen := func() float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "tenantmem_embedding_breaker_open" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no tenantmem_embedding_breaker_open")
+		return 0
+	}
+	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, WorkerInterval: 10 * time.Millisecond, Registerer: reg,
+		Embedding: embed.Config{Kind: embed.KindOpenAI, OpenAI: embed.OpenAIConfig{BaseURL: f.srv.URL, Model: "fake",
+			MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+			Breaker: embed.BreakerConfig{Cooldown: 2 * time.Second}}}})
+	res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "outage", Tier: registry.TierShared})
+	require.NoError(t, err)
+	key := res.Key.Key
+
+	f.down.Store(true)
+	before := f.requests.Load()
+	add := func(i int) memory.DocumentAddResult {
+		var added memory.DocumentAddResult
+		require.Equal(t, http.StatusCreated, r.call(t, key, http.MethodPost, "/v1/documents", map[string]string{
+			"document_name": fmt.Sprint("doc ", i), "document_type": "text", "content": fmt.Sprint("written during the outage, number ", i),
+		}, &added))
+		require.Positive(t, added.EmbeddingsPending)
+		return added
+	}
+	add(0)
+	require.LessOrEqual(t, f.requests.Load()-before, int64(embed.DefaultBreakerFailures),
+		"the first ingest stops retrying once the breaker opens (it made 6 requests before)")
+	before = f.requests.Load()
+	for i := 1; i <= 5; i++ {
+		add(i)
+	}
+	require.Equal(t, before, f.requests.Load(), "no request while the breaker is open")
+	require.EqualValues(t, 1, breakerOpen())
+	require.Equal(t, http.StatusServiceUnavailable, r.call(t, key, http.MethodPost, "/v1/search",
+		map[string]string{"query_text": "outage", "search_type": "vector"}, nil))
+
+	f.down.Store(false)
+	waitUntil(t, 30*time.Second, "the worker to embed what the outage queued", func() bool {
+		var st memory.EmbeddingQueueStats
+		require.Equal(t, http.StatusOK, r.call(t, key, http.MethodGet, "/v1/embeddings/status", nil, &st))
+		require.Zero(t, st.Failed, "an outage fails no job")
+		return st.Pending == 0
+	})
+	var sr memory.SearchResponse
+	require.Equal(t, http.StatusOK, r.call(t, key, http.MethodPost, "/v1/search",
+		map[string]string{"query_text": "outage number", "search_type": "vector"}, &sr))
+	require.Len(t, sr.Results, 6)
+	require.Zero(t, breakerOpen())
+}
+
+// TestConnectionsAreRecycledAfterMaxConnSchemas: a pooled connection that served more than
+// MaxConnSchemas distinct schemas is closed when released, so no backend keeps the catalog cache
+// of every tenant schema; with no budget, the one connection serves them all.
+func TestConnectionsAreRecycledAfterMaxConnSchemas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		given  int // MaxConnSchemas
+		expect func(recycled uint64) bool
+	}{
+		{given: 2, expect: func(n uint64) bool { return n >= 2 }}, // 6 schemas, at most 3 per connection
+		{given: -1, expect: func(n uint64) bool { return n == 0 }},
+	} {
+		d := newDeployment(t)
+		r := start(t, dataplane.Config{DatabaseURL: d.routerURL, MaxConns: 1, MaxConnSchemas: tc.given, Provider: newFlaky(t)})
+		for i := range 6 {
+			res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprint("recycle", i), Tier: registry.TierSchema})
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, r.call(t, res.Key.Key, http.MethodGet, "/v1/statistics", nil, nil))
+		}
+		require.True(t, tc.expect(r.svc.RecycledConns()), "budget %d: %d recycled", tc.given, r.svc.RecycledConns())
+	}
 }
 
 // TestReadinessReportsPartsWithoutFailing: /readyz answers from the registry's own pool, so one

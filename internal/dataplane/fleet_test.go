@@ -289,3 +289,146 @@ func (l *lockedLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestWorkerFindsWorkInTenantDatabasesCreatedAfterStart: the embedding work queue lives in every
+// database that holds tenant tables, so a database-tier tenant created while the router runs, on
+// either server, has what its ingest queued embedded within seconds (the ingest makes the worker
+// read its list of databases again). Before, the worker served the control database's queue
+// only, and the work of a tenant database waited for the daily reconciliation.
+func TestWorkerFindsWorkInTenantDatabasesCreatedAfterStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := fleetDeployment(t, map[string]*pgtest.Server{"p2": pgtest.Second(t)})
+	p := newFlaky(t)
+	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: p, WorkerInterval: 10 * time.Millisecond,
+		PlacementCredentials: credentials(t, "p2:router::\n"), ConnBudget: 8})
+	var keys []string
+	for _, pl := range []string{"local", "p2"} {
+		res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "late/" + pl, Tier: registry.TierDatabase, Placement: pl})
+		require.NoError(t, err)
+		keys = append(keys, res.Key.Key)
+	}
+	for i, key := range keys {
+		p.failures.Store(1) // the ingest's call fails; the worker's succeeds
+		var added memory.DocumentAddResult
+		require.Equal(t, http.StatusCreated, r.call(t, key, http.MethodPost, "/v1/documents", map[string]string{
+			"document_name": "n", "document_type": "text", "content": "embedded later by the worker",
+		}, &added), i)
+		require.Positive(t, added.EmbeddingsPending)
+		waitUntil(t, 20*time.Second, "the worker to embed the tenant database's queued chunks", func() bool {
+			var st memory.EmbeddingQueueStats
+			require.Equal(t, http.StatusOK, r.call(t, key, http.MethodGet, "/v1/embeddings/status", nil, &st))
+			return st.Pending == 0 && st.Failed == 0
+		})
+	}
+}
+
+// TestAFrozenPlacementLeavesTheOthersServed: a placement behind a partition (a frozen network, not
+// a refused connection) while its tenants keep sending requests. Their fences run on the control
+// pool for the whole request; they may hold only their share of it (so the tenants of the control
+// database are still served), and a pooled connection to the frozen server fails at BEGIN within
+// AcquireWait with 503 and Retry-After, instead of holding everything until the request deadline.
+// Found by review: 9 of 10 requests of a local tenant got 503 and a request of the frozen
+// placement's tenant took the whole 20 s request deadline.
+func TestAFrozenPlacementLeavesTheOthersServed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDeployment(t)
+	prov, err := provision.New(provision.Config{Pool: d.admin, Credentials: credentials(t, allCredentials)})
+	require.NoError(t, err)
+	t.Cleanup(prov.Close)
+	d.prov = prov
+	s, err := registry.GetSettings(ctx, d.admin)
+	require.NoError(t, err)
+	srv := pgtest.Second(t)
+	pgtest.DropDatabasesOnCleanup(t, srv.URL(), "tenantmem deployment "+s.DeploymentID+" ")
+	px, err := pgtest.NewProxy(fmt.Sprintf("%s:%d", srv.Host(), srv.Port()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = px.Close() })
+	u, err := url.Parse(srv.NewDatabase(t))
+	require.NoError(t, err)
+	_, err = prov.AddPlacement(ctx, provision.PlacementAddParams{Name: "far", Host: "127.0.0.1", Port: px.Port(),
+		Database: strings.TrimPrefix(u.Path, "/")})
+	require.NoError(t, err)
+	var far []string
+	for i := range 4 {
+		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("far-%d", i), Tier: registry.TierDatabase, Placement: "far"})
+		require.NoError(t, err)
+		far = append(far, res.Key.Key)
+	}
+	near, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "near", Tier: registry.TierShared, Placement: registry.LocalPlacement})
+	require.NoError(t, err)
+
+	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, Provider: newFlaky(t), MaxConns: 4,
+		PlacementCredentials: credentials(t, "far:router::\n"), AcquireWait: 2 * time.Second, RequestTimeout: 60 * time.Second})
+	for _, k := range far {
+		require.Equal(t, http.StatusOK, r.call(t, k, http.MethodGet, "/v1/statistics", nil, nil))
+	}
+	require.Equal(t, http.StatusOK, r.call(t, near.Key.Key, http.MethodGet, "/v1/statistics", nil, nil))
+
+	px.Freeze(true)
+	t.Cleanup(func() { px.Freeze(false) })
+	stop := make(chan struct{})
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		farSeen = map[int]int{}
+	)
+	for _, k := range far {
+		for range 2 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c := r.call(t, k, http.MethodGet, "/v1/statistics", nil, nil)
+					mu.Lock()
+					farSeen[c]++
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	var ready struct {
+		Details dataplane.ReadyDetails `json:"details"`
+	}
+	waitUntil(t, 30*time.Second, "the fences of the frozen placement's tenants to fill their share", func() bool {
+		require.Equal(t, http.StatusOK, r.call(t, "", http.MethodGet, "/readyz", nil, &ready))
+		return ready.Details.Tiers["elsewhere_fence"].InUse == 3
+	})
+	codes := map[int]int{}
+	for range 10 {
+		codes[r.call(t, near.Key.Key, http.MethodGet, "/v1/statistics", nil, nil)]++
+	}
+	require.Equal(t, map[int]int{http.StatusOK: 10}, codes, "the control database's tenants are served beside a frozen placement")
+
+	// A request of the frozen placement's tenant: 503 with Retry-After within the bounded waits
+	// (or 429 with Retry-After when its own requests in flight already fill its share).
+	req, err := http.NewRequest(http.MethodGet, r.base+"/v1/statistics", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+far[0])
+	began := time.Now()
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	t.Logf("a request of the frozen placement's tenant: %d in %v", res.StatusCode, time.Since(began))
+	require.Contains(t, []int{http.StatusServiceUnavailable, http.StatusTooManyRequests}, res.StatusCode)
+	require.NotEmpty(t, res.Header.Get("Retry-After"))
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Zero(t, farSeen[http.StatusOK], "nothing is served from a frozen server")
+	for code := range farSeen {
+		require.Contains(t, []int{http.StatusServiceUnavailable, http.StatusTooManyRequests}, code,
+			"a frozen server is 503 (or the tenant's own queue 429), never anything else: %v", farSeen)
+	}
+	require.Positive(t, farSeen[http.StatusServiceUnavailable])
+
+	px.Freeze(false)
+	waitUntil(t, 30*time.Second, "the thawed placement's tenant to be served again", func() bool {
+		return r.call(t, far[0], http.MethodGet, "/v1/statistics", nil, nil) == http.StatusOK
+	})
+}

@@ -90,6 +90,11 @@ type OpenAIConfig struct {
 	HTTPClient *http.Client
 	// Logger receives a warning for each retry. Default: a logger that discards everything.
 	Logger *slog.Logger
+	// Breaker configures the circuit breaker in front of the server (see [Breaker]): after
+	// Breaker.Failures failed requests in a row (default 3, retries included), requests fail at
+	// once for Breaker.Cooldown (default 10s) and a retry loop stops waiting, so ingest queues
+	// its chunks in about a second instead of retrying a server that is down.
+	Breaker BreakerConfig
 }
 
 // WithDefaults returns a copy of c with every unset field replaced by its default.
@@ -106,6 +111,9 @@ func (c OpenAIConfig) WithDefaults() OpenAIConfig {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Breaker.Logger == nil {
+		c.Breaker.Logger = c.Logger
 	}
 	return c
 }
@@ -154,6 +162,7 @@ type OpenAI struct {
 	name       string
 	maxRetries int
 	sem        chan struct{} // one token per request in flight
+	breaker    *Breaker
 }
 
 // NewOpenAI applies defaults to cfg, validates it and returns the provider. Errors name the
@@ -165,14 +174,25 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 	}
 	base := strings.TrimRight(cfg.BaseURL, "/")
 	base = strings.TrimSuffix(base, "/v1")
+	bc := cfg.Breaker
+	bc.Name = cmp.Or(bc.Name, "openai:"+cfg.Model)
+	breaker, err := NewBreaker(bc)
+	if err != nil {
+		return nil, err
+	}
 	return &OpenAI{
 		cfg:        cfg,
 		endpoint:   base + "/v1/embeddings",
 		name:       "openai:" + cfg.Model,
 		maxRetries: max(cfg.MaxRetries, 0),
 		sem:        make(chan struct{}, cfg.MaxConcurrency),
+		breaker:    breaker,
 	}, nil
 }
+
+// OpenFor is how long requests will still fail fast because the server failed repeatedly (see
+// [Gate]); zero when they go through.
+func (p *OpenAI) OpenFor() time.Duration { return p.breaker.OpenFor() }
 
 // Name returns "openai:" followed by the model name.
 func (p *OpenAI) Name() string { return p.name }
@@ -272,15 +292,19 @@ func (p *OpenAI) embedBatch(ctx context.Context, texts []string, dst [][]float32
 	}
 
 	for attempt := 0; ; attempt++ {
-		err := p.post(ctx, body, dst)
+		err := p.breaker.Do(func() error { return p.post(ctx, body, dst) })
 		if err == nil {
 			return nil
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return fmt.Errorf("embed: %w", ctxErr)
 		}
-		if !IsTransient(err) {
+		if !IsTransient(err) || errors.Is(err, ErrCircuitOpen) {
+			// An open breaker means the server is down: the caller (a queue) waits better.
 			return err
+		}
+		if p.breaker.OpenFor() > 0 {
+			return fmt.Errorf("embed: giving up after %d attempts, the circuit breaker opened: %w", attempt+1, err)
 		}
 		if attempt >= p.maxRetries {
 			if attempt == 0 {

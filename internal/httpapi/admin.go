@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -98,6 +99,7 @@ func (c AdminConfig) validate() error {
 //	PUT    /v1/tenants/{id}/limits              {requests_per_second?, burst?, max_concurrent?, max_documents?,
 //	                                             max_chunks?, max_content_bytes?} -> {limits}; absent or null
 //	                                             fields take the router's default, 0 means no limit
+//	POST   /v1/bulk/tenants                     {tier, tenant_ids} -> 201 {created, existing, tenants}
 //	POST   /v1/placements                       {name, host, port, database, max_tenants?, tiers?, description?, router_password?} -> 201 placement
 //	GET    /v1/placements                       -> {placements}
 //	GET    /v1/placements/{name}                -> placement
@@ -143,6 +145,7 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
 	e.GET("/v1/tenants/:id/limits", a.getLimits, auth)
 	e.PUT("/v1/tenants/:id/limits", a.setLimits, auth)
+	e.POST("/v1/bulk/tenants", a.createTenants, auth)
 	e.POST("/v1/placements", a.addPlacement, auth)
 	e.GET("/v1/placements", a.listPlacements, auth)
 	e.GET("/v1/placements/:name", a.getPlacement, auth)
@@ -550,6 +553,9 @@ func (a *admin) addPlacement(c echo.Context) error {
 	var req PlacementAddRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
+	}
+	if slices.Contains(req.Tiers, "") {
+		return &registry.FieldError{Field: "tiers", Message: "an empty tier name: name shared, schema or database"}
 	}
 	tiers, err := registry.ParseTiers(strings.Join(req.Tiers, ","))
 	if err != nil {

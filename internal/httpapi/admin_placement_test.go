@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/httpapi"
@@ -135,4 +136,59 @@ func TestAdminPlacements(t *testing.T) {
 	require.Len(t, list.Placements, 1)
 	// Without the admin token: 401.
 	require.Equal(t, http.StatusUnauthorized, e.doWith(http.MethodGet, "/v1/placements", nil, nil).status)
+}
+
+// TestAddPlacementRefusesBadInputBeforeTouchingTheServer: each bad field is a 400 naming it, no
+// placement is registered, the target server's roles are not altered, and the router password
+// never appears in an answer or a log line. Found by review: max_tenants beyond int32 and a NUL in
+// the description were 500s after the server had been prepared, a NUL in the password was a 503
+// whose log line carried the password, and tiers [""] meant "all three".
+func TestAddPlacementRefusesBadInputBeforeTouchingTheServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newAdminEnv(t, true)
+	second := pgtest.Second(t)
+	u, err := url.Parse(second.NewDatabase(t))
+	require.NoError(t, err)
+	db := strings.TrimPrefix(u.Path, "/")
+	s, err := registry.GetSettings(ctx, e.pool)
+	require.NoError(t, err)
+	pgtest.DropDatabasesOnCleanup(t, second.URL(), "tenantmem deployment "+s.DeploymentID+" ")
+	const secret = "Sup3rS3cret"
+	body := func(k string, v any) map[string]any {
+		b := map[string]any{"name": "p2", "host": second.Host(), "port": second.Port(), "database": db}
+		b[k] = v
+		return b
+	}
+	for _, tc := range []struct {
+		given string
+		body  map[string]any
+		field string
+	}{
+		{"max_tenants beyond the column", body("max_tenants", 4294967296), "max_tenants"},
+		{"a NUL in the description", body("description", "a\u0000b"), "description"},
+		{"a NUL in the router password", body("router_password", secret+"\u0000tail"), "router_password"},
+		{"an overlong router password", body("router_password", secret+strings.Repeat("x", 1100)), "router_password"},
+		{"an empty tier name", body("tiers", []string{""}), "tiers"},
+		{"an empty tier among others", body("tiers", []string{"schema", ""}), "tiers"},
+	} {
+		t.Run(tc.given, func(t *testing.T) {
+			res := e.do(http.MethodPost, "/v1/placements", tc.body)
+			require.Equal(t, http.StatusBadRequest, res.status, string(res.body))
+			require.Equal(t, tc.field, res.problem(t).Field)
+			require.NotContains(t, string(res.body), secret)
+		})
+	}
+	for _, l := range e.logs.lines {
+		require.NotContains(t, l, secret, "a password in a log line")
+	}
+	var n int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_control.placements WHERE placement_id = 'p2'`).Scan(&n))
+	require.Zero(t, n, "nothing registered")
+	// The target server was not prepared: it has no shared schema of ours.
+	target, err := pgx.Connect(ctx, u.String())
+	require.NoError(t, err)
+	defer func() { _ = target.Close(ctx) }()
+	require.NoError(t, target.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname = 'tenantmem_shared'`).Scan(&n))
+	require.Zero(t, n, "the server was not touched")
 }

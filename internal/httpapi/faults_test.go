@@ -324,8 +324,10 @@ func TestNeighbourCannotStallOthers(t *testing.T) {
 // and gets 503 with Retry-After; with a request timeout, a request stuck on a lock gets 503 too.
 func TestBoundedWaitForAConnection(t *testing.T) {
 	t.Parallel()
-	e := newRouterEnvWith(t, routerOptions{maxConns: 2, acquireWait: 200 * time.Millisecond,
-		requestTimeout: 2 * time.Second})
+	// The waits leave room for a loaded machine: the holders must both get their connection
+	// (acquireWait) before the request deadline ends them.
+	e := newRouterEnvWith(t, routerOptions{maxConns: 2, acquireWait: time.Second,
+		requestTimeout: 4 * time.Second})
 	a := e.tenant("holder", registry.TierSchema)
 	b := e.tenant("waiter", registry.TierSchema)
 	e.stats(t, a)

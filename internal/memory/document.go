@@ -462,6 +462,12 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 				return fmt.Errorf("memory: queue embeddings: %w", err)
 			}
 		}
+		if len(pending) > 0 {
+			// The tenant's row in its placement's work queue, in the same transaction as its jobs.
+			if err := markWork(ctx, tx, s); err != nil {
+				return err
+			}
+		}
 		res.ChunksCreated = len(chunks)
 		res.EmbeddingsCreated = len(vecs)
 		res.EmbeddingsPending = len(pending)

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,6 +44,10 @@ type Scope struct {
 	// Fence, when set, guards every transaction of the scope against the tenant changing under
 	// it (see [Fence]).
 	Fence *Fence
+	// Observe, when set, is called with the connection of each of the scope's transactions and
+	// the scope's schema before anything runs on it. The router counts the schemas each pooled
+	// connection served, to recycle a connection whose server-side catalog caches grew large.
+	Observe func(conn *pgx.Conn, schema string)
 	// AcquireWait bounds the wait for a connection (and for the Gates); past it a transaction
 	// fails with a *limit.BusyError. Zero waits as long as ctx allows.
 	AcquireWait time.Duration
@@ -96,6 +101,8 @@ type Fence struct {
 	Refuse func(reason string) error
 	// Pool, when set, is the registry's database, apart from the scope's.
 	Pool Pool
+	// Gates are the shares of Pool the fence's transaction must enter first (with Pool only).
+	Gates []*limit.Gate
 }
 
 func (s Scope) validate() error {
@@ -178,7 +185,7 @@ func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) err
 		if err == nil {
 			break
 		}
-		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+		if attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) || errors.Is(err, errNoAnswer) {
 			return err
 		}
 	}
@@ -201,7 +208,11 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 	if err != nil {
 		return nil, nil, fmt.Errorf("memory: acquire: %w", interpretError(err))
 	}
-	tx, err := lease.Conn.BeginTx(ctx, opts)
+	s.observe(lease)
+	bctx, cancel := s.beginContext(ctx)
+	defer cancel()
+	tx, err := lease.Conn.BeginTx(bctx, opts)
+	err = noAnswer(ctx, bctx, s.AcquireWait, err)
 	if err != nil {
 		lease.Release()
 		return nil, nil, fmt.Errorf("memory: begin: %w", interpretError(err))
@@ -219,7 +230,9 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 	// pg_temp is named last so a temporary table can never shadow a tenant table.
 	path := pgx.Identifier{s.Schema}.Sanitize() + ", " + pgx.Identifier{schema.ExtensionSchema}.Sanitize() + ", pg_temp"
 	if s.Fence == nil || s.Fence.Pool != nil {
-		if _, err := tx.Exec(ctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
+		// Nothing here waits for a lock: bounded like BEGIN.
+		if _, err := tx.Exec(bctx, scopeSQL, path, s.OwnerID, timeout); err != nil {
+			err = noAnswer(ctx, bctx, s.AcquireWait, err)
 			return fail(fmt.Errorf("memory: scope transaction: %w", interpretError(err)))
 		}
 	} else if err := s.fence(ctx, tx, path, timeout); err != nil {
@@ -235,24 +248,58 @@ func (s Scope) begin(ctx context.Context, opts pgx.TxOptions) (*limit.Lease, pgx
 	return lease, tx, nil
 }
 
+// observe tells Observe, when set, which connection serves the scope's schema.
+func (s Scope) observe(lease *limit.Lease) {
+	if s.Observe != nil {
+		s.Observe(lease.Conn.Conn(), s.Schema)
+	}
+}
+
+// beginContext bounds BEGIN and the statement that sets the scope, which take no lock and answer
+// at once from a live server, by AcquireWait: a pooled connection to a server that stopped
+// answering (a network partition, a frozen host) then fails in that time, as a connection loss
+// (503), instead of holding its connection and the request until the request's deadline.
+// The fence's lock is not bounded by it: waiting there for a delete or a move is its purpose.
+func (s Scope) beginContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.AcquireWait <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.AcquireWait)
+}
+
+// errNoAnswer is a server that did not answer BEGIN or the scope's settings within AcquireWait.
+// It wraps syscall.ETIMEDOUT, so it is a connection loss (HTTP 503 with Retry-After).
+var errNoAnswer = errors.New("the database server did not answer")
+
+// noAnswer names err errNoAnswer when it came from bctx's bound rather than from ctx.
+func noAnswer(ctx, bctx context.Context, wait time.Duration, err error) error {
+	if err == nil || ctx.Err() != nil || bctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("%w within %s: %w (%w)", errNoAnswer, wait, syscall.ETIMEDOUT, err)
+}
+
 // remoteFence takes the fence's lock and runs its check in a transaction of Fence.Pool (the
 // registry's database, apart from the scope's), and returns what ends that transaction: call it
 // after the scope's own transaction ended, so the lock covers all of it.
 func (s Scope) remoteFence(ctx context.Context) (end func(), err error) {
 	for attempt := 1; ; attempt++ {
 		end, err = s.remoteFenceOnce(ctx)
-		if err == nil || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
+		if err == nil || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) || errors.Is(err, errNoAnswer) {
 			return end, err
 		}
 	}
 }
 
 func (s Scope) remoteFenceOnce(ctx context.Context) (end func(), err error) {
-	lease, err := limit.Acquire(ctx, s.Fence.Pool, s.AcquireWait)
+	lease, err := limit.Acquire(ctx, s.Fence.Pool, s.AcquireWait, s.Fence.Gates...)
 	if err != nil {
 		return nil, fmt.Errorf("memory: acquire fence: %w", interpretError(err))
 	}
-	ftx, err := lease.Conn.Begin(ctx)
+	bctx, cancel := s.beginContext(ctx)
+	ftx, err := lease.Conn.Begin(bctx)
+	err = noAnswer(ctx, bctx, s.AcquireWait, err)
+	cancel()
 	if err != nil {
 		lease.Release()
 		return nil, fmt.Errorf("memory: begin fence: %w", interpretError(err))
@@ -407,6 +454,7 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 		return fmt.Errorf("memory: acquire: %w", interpretError(err)), true
 	}
 	defer lease.Release()
+	s.observe(lease)
 	c := lease.Conn.Conn()
 	if _, ok := c.TypeMap().TypeForName("vector"); !ok {
 		if err := registerVector(ctx, c); err != nil {

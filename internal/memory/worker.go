@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -17,12 +18,12 @@ import (
 
 // Defaults of [WorkerConfig], applied by [WorkerConfig.WithDefaults].
 const (
-	DefaultWorkerBatchSize   = 64
-	DefaultWorkerMaxBatches  = 10
-	DefaultWorkerMaxAttempts = 8
-	DefaultWorkerLease       = 5 * time.Minute
-	DefaultWorkerMinBackoff  = 5 * time.Second
-	DefaultWorkerMaxBackoff  = time.Hour
+	DefaultWorkerBatchSize        = 64
+	DefaultWorkerMaxBatches       = 10
+	DefaultWorkerMaxLeaseExpiries = 3
+	DefaultWorkerLease            = 30 * time.Second
+	DefaultWorkerMinBackoff       = 5 * time.Second
+	DefaultWorkerMaxBackoff       = 5 * time.Minute
 )
 
 // WorkerConfig configures a [Worker]. Zero values mean the documented default.
@@ -33,16 +34,20 @@ type WorkerConfig struct {
 	// Default 64.
 	BatchSize int
 	// MaxBatches bounds the batches of one ProcessScope call, so one tenant with a large backlog
-	// cannot starve the others in Run. Default 10.
+	// cannot starve the others. Default 10.
 	MaxBatches int
-	// MaxAttempts is how many times a job is tried before it is marked failed. Default 8.
-	MaxAttempts int
-	// Lease is how long a claimed job stays reserved; a job whose worker died is reclaimed when
-	// its lease expires. It must exceed the provider's worst-case call time. Default 5m.
+	// MaxLeaseExpiries is how many times a job's lease may expire (its worker died or hung with
+	// the job in hand) before the job is marked failed, so that a chunk that kills its worker
+	// does not do so forever. Provider failures never fail a job unless the provider calls them
+	// permanent (a rejected input): an outage, however long, only delays it. Default 3.
+	MaxLeaseExpiries int
+	// Lease is how long a claimed job stays reserved without news from its worker. The worker
+	// renews it every Lease/3 while the provider call runs, so a slow call keeps its jobs and a
+	// killed worker's jobs are free again within Lease. Default 30s.
 	Lease time.Duration
 	// MinBackoff and MaxBackoff bound the pause after a transient failure: attempt n waits a
 	// random duration in [d/2, d] with d = min(MinBackoff·2^(n-1), MaxBackoff), and at least the
-	// provider's Retry-After. Defaults 5s and 1h.
+	// provider's Retry-After. Defaults 5s and 5m.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives one line per failed batch. Default: discard.
 	Logger *slog.Logger
@@ -52,7 +57,7 @@ type WorkerConfig struct {
 func (c WorkerConfig) WithDefaults() WorkerConfig {
 	c.BatchSize = cmp.Or(c.BatchSize, DefaultWorkerBatchSize)
 	c.MaxBatches = cmp.Or(c.MaxBatches, DefaultWorkerMaxBatches)
-	c.MaxAttempts = cmp.Or(c.MaxAttempts, DefaultWorkerMaxAttempts)
+	c.MaxLeaseExpiries = cmp.Or(c.MaxLeaseExpiries, DefaultWorkerMaxLeaseExpiries)
 	c.Lease = cmp.Or(c.Lease, DefaultWorkerLease)
 	c.MinBackoff = cmp.Or(c.MinBackoff, DefaultWorkerMinBackoff)
 	c.MaxBackoff = cmp.Or(c.MaxBackoff, DefaultWorkerMaxBackoff)
@@ -70,10 +75,10 @@ func (c WorkerConfig) validate() error {
 		return fmt.Errorf("memory: WorkerConfig.BatchSize must be in [1, 2048], got %d", c.BatchSize)
 	case c.MaxBatches < 1:
 		return fmt.Errorf("memory: WorkerConfig.MaxBatches must be positive, got %d", c.MaxBatches)
-	case c.MaxAttempts < 1:
-		return fmt.Errorf("memory: WorkerConfig.MaxAttempts must be positive, got %d", c.MaxAttempts)
-	case c.Lease <= 0:
-		return fmt.Errorf("memory: WorkerConfig.Lease must be positive, got %s", c.Lease)
+	case c.MaxLeaseExpiries < 1:
+		return fmt.Errorf("memory: WorkerConfig.MaxLeaseExpiries must be positive, got %d", c.MaxLeaseExpiries)
+	case c.Lease < 3*time.Millisecond:
+		return fmt.Errorf("memory: WorkerConfig.Lease must be at least 3ms, got %s", c.Lease)
 	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
 		return fmt.Errorf("memory: WorkerConfig backoff must satisfy 0 < MinBackoff <= MaxBackoff, got %s and %s",
 			c.MinBackoff, c.MaxBackoff)
@@ -115,9 +120,9 @@ type outcome struct {
 
 // ProcessScope embeds the due jobs of one tenant, batch by batch, until none is due or
 // MaxBatches batches were handled, and returns how many chunks it embedded. Provider failures
-// are not errors of ProcessScope: they are recorded on the jobs (backoff, or failed after
-// MaxAttempts or on a permanent error). It returns an error only for database failures or when
-// ctx ends; jobs claimed at that moment are released at once.
+// are not errors of ProcessScope: they are recorded on the jobs (backoff, or failed on a
+// permanent error). It returns an error only for database failures or when ctx ends; jobs
+// claimed at that moment are released at once.
 func (w *Worker) ProcessScope(ctx context.Context, s Scope) (int, error) {
 	done := 0
 	for range w.cfg.MaxBatches {
@@ -128,7 +133,7 @@ func (w *Worker) ProcessScope(ctx context.Context, s Scope) (int, error) {
 		if len(jobs) == 0 {
 			return done, nil
 		}
-		outcomes := w.embedJobs(ctx, jobs)
+		outcomes := w.embedLeased(ctx, s, jobs)
 		if ctx.Err() != nil {
 			w.release(ctx, s, jobs)
 			return done, ctx.Err()
@@ -148,13 +153,15 @@ func (w *Worker) ProcessScope(ctx context.Context, s Scope) (int, error) {
 func (w *Worker) claim(ctx context.Context, s Scope) ([]job, error) {
 	var jobs []job
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
-		// A job whose lease expired after its last allowed attempt (its worker died every time)
-		// is given up rather than reclaimed forever.
+		// A job whose lease expired too often (its worker died with it in hand every time) is
+		// given up rather than reclaimed forever.
 		if _, err := tx.Exec(ctx, `
 			UPDATE embedding_jobs SET status = 'failed', locked_until = NULL, updated_at = now(),
-				last_error = coalesce(last_error || '; ', '') || 'lease expired on the last attempt'
-			WHERE owner_id = $1 AND status = 'running' AND locked_until <= now() AND attempts >= $2`,
-			s.OwnerID, w.cfg.MaxAttempts); err != nil {
+				lease_expiries = coalesce(lease_expiries, 0) + 1,
+				last_error = coalesce(last_error || '; ', '') || 'its worker stopped while embedding it ' ||
+					(coalesce(lease_expiries, 0) + 1) || ' times'
+			WHERE owner_id = $1 AND status = 'running' AND locked_until <= now() AND coalesce(lease_expiries, 0) + 1 >= $2`,
+			s.OwnerID, w.cfg.MaxLeaseExpiries); err != nil {
 			return fmt.Errorf("memory: expire jobs: %w", err)
 		}
 		rows, err := tx.Query(ctx, `
@@ -168,6 +175,7 @@ func (w *Worker) claim(ctx context.Context, s Scope) ([]job, error) {
 			)
 			UPDATE embedding_jobs j
 			SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
+				lease_expiries = coalesce(j.lease_expiries, 0) + (j.status = 'running')::int,
 				locked_until = now() + make_interval(secs => $3)
 			FROM due, chunks c
 			WHERE j.chunk_id = due.chunk_id AND j.owner_id = $1 AND c.chunk_id = j.chunk_id AND c.owner_id = $1
@@ -187,6 +195,49 @@ func (w *Worker) claim(ctx context.Context, s Scope) ([]job, error) {
 		return nil
 	})
 	return jobs, err
+}
+
+// embedLeased is embedJobs while renewing the jobs' lease every Lease/3, so a provider call
+// longer than the lease keeps its jobs, and a killed worker's jobs are free within one lease.
+func (w *Worker) embedLeased(ctx context.Context, s Scope, jobs []job) []outcome {
+	ids, attempts := jobKeys(jobs)
+	hctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(w.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+			err := s.InTx(hctx, func(tx pgx.Tx) error {
+				_, err := tx.Exec(hctx, `UPDATE embedding_jobs SET locked_until = now() + make_interval(secs => $4)
+					WHERE owner_id = $1 AND status = 'running'
+					  AND (chunk_id, attempts) IN (SELECT * FROM unnest($2::uuid[], $3::int[]))`,
+					s.OwnerID, ids, attempts, w.cfg.Lease.Seconds())
+				return err
+			})
+			if err != nil && hctx.Err() == nil {
+				w.cfg.Logger.WarnContext(ctx, "memory: renewing the lease of embedding jobs failed",
+					slog.String("owner_id", s.OwnerID), slog.String("error", err.Error()))
+			}
+		}
+	})
+	out := w.embedJobs(ctx, jobs)
+	stop()
+	wg.Wait()
+	return out
+}
+
+func jobKeys(jobs []job) ([]string, []int32) {
+	ids := make([]string, len(jobs))
+	attempts := make([]int32, len(jobs))
+	for i, j := range jobs {
+		ids[i], attempts[i] = j.chunkID, int32(j.attempts)
+	}
+	return ids, attempts
 }
 
 // embedJobs calls the provider once for the batch. When the batch is rejected permanently by
@@ -235,12 +286,7 @@ func (w *Worker) embed(ctx context.Context, texts []string) ([][]float32, error)
 }
 
 func failure(err error) outcome {
-	o := outcome{err: err, permanent: !embed.IsTransient(err)}
-	var apiErr *embed.APIError
-	if errors.As(err, &apiErr) {
-		o.retryAfter = apiErr.RetryAfter
-	}
-	return o
+	return outcome{err: err, permanent: !embed.IsTransient(err), retryAfter: embed.RetryAfterOf(err)}
 }
 
 // record writes the vectors of the successful jobs and deletes those jobs, and reschedules or
@@ -286,20 +332,21 @@ func (w *Worker) record(ctx context.Context, s Scope, jobs []job, outcomes []out
 		}
 		if len(failIDs) > 0 {
 			// Backoff: a random duration in [d/2, d], d = min(min·2^(attempts-1), max), at least
-			// Retry-After.
+			// Retry-After. Only a permanent error fails a job: a transient one (an outage, a
+			// rate limit) never uses up anything.
 			if _, err := tx.Exec(ctx, `
 				UPDATE embedding_jobs j SET
-					status = CASE WHEN u.permanent OR j.attempts >= $3 THEN 'failed' ELSE 'pending' END,
+					status = CASE WHEN u.permanent THEN 'failed' ELSE 'pending' END,
 					locked_until = NULL,
 					last_error = u.error,
 					updated_at = now(),
 					next_attempt_at = now() + make_interval(secs => greatest(u.retry_after,
-						least($5::float8, $4::float8 * power(2, least(j.attempts - 1, 30))) * (0.5 + random() / 2)))
-				FROM unnest($2::uuid[], $6::text[], $7::bool[], $8::float8[], $9::int[]) AS u(id, error, permanent, retry_after, attempt)
+						least($4::float8, $3::float8 * power(2, least(j.attempts - 1, 30))) * (0.5 + random() / 2)))
+				FROM unnest($2::uuid[], $5::text[], $6::bool[], $7::float8[], $8::int[]) AS u(id, error, permanent, retry_after, attempt)
 				-- Only while this worker still holds the lease: a job reclaimed by another worker
 				-- (its attempts grew) is that worker's to reschedule.
 				WHERE j.owner_id = $1 AND j.chunk_id = u.id AND j.status = 'running' AND j.attempts = u.attempt`,
-				s.OwnerID, failIDs, w.cfg.MaxAttempts, w.cfg.MinBackoff.Seconds(), w.cfg.MaxBackoff.Seconds(),
+				s.OwnerID, failIDs, w.cfg.MinBackoff.Seconds(), w.cfg.MaxBackoff.Seconds(),
 				failErr, perm, after, failAtt); err != nil {
 				return fmt.Errorf("memory: reschedule jobs: %w", err)
 			}
@@ -315,11 +362,7 @@ func (w *Worker) record(ctx context.Context, s Scope, jobs []job, outcomes []out
 // release gives claimed jobs back when the worker stops mid-batch, without counting the
 // attempt. If it fails, the lease expires and the jobs are reclaimed anyway.
 func (w *Worker) release(ctx context.Context, s Scope, jobs []job) {
-	ids := make([]string, len(jobs))
-	attempts := make([]int32, len(jobs))
-	for i, j := range jobs {
-		ids[i], attempts[i] = j.chunkID, int32(j.attempts)
-	}
+	ids, attempts := jobKeys(jobs)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
@@ -403,10 +446,15 @@ func (e *Engine) EmbeddingStats(ctx context.Context, s Scope) (EmbeddingQueueSta
 func (e *Engine) RetryFailedEmbeddings(ctx context.Context, s Scope) (int, error) {
 	var n int64
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE embedding_jobs SET status = 'pending', attempts = 0, next_attempt_at = now(),
-			updated_at = now() WHERE owner_id = $1 AND status = 'failed'`, s.OwnerID)
-		n = tag.RowsAffected()
-		return err
+		tag, err := tx.Exec(ctx, `UPDATE embedding_jobs SET status = 'pending', attempts = 0, lease_expiries = 0,
+			next_attempt_at = now(), updated_at = now() WHERE owner_id = $1 AND status = 'failed'`, s.OwnerID)
+		if err != nil {
+			return err
+		}
+		if n = tag.RowsAffected(); n == 0 {
+			return nil
+		}
+		return markWork(ctx, tx, s)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("memory: retry failed embeddings: %w", err)

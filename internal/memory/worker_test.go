@@ -145,15 +145,17 @@ func TestProviderFailureThenRecovery(t *testing.T) {
 	}
 }
 
-// TestWorkerGivesUpAfterMaxAttempts: a provider that stays down fails the jobs after
-// MaxAttempts; they are counted as failed, and RetryFailedEmbeddings queues them again.
-func TestWorkerGivesUpAfterMaxAttempts(t *testing.T) {
+// TestWorkerFailsJobsOnlyOnPermanentErrors: a provider outage, however many attempts it spans,
+// never fails a job (issue 9: a few minutes of outage used to exhaust MaxAttempts and fail the
+// jobs for good); the job is embedded once the provider is back. A permanent rejection fails the
+// job at once, and RetryFailedEmbeddings queues it again.
+func TestWorkerFailsJobsOnlyOnPermanentErrors(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	p := &flakyProvider{Provider: newBuiltin(t)}
 	eng := newEngine(t, p)
-	w := newWorker(t, p, func(c *memory.WorkerConfig) { c.MaxAttempts = 3 })
+	w := newWorker(t, p)
 	s := e.tenant(t, registry.TierShared)
 	p.setDown(true)
 	add, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "x", DocumentType: "text", Content: "one chunk"})
@@ -161,23 +163,45 @@ func TestWorkerGivesUpAfterMaxAttempts(t *testing.T) {
 	require.Equal(t, 1, add.EmbeddingsPending)
 
 	before := p.calls.Load()
-	waitFor(t, 10*time.Second, "the job to fail", func() bool {
+	waitFor(t, 20*time.Second, "20 failed attempts", func() bool {
 		_, err := w.ProcessScope(ctx, s)
 		require.NoError(t, err)
 		qs, err := eng.EmbeddingStats(ctx, s)
 		require.NoError(t, err)
-		return qs.Failed == 1
+		require.Equal(t, memory.EmbeddingQueueStats{Pending: 1}, qs, "an outage never fails a job")
+		return p.calls.Load()-before >= 20
 	})
-	require.EqualValues(t, 3, p.calls.Load()-before, "exactly MaxAttempts provider calls")
+	p.setDown(false)
+	waitFor(t, 10*time.Second, "the job to be embedded after the outage", func() bool {
+		n, err := w.ProcessScope(ctx, s)
+		require.NoError(t, err)
+		return n == 1
+	})
+
+	// A permanent error fails the job with one call.
+	p.mu.Lock()
+	p.poison = "POISONWORD"
+	p.mu.Unlock()
+	p.setDown(true)
+	_, err = eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "y", DocumentType: "text", Content: "POISONWORD here"})
+	require.NoError(t, err)
+	p.setDown(false)
+	before = p.calls.Load()
+	n, err := w.ProcessScope(ctx, s)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.EqualValues(t, 1, p.calls.Load()-before)
 	st, err := eng.Statistics(ctx, s)
 	require.NoError(t, err)
 	require.Equal(t, 1, st.EmbeddingsFailed)
 	require.Zero(t, st.EmbeddingsPending)
-	n, err := w.ProcessScope(ctx, s)
+	n, err = w.ProcessScope(ctx, s)
 	require.NoError(t, err)
 	require.Zero(t, n, "failed jobs are not retried by themselves")
 
-	p.setDown(false)
+	p.mu.Lock()
+	p.poison = ""
+	p.mu.Unlock()
 	requeued, err := eng.RetryFailedEmbeddings(ctx, s)
 	require.NoError(t, err)
 	require.Equal(t, 1, requeued)
@@ -247,14 +271,14 @@ func TestWorkerIsolatesPoisonChunk(t *testing.T) {
 }
 
 // TestWorkerReclaimsExpiredLease: a job claimed by a worker that died (its lease expired) is
-// claimed again; one whose lease expired on its last attempt is failed.
+// claimed again; one whose lease expired MaxLeaseExpiries times is failed.
 func TestWorkerReclaimsExpiredLease(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	p := &flakyProvider{Provider: newBuiltin(t)}
 	eng := newEngine(t, p)
-	w := newWorker(t, p, func(c *memory.WorkerConfig) { c.MaxAttempts = 2 })
+	w := newWorker(t, p, func(c *memory.WorkerConfig) { c.MaxLeaseExpiries = 2 })
 	s := e.tenant(t, registry.TierSchema)
 	p.setDown(true)
 	_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "a", DocumentType: "text", Content: "first"})
@@ -264,14 +288,15 @@ func TestWorkerReclaimsExpiredLease(t *testing.T) {
 	p.setDown(false)
 	jobs := s.Schema + ".embedding_jobs"
 	// A dead worker holds both; the lease of one is still running.
-	_, err = e.admin.Exec(ctx, `UPDATE `+jobs+` SET status = 'running', attempts = 1, locked_until = now() + interval '1 hour'`)
+	_, err = e.admin.Exec(ctx, `UPDATE `+jobs+` SET status = 'running', attempts = 9, locked_until = now() + interval '1 hour'`)
 	require.NoError(t, err)
 	n, err := w.ProcessScope(ctx, s)
 	require.NoError(t, err)
 	require.Zero(t, n, "leased jobs are left alone")
-	// The leases expire: one job had attempts left, the other not.
+	// The leases expire: one job's lease had expired once before, the other's never. Many
+	// attempts (an outage) do not count.
 	_, err = e.admin.Exec(ctx, `UPDATE `+jobs+` j SET locked_until = now() - interval '1 second',
-		attempts = CASE WHEN c.content = 'first' THEN 1 ELSE 2 END FROM `+s.Schema+`.chunks c WHERE c.chunk_id = j.chunk_id`)
+		lease_expiries = CASE WHEN c.content = 'first' THEN 0 ELSE 1 END FROM `+s.Schema+`.chunks c WHERE c.chunk_id = j.chunk_id`)
 	require.NoError(t, err)
 	n, err = w.ProcessScope(ctx, s)
 	require.NoError(t, err)
@@ -279,6 +304,9 @@ func TestWorkerReclaimsExpiredLease(t *testing.T) {
 	qs, err := eng.EmbeddingStats(ctx, s)
 	require.NoError(t, err)
 	require.Equal(t, memory.EmbeddingQueueStats{Failed: 1}, qs)
+	var lastError string
+	require.NoError(t, e.admin.QueryRow(ctx, `SELECT last_error FROM `+jobs).Scan(&lastError))
+	require.Contains(t, lastError, "its worker stopped while embedding it 2 times")
 }
 
 // TestWorkerReleasesClaimOnCancel: a worker stopped mid-call gives its jobs back at once.

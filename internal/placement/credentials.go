@@ -28,6 +28,9 @@ type Credential struct {
 	// Explicit is set when the credential was configured (file or environment), as opposed to
 	// found nowhere.
 	Explicit bool
+	// NoPassword is set when the credential names a user but no password (only the _USER
+	// variable): the password then comes from libpq's passfile, as when nothing is configured.
+	NoPassword bool
 }
 
 // anyPlacement matches every placement in a credentials file.
@@ -134,6 +137,7 @@ const EnvPrefix = "TENANTMEM_PLACEMENT_"
 // share their variables (use the file to tell them apart). Other variables are ignored.
 func CredentialsFromEnv(environ []string) Credentials {
 	c := Credentials{env: map[credKey]Credential{}}
+	passwordSet := map[credKey]bool{}
 	for _, kv := range environ {
 		key, value, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(key, EnvPrefix) {
@@ -154,10 +158,15 @@ func CredentialsFromEnv(environ []string) Credentials {
 					cr.User = value
 				} else {
 					cr.Password = value
+					passwordSet[k] = true
 				}
 				c.env[k] = cr
 			}
 		}
+	}
+	for k, cr := range c.env {
+		cr.NoPassword = !passwordSet[k]
+		c.env[k] = cr
 	}
 	return c
 }

@@ -89,6 +89,11 @@ type Config struct {
 	PlacementTTL time.Duration
 	// ConnectTimeout bounds each connection attempt to another placement. Default 5s.
 	ConnectTimeout time.Duration
+	// ConfigurePool, when set, adjusts the configuration of every pool Pools creates, before the
+	// budget's own hooks are added (they run first and keep the ones it set). The router installs
+	// its schema recycle limit (connrecycle) with it: a connection closed for that reason gives
+	// its budget slot back like any other, when its socket is closed.
+	ConfigurePool func(*pgxpool.Config)
 	// Logger. Default: discard.
 	Logger *slog.Logger
 }
@@ -506,6 +511,8 @@ func (m *Pools) poolConfig(p registry.Placement, key registry.DatabaseKey) (*pgx
 	var pc *pgxpool.Config
 	if p.Name == registry.LocalPlacement {
 		pc = m.cfg.Control.Config().Copy()
+		// The control pool's own hooks belong to it; ConfigurePool installs what every pool needs.
+		pc.AfterRelease, pc.BeforeClose = nil, nil
 		if key.Database != "" {
 			pc.ConnConfig.Database = key.Database
 		}
@@ -519,9 +526,12 @@ func (m *Pools) poolConfig(p registry.Placement, key registry.DatabaseKey) (*pgx
 		if err != nil {
 			return nil, fmt.Errorf("placement %q: connection settings: %w", p.Name, err)
 		}
-		if explicit {
+		switch {
+		case explicit && !cred.NoPassword:
 			pc.ConnConfig.Password = cred.Password
-		} else if pc.ConnConfig.Password == "" {
+		case explicit:
+			// A user without a password: the passfile's password for it, if it has one.
+		case pc.ConnConfig.Password == "":
 			return nil, fmt.Errorf("placement %q: %w for the %s login (credentials file, %s%s_%s_PASSWORD or passfile)",
 				p.Name, ErrNoCredentials, m.cfg.Login, EnvPrefix, envName(p.Name), strings.ToUpper(string(m.cfg.Login)))
 		}
@@ -533,6 +543,9 @@ func (m *Pools) poolConfig(p registry.Placement, key registry.DatabaseKey) (*pgx
 	}
 	pc.MaxConnIdleTime = m.cfg.IdleTimeout
 	pc.HealthCheckPeriod = min(m.cfg.IdleTimeout, time.Minute)
+	if m.cfg.ConfigurePool != nil {
+		m.cfg.ConfigurePool(pc)
+	}
 	if m.budget.slots == nil {
 		return pc, nil
 	}
@@ -553,9 +566,10 @@ func (m *Pools) poolConfig(p registry.Placement, key registry.DatabaseKey) (*pgx
 	}
 	// A connection given back while another waits for room in the budget wakes the waiter, which
 	// closes the least recently used idle connection for it.
-	pc.AfterRelease = func(*pgx.Conn) bool {
+	keep := pc.AfterRelease
+	pc.AfterRelease = func(c *pgx.Conn) bool {
 		m.budget.released()
-		return true
+		return keep == nil || keep(c)
 	}
 	return pc, nil
 }

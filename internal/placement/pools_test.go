@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/connrecycle"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/placement"
@@ -328,3 +331,66 @@ func TestInvalidateFollowsAPlacementMovingElsewhere(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestRecycledConnectionGivesBackItsBudgetSlot: a placement pool configured with the router's
+// schema recycle limit (Config.ConfigurePool) closes a connection that served more schemas than
+// the limit when it is released, and its slot of the connection budget comes back with it, so the
+// next database opens without waiting. Without the hook the connection stayed open, idle,
+// holding its slot (and its catalog caches).
+func TestRecycledConnectionGivesBackItsBudgetSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDeployment(t, 2)
+	recycler := connrecycle.New(1)
+	p := d.pools(t, placement.Config{Budget: 1, DatabaseMaxConns: 1, BudgetWait: 5 * time.Second,
+		ConfigurePool: recycler.Configure})
+
+	conn, err := p.DB(key(d.dbs[0])).Acquire(ctx)
+	require.NoError(t, err)
+	query(t, conn, d.dbs[0])
+	recycler.Observe(conn.Conn(), "tenant_a")
+	recycler.Observe(conn.Conn(), "tenant_b") // over the limit of 1
+	require.Equal(t, 1, p.Stats().BudgetInUse)
+	conn.Release()
+	require.Eventually(t, func() bool { return p.Stats().BudgetInUse == 0 }, 5*time.Second, 5*time.Millisecond,
+		"the recycled connection's slot is given back")
+	require.EqualValues(t, 1, recycler.Recycled())
+	require.Zero(t, p.Stats().Conns)
+
+	conn, err = p.DB(key(d.dbs[1])).Acquire(ctx)
+	require.NoError(t, err)
+	query(t, conn, d.dbs[1])
+	conn.Release()
+	require.Zero(t, p.Stats().BudgetWaits, "the next database found its slot free")
+	d.requireServerConnsWithin(t, 1)
+}
+
+// TestAUserWithoutPasswordKeepsThePassfile: only TENANTMEM_PLACEMENT_<N>_<LOGIN>_USER set, the
+// password comes from libpq's passfile, as docs/scaling.md says; it used to be replaced by "".
+// Not parallel: it sets PGPASSFILE.
+func TestAUserWithoutPasswordKeepsThePassfile(t *testing.T) {
+	d := newDeployment(t, 0)
+	pass := filepath.Join(t.TempDir(), "pgpass")
+	require.NoError(t, os.WriteFile(pass, []byte("db2.example:5432:main:app_router:from-passfile\n"), 0o600))
+	t.Setenv("PGPASSFILE", pass)
+	pl := registry.Placement{Name: "eu-2", Host: "db2.example", Port: 5432, Database: "main"}
+	for _, tc := range []struct {
+		given   string
+		environ []string
+		user    string
+		want    string
+	}{
+		{"nothing configured", nil, "app_router", "from-passfile"},
+		{"the user only", []string{"TENANTMEM_PLACEMENT_EU_2_ROUTER_USER=app_router"}, "", "from-passfile"},
+		{"user and password", []string{"TENANTMEM_PLACEMENT_EU_2_ROUTER_USER=app_router",
+			"TENANTMEM_PLACEMENT_EU_2_ROUTER_PASSWORD=from-env"}, "", "from-env"},
+	} {
+		t.Run(tc.given, func(t *testing.T) {
+			p := d.pools(t, placement.Config{Credentials: placement.CredentialsFromEnv(tc.environ), DefaultUser: tc.user})
+			pc, err := p.PoolConfigOf(pl)
+			require.NoError(t, err)
+			require.Equal(t, "app_router", pc.ConnConfig.User)
+			require.Equal(t, tc.want, pc.ConnConfig.Password)
+		})
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -46,6 +48,9 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	}
 	if dim < 1 || dim > 16000 {
 		return InitResult{}, &registry.FieldError{Field: "embedding_dimension", Message: "must be between 1 and 16000"}
+	}
+	if err := ValidateRouterPassword(params.RouterPassword); err != nil {
+		return InitResult{}, err
 	}
 	if err := p.prepareServer(ctx, p.pool, serverParams{
 		routerPassword: params.RouterPassword, leakproofTextSearch: params.LeakproofTextSearch, control: true,
@@ -109,10 +114,13 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	if err != nil {
 		return InitResult{}, err
 	}
+	if _, err := p.migrateWorkQueue(ctx, p.pool, m); err != nil {
+		return InitResult{}, err
+	}
 	if err := p.ensureSchema(ctx, p.pool, schema.SharedSchema); err != nil {
 		return InitResult{}, err
 	}
-	sharedVersion, err := p.migrateSchema(ctx, p.pool, m, schema.SharedSchema)
+	sharedVersion, err := p.migrateSchema(ctx, m, schema.TenantSet, schema.SharedSchema, false)
 	if err != nil {
 		return InitResult{}, err
 	}
@@ -144,34 +152,12 @@ func ResetLeakproofTextSearch(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-// ensureSchema creates a tenant schema owned by the owner role. Idempotent.
+// ensureSchema creates a schema owned by the owner role, lets the router role use it, and sets
+// the schema's default privileges (see schemaPrivileges). Idempotent; every statement is a probe
+// or a write of one catalog row, whatever the number of schemas.
 func (p *Provisioner) ensureSchema(ctx context.Context, db beginner, name string) error {
 	err := p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+ident(name))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("provision: create schema %s: %w", name, err)
-	}
-	return nil
-}
-
-// migrateSchema brings one tenant schema to the latest tenant migration and (re)grants the router
-// role DML on its tables, never on goose's version table. Idempotent.
-func (p *Provisioner) migrateSchema(ctx context.Context, db beginner, m *schema.Migrator, name string) (int64, error) {
-	v, err := m.Up(ctx, schema.TenantSet, name)
-	if err != nil {
-		return 0, err
-	}
-	router, s := ident(p.cfg.RouterRole), ident(name)
-	err = p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-		for _, stmt := range []string{
-			`GRANT USAGE ON SCHEMA ` + s + ` TO ` + router,
-			`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + s + ` TO ` + router,
-			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ` + s + ` TO ` + router,
-			`REVOKE ALL ON ` + s + `.` + ident(schema.VersionTable) + ` FROM ` + router,
-			`REVOKE ALL ON SEQUENCE ` + s + `.` + ident(schema.VersionTable+"_id_seq") + ` FROM ` + router,
-		} {
+		for _, stmt := range append([]string{`CREATE SCHEMA IF NOT EXISTS ` + ident(name)}, p.schemaPrivileges(name)...) {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("%s: %w", stmt, err)
 			}
@@ -179,9 +165,89 @@ func (p *Provisioner) migrateSchema(ctx context.Context, db beginner, m *schema.
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("provision: grant on %s: %w", name, err)
+		return fmt.Errorf("provision: create schema %s: %w", name, err)
 	}
-	return v, nil
+	return nil
+}
+
+// schemaPrivileges are the statements that give the router role USAGE on a schema and, through
+// the schema's default privileges, DML on every table and USAGE on every sequence the owner role
+// creates in it from then on, at creation, by name. That replaces `GRANT ... ON ALL TABLES IN
+// SCHEMA` after each migration, which reads the whole of pg_class (every relation of every
+// schema) and made creating and migrating a tenant cost more with each tenant; it also closes the
+// gap in which a table added by a migration existed without the router's grants. Each statement
+// writes at most one catalog row. They run as the owner role.
+func (p *Provisioner) schemaPrivileges(name string) []string {
+	router, s := ident(p.cfg.RouterRole), ident(name)
+	return []string{
+		`GRANT USAGE ON SCHEMA ` + s + ` TO ` + router,
+		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ` + router,
+		`ALTER DEFAULT PRIVILEGES IN SCHEMA ` + s + ` GRANT USAGE, SELECT ON SEQUENCES TO ` + router,
+	}
+}
+
+// versionTableRevokes take back from the router role what the default privileges gave it on
+// goose's version table of a schema, by name.
+func (p *Provisioner) versionTableRevokes(name string) []string {
+	router, s := ident(p.cfg.RouterRole), ident(name)
+	return []string{
+		`REVOKE ALL ON ` + s + `.` + ident(schema.VersionTable) + ` FROM ` + router,
+		`REVOKE ALL ON SEQUENCE ` + s + `.` + ident(schema.VersionTable+"_id_seq") + ` FROM ` + router,
+	}
+}
+
+// migrateSchema brings one existing schema to the latest migration of set. The work on the schema
+// (its default privileges when withPrivileges, for schemas made before they existed; the
+// migrations; the revoke on goose's version table) runs on the migration run's own short-lived
+// connection, so the provisioner's pool caches nothing of the schema. Idempotent.
+func (p *Provisioner) migrateSchema(ctx context.Context, m *schema.Migrator, set schema.Set, name string, withPrivileges bool) (int64, error) {
+	var params schema.ApplyParams
+	if withPrivileges {
+		params.Before = p.schemaPrivileges(name)
+	}
+	params.After = p.versionTableRevokes(name)
+	res, err := m.Apply(ctx, set, name, params)
+	if err != nil {
+		return 0, fmt.Errorf("provision: %w", err)
+	}
+	return res.Version, nil
+}
+
+// migrateWorkQueue brings the placement schema (tenantmem_placement: the embedding work queue) of
+// the database db reaches, and m migrates, to its latest migration. It reads the schema's version first and does nothing more when it is
+// current. It returns whether it applied anything.
+func (p *Provisioner) migrateWorkQueue(ctx context.Context, db beginner, m *schema.Migrator) (bool, error) {
+	latest, err := schema.Latest(schema.PlacementSet)
+	if err != nil {
+		return false, err
+	}
+	if b, ok := db.(schema.Batcher); ok {
+		if v, err := schema.Versions(ctx, b, []string{schema.PlacementSchema}); err == nil && v[0] == latest {
+			return false, nil
+		}
+	}
+	if err := p.ensureSchema(ctx, db, schema.PlacementSchema); err != nil {
+		return false, err
+	}
+	if _, err := p.migrateSchema(ctx, m, schema.PlacementSet, schema.PlacementSchema, false); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// ValidateRouterPassword checks a router password before it goes to any server: PostgreSQL cannot
+// take a NUL byte (the server answers with a protocol error), and a password is text of bounded
+// length. The error names the field, never the value.
+func ValidateRouterPassword(pw string) error {
+	switch {
+	case strings.ContainsRune(pw, 0):
+		return &registry.FieldError{Field: "router_password", Message: "must not contain a NUL character"}
+	case !utf8.ValidString(pw):
+		return &registry.FieldError{Field: "router_password", Message: "must be valid UTF-8"}
+	case len(pw) > 1024:
+		return &registry.FieldError{Field: "router_password", Message: "at most 1024 bytes"}
+	}
+	return nil
 }
 
 func quoteLiteral(s string) string {
@@ -263,10 +329,16 @@ func (p *Provisioner) prepareServer(ctx context.Context, pool *pgxpool.Pool, sp 
 		}
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
-				if isCode(err, pgerrcode.InsufficientPrivilege) {
-					return fmt.Errorf("%s: %w (init needs a superuser)", s, err)
+				// The statement names the failure, except the password's: a secret never goes
+				// into an error, a log line or an API answer.
+				what := s
+				if strings.Contains(s, " PASSWORD ") {
+					what = "ALTER ROLE " + router + " PASSWORD (the router password)"
 				}
-				return fmt.Errorf("%s: %w", s, err)
+				if isCode(err, pgerrcode.InsufficientPrivilege) {
+					return fmt.Errorf("%s: %w (init needs a superuser)", what, err)
+				}
+				return fmt.Errorf("%s: %w", what, err)
 			}
 		}
 		var extSchema string

@@ -58,16 +58,23 @@ func (p *Provisioner) migratorFor(ctx context.Context, key registry.DatabaseKey)
 	}
 	return schema.NewMigrator(schema.MigratorConfig{
 		ConnConfig: cc, Role: s.OwnerRole, EmbeddingDimension: s.EmbeddingDimension, Logger: p.cfg.Logger,
+		TenantMigrations: p.cfg.TenantMigrations,
 	})
 }
 
-// sharedSchemaVersion is the migration version of a placement's shared schema, read once per
-// process and refreshed by Migrate.
+// sharedSchemaVersion is the migration version of a placement's shared schema, as recorded in the
+// registry once its grants were in place, read once per process and refreshed by Migrate.
 func (p *Provisioner) sharedSchemaVersion(ctx context.Context, placementName string) (int64, error) {
 	p.mu.Lock()
 	v, ok := p.sharedVersions[placementName]
 	p.mu.Unlock()
 	if ok && v > 0 {
+		return v, nil
+	}
+	// The version recorded once the schema's grants were in place (right across processes: a
+	// migrate run elsewhere records it), else goose's.
+	if v, err := registry.SharedMigrationVersion(ctx, p.pool, placementName); err == nil && v > 0 {
+		p.setSharedVersion(placementName, v)
 		return v, nil
 	}
 	m, err := p.migratorFor(ctx, registry.DatabaseKey{Placement: placementName})
@@ -134,7 +141,9 @@ func (p *Provisioner) makeLocation(ctx context.Context, conn *pgxpool.Conn, t re
 		if err != nil {
 			return 0, err
 		}
-		return p.migrateSchema(ctx, db, m, loc.Schema)
+		// ensureSchema set the schema's default privileges: the tables the migrations create get
+		// the router's grants by name, at creation.
+		return p.migrateSchema(ctx, m, schema.TenantSet, loc.Schema, false)
 	case registry.TierDatabase:
 		if err := p.createDatabase(ctx, conn, t); err != nil {
 			return 0, err
@@ -157,7 +166,12 @@ func (p *Provisioner) makeLocation(ctx context.Context, conn *pgxpool.Conn, t re
 		if err != nil {
 			return 0, err
 		}
-		return p.migrateSchema(ctx, tc, m, loc.Schema)
+		// The tenant database holds tenant tables, so it has its own embedding work queue.
+		if _, err := p.migrateWorkQueue(ctx, tc, m); err != nil {
+			return 0, err
+		}
+		// The tenant schema gets its default privileges before its first table, like any other.
+		return p.migrateSchema(ctx, m, schema.TenantSet, loc.Schema, true)
 	}
 	return 0, fmt.Errorf("tenant %q: unknown tier %q", t.ID, t.Tier)
 }
@@ -181,8 +195,10 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 			return fmt.Errorf("refusing to drop schema %q of tenant %q", t.SchemaName, t.ID)
 		}
 		return p.inTx(ctx, db, true, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`)
-			return err
+			if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+ident(t.SchemaName)+` CASCADE`); err != nil {
+				return err
+			}
+			return deleteWork(ctx, tx, t)
 		})
 	case registry.TierShared:
 		// Row-level security binds the owner role too (FORCE), so scope the transaction to the
@@ -196,7 +212,7 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 					return fmt.Errorf("delete from %s: %w", table, err)
 				}
 			}
-			return nil
+			return deleteWork(ctx, tx, t)
 		})
 	case registry.TierDatabase:
 		if !schema.IsDatabaseName(t.DatabaseName) {

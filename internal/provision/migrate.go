@@ -14,8 +14,8 @@ import (
 	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
-// MigrateProgress is reported after each tenant schema (and once for every schema of a placement
-// that is skipped).
+// MigrateProgress is reported after each schema Migrate visits (and once for every such schema of
+// a placement that is skipped).
 type MigrateProgress struct {
 	Done, Total, Failed int
 }
@@ -24,6 +24,12 @@ type MigrateProgress struct {
 type MigrateParams struct {
 	// Progress, when set, is called after each schema (from several goroutines, one at a time).
 	Progress func(MigrateProgress)
+	// Verify reads every schema's own migration version instead of trusting the registry's record
+	// of it, and migrates every schema that is behind. Without it, Migrate visits only the schemas
+	// whose recorded version is not the latest (an index probe finds them), which is exact as long
+	// as nothing but the provisioner migrates tenant schemas. Verify costs about a millisecond per
+	// schema in a placement's main database, and a connection per tenant database.
+	Verify bool
 }
 
 // TenantError is one tenant whose migration failed. TenantID is "(shared tier)" for a shared schema.
@@ -40,8 +46,8 @@ type PlacementReport struct {
 	Name  string
 	State registry.PlacementState
 	// Schemas counts the placement's schemas: its shared schema, its schema-tier tenants and its
-	// database-tier tenants (one schema in each tenant database).
-	Schemas int
+	// database-tier tenants (one schema in each tenant database). Checked counts those visited.
+	Schemas, Checked int
 	// Skipped is set when none was visited: the placement is disabled, or unreachable (Err).
 	Skipped bool
 	Err     error
@@ -51,9 +57,12 @@ type PlacementReport struct {
 type MigrateReport struct {
 	ControlVersion int64
 	LatestVersion  int64
-	// Schemas counts the schemas of every placement: shared schemas, schema-tier tenants and
-	// database-tier tenants.
+	// Schemas counts the schemas Migrate keeps current on every placement: shared schemas and the
+	// active or suspended schema-tier and database-tier tenants.
 	Schemas int
+	// Checked counts the schemas Migrate visited: every placement's shared schema, and the tenants
+	// whose recorded version was not the latest (every one with Verify).
+	Checked int
 	// Applied counts schemas that had pending migrations.
 	Applied int
 	// Failed lists the tenants (and shared schemas) that failed, those of an unreachable placement
@@ -68,7 +77,7 @@ type migrateJob struct {
 	key        registry.DatabaseKey
 	schemaName string
 	tenantID   string // "" for a placement's shared schema
-	recorded   int64  // the registry's version (-1 for a shared schema)
+	recorded   int64  // the registry's version (for a shared schema, the placement's record)
 	current    int64  // -1: unknown, ask goose
 }
 
@@ -82,14 +91,20 @@ func (j migrateJob) name() string { return cmp.Or(j.tenantID, "(shared tier)") }
 // skipped without a failure. It is resumable: a killed run leaves each schema either migrated or
 // untouched (goose runs each migration in a transaction), and the next run continues. Tenants
 // still provisioning are left to CreateTenant, which migrates them when resumed.
+//
+// Its cost follows the work to do, not the number of tenants: it finds the tenants whose recorded
+// migration version differs from the latest with an index probe (the registry records a version
+// only once the migrations and the router's privileges are in place), and it touches a shared
+// schema only when its version or the placement's record of it is behind. A run with nothing to do
+// reads a few rows per placement and changes none.
 func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (MigrateReport, error) {
 	start := time.Now()
-	_, settings, err := p.ready(ctx)
+	m, settings, err := p.ready(ctx)
 	if err != nil {
 		return MigrateReport{}, err
 	}
 	var rep MigrateReport
-	if rep.LatestVersion, err = schema.Latest(schema.TenantSet); err != nil {
+	if rep.LatestVersion, err = m.Latest(schema.TenantSet); err != nil {
 		return rep, err
 	}
 	controlMigrator, err := schema.NewMigrator(schema.MigratorConfig{
@@ -110,32 +125,36 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 
 	jobs := map[string][]migrateJob{}
 	for _, pl := range placements {
-		jobs[pl.Name] = []migrateJob{{key: registry.DatabaseKey{Placement: pl.Name}, schemaName: schema.SharedSchema,
-			recorded: -1, current: -1}}
-	}
-	for after := ""; ; {
-		page, err := registry.List(ctx, p.pool, registry.TenantListParams{
-			After: after, Limit: 5000,
-			Statuses: []registry.Status{registry.StatusActive, registry.StatusSuspended},
-		})
+		recorded, err := registry.SharedMigrationVersion(ctx, p.pool, pl.Name)
 		if err != nil {
 			return rep, err
 		}
-		for _, t := range page {
-			if t.Tier == registry.TierShared {
-				continue // its placement's shared schema
-			}
-			loc := t.Location()
-			jobs[loc.Placement] = append(jobs[loc.Placement], migrateJob{key: loc.Key(), schemaName: loc.Schema,
-				tenantID: t.ID, recorded: t.MigrationVersion, current: -1})
-		}
-		if len(page) < 5000 {
-			break
-		}
-		after = page[len(page)-1].ID
+		jobs[pl.Name] = []migrateJob{{key: registry.DatabaseKey{Placement: pl.Name}, schemaName: schema.SharedSchema,
+			recorded: recorded, current: -1}}
+	}
+	lagging := rep.LatestVersion
+	if params.Verify {
+		lagging = -1
+	}
+	tenants, err := registry.ListSchemaTenants(ctx, p.pool, registry.SchemaTenantListParams{Lagging: lagging})
+	if err != nil {
+		return rep, err
+	}
+	for _, t := range tenants {
+		loc := t.Location()
+		jobs[loc.Placement] = append(jobs[loc.Placement], migrateJob{key: loc.Key(), schemaName: loc.Schema,
+			tenantID: t.ID, recorded: t.MigrationVersion, current: -1})
+	}
+	counts, err := registry.CountSchemaTenants(ctx, p.pool)
+	if err != nil {
+		return rep, err
+	}
+	rep.Schemas = len(placements)
+	for _, n := range counts {
+		rep.Schemas += n
 	}
 	for _, js := range jobs {
-		rep.Schemas += len(js)
+		rep.Checked += len(js)
 	}
 
 	var (
@@ -158,14 +177,14 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 			rep.Applied++
 		}
 		if params.Progress != nil {
-			params.Progress(MigrateProgress{Done: done, Total: rep.Schemas, Failed: len(rep.Failed)})
+			params.Progress(MigrateProgress{Done: done, Total: rep.Checked, Failed: len(rep.Failed)})
 		}
 	}
 	var wg sync.WaitGroup
 	reports := make([]PlacementReport, len(placements))
 	for i, pl := range placements {
 		wg.Go(func() {
-			reports[i] = p.migratePlacement(ctx, pl, jobs[pl.Name], rep.LatestVersion, report)
+			reports[i] = p.migratePlacement(ctx, pl, jobs[pl.Name], counts[pl.Name]+1, rep.LatestVersion, params.Verify, report)
 		})
 	}
 	wg.Wait()
@@ -175,15 +194,16 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 	})
 	rep.Took = time.Since(start)
 	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("provision: migrate interrupted after %d of %d schemas: %w", done, rep.Schemas, err)
+		return rep, fmt.Errorf("provision: migrate interrupted after %d of %d schemas: %w", done, rep.Checked, err)
 	}
 	return rep, nil
 }
 
-// migratePlacement runs one placement's jobs, Config.Parallelism at a time.
-func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placement, jobs []migrateJob, latest int64,
-	report func(j migrateJob, before, after int64, err error)) PlacementReport {
-	pr := PlacementReport{Name: pl.Name, State: pl.State, Schemas: len(jobs)}
+// migratePlacement runs one placement's jobs, Config.Parallelism at a time, after its embedding
+// work queue schema. schemas is the number of schemas the placement holds.
+func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placement, jobs []migrateJob, schemas int, latest int64,
+	verify bool, report func(j migrateJob, before, after int64, err error)) PlacementReport {
+	pr := PlacementReport{Name: pl.Name, State: pl.State, Schemas: schemas, Checked: len(jobs)}
 	if pl.State == registry.PlacementDisabled {
 		p.cfg.Logger.WarnContext(ctx, "migrate: placement disabled; skipped", "placement", pl.Name, "schemas", len(jobs))
 		pr.Skipped = true
@@ -202,6 +222,15 @@ func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placemen
 		}
 		cancel()
 	}
+	if err == nil {
+		// The placement's own schema (its embedding work queue) first: ingest writes to it.
+		var m *schema.Migrator
+		if m, err = p.migratorFor(ctx, main); err == nil {
+			if _, err = p.migrateWorkQueue(ctx, pool, m); err != nil {
+				err = onPlacement(pl.Name, err)
+			}
+		}
+	}
 	if err != nil {
 		p.cfg.Logger.ErrorContext(ctx, "migrate: placement unreachable; skipped", "placement", pl.Name,
 			"schemas", len(jobs), "error", err.Error())
@@ -219,7 +248,7 @@ func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placemen
 	for i, j := range jobs {
 		if j.key.Database == "" {
 			inMain = append(inMain, i)
-		} else if j.recorded == latest {
+		} else if j.recorded == latest && !verify {
 			jobs[i].current = latest
 		}
 	}
@@ -265,10 +294,14 @@ func (p *Provisioner) migrateOne(ctx context.Context, j migrateJob, latest int64
 	if err := p.hook(ctx, StepMigrateTenant, j.tenantID); err != nil {
 		return 0, 0, err
 	}
-	// The registry records a version only after the router's grants succeeded, so a schema whose
-	// recorded version lags may lack them: redo both (each is idempotent).
-	// A placement's shared schema always goes through goose (one per placement; it has no record).
-	if j.tenantID != "" && j.current == latest && j.recorded == latest {
+	// The registry records a version only after the migrations and the router's privileges
+	// succeeded, so a schema whose recorded version lags may lack them: redo both (each is
+	// idempotent). A current shared schema whose record is current too needs only its tenants'
+	// records checked (two index probes).
+	if j.current == latest && j.recorded == latest {
+		if j.tenantID == "" {
+			return latest, latest, registry.SetSharedMigrationVersion(ctx, p.pool, j.key.Placement, latest)
+		}
 		return latest, latest, nil
 	}
 	m, err := p.migratorFor(ctx, j.key)
@@ -279,26 +312,23 @@ func (p *Provisioner) migrateOne(ctx context.Context, j migrateJob, latest int64
 	if before < 0 {
 		before, _ = m.Version(ctx, schema.TenantSet, j.schemaName)
 	}
-	if j.key.Database == "" {
-		db, release, err := p.mainDB(ctx, nil, j.key.Placement)
-		if err != nil {
-			return before, before, err
-		}
-		after, err = p.migrateSchema(ctx, db, m, j.schemaName)
-		release()
-		if err != nil {
-			return before, before, err
-		}
-	} else {
+	if j.key.Database != "" {
+		// A tenant database has its own embedding work queue, migrated with its tenant.
 		c, err := p.connectTenantDB(ctx, j.key)
 		if err != nil {
 			return before, before, err
 		}
-		after, err = p.migrateSchema(ctx, c, m, j.schemaName)
+		_, err = p.migrateWorkQueue(ctx, c, m)
 		_ = c.Close(context.WithoutCancel(ctx))
 		if err != nil {
 			return before, before, err
 		}
+	}
+	// The default privileges are set again, for schemas made before they existed, so that tables
+	// a migration adds get the router's grants at creation. All of it runs on the migration's own
+	// connection.
+	if after, err = p.migrateSchema(ctx, m, schema.TenantSet, j.schemaName, true); err != nil {
+		return before, before, err
 	}
 	if j.tenantID == "" {
 		p.setSharedVersion(j.key.Placement, after)

@@ -53,6 +53,9 @@ func (p *Provisioner) AddPlacement(ctx context.Context, params PlacementAddParam
 	if err := ip.Validate(); err != nil {
 		return registry.Placement{}, err
 	}
+	if err := ValidateRouterPassword(params.RouterPassword); err != nil {
+		return registry.Placement{}, err
+	}
 	_, settings, err := p.ready(ctx)
 	if err != nil {
 		return registry.Placement{}, err
@@ -113,14 +116,19 @@ func (p *Provisioner) AddPlacement(ctx context.Context, params PlacementAddParam
 		return registry.Placement{}, fmt.Errorf("placement %q: %w", params.Name, err)
 	}
 	m, err := schema.NewMigrator(schema.MigratorConfig{ConnConfig: pc.ConnConfig, Role: settings.OwnerRole,
-		EmbeddingDimension: settings.EmbeddingDimension, Logger: p.cfg.Logger})
+		EmbeddingDimension: settings.EmbeddingDimension, Logger: p.cfg.Logger, TenantMigrations: p.cfg.TenantMigrations})
 	if err != nil {
 		return registry.Placement{}, err
+	}
+	// Its embedding work queue, and its shared schema with the router's grants by default
+	// privileges, exactly as init prepares the local placement.
+	if _, err := p.migrateWorkQueue(ctx, pool, m); err != nil {
+		return registry.Placement{}, fmt.Errorf("placement %q: %w", params.Name, err)
 	}
 	if err := p.ensureSchema(ctx, pool, schema.SharedSchema); err != nil {
 		return registry.Placement{}, fmt.Errorf("placement %q: %w", params.Name, err)
 	}
-	sharedVersion, err := p.migrateSchema(ctx, pool, m, schema.SharedSchema)
+	sharedVersion, err := p.migrateSchema(ctx, m, schema.TenantSet, schema.SharedSchema, false)
 	if err != nil {
 		return registry.Placement{}, fmt.Errorf("placement %q: %w", params.Name, err)
 	}
@@ -136,6 +144,9 @@ func (p *Provisioner) AddPlacement(ctx context.Context, params PlacementAddParam
 			out, err = registry.InsertPlacement(ctx, tx, ip)
 		}
 		if err != nil {
+			return err
+		}
+		if err := registry.SetSharedMigrationVersion(ctx, tx, out.Name, sharedVersion); err != nil {
 			return err
 		}
 		if err := registry.Audit(ctx, tx, placementAudit, event, p.cfg.Actor, map[string]any{

@@ -244,6 +244,24 @@ func TestEveryTierOnEveryPlacement(t *testing.T) {
 		requireCode(t, err, "42501")
 	}
 
+	// Grants by default privileges reach every database that holds tenant tables: the router gets
+	// DML on the tables the owner creates in the tenant schemas of placement add's main database
+	// and of a tenant database, and each has its embedding work queue, readable by the router.
+	for _, c := range []struct {
+		db     string
+		schema string
+	}{{p2.Database, schema.SharedSchema}, {tn.DatabaseName, schema.DatabaseSchema}} {
+		sp := superPool(t, second, c.db)
+		var defaults int
+		require.NoError(t, sp.QueryRow(ctx, `SELECT count(*) FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
+			WHERE n.nspname = $1 AND pg_get_userbyid(d.defaclrole) = $2 AND array_to_string(d.defaclacl, ',') LIKE '%' || $3 || '=%'`,
+			c.schema, provision.DefaultOwnerRole, provision.DefaultRouterRole).Scan(&defaults))
+		require.Equal(t, 2, defaults, "tables and sequences of %s in %s", c.schema, c.db)
+		var queued int
+		require.NoError(t, routerPool(t, second, c.db).QueryRow(ctx,
+			`SELECT count(*) FROM `+schema.PlacementSchema+`.embedding_work`).Scan(&queued), c.db)
+	}
+
 	// Placement counts.
 	ps, err := e.prov.ListPlacements(ctx)
 	require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"regexp"
 	"sync"
@@ -59,6 +60,9 @@ type Config struct {
 	// Hook, when set, runs before each named step (the Step* constants) of a tenant operation; an
 	// error stops the operation there, exactly as a crash at that point would. For tests.
 	Hook func(ctx context.Context, step, tenantID string) error
+	// TenantMigrations, when set, replaces migrations/tenant (see
+	// schema.MigratorConfig.TenantMigrations). For benchmarks that add a synthetic migration.
+	TenantMigrations fs.FS
 	// Credentials are the provisioner's credentials on placements other than local (see
 	// package placement); local uses Pool's.
 	Credentials placement.Credentials
@@ -155,6 +159,7 @@ func (p *Provisioner) ready(ctx context.Context) (*schema.Migrator, registry.Set
 		Role:               s.OwnerRole,
 		EmbeddingDimension: s.EmbeddingDimension,
 		Logger:             p.cfg.Logger,
+		TenantMigrations:   p.cfg.TenantMigrations,
 	})
 	if err != nil {
 		return nil, registry.Settings{}, err

@@ -53,6 +53,18 @@ func TestEverythingButInitRunsAsAnOwnerMember(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, rep.Failed)
 	require.Equal(t, 2, rep.Schemas, "the shared schema and one schema-tier tenant")
+	// A lagging schema and --verify go through goose and the default privileges as the member.
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = 1 WHERE tier = 'schema'`)
+	require.NoError(t, err)
+	rep, err = prov.Migrate(ctx, provision.MigrateParams{Verify: true})
+	require.NoError(t, err)
+	require.Empty(t, rep.Failed)
+	// Bulk creation, over an id of a deleted tenant too (its leftovers are removed as the owner).
+	require.NoError(t, prov.DeleteTenant(ctx, "member/shared"))
+	bulk, err := prov.CreateTenants(ctx, provision.TenantBulkCreateParams{IDs: []string{"member/shared", "member/bulk"},
+		Tier: registry.TierShared})
+	require.NoError(t, err)
+	require.Equal(t, 2, bulk.Created)
 	require.NoError(t, prov.DeleteTenant(ctx, "member/schema"))
 	require.NoError(t, prov.DeleteTenant(ctx, "member/shared"))
 

@@ -393,6 +393,22 @@ func (p *Provisioner) DeleteTenant(ctx context.Context, tenantID string) error {
 	return nil
 }
 
+// deleteWork removes the tenant's row from the list of tenants with embedding work, if any; its
+// jobs went with its data.
+func deleteWork(ctx context.Context, tx pgx.Tx, t registry.Tenant) error {
+	// A deployment not migrated since the placement schema came has no list yet.
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema.PlacementSchema+".embedding_work").Scan(&exists); err != nil || !exists {
+		return err
+	}
+	_, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.PlacementSchema)+`.embedding_work WHERE schema_name = $1 AND owner_id = $2`,
+		t.SchemaName, t.ID)
+	if err != nil {
+		return fmt.Errorf("delete embedding work: %w", err)
+	}
+	return nil
+}
+
 // IssueKey issues another API key for an active or suspended tenant.
 func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.IssuedKey, error) {
 	if err := schema.ValidateTenantID(tenantID); err != nil {

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -173,10 +175,12 @@ func (p PlacementInsertParams) Validate() error {
 	case !databaseName.MatchString(p.Database):
 		return &FieldError{Field: "database", Message: fmt.Sprintf(
 			"%q is not a database name: 1-63 characters of letters, digits, '_', '$' and '-'", p.Database)}
-	case p.MaxTenants < 0:
-		return &FieldError{Field: "max_tenants", Message: "must not be negative (0: no limit)"}
+	case p.MaxTenants < 0 || p.MaxTenants > math.MaxInt32:
+		return &FieldError{Field: "max_tenants", Message: fmt.Sprintf("must be from 0 (no limit) to %d", math.MaxInt32)}
 	case len(p.Description) > 500:
 		return &FieldError{Field: "description", Message: "at most 500 characters"}
+	case strings.ContainsRune(p.Description, 0) || !utf8.ValidString(p.Description):
+		return &FieldError{Field: "description", Message: "must be valid UTF-8 text without NUL characters"}
 	}
 	for _, t := range p.Tiers {
 		if _, err := ParseTier(string(t)); err != nil {
@@ -348,4 +352,21 @@ func DeletePlacement(ctx context.Context, db DBTX, name string) error {
 		return fmt.Errorf("registry: placement %q: %w", name, ErrNotFound)
 	}
 	return nil
+}
+
+// ListTenantDatabases returns the databases of the active and suspended database-tier tenants:
+// each holds tenant tables (and its own embedding work queue). A range probe of
+// tenants_tier_version_idx, whatever the number of tenants of the other tiers.
+func ListTenantDatabases(ctx context.Context, db DBTX) ([]DatabaseKey, error) {
+	rows, err := db.Query(ctx, `SELECT placement_id, database_name FROM tenantmem_control.tenants
+		WHERE tier = 'database' AND status IN ('active', 'suspended') AND database_name IS NOT NULL
+		ORDER BY placement_id, database_name`)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tenant databases: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowToStructByPos[DatabaseKey])
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tenant databases: %w", err)
+	}
+	return keys, nil
 }

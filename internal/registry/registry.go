@@ -240,14 +240,88 @@ func SetMigrationVersion(ctx context.Context, db DBTX, tenantID string, version 
 	return nil
 }
 
-// SetSharedMigrationVersion records the version of a placement's shared schema on every
-// shared-tier tenant of that placement.
+// SetSharedMigrationVersion records the version of a placement's shared schema: on the placement
+// (the version whose router grants are in place) and on every shared-tier tenant of that placement
+// whose recorded version differs. Finding those is two range probes of tenants_tier_version_idx, so
+// with nothing to change it writes nothing, whatever the number of shared-tier tenants.
 func SetSharedMigrationVersion(ctx context.Context, db DBTX, placement string, version int64) error {
+	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.placements SET shared_migration_version = $1
+		WHERE placement_id = $2 AND shared_migration_version <> $1`, version, placement); err != nil {
+		return fmt.Errorf("registry: set shared migration version: %w", err)
+	}
 	if _, err := db.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = $1, updated_at = now()
-		WHERE tier = 'shared' AND placement_id = $2 AND migration_version <> $1`, version, placement); err != nil {
+		WHERE tier = 'shared' AND (migration_version < $1 OR migration_version > $1) AND placement_id = $2`,
+		version, placement); err != nil {
 		return fmt.Errorf("registry: set shared migration version: %w", err)
 	}
 	return nil
+}
+
+// SchemaTenant is a tenant with a schema of its own (schema or database tier), as
+// [ListSchemaTenants] returns it.
+type SchemaTenant struct {
+	ID               string
+	Tier             Tier
+	SchemaName       string
+	MigrationVersion int64
+	PlacementID      string
+	DatabaseName     string
+}
+
+// Location is where the tenant's schema is.
+func (t SchemaTenant) Location() Location {
+	return Tenant{ID: t.ID, Tier: t.Tier, SchemaName: t.SchemaName, PlacementID: t.PlacementID,
+		DatabaseName: t.DatabaseName}.Location()
+}
+
+// SchemaTenantListParams selects the schema-tier and database-tier tenants that are active or
+// suspended.
+type SchemaTenantListParams struct {
+	// Lagging, when non-negative, keeps the tenants whose recorded migration version differs from
+	// it: range probes of tenants_tier_version_idx, whatever the number of tenants.
+	Lagging int64
+}
+
+// ListSchemaTenants returns the active and suspended tenants of the schema and database tiers
+// (those whose schemas `migrate` keeps current one by one), in tenant id order.
+func ListSchemaTenants(ctx context.Context, db DBTX, p SchemaTenantListParams) ([]SchemaTenant, error) {
+	rows, err := db.Query(ctx, `SELECT tenant_id, tier, schema_name, migration_version, placement_id,
+			coalesce(database_name, '')
+		FROM tenantmem_control.tenants
+		WHERE tier IN ('schema', 'database') AND status IN ('active', 'suspended')
+		  AND ($1 < 0 OR migration_version < $1 OR migration_version > $1)
+		ORDER BY tenant_id`, p.Lagging)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list schema tenants: %w", err)
+	}
+	ts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[SchemaTenant])
+	if err != nil {
+		return nil, fmt.Errorf("registry: list schema tenants: %w", err)
+	}
+	return ts, nil
+}
+
+// CountSchemaTenants counts the active and suspended tenants of the schema and database tiers, by
+// placement.
+func CountSchemaTenants(ctx context.Context, db DBTX) (map[string]int, error) {
+	rows, err := db.Query(ctx, `SELECT placement_id, count(*) FROM tenantmem_control.tenants
+		WHERE tier IN ('schema', 'database') AND status IN ('active', 'suspended') GROUP BY placement_id`)
+	if err != nil {
+		return nil, fmt.Errorf("registry: count schema tenants: %w", err)
+	}
+	out := map[string]int{}
+	var (
+		name string
+		n    int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &n}, func() error {
+		out[name] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: count schema tenants: %w", err)
+	}
+	return out, nil
 }
 
 // Delete removes a tenant's registry entry; its keys go with it. The audit log keeps its history.
@@ -575,4 +649,18 @@ func GetSettings(ctx context.Context, db DBTX) (Settings, error) {
 		return Settings{}, fmt.Errorf("registry: settings: %w", err)
 	}
 	return s, nil
+}
+
+// SharedMigrationVersion is the version of a placement's shared schema whose router grants are in
+// place, as the provisioner recorded it (0 before it recorded one). It needs control migration 3.
+func SharedMigrationVersion(ctx context.Context, db DBTX, placement string) (int64, error) {
+	var v int64
+	if err := db.QueryRow(ctx, `SELECT shared_migration_version FROM tenantmem_control.placements
+		WHERE placement_id = $1`, placement).Scan(&v); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, ErrNotFound
+		}
+		return 0, fmt.Errorf("registry: shared migration version: %w", err)
+	}
+	return v, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmem/tenantmem/internal/dberr"
@@ -45,6 +46,8 @@ type Handle struct {
 	Pool memory.Pool
 	// fencePool is the registry's database when it is not Pool's (see memory.Fence.Pool).
 	fencePool memory.Pool
+	// fenceGates are the shares of fencePool the fence's transaction must enter.
+	fenceGates []*limit.Gate
 	// TextSearchConfig is the tenant's text search configuration (english, simple, ...).
 	TextSearchConfig string
 	// CreatedAt identifies this incarnation of the tenant id: a tenant deleted and created again
@@ -56,6 +59,7 @@ type Handle struct {
 	gates       []*limit.Gate
 	acquireWait time.Duration
 	loadedAt    time.Time
+	observe     func(*pgx.Conn, string)
 }
 
 // fenceCheck is NULL while the tenant is still this active incarnation and, when a key id is
@@ -96,9 +100,9 @@ func (h *Handle) KeyScope(keyID string, statementTimeout time.Duration) memory.S
 func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Scope {
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
-		AcquireWait: h.acquireWait, Gates: h.gates,
+		AcquireWait: h.acquireWait, Gates: h.gates, Observe: h.observe,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool},
+			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates},
 	}
 }
 
@@ -113,6 +117,8 @@ type keyEntry struct {
 	hash     []byte
 	tenantID string
 	loadedAt time.Time
+	// seq tells this caching of the key from an earlier one in the tenant index.
+	seq uint64
 }
 
 // Config configures a [Resolver].
@@ -129,12 +135,19 @@ type Config struct {
 	Keys int
 	// TTL bounds how long a cached entry is trusted without a notification. Default 1 minute.
 	TTL time.Duration
+	// ObserveConn, when set, becomes the Observe of every handle's scope (see memory.Scope).
+	ObserveConn func(conn *pgx.Conn, schema string)
 	// Registry, when set, is the pool registry reads (key and tenant lookups) use instead of
 	// Pool, so that they never wait behind tenant work for a connection.
 	Registry *pgxpool.Pool
 	// Gates, by tier, are the shares of the pool the tier's transactions must enter (see
 	// limit.Acquire); a tier without one has no share limit.
 	Gates map[registry.Tier]*limit.Gate
+	// FenceGate is the share of the pool that the fences of tenants whose rows live elsewhere
+	// (another database or placement) may hold at once: their fence's transaction runs on this
+	// pool for the whole request, so without a share a slow or unreachable placement could hold
+	// every connection and starve the tenants of this database. Nil means no share limit.
+	FenceGate *limit.Gate
 	// AcquireWait bounds the wait of a tenant's transaction for a connection (limit.Acquire).
 	// Zero waits as long as the request allows.
 	AcquireWait time.Duration
@@ -184,6 +197,12 @@ type Resolver struct {
 	// (both caches hit) does not take mu.
 	mu         sync.Mutex
 	generation uint64
+	// byTenant indexes the cached keys by tenant, so that evicting a tenant costs the number of
+	// its keys, not of all cached keys. An entry is added (under mu) before its key is cached and
+	// removed when the key leaves the cache, unless the key was cached again since (seq differs).
+	idxMu    sync.Mutex
+	byTenant map[string][]indexedKey
+	seq      atomic.Uint64
 	// caching is false while no LISTEN is in place (before the first, and while the listener
 	// reconnects): nothing then tells the resolver about changes, so every request reads the
 	// registry and nothing is cached.
@@ -202,11 +221,57 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := lru.New[string, keyEntry](cfg.Keys)
-	if err != nil {
+	r := &Resolver{cfg: cfg, handles: handles, byTenant: map[string][]indexedKey{}}
+	if r.keys, err = lru.NewWithEvict[string, keyEntry](cfg.Keys, r.unindex); err != nil {
 		return nil, err
 	}
-	return &Resolver{cfg: cfg, handles: handles, keys: keys}, nil
+	return r, nil
+}
+
+// indexedKey is one cached key in the tenant index. A tenant has one key, or a few: a slice is
+// the smallest index (a map per tenant would cost some 300 bytes each).
+type indexedKey struct {
+	keyID string
+	seq   uint64
+}
+
+// index records that keyID of tenantID is about to be cached as caching seq.
+func (r *Resolver) index(tenantID, keyID string, seq uint64) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	ks := r.byTenant[tenantID]
+	for i := range ks {
+		if ks[i].keyID == keyID {
+			ks[i].seq = seq
+			return
+		}
+	}
+	r.byTenant[tenantID] = append(ks, indexedKey{keyID: keyID, seq: seq})
+}
+
+// unindex is the key cache's eviction callback: the key left the cache.
+func (r *Resolver) unindex(keyID string, e keyEntry) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	ks := r.byTenant[e.tenantID]
+	for i := range ks {
+		if ks[i].keyID == keyID && ks[i].seq == e.seq {
+			ks = append(ks[:i], ks[i+1:]...)
+			if len(ks) == 0 {
+				delete(r.byTenant, e.tenantID)
+			} else {
+				r.byTenant[e.tenantID] = ks
+			}
+			return
+		}
+	}
+}
+
+// cacheKey caches a key of a tenant. Call it with mu held.
+func (r *Resolver) cacheKey(keyID string, e keyEntry) {
+	e.seq = r.seq.Add(1)
+	r.index(e.tenantID, keyID, e.seq)
+	r.keys.Add(keyID, e)
 }
 
 // Resolve authenticates a clear API key and returns the handle of its tenant. A malformed,
@@ -258,11 +323,14 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	loc := t.Location()
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
 		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Limits: p.Limits,
-		acquireWait: r.cfg.AcquireWait, loadedAt: now}
+		acquireWait: r.cfg.AcquireWait, loadedAt: now, observe: r.cfg.ObserveConn}
 	if !loc.Key().IsControl() {
 		// Elsewhere than the control database: no share of the control pool to take, but the
 		// fence's transaction runs there (and the placement pools' connection budget bounds the rest).
 		h.fencePool = r.cfg.Pool
+		if r.cfg.FenceGate != nil {
+			h.fenceGates = []*limit.Gate{r.cfg.FenceGate}
+		}
 	} else if g := r.cfg.Gates[t.Tier]; g != nil {
 		h.gates = []*limit.Gate{g}
 	}
@@ -270,7 +338,7 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	// what we read may predate the change that was announced.
 	r.mu.Lock()
 	if r.caching && r.generation == gen {
-		r.keys.Add(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
+		r.cacheKey(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
 		r.handles.Add(t.ID, h)
 	}
 	r.mu.Unlock()
@@ -334,17 +402,19 @@ func check(h *Handle) (*Handle, error) {
 }
 
 // EvictTenant drops a tenant's handle and every cached key of it, and makes loads that are in
-// flight uncacheable.
+// flight uncacheable. It costs the number of the tenant's cached keys, whatever the cache holds.
 func (r *Resolver) EvictTenant(tenantID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.generation++
 	r.evictions.Add(1)
 	r.handles.Remove(tenantID)
-	for _, k := range r.keys.Keys() {
-		if e, ok := r.keys.Peek(k); ok && e.tenantID == tenantID {
-			r.keys.Remove(k)
-		}
+	r.idxMu.Lock()
+	ks := r.byTenant[tenantID]
+	delete(r.byTenant, tenantID)
+	r.idxMu.Unlock()
+	for _, k := range ks {
+		r.keys.Remove(k.keyID)
 	}
 }
 
@@ -364,6 +434,9 @@ func (r *Resolver) Purge() {
 	r.generation++
 	r.purges.Add(1)
 	r.handles.Purge()
+	r.idxMu.Lock()
+	r.byTenant = map[string][]indexedKey{}
+	r.idxMu.Unlock()
 	r.keys.Purge()
 	if r.cfg.Pools != nil {
 		r.cfg.Pools.InvalidateAll()

@@ -16,6 +16,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/tenantmem/tenantmem/migrations/control"
+	"github.com/tenantmem/tenantmem/migrations/placement"
 	"github.com/tenantmem/tenantmem/migrations/tenant"
 )
 
@@ -27,18 +28,27 @@ const (
 	TenantSet Set = iota
 	// ControlSet is migrations/control: the registry.
 	ControlSet
+	// PlacementSet is migrations/placement: the bookkeeping of one database that holds tenant
+	// tables (PlacementSchema), such as which tenants have embedding work.
+	PlacementSet
 )
 
 func (s Set) fs() fs.FS {
-	if s == ControlSet {
+	switch s {
+	case ControlSet:
 		return control.FS
+	case PlacementSet:
+		return placement.FS
 	}
 	return tenant.FS
 }
 
 func (s Set) String() string {
-	if s == ControlSet {
+	switch s {
+	case ControlSet:
 		return "control"
+	case PlacementSet:
+		return "placement"
 	}
 	return "tenant"
 }
@@ -58,6 +68,9 @@ type MigratorConfig struct {
 	EmbeddingDimension int
 	// Logger receives one line per applied migration. Default: discard.
 	Logger *slog.Logger
+	// TenantMigrations, when set, replaces migrations/tenant as the TenantSet. Benchmarks use it
+	// to add a synthetic migration to the real ones; it must hold every real migration too.
+	TenantMigrations fs.FS
 }
 
 // Migrator runs goose migrations into one schema at a time. It is safe for concurrent use.
@@ -77,8 +90,21 @@ func NewMigrator(cfg MigratorConfig) (*Migrator, error) {
 }
 
 // Latest is the newest version of set.
-func Latest(set Set) (int64, error) {
-	sources, err := fs.Glob(set.fs(), "*.sql")
+func Latest(set Set) (int64, error) { return latest(set, set.fs()) }
+
+// Latest is the newest version of set as this migrator runs it (see
+// MigratorConfig.TenantMigrations).
+func (m *Migrator) Latest(set Set) (int64, error) { return latest(set, m.fs(set)) }
+
+func (m *Migrator) fs(set Set) fs.FS {
+	if set == TenantSet && m.cfg.TenantMigrations != nil {
+		return m.cfg.TenantMigrations
+	}
+	return set.fs()
+}
+
+func latest(set Set, fsys fs.FS) (int64, error) {
+	sources, err := fs.Glob(fsys, "*.sql")
 	if err != nil {
 		return 0, err
 	}
@@ -106,27 +132,61 @@ func LockID(schemaName string) int64 {
 // the version table. A run killed half-way leaves every finished migration recorded and the
 // unfinished one rolled back (each runs in its own transaction), so the next Up resumes.
 func (m *Migrator) Up(ctx context.Context, set Set, schemaName string) (int64, error) {
+	res, err := m.Apply(ctx, set, schemaName, ApplyParams{})
+	return res.Version, err
+}
+
+// ApplyParams adds statements to a run of [Migrator.Apply].
+type ApplyParams struct {
+	// Before runs before the migrations and After after them (only when they succeeded), one
+	// statement at a time, as MigratorConfig.Role, on the run's own short-lived connection: work on
+	// the schema done there leaves nothing in the catalog caches of a long-lived pool. Each
+	// statement must be idempotent, since a run can stop between any two of them.
+	Before, After []string
+}
+
+// ApplyResult is the outcome of [Migrator.Apply].
+type ApplyResult struct {
+	// Version is the version the schema is at afterwards.
+	Version int64
+	// Applied counts the migrations this run applied.
+	Applied int
+}
+
+// Apply is [Migrator.Up] with statements before and after the migrations (see [ApplyParams]).
+func (m *Migrator) Apply(ctx context.Context, set Set, schemaName string, params ApplyParams) (ApplyResult, error) {
 	p, db, err := m.provider(set, schemaName)
 	if err != nil {
-		return 0, err
+		return ApplyResult{}, err
 	}
 	defer db.Close()
+	for _, stmt := range params.Before {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return ApplyResult{}, fmt.Errorf("schema: prepare %s: %s: %w", schemaName, stmt, err)
+		}
+	}
 	results, err := p.Up(ctx)
+	var res ApplyResult
 	for _, r := range results {
 		if r.Error == nil {
+			res.Applied++
 			m.cfg.Logger.InfoContext(ctx, "migration applied", slog.String("schema", schemaName),
 				slog.String("set", set.String()), slog.Int64("version", r.Source.Version),
 				slog.Duration("took", r.Duration))
 		}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
+		return ApplyResult{}, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
 	}
-	v, err := p.GetDBVersion(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+	if res.Version, err = p.GetDBVersion(ctx); err != nil {
+		return ApplyResult{}, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
 	}
-	return v, nil
+	for _, stmt := range params.After {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return ApplyResult{}, fmt.Errorf("schema: finish %s: %s: %w", schemaName, stmt, err)
+		}
+	}
+	return res, nil
 }
 
 // Version returns the version schemaName is at for set, 0 when nothing was applied.
@@ -170,7 +230,7 @@ func (m *Migrator) provider(set Set, schemaName string) (*goose.Provider, *sql.D
 		db.Close()
 		return nil, nil, err
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, set.fs(),
+	p, err := goose.NewProvider(goose.DialectPostgres, db, m.fs(set),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithTableName(schemaName+"."+VersionTable),
 		goose.WithSessionLocker(locker),

@@ -24,6 +24,9 @@ const (
 	ControlSchema = "tenantmem_control"
 	// ExtensionSchema holds the vector extension; it is on every search_path the project sets.
 	ExtensionSchema = "extensions"
+	// PlacementSchema holds the bookkeeping of one database that holds tenant tables
+	// (migrations/placement): every such database has it once.
+	PlacementSchema = "tenantmem_placement"
 	// DatabasePrefix starts every database-tier database name.
 	DatabasePrefix = "tmdb_"
 	// DatabaseSchema is the schema that holds a database-tier tenant's tables inside its own

@@ -1,0 +1,401 @@
+package provision_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/provision"
+	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
+	"github.com/tenantmem/tenantmem/migrations/tenant"
+)
+
+// catalogRows returns the xmin of the catalog rows a grant or migration of the schemas would
+// rewrite: the tenant tables' pg_class rows, the schemas' pg_namespace rows and their default
+// privileges.
+func catalogRows(t *testing.T, pool *pgxpool.Pool, schemas ...string) map[string]string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT 'class ' || c.oid::regclass::text, c.xmin::text FROM pg_class c
+		WHERE c.relnamespace = ANY($1::regnamespace[]) AND c.relkind IN ('r', 'S')
+		UNION ALL SELECT 'namespace ' || n.nspname, n.xmin::text FROM pg_namespace n WHERE n.nspname = ANY($2)
+		UNION ALL SELECT 'default acl ' || d.defaclnamespace::regnamespace::text || d.defaclobjtype::text, d.xmin::text
+			FROM pg_default_acl d WHERE d.defaclnamespace = ANY($1::regnamespace[])`, schemas, schemas)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		require.NoError(t, rows.Scan(&k, &v))
+		out[k] = v
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// TestNoOpMigrateChangesNoCatalogRow: a migrate with nothing to do visits no tenant schema and
+// rewrites no catalog row, the shared schema's included (it re-granted the shared schema on every
+// run, rewriting its tables' pg_class rows, which invalidates every backend's cache of them).
+func TestNoOpMigrateChangesNoCatalogRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	for i := range 3 {
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("noop%d", i), Tier: registry.TierSchema})
+		require.NoError(t, err)
+	}
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "noop-shared", Tier: registry.TierShared})
+	require.NoError(t, err)
+	_, err = e.prov.Migrate(ctx, provision.MigrateParams{}) // records the shared schema's version
+	require.NoError(t, err)
+	schemas := []string{schema.SharedSchema, schema.PlacementSchema, "tenant_noop0", "tenant_noop1", "tenant_noop2"}
+	before := catalogRows(t, e.pool, schemas...)
+	require.Greater(t, len(before), 25)
+	for range 2 {
+		rep, err := e.prov.Migrate(ctx, provision.MigrateParams{})
+		require.NoError(t, err)
+		require.Zero(t, rep.Applied)
+		require.Equal(t, 4, rep.Schemas)
+		require.Equal(t, 1, rep.Checked, "only the shared schema's version is read")
+	}
+	require.Equal(t, before, catalogRows(t, e.pool, schemas...))
+}
+
+// withExtraMigration is the tenant migrations plus one that adds a column and an index to an
+// existing table and a new table with a serial column (a sequence) under row-level security.
+func withExtraMigration(t *testing.T) fs.FS {
+	t.Helper()
+	m := fstest.MapFS{}
+	names, err := fs.Glob(tenant.FS, "*.sql")
+	require.NoError(t, err)
+	for _, n := range names {
+		b, err := fs.ReadFile(tenant.FS, n)
+		require.NoError(t, err)
+		m[n] = &fstest.MapFile{Data: b}
+	}
+	m["99990_extra.sql"] = &fstest.MapFile{Data: []byte(`-- +goose Up
+ALTER TABLE documents ADD COLUMN extra_flag boolean;
+ALTER TABLE documents ALTER COLUMN extra_flag SET DEFAULT false;
+CREATE INDEX documents_extra_flag_idx ON documents (owner_id, extra_flag);
+CREATE TABLE extra_notes (
+    note_id  serial PRIMARY KEY,
+    owner_id text NOT NULL CHECK (owner_id <> ''),
+    body     text NOT NULL
+);
+ALTER TABLE extra_notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE extra_notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY owner_isolation ON extra_notes
+    USING (owner_id = current_setting('tenantmem.owner_id', true))
+    WITH CHECK (owner_id = current_setting('tenantmem.owner_id', true));
+-- +goose Down
+DROP TABLE extra_notes;
+DROP INDEX documents_extra_flag_idx;
+ALTER TABLE documents DROP COLUMN extra_flag;
+`)}
+	return m
+}
+
+// TestAMigrationsNewTableIsTheRoutersAtOnce: tables a migration adds get the router's privileges
+// from the schema's default privileges, as the migration creates them, in every tier: no catalog
+// scan, and no moment when the table exists without them. goose's version table stays out of
+// the router's reach.
+func TestAMigrationsNewTableIsTheRoutersAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	for _, id := range []string{"extra-shared", "extra_schema"} {
+		tier := registry.TierShared
+		if id == "extra_schema" {
+			tier = registry.TierSchema
+		}
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: tier})
+		require.NoError(t, err)
+	}
+	// A schema made the way the previous release made them: its tables granted one by one, no
+	// default privileges. Migrate sets them before it migrates.
+	_, err := e.pool.Exec(ctx, `ALTER DEFAULT PRIVILEGES FOR ROLE tenantmem_owner IN SCHEMA tenant_extra_schema
+		REVOKE ALL ON TABLES FROM tenantmem_router;
+		ALTER DEFAULT PRIVILEGES FOR ROLE tenantmem_owner IN SCHEMA tenant_extra_schema
+		REVOKE ALL ON SEQUENCES FROM tenantmem_router`)
+	require.NoError(t, err)
+
+	next, err := provision.New(provision.Config{Pool: e.pool, Logger: testLogger(t), TenantMigrations: withExtraMigration(t)})
+	require.NoError(t, err)
+	rep, err := next.Migrate(ctx, provision.MigrateParams{})
+	require.NoError(t, err)
+	require.Empty(t, rep.Failed)
+	require.EqualValues(t, 99990, rep.LatestVersion)
+	require.Equal(t, 2, rep.Applied)
+	tn, err := next.GetTenant(ctx, "extra_schema")
+	require.NoError(t, err)
+	require.EqualValues(t, 99990, tn.MigrationVersion)
+
+	for _, tc := range []struct{ owner, schema string }{
+		{"extra-shared", schema.SharedSchema},
+		{"extra_schema", "tenant_extra_schema"},
+	} {
+		err := pgx.BeginFunc(ctx, e.router, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, tc.owner); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+tc.schema+`.extra_notes (owner_id, body) VALUES ($1, 'hello')`, tc.owner); err != nil {
+				return err
+			}
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+tc.schema+`.documents WHERE extra_flag IS NOT TRUE`).Scan(&n); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT count(*) FROM `+tc.schema+`.extra_notes`).Scan(&n)
+		})
+		require.NoError(t, err, tc.schema)
+		_, err = e.router.Exec(ctx, `SELECT * FROM `+tc.schema+`.goose_db_version`)
+		require.Error(t, err, "the version table of %s", tc.schema)
+	}
+}
+
+// TestVerifyFindsASchemaBehindItsRecord: migrate trusts the registry's record of each schema's
+// version; --verify reads the schemas themselves and migrates one changed behind its back.
+func TestVerifyFindsASchemaBehindItsRecord(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "behind", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	latest, err := schema.Latest(schema.TenantSet)
+	require.NoError(t, err)
+	_, err = e.pool.Exec(ctx, `SET ROLE tenantmem_owner;
+		ALTER TABLE tenant_behind.embedding_jobs DROP COLUMN lease_expiries;
+		DELETE FROM tenant_behind.goose_db_version WHERE version_id = `+fmt.Sprint(latest)+`;
+		RESET ROLE`)
+	require.NoError(t, err)
+	rep, err := e.prov.Migrate(ctx, provision.MigrateParams{})
+	require.NoError(t, err)
+	require.Zero(t, rep.Applied)
+	rep, err = e.prov.Migrate(ctx, provision.MigrateParams{Verify: true})
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.Applied)
+	require.Equal(t, 2, rep.Checked)
+	var n int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute
+		WHERE attrelid = 'tenant_behind.embedding_jobs'::regclass AND attname = 'lease_expiries'`).Scan(&n))
+	require.Equal(t, 1, n)
+}
+
+func bulkIDs(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%05d", prefix, i)
+	}
+	return ids
+}
+
+func countTenants(t *testing.T, e *env) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT count(*) FROM tenantmem_control.tenants`).Scan(&n))
+	return n
+}
+
+// TestCreateTenantsInBulk: many shared-tier tenants in one call, batch by batch: each active at
+// the shared schema's version with a working key of its own and an audit event; a rerun skips
+// the ids that exist and lists them.
+func TestCreateTenantsInBulk(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	latest, err := schema.Latest(schema.TenantSet)
+	require.NoError(t, err)
+	ids := bulkIDs("bulk", 2500)
+	var (
+		mu       sync.Mutex
+		keys     = map[string]provision.TenantCreatedKey{}
+		progress []provision.BulkProgress
+	)
+	params := provision.TenantBulkCreateParams{IDs: ids, Tier: registry.TierShared,
+		OnBatch: func(_ context.Context, created []provision.TenantCreatedKey) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, k := range created {
+				keys[k.TenantID] = k
+			}
+			return nil
+		},
+		Progress: func(p provision.BulkProgress) { progress = append(progress, p) },
+	}
+	res, err := e.prov.CreateTenants(ctx, params)
+	require.NoError(t, err)
+	require.Equal(t, provision.TenantBulkCreateResult{Created: 2500, Existing: []string{}}, res)
+	require.Len(t, keys, 2500)
+	require.Len(t, progress, 3, "batches of 1000")
+	require.Equal(t, provision.BulkProgress{Done: 2500, Total: 2500, Created: 2500}, progress[2])
+	for _, id := range []string{ids[0], ids[1234], ids[2499]} {
+		got, keyID, err := registry.Authenticate(ctx, e.router, keys[id].APIKey)
+		require.NoError(t, err, id)
+		require.Equal(t, id, got.ID)
+		require.Equal(t, keys[id].KeyID, keyID)
+		require.Equal(t, registry.StatusActive, got.Status)
+		require.Equal(t, registry.TierShared, got.Tier)
+		require.Equal(t, schema.SharedSchema, got.SchemaName)
+		require.Equal(t, latest, got.MigrationVersion)
+		evs, err := registry.AuditLog(ctx, e.pool, id)
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
+		require.Equal(t, "created", evs[0].Event)
+		require.Equal(t, true, evs[0].Detail["bulk"])
+	}
+
+	// A rerun over a larger list creates what is missing only.
+	params.IDs = append(bulkIDs("bulk", 2500)[2400:], "bulk-new")
+	params.Progress = nil
+	res, err = e.prov.CreateTenants(ctx, params)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Created)
+	require.Equal(t, ids[2400:], res.Existing)
+	require.Equal(t, 2501, countTenants(t, e))
+}
+
+// TestCreateTenantsRefusesBadInputWhole: an invalid or repeated id anywhere, an empty list or the
+// schema tier is refused naming the entry, before anything is written.
+func TestCreateTenantsRefusesBadInputWhole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	good := bulkIDs("ok", 10)
+	for _, tc := range []struct {
+		given  provision.TenantBulkCreateParams
+		expect string // field
+	}{
+		{provision.TenantBulkCreateParams{IDs: append(good[:5:5], "bad id"), Tier: registry.TierShared}, "tenant_ids[5]"},
+		{provision.TenantBulkCreateParams{IDs: append(good[:5:5], "ok-00002"), Tier: registry.TierShared}, "tenant_ids[5]"},
+		{provision.TenantBulkCreateParams{IDs: append(good[:5:5], "acme\n"), Tier: registry.TierShared}, "tenant_ids[5]"},
+		{provision.TenantBulkCreateParams{Tier: registry.TierShared}, "tenant_ids"},
+		{provision.TenantBulkCreateParams{IDs: good, Tier: registry.TierSchema}, "tier"},
+		{provision.TenantBulkCreateParams{IDs: good, Tier: "gold"}, "tier"},
+		{provision.TenantBulkCreateParams{IDs: good, Tier: registry.TierShared, BatchSize: 10001}, "batch_size"},
+	} {
+		_, err := e.prov.CreateTenants(ctx, tc.given)
+		var fe *registry.FieldError
+		require.ErrorAs(t, err, &fe, tc.expect)
+		require.Equal(t, tc.expect, fe.Field)
+	}
+	require.Zero(t, countTenants(t, e))
+}
+
+// TestCreateTenantsStopsWhenKeysCannotBeKept: an error of OnBatch (the keys file is full) stops
+// the call; the batches committed so far stay, and a rerun finishes the rest.
+func TestCreateTenantsStopsWhenKeysCannotBeKept(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newEnv(t, nil).pool
+	prov, err := provision.New(provision.Config{Pool: pool, Parallelism: 1})
+	require.NoError(t, err)
+	ids := bulkIDs("stop", 50)
+	calls := 0
+	res, err := prov.CreateTenants(ctx, provision.TenantBulkCreateParams{IDs: ids, Tier: registry.TierShared, BatchSize: 10,
+		OnBatch: func(context.Context, []provision.TenantCreatedKey) error {
+			if calls++; calls == 2 {
+				return errors.New("disk full")
+			}
+			return nil
+		}})
+	require.ErrorContains(t, err, "disk full")
+	require.Equal(t, 20, res.Created, "the batch whose keys were written, and the one whose keys were not")
+	res, err = prov.CreateTenants(ctx, provision.TenantBulkCreateParams{IDs: ids, Tier: registry.TierShared, BatchSize: 10})
+	require.NoError(t, err)
+	require.Equal(t, 30, res.Created)
+	require.Equal(t, ids[:20], res.Existing)
+}
+
+// TestCreateTenantsCleansUpAfterAnEarlierTenant: an id that belonged to a deleted tenant gets no
+// rows that tenant's late requests left behind, exactly as with CreateTenant.
+func TestCreateTenantsCleansUpAfterAnEarlierTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "again", Tier: registry.TierShared})
+	require.NoError(t, err)
+	require.NoError(t, e.prov.DeleteTenant(ctx, "again"))
+	// A request of the deleted tenant committed a row after the delete.
+	err = pgx.BeginFunc(ctx, e.router, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', 'again', true)`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tenantmem_shared.documents (owner_id, document_name, document_type) VALUES ('again', 'late', 'text')`)
+		return err
+	})
+	require.NoError(t, err)
+	res, err := e.prov.CreateTenants(ctx, provision.TenantBulkCreateParams{IDs: []string{"again", "fresh"}, Tier: registry.TierShared})
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Created)
+	var n int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_shared.documents WHERE owner_id = 'again'`).Scan(&n))
+	require.Zero(t, n)
+}
+
+// catalogScans counts the sequential scans of pg_class and pg_index in the database so far, as
+// the server's statistics have them (without reading pg_stat_sys_tables, whose view joins
+// pg_index).
+func catalogScans(t *testing.T, conn *pgx.Conn) (class, index int64) {
+	t.Helper()
+	require.NoError(t, conn.QueryRow(context.Background(), `SELECT pg_stat_get_numscans('pg_class'::regclass),
+		pg_stat_get_numscans('pg_index'::regclass)`).Scan(&class, &index))
+	return class, index
+}
+
+// TestTenantOperationsReadNoWholeCatalog: creating, migrating and deleting schema-tier tenants
+// reads no catalog from end to end, so their cost does not grow with the number of schemas
+// (issue 12). GRANT ... ON ALL TABLES IN SCHEMA read the whole of pg_class several times per
+// tenant, and ADD COLUMN ... DEFAULT in a migration reads the whole of pg_index once per schema.
+// The server counts sequential scans per database; the connections report them when they close.
+func TestTenantOperationsReadNoWholeCatalog(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "first", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	reader, err := pgx.Connect(ctx, e.url)
+	require.NoError(t, err)
+	defer func() { _ = reader.Close(ctx) }()
+	settled := func() (int64, int64) {
+		e.pool.Reset() // closed connections have reported their counts
+		var class, index int64
+		require.Eventually(t, func() bool {
+			c, i := catalogScans(t, reader)
+			stable := c == class && i == index
+			class, index = c, i
+			return stable
+		}, 30*time.Second, time.Second)
+		return class, index
+	}
+	class0, index0 := settled()
+
+	for i := range 3 {
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("scan%d", i), Tier: registry.TierSchema})
+		require.NoError(t, err)
+	}
+	_, err = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "scan-shared", Tier: registry.TierShared})
+	require.NoError(t, err)
+	next, err := provision.New(provision.Config{Pool: e.pool, Logger: testLogger(t), TenantMigrations: withExtraMigration(t)})
+	require.NoError(t, err)
+	rep, err := next.Migrate(ctx, provision.MigrateParams{})
+	require.NoError(t, err)
+	require.Equal(t, 5, rep.Applied, "the shared schema and four tenants")
+	_, err = next.Migrate(ctx, provision.MigrateParams{})
+	require.NoError(t, err)
+	require.NoError(t, next.DeleteTenant(ctx, "scan0"))
+	require.NoError(t, next.DeleteTenant(ctx, "scan-shared"))
+
+	class1, index1 := settled()
+	require.Zero(t, index1-index0, "sequential scans of pg_index")
+	// Autovacuum reads pg_class whole when it visits the database: allow it a visit or two.
+	require.LessOrEqual(t, class1-class0, int64(2), "sequential scans of pg_class")
+}

@@ -284,6 +284,7 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.doWith(http.MethodGet, "/readyz", nil, noAuth), http.StatusOK)
 	must(un.doWith(http.MethodGet, "/readyz", nil, noAuth), http.StatusServiceUnavailable)
 	must(un.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "early", "tier": "shared"}), http.StatusServiceUnavailable)
+	must(un.do(http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"early"}}), http.StatusServiceUnavailable)
 
 	// Tenants.
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/a", "tier": "schema", "placement": "local",
@@ -293,6 +294,10 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "Org A", "tier": "schema"}), http.StatusBadRequest)
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/c", "tier": "schema", "placement": "nowhere"}), http.StatusBadRequest)
 	must(e.do(http.MethodPost, "/v1/tenants", `{"tenant_id": "`+strings.Repeat("x", 2<<20)+`"}`), http.StatusRequestEntityTooLarge)
+	must(e.do(http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"bulk/1", "bulk/2"}}), http.StatusCreated)
+	must(e.do(http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"bulk/2", "bulk/3"}}), http.StatusCreated)
+	must(e.do(http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"bulk/4", "Bad Id"}}), http.StatusBadRequest)
+	must(e.do(http.MethodPost, "/v1/bulk/tenants", `{"tier": "shared", "tenant_ids": ["`+strings.Repeat("x", 2<<20)+`"]}`), http.StatusRequestEntityTooLarge)
 	must(e.do(http.MethodGet, "/v1/tenants?limit=1", nil), http.StatusOK)
 	must(e.do(http.MethodGet, "/v1/tenants?limit=10&after=org%2Fa", nil), http.StatusOK)
 	must(e.do(http.MethodGet, "/v1/tenants?limit=0", nil), http.StatusBadRequest)
@@ -381,6 +386,7 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 		body         any
 	}{
 		{http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/late", "tier": "shared"}},
+		{http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"org/late"}}},
 		{http.MethodGet, "/v1/tenants", nil},
 		{http.MethodPost, "/v1/placements", map[string]any{"name": "p5", "host": u.Hostname(), "port": port, "database": "postgres"}},
 		{http.MethodGet, "/v1/placements", nil},

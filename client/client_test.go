@@ -295,6 +295,7 @@ func TestWireTypes(t *testing.T) {
 	}{
 		{DocumentAddParams{}, httpapi.DocumentAddRequest{}},
 		{ChunkingOptions{}, memory.ChunkingOptions{}},
+		{ChunkInput{}, memory.ChunkInput{}},
 		{DocumentAddResult{}, memory.DocumentAddResult{}},
 		{Document{}, memory.Document{}},
 		{Chunk{}, memory.Chunk{}},

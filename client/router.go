@@ -51,11 +51,14 @@ type ChunkingOptions struct {
 // DocumentAddParams is the body of POST /v1/documents: a document to add, or to replace when
 // IDAtOrigin names one the tenant already has.
 type DocumentAddParams struct {
-	// DocumentName (1-500 characters), DocumentType (e.g. "text", "markdown") and Content (at
-	// most 10 MB) are required.
+	// DocumentName (1-500 characters) and DocumentType (e.g. "text", "markdown") are required,
+	// and either Content (at most 10 MB) or Chunks.
 	DocumentName string `json:"document_name"`
 	DocumentType string `json:"document_type"`
-	Content      string `json:"content"`
+	Content      string `json:"content,omitempty"`
+	// Chunks, instead of Content, gives the document already chunked, with or without your own
+	// vectors (see [ChunkInput]).
+	Chunks []ChunkInput `json:"chunks,omitempty"`
 	// IDAtOrigin is the document's id in your system and the upsert key.
 	IDAtOrigin string `json:"id_at_origin,omitempty"`
 	// Metadata is a JSON object of at most 64 KB, replaced on upsert.
@@ -64,6 +67,22 @@ type DocumentAddParams struct {
 	DocumentDate *time.Time `json:"document_date,omitempty"`
 	// Chunking overrides the window sizes of DocumentType.
 	Chunking *ChunkingOptions `json:"chunking,omitempty"`
+}
+
+// ChunkInput is one chunk of a pre-chunked document (DocumentAddParams.Chunks).
+type ChunkInput struct {
+	// Content is the chunk's text.
+	Content string `json:"content"`
+	// Metadata is a JSON object, stored as the chunk's metadata.
+	Metadata map[string]any `json:"metadata,omitempty"`
+	// Embedding is the chunk's vector: exactly the deployment's dimension, finite, not all zero;
+	// leaves only. Without it the router embeds the chunk.
+	Embedding []float32 `json:"embedding,omitempty"`
+	// Level is 0 for a leaf (embedded and searched) and 1 or more for a parent.
+	Level int `json:"level,omitempty"`
+	// Parent is the position in Chunks of the chunk's parent, an earlier chunk of a higher
+	// level; nil for a top-level chunk.
+	Parent *int `json:"parent,omitempty"`
 }
 
 // DocumentAddResult is the answer of POST /v1/documents.

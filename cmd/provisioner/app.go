@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/tenantmem/tenantmem/internal/command"
 
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/limit"
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -22,10 +25,11 @@ import (
 // Main runs the provisioner CLI. main wires it to the process (arguments, signals, standard
 // streams, environment); tests run it in-process with their own.
 type Main struct {
+	// Stdin is read by commands given "-" as their input file (`tenant restore -`, `tenant
+	// create-bulk --ids-file -`). Default: empty.
+	Stdin io.Reader
 	// Stdout receives command output; Stderr receives logs (JSON), progress and error messages.
 	Stdout, Stderr io.Writer
-	// Stdin is read by `tenant create-bulk --ids-file -`. Default: os.Stdin.
-	Stdin io.Reader
 	// LookupEnv reads the environment (TENANTMEM_*). Default: nothing is set.
 	LookupEnv func(key string) (string, bool)
 	// Environ lists the environment ("KEY=value"), for the per-placement credential variables
@@ -46,12 +50,19 @@ type cli struct {
 	Credentials string              `name:"placement-credentials" env:"TENANTMEM_PLACEMENT_CREDENTIALS" placeholder:"FILE" help:"Credentials file for placements other than local: lines placement:login:user:password (see docs/scaling.md); mode 600."`
 	Version     command.VersionFlag `name:"version" help:"Print the version (release, commit, build date) and exit."`
 
+	TenantMaxDocuments int64 `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant, as the router's flag: restores and imports that exceed it are refused; 0 means no quota (default ${default})."`
+	TenantMaxChunks    int64 `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant, as the router's flag; 0 means no quota (default ${default})."`
+	TenantMaxBytes     int64 `name:"tenant-max-bytes" env:"TENANTMEM_TENANT_MAX_BYTES" default:"10737418240" placeholder:"BYTES" help:"Default quota of document content of one tenant in bytes, as the router's flag; 0 means no quota (default ${default})."`
+
 	Init      initCmd      `cmd:"" help:"Initialise the database: roles, pgvector, control schema, shared tier. Idempotent."`
-	Tenant    tenantCmd    `cmd:"" help:"Create, list, show, suspend, resume and delete tenants."`
+	Tenant    tenantCmd    `cmd:"" help:"Create, list, show, suspend, resume, delete, back up, restore and move tenants."`
 	Key       keyCmd       `cmd:"" help:"Issue, list and revoke a tenant's API keys."`
 	Placement placementCmd `cmd:"" help:"Add, list, show, drain, disable, activate and remove placements (PostgreSQL servers)."`
 	Migrate   migrateCmd   `cmd:"" help:"Migrate the control schema and, on every placement, the shared schema and every tenant schema and database to the latest version."`
-	Serve     serveCmd     `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
+
+	ImportLLMemory importLLMemoryCmd `cmd:"" name:"import-llmemory" help:"Import the documents, chunks and vectors of an llmemory database, one tenant per owner_id (resumable)."`
+	Promote        promoteCmd        `cmd:"" help:"Run the promotion policy once: move the biggest shared-tier tenants to their own schema."`
+	Serve          serveCmd          `cmd:"" help:"Serve the provisioning HTTP API (admin token from TENANTMEM_ADMIN_TOKEN)."`
 }
 
 // Run runs one command line (without the program name) and returns the exit code. Cancelling ctx
@@ -93,7 +104,15 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 func isBadInput(err error) bool {
 	var fe *registry.FieldError
 	return errors.As(err, &fe) || errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrExists) ||
-		errors.Is(err, registry.ErrConflict)
+		errors.Is(err, registry.ErrConflict) || provision.IsArchiveError(err) || errors.Is(err, provision.ErrMoveUnfinished) ||
+		errors.Is(err, memory.ErrQuotaExceeded)
+}
+
+func (m *Main) stdin() io.Reader {
+	if m.Stdin == nil {
+		return strings.NewReader("")
+	}
+	return m.Stdin
 }
 
 // runContext is what every command's Run receives: the I/O of Main and a lazily opened database.
@@ -142,6 +161,7 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 		Logger:      rc.logger,
 		Actor:       cmp.Or(rc.actor, "provisioner-cli"),
 		Parallelism: rc.parallelism,
+		Quota:       quotaFlags(rc.cli),
 		Credentials: creds,
 	})
 	if err != nil {
@@ -169,4 +189,16 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// quotaFlags are the default storage quotas of the flags: 0 (no quota) becomes limit.Unlimited,
+// as in the router.
+func quotaFlags(c *cli) limit.Limits {
+	l := limit.Limits{MaxDocuments: c.TenantMaxDocuments, MaxChunks: c.TenantMaxChunks, MaxContentBytes: c.TenantMaxBytes}
+	for _, p := range []*int64{&l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes} {
+		if *p == 0 {
+			*p = limit.Unlimited
+		}
+	}
+	return l
 }

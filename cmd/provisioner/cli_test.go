@@ -373,7 +373,8 @@ func keyValues(out string) map[string]string {
 	kv := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {
 		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key",
-			"requests per second", "burst", "max concurrent", "max documents", "max chunks", "max content bytes"} {
+			"requests per second", "burst", "max concurrent", "max documents", "max chunks", "max content bytes",
+			"restored", "keys restored"} {
 			if rest, ok := strings.CutPrefix(l, k+"  "); ok {
 				kv[k] = strings.TrimSpace(rest)
 			}

@@ -48,6 +48,9 @@ type tenantCmd struct {
 	Delete     tenantDeleteCmd     `cmd:"" help:"Delete a tenant and all its data."`
 	Suspend    tenantSuspendCmd    `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
 	Resume     tenantResumeCmd     `cmd:"" help:"Resume a suspended tenant."`
+	Backup     tenantBackupCmd     `cmd:"" help:"Write a tenant's archive (docs/archive.md) to a file or standard output."`
+	Restore    tenantRestoreCmd    `cmd:"" help:"Restore a tenant from an archive, into any tier, under its id or another."`
+	Move       tenantMoveCmd       `cmd:"" help:"Move a tenant to another tier while it serves (writes pause for an instant at the end)."`
 	Limits     tenantLimitsCmd     `cmd:"" help:"Show or change a tenant's overrides of the router's limits (rate, requests in flight, quotas)."`
 }
 

@@ -20,7 +20,7 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, LookupEnv: os.LookupEnv, Environ: os.Environ}
+	m := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv, Environ: os.Environ}
 	code := m.Run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/version"
 )
@@ -22,8 +23,10 @@ import (
 const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
 
 type serveCmd struct {
-	Listen        string `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
-	MetricsListen string `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
+	Listen           string        `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	MetricsListen    string        `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
+	PromoteMinChunks int64         `name:"promote-min-chunks" env:"TENANTMEM_PROMOTE_MIN_CHUNKS" default:"0" placeholder:"N" help:"Promotion policy: move shared-tier tenants with at least N chunks to their own schema, one at a time (0, the default: off)."`
+	PromoteInterval  time.Duration `name:"promote-interval" env:"TENANTMEM_PROMOTE_INTERVAL" default:"10m" placeholder:"DURATION" help:"How often the promotion policy runs (default ${default}); each run also finishes moves a crash left unfinished."`
 }
 
 func (cmd *serveCmd) Run(rc *runContext) error {
@@ -31,6 +34,9 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if token == "" {
 		return command.Usagef("serve: %s is required: set it to a random secret of at least %d characters (e.g. `openssl rand -hex 32`)",
 			envAdminToken, httpapi.MinAdminTokenLength)
+	}
+	if cmd.PromoteMinChunks < 0 || cmd.PromoteInterval <= 0 {
+		return command.Usagef("serve: --promote-min-chunks must not be negative and --promote-interval must be positive")
 	}
 	if len(token) < httpapi.MinAdminTokenLength {
 		return command.Usagef("serve: %s must be at least %d characters", envAdminToken, httpapi.MinAdminTokenLength)
@@ -90,6 +96,15 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	g, gctx := errgroup.WithContext(rc.ctx)
 	g.Go(func() error { return metrics.Serve(gctx, mln) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	if cmd.PromoteMinChunks > 0 {
+		// An interrupted move rolls itself back, so a shutdown never leaves writes paused.
+		rc.logger.InfoContext(rc.ctx, "promotion policy on", slog.Int64("min_chunks", cmd.PromoteMinChunks),
+			slog.Duration("interval", cmd.PromoteInterval))
+		g.Go(func() error {
+			prov.RunPromotion(gctx, provision.PromoteParams{MinChunks: cmd.PromoteMinChunks}, cmd.PromoteInterval)
+			return nil
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}

@@ -233,7 +233,7 @@ func (s *Service) serve(ctx context.Context, q *workQueue, items []memory.WorkIt
 			case t.Status != registry.StatusActive:
 				s.settle(ctx, q, it, func(ctx context.Context) error { return q.queue.Defer(ctx, it, parkedRecheck, false) })
 			default:
-				s.processOne(ctx, q, it)
+				s.processOne(ctx, q, it, t)
 			}
 		})
 	}
@@ -243,8 +243,11 @@ func (s *Service) serve(ctx context.Context, q *workQueue, items []memory.WorkIt
 // processOne embeds one tenant's due jobs, then reschedules the tenant at its next due job (or
 // drops it from the queue when it has none left). When its queue cannot be read, the tenant is
 // kept and looked at again after a backoff: it is never dropped for a failure.
-func (s *Service) processOne(ctx context.Context, q *workQueue, it memory.WorkItem) {
-	scope := s.scopeOf(q.pool, it.Schema, it.OwnerID)
+func (s *Service) processOne(ctx context.Context, q *workQueue, it memory.WorkItem, t registry.Tenant) {
+	// Fenced like a request: the worker's writes wait for, and then notice, a delete, a
+	// suspension or a move (a move's write pause holds them back; after its flip the tenant's
+	// work is listed in its new database's queue).
+	scope := s.resolver.HandleFor(t).Scope(s.cfg.StatementTimeout)
 	n, err := s.worker.ProcessScope(ctx, scope)
 	if ctx.Err() != nil {
 		// Stopping: leave the tenant due at once for another replica.

@@ -95,6 +95,10 @@ func (c AdminConfig) validate() error {
 //	POST   /v1/tenants/{id}/keys                -> 201 issued key (the clear key, once)
 //	GET    /v1/tenants/{id}/keys                -> {keys}
 //	DELETE /v1/tenants/{id}/keys/{key_id}       -> 204
+//	GET    /v1/tenants/{id}/backup              -> the tenant archive, streamed (include_key_hashes, skip_search_history)
+//	POST   /v1/tenants/restore                  archive body, streamed (as, tier, placement, replace) -> 201 or 200 {tenant, api_key?, rows, ...}
+//	POST   /v1/tenants/{id}/move                {tier, placement?} -> 200 {tenant, from, rounds, write_pause_ns, ...}
+//	POST   /v1/tenants/{id}/move/abort          -> 204 (a move that has not flipped is rolled back)
 //	GET    /v1/tenants/{id}/limits              -> {limits}: the tenant's overrides (null: the router's default)
 //	PUT    /v1/tenants/{id}/limits              {requests_per_second?, burst?, max_concurrent?, max_documents?,
 //	                                             max_chunks?, max_content_bytes?} -> {limits}; absent or null
@@ -117,6 +121,8 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 		Logger:     cfg.Logger,
 		Registerer: cfg.Registerer,
 		BodyLimit:  cfg.BodyLimit,
+		// Archives are streamed, never held whole in memory, and may be any size.
+		StreamRoutes: []string{"/v1/tenants/restore"},
 		Ready: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 			defer cancel()
@@ -130,7 +136,7 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &admin{prov: cfg.Provisioner}
+	a := &admin{prov: cfg.Provisioner, log: cfg.Logger}
 	// The token check is route middleware rather than group middleware: an echo group with
 	// middleware catches every unknown path below it, which would turn 405s into 404s.
 	auth := requireToken(cfg.AdminToken)
@@ -143,6 +149,10 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/tenants/:id/keys", a.issueKey, auth)
 	e.GET("/v1/tenants/:id/keys", a.listKeys, auth)
 	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
+	e.GET("/v1/tenants/:id/backup", a.backupTenant, auth)
+	e.POST("/v1/tenants/restore", a.restoreTenant, auth)
+	e.POST("/v1/tenants/:id/move", a.moveTenant, auth)
+	e.POST("/v1/tenants/:id/move/abort", a.abortMove, auth)
 	e.GET("/v1/tenants/:id/limits", a.getLimits, auth)
 	e.PUT("/v1/tenants/:id/limits", a.setLimits, auth)
 	e.POST("/v1/bulk/tenants", a.createTenants, auth)
@@ -180,6 +190,7 @@ func requireToken(token string) echo.MiddlewareFunc {
 
 type admin struct {
 	prov *provision.Provisioner
+	log  *slog.Logger
 }
 
 // TenantCreateRequest is the body of POST /v1/tenants.

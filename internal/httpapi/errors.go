@@ -126,10 +126,16 @@ func DefaultErrorRules() []ErrorRule {
 			errors.As(err, &me)
 			return fmt.Sprintf("request body larger than %d bytes", me.Limit)
 		}},
+		// A tenant archive that is truncated, corrupted, foreign, of a future version or of
+		// another embedding dimension.
+		{Match: provision.IsArchiveError, Status: http.StatusBadRequest, Code: CodeInvalidInput},
+		// A restore or import that would take a tenant over its quota (nothing was left behind).
+		{Match: Is(memory.ErrQuotaExceeded), Status: http.StatusRequestEntityTooLarge, Code: CodeQuotaExceeded},
 		{Match: Is(registry.ErrUnauthenticated), Status: http.StatusUnauthorized, Code: CodeUnauthorized},
 		{Match: Is(registry.ErrNotFound), Status: http.StatusNotFound, Code: CodeNotFound},
 		{Match: Is(registry.ErrExists), Status: http.StatusConflict, Code: CodeAlreadyExists},
 		{Match: Is(registry.ErrConflict), Status: http.StatusConflict, Code: CodeConflict},
+		{Match: Is(provision.ErrMoveUnfinished), Status: http.StatusConflict, Code: CodeConflict},
 		{Match: Is(provision.ErrNotInitialized), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: 30 * time.Second, Message: func(error) string { return provision.ErrNotInitialized.Error() }},
 		{Match: Is(limit.ErrRateLimited), Status: http.StatusTooManyRequests, Code: CodeRateLimited, RetryAfter: time.Second},
@@ -265,6 +271,9 @@ func fieldOf(err error) string {
 	}
 	if errors.As(err, new(*json.SyntaxError)) {
 		return "body"
+	}
+	if provision.IsArchiveError(err) {
+		return "archive"
 	}
 	return ""
 }

@@ -41,6 +41,9 @@ type Config struct {
 	ReadyDetails func(ctx context.Context) any
 	// ErrorRules map errors to responses. Default: [DefaultErrorRules].
 	ErrorRules []ErrorRule
+	// StreamRoutes are route templates ("/v1/tenants/restore") whose handlers stream their
+	// request bodies (tenant archives): BodyLimit does not apply to them.
+	StreamRoutes []string
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -88,7 +91,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = newErrorHandler(cfg.Logger, cfg.ErrorRules)
-	e.Use(observe(cfg.Name, cfg.Logger, m), recoverPanics, limitBody(cfg.BodyLimit))
+	e.Use(observe(cfg.Name, cfg.Logger, m), recoverPanics, limitBody(cfg.BodyLimit, cfg.StreamRoutes))
 
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

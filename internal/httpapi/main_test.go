@@ -41,6 +41,12 @@ type adminEnv struct {
 // newAdminEnv starts the admin API on a fresh database, initialised unless told otherwise.
 func newAdminEnv(t *testing.T, initialise bool) *adminEnv {
 	t.Helper()
+	return newAdminEnvWith(t, initialise, nil)
+}
+
+// newAdminEnvWith is newAdminEnv with a change to the admin API's configuration.
+func newAdminEnvWith(t *testing.T, initialise bool, mod func(*httpapi.AdminConfig)) *adminEnv {
+	t.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
 	pool, err := pgxpool.New(ctx, url)
@@ -56,9 +62,13 @@ func newAdminEnv(t *testing.T, initialise bool) *adminEnv {
 		require.NoError(t, err)
 	}
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewAdmin(httpapi.AdminConfig{
+	cfg := httpapi.AdminConfig{
 		Provisioner: prov, Pool: pool, AdminToken: testToken, Logger: logger, Registerer: reg,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h, err := httpapi.NewAdmin(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

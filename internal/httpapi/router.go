@@ -163,6 +163,7 @@ func RegistryReady(pool *pgxpool.Pool) func(context.Context) error {
 //   - memory.ErrNotFound: 404 not_found, "document not found", whatever the id (a missing id and
 //     another tenant's id are indistinguishable);
 //   - routing.ErrSuspended: 403 forbidden; routing.ErrUnavailable: 503 with Retry-After 5s;
+//   - memory.ErrWritesPaused (the last instant of a move): 503 with Retry-After 1s;
 //   - memory.ErrTimeout and SQLSTATE 57014: 503 with Retry-After 5s;
 //   - memory.ErrEmbeddingUnavailable (a vector search could not embed its query): 503, with
 //     Retry-After 5s when the provider failure is transient and 60s when it is permanent (the
@@ -198,6 +199,11 @@ func RouterErrorRules() []ErrorRule {
 		{Match: Is(memory.ErrFenced), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: time.Second,
 			Message:    func(error) string { return "the tenant changed while this request was served; retry" }},
+		// The tenant is being moved and this is the last, short instant of the move: writes wait,
+		// reads go on. Nothing was written.
+		{Match: Is(memory.ErrWritesPaused), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: time.Second,
+			Message:    func(error) string { return "the tenant is being moved; writes resume in a moment, retry" }},
 		{Match: Is(routing.ErrSuspended), Status: http.StatusForbidden, Code: CodeForbidden,
 			Message: func(error) string { return "tenant is suspended" }},
 		{Match: Is(routing.ErrUnavailable), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
@@ -255,6 +261,7 @@ func isTimeout(err error) bool {
 //	GET    /v1/documents/{id}             one document; include_chunks=true adds its chunks
 //	DELETE /v1/documents/{id}             204, or 404
 //	POST   /v1/documents/delete           {document_ids} or {metadata_filter} -> {deleted_count, deleted_document_ids}
+//	POST   /v1/documents/import           JSON lines of documents (content or chunks, vectors optional) -> {documents, created, ...}
 //	POST   /v1/search                     vector, text or hybrid search -> {results, search_type, took_ms}
 //	GET    /v1/search?q=&limit=           hybrid search
 //	GET    /v1/statistics                 {document_count, chunk_count, total_size_bytes, document_type_breakdown, ...}
@@ -290,6 +297,8 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		Ready:        cfg.Ready,
 		ReadyDetails: cfg.ReadyDetails,
 		ErrorRules:   RouterErrorRules(),
+		// A bulk import is read line by line; each line is held to BodyLimit instead.
+		StreamRoutes: []string{"/v1/documents/import"},
 	})
 	if err != nil {
 		return nil, err
@@ -331,6 +340,7 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 	e.GET("/v1/documents/*", r.badDocumentPath, mw...)
 	e.DELETE("/v1/documents/*", r.badDocumentPath, mw...)
 	e.POST("/v1/documents/delete", r.deleteDocuments, mw...)
+	e.POST("/v1/documents/import", r.importDocuments, mw...)
 	e.POST("/v1/search", r.search, mw...)
 	e.GET("/v1/search", r.quickSearch, mw...)
 	e.GET("/v1/search/history", r.searchHistory, mw...)
@@ -464,7 +474,8 @@ func (r *router) queued(c echo.Context, n int) {
 type DocumentAddRequest struct {
 	DocumentName string                  `json:"document_name"`
 	DocumentType string                  `json:"document_type"`
-	Content      string                  `json:"content"`
+	Content      string                  `json:"content,omitempty"`
+	Chunks       []memory.ChunkInput     `json:"chunks,omitempty"`
 	IDAtOrigin   string                  `json:"id_at_origin,omitempty"`
 	Metadata     json.RawMessage         `json:"metadata,omitempty"`
 	DocumentDate *string                 `json:"document_date,omitempty"`
@@ -476,7 +487,9 @@ func (r *router) addDocument(c echo.Context) error {
 		return err
 	}
 	var req DocumentAddRequest
-	body, err := readJSON(c, &req)
+	// Strict like every body (readJSON), and located: an embedding with NaN or an out-of-range
+	// number is named down to its element.
+	body, err := readJSONLocated(c, &req)
 	if err != nil {
 		return err
 	}
@@ -484,24 +497,11 @@ func (r *router) addDocument(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := memory.DocumentAddParams{
-		Idempotency:  ik,
-		DocumentName: req.DocumentName,
-		DocumentType: req.DocumentType,
-		Content:      req.Content,
-		IDAtOrigin:   req.IDAtOrigin,
-		Metadata:     req.Metadata,
+	p, err := req.params()
+	if err != nil {
+		return err
 	}
-	if req.Chunking != nil {
-		p.Chunking = *req.Chunking
-	}
-	if req.DocumentDate != nil {
-		d, err := parseDate("document_date", *req.DocumentDate, false)
-		if err != nil {
-			return err
-		}
-		p.DocumentDate = &d
-	}
+	p.Idempotency = ik
 	res, err := r.cfg.Engine.AddDocument(c.Request().Context(), r.scope(c), p)
 	if err != nil {
 		return err
@@ -517,6 +517,32 @@ func (r *router) addDocument(c echo.Context) error {
 		c.Response().Header().Set(echo.HeaderLocation, "/v1/documents/"+res.DocumentID)
 	}
 	return c.JSON(status, res)
+}
+
+// params converts a request into the engine's parameters.
+func (req DocumentAddRequest) params() (memory.DocumentAddParams, error) {
+	p := memory.DocumentAddParams{
+		DocumentName: req.DocumentName,
+		DocumentType: req.DocumentType,
+		Content:      req.Content,
+		Chunks:       req.Chunks,
+		IDAtOrigin:   req.IDAtOrigin,
+		Metadata:     req.Metadata,
+	}
+	if req.Chunks == nil && req.Content == "" {
+		return p, &registry.FieldError{Field: "content", Message: "give the content, or the document as chunks"}
+	}
+	if req.Chunking != nil {
+		p.Chunking = *req.Chunking
+	}
+	if req.DocumentDate != nil {
+		d, err := parseDate("document_date", *req.DocumentDate, false)
+		if err != nil {
+			return p, err
+		}
+		p.DocumentDate = &d
+	}
+	return p, nil
 }
 
 func (r *router) listDocuments(c echo.Context) error {

@@ -52,6 +52,12 @@ type DocumentAddParams struct {
 	DocumentDate *time.Time `json:"document_date,omitempty"`
 	// Chunking overrides the window sizes of DocumentType.
 	Chunking ChunkingOptions `json:"chunking,omitzero"`
+	// Chunks, instead of Content, gives the document already chunked, with or without the
+	// client's vectors (see [ChunkInput]); the document's size is that of its leaves.
+	Chunks []ChunkInput `json:"chunks,omitempty"`
+	// DeferEmbedding queues the chunks that have no client vector for the embedding worker
+	// instead of calling the provider (bulk loads by the provisioner, which embeds nothing).
+	DeferEmbedding bool `json:"-"`
 	// Idempotency, when set, makes the add idempotent (see [IdempotencyKey]).
 	Idempotency *IdempotencyKey `json:"-"`
 }
@@ -62,7 +68,8 @@ type DocumentAddResult struct {
 	DocumentID string `json:"document_id"`
 	// ChunksCreated counts the stored chunks of both levels.
 	ChunksCreated int `json:"chunks_created"`
-	// EmbeddingsCreated counts the leaf chunks embedded at ingest.
+	// EmbeddingsCreated counts the leaf chunks that have their vector: embedded at ingest, or
+	// given by the client.
 	EmbeddingsCreated int `json:"embeddings_created"`
 	// EmbeddingsPending counts the leaf chunks queued for the worker because the provider failed.
 	EmbeddingsPending int `json:"embeddings_pending"`
@@ -239,6 +246,12 @@ func (e *Engine) validateAdd(p DocumentAddParams) (addInput, error) {
 		return in, err
 	}
 	switch {
+	case p.Chunks != nil && p.Content != "":
+		return in, invalid("chunks", "give content or chunks, not both")
+	case p.Chunks != nil && p.Chunking != (ChunkingOptions{}):
+		return in, invalid("chunking", "does not apply to a document given as chunks")
+	case p.Chunks != nil:
+		// validatePrechunked checks them.
 	case len(p.Content) > e.cfg.MaxContentBytes:
 		return in, tooLarge("content", "at most %d bytes, got %d", e.cfg.MaxContentBytes, len(p.Content))
 	case strings.TrimSpace(p.Content) == "":
@@ -305,9 +318,22 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	if err := s.validate(); err != nil {
 		return DocumentAddResult{}, err
 	}
-	chunks, err := chunk.Split(p.DocumentType, p.Content, in.opts)
-	if err != nil {
-		return DocumentAddResult{}, splitError(err)
+	var (
+		chunks       []chunk.Chunk
+		clientVecs   map[int][]float32
+		contentBytes = len(p.Content)
+	)
+	if p.Chunks != nil {
+		pre, err := validatePrechunked(p.Chunks, e.cfg.Embedder.Dimension(), e.cfg.MaxContentBytes)
+		if err != nil {
+			return DocumentAddResult{}, err
+		}
+		chunks, clientVecs, contentBytes = pre.chunks, pre.vectors, pre.bytes
+	} else {
+		var err error
+		if chunks, err = chunk.Split(p.DocumentType, p.Content, in.opts); err != nil {
+			return DocumentAddResult{}, splitError(err)
+		}
 	}
 	if len(chunks) > e.cfg.MaxChunksPerDocument {
 		field := "content"
@@ -319,17 +345,18 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	}
 	// Before the expensive part (embedding): a retry of a write that already committed gets its
 	// result back, and a document that cannot fit in the quota is refused.
-	if replay, err := e.preflightAdd(ctx, s, p, in, int64(len(chunks))); err != nil || replay != nil {
+	if replay, err := e.preflightAdd(ctx, s, p, in, int64(len(chunks)), int64(contentBytes)); err != nil || replay != nil {
 		if err != nil {
 			return DocumentAddResult{}, err
 		}
 		return *replay, nil
 	}
 
-	// Leaves (level 0) are embedded and searched; parents only give context.
+	// Leaves (level 0) are embedded and searched; parents only give context. Leaves that came
+	// with the client's vector are not embedded again.
 	var leaves []int
 	for i, c := range chunks {
-		if c.Level == 0 {
+		if _, given := clientVecs[i]; c.Level == 0 && !given {
 			leaves = append(leaves, i)
 		}
 	}
@@ -337,7 +364,13 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	for i, ci := range leaves {
 		texts[i] = chunks[ci].Content
 	}
-	vecs, embErr := e.embed(ctx, texts)
+	var (
+		vecs   [][]float32
+		embErr error
+	)
+	if !p.DeferEmbedding {
+		vecs, embErr = e.embed(ctx, texts)
+	}
 	if embErr != nil {
 		if ctx.Err() != nil {
 			return DocumentAddResult{}, fmt.Errorf("memory: embed: %w", ctx.Err())
@@ -351,9 +384,12 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 	for i := range chunks {
 		ids[i] = newUUID()
 	}
-	vecOf := make(map[int]pgvector.Vector, len(vecs))
+	vecOf := make(map[int]pgvector.Vector, len(vecs)+len(clientVecs))
 	for i, v := range vecs {
 		vecOf[leaves[i]] = pgvector.NewVector(v)
+	}
+	for i, v := range clientVecs {
+		vecOf[i] = pgvector.NewVector(v)
 	}
 	var pending []string
 	cols := chunkArrays{
@@ -370,7 +406,10 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		for k, v := range c.Metadata {
 			md[k] = v
 		}
-		md["start"], md["end"] = c.Start, c.End
+		if c.Start >= 0 {
+			// Offsets in the content; a document given as chunks has none.
+			md["start"], md["end"] = c.Start, c.End
+		}
 		mdJSON, err := json.Marshal(md)
 		if err != nil {
 			return DocumentAddResult{}, fmt.Errorf("memory: chunk metadata: %w", err)
@@ -396,7 +435,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 				return replayAdd(stored, &res)
 			}
 		}
-		delta := usage{chunks: int64(len(chunks)), bytes: int64(len(p.Content))}
+		delta := usage{chunks: int64(len(chunks)), bytes: int64(contentBytes)}
 		if in.idAtOrigin != nil {
 			// The version this upsert replaces, if any: its size leaves the tenant's usage.
 			var oldBytes int64
@@ -423,7 +462,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 				content_bytes = excluded.content_bytes,
 				updated_at    = greatest(now(), d.updated_at + interval '1 microsecond')
 			RETURNING document_id::text, created_at, updated_at, xmax = 0`,
-			s.OwnerID, in.idAtOrigin, p.DocumentName, p.DocumentType, p.DocumentDate, in.metadata, len(p.Content),
+			s.OwnerID, in.idAtOrigin, p.DocumentName, p.DocumentType, p.DocumentDate, in.metadata, contentBytes,
 		).Scan(&res.DocumentID, &res.CreatedAt, &res.UpdatedAt, &inserted)
 		if err != nil {
 			return fmt.Errorf("memory: upsert document: %w", err)
@@ -469,7 +508,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 			}
 		}
 		res.ChunksCreated = len(chunks)
-		res.EmbeddingsCreated = len(vecs)
+		res.EmbeddingsCreated = len(vecs) + len(clientVecs)
 		res.EmbeddingsPending = len(pending)
 		if p.Idempotency != nil {
 			if err := storeIdempotent(ctx, tx, s, p.Idempotency, storedAdd{Result: res, Created: res.Created}); err != nil {
@@ -489,7 +528,7 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 // result of an earlier request with the same idempotency key (then the add is done), and a check
 // that the document can fit in the tenant's quota (the exact check is in the write's own
 // transaction). It reads nothing when neither applies.
-func (e *Engine) preflightAdd(ctx context.Context, s Scope, p DocumentAddParams, in addInput, chunks int64) (*DocumentAddResult, error) {
+func (e *Engine) preflightAdd(ctx context.Context, s Scope, p DocumentAddParams, in addInput, chunks, bytes int64) (*DocumentAddResult, error) {
 	q := s.Quota
 	if p.Idempotency == nil && q == (Quota{}) {
 		return nil, nil
@@ -514,7 +553,7 @@ func (e *Engine) preflightAdd(ctx context.Context, s Scope, p DocumentAddParams,
 			return err
 		}
 		// An upsert may replace a document: count only what surely grows.
-		delta := usage{chunks: chunks, bytes: int64(len(p.Content))}
+		delta := usage{chunks: chunks, bytes: bytes}
 		if in.idAtOrigin == nil {
 			delta.documents = 1
 		} else {

@@ -28,12 +28,20 @@ var (
 	// replaced after the caller resolved it. Nothing was done; resolving it again tells what
 	// changed.
 	ErrFenced = errors.New("the tenant changed while the request was being served")
+	// ErrWritesPaused means the tenant's writes are paused for the last instant of a move to
+	// another tier or placement (SQLSTATE TM503, raised by the change capture trigger): nothing
+	// was written; retry in a moment. Reads are not paused.
+	ErrWritesPaused = errors.New("writes of the tenant are paused while it is moved")
 	// ErrQuotaExceeded is wrapped by every [*QuotaError].
 	ErrQuotaExceeded = errors.New("quota exceeded")
 	// ErrIdempotencyKeyReused means an idempotency key came back with another request than the
 	// one it was first used with. Nothing was done.
 	ErrIdempotencyKeyReused = errors.New("idempotency key reused with a different request")
 )
+
+// sqlstateWritesPaused is the SQLSTATE of a write refused while its tenant is moved
+// (migrations/tenant 00009).
+const sqlstateWritesPaused = "TM503"
 
 // QuotaError refuses a write that would take the tenant over one of its storage quotas
 // ([Scope].Quota). Nothing was written. It wraps [ErrQuotaExceeded].
@@ -93,6 +101,9 @@ func interpretError(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.QueryCanceled {
 		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	if errors.As(err, &pgErr) && pgErr.Code == sqlstateWritesPaused {
+		return fmt.Errorf("%w: %w", ErrWritesPaused, err)
 	}
 	return err
 }

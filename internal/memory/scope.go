@@ -99,6 +99,11 @@ type Fence struct {
 	// Refuse turns a reason returned by Check into the transaction's error; it must wrap
 	// [ErrFenced] or another error the caller maps (e.g. an unauthenticated credential).
 	Refuse func(reason string) error
+	// Refresh, when set, is called once when the check fails with [ErrFenced], before the error
+	// is returned: it may return the scope to run the transaction in instead (the tenant moved
+	// to another tier or placement), which then runs without a Refresh of its own. Nothing ran
+	// before the check, so running the transaction again is safe. An error keeps ErrFenced.
+	Refresh func(ctx context.Context) (Scope, error)
 	// Pool, when set, is the registry's database, apart from the scope's.
 	Pool Pool
 	// Gates are the shares of Pool the fence's transaction must enter first (with Pool only).
@@ -161,6 +166,22 @@ func (s Scope) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 const maxBeginAttempts = 3
 
 func (s Scope) inTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	ran := false
+	err := s.inTxOnce(ctx, opts, func(tx pgx.Tx) error {
+		ran = true
+		return fn(tx)
+	})
+	if !ran && errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
+		// The tenant moved: run at its new location instead (nothing of fn ran).
+		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
+			return next.withoutRefresh().inTxOnce(ctx, opts, fn)
+		}
+	}
+	return err
+}
+
+// inTxOnce is inTx without the refresh of a moved tenant.
+func (s Scope) inTxOnce(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -423,6 +444,29 @@ type readStmt struct {
 // discarded and read returns ErrFenced; the transaction is read-only, so nothing happened. A Fence
 // with a Pool of its own is taken there first (two round trips more) and held across the read.
 func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
+	err := s.readWithRetries(ctx, settings, stmts...)
+	if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
+		// The tenant moved: read again at its new location (the connection is back in the pool).
+		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
+			return next.withoutRefresh().readWithRetries(ctx, settings, stmts...)
+		}
+	}
+	return err
+}
+
+// withoutRefresh is the scope with its fence's Refresh removed: a refreshed scope is used once.
+func (s Scope) withoutRefresh() Scope {
+	if s.Fence != nil {
+		f := *s.Fence
+		f.Refresh = nil
+		s.Fence = &f
+	}
+	return s
+}
+
+// readWithRetries is read without the refresh: it retries a dead connection found before the
+// round trip.
+func (s Scope) readWithRetries(ctx context.Context, settings readSettings, stmts ...readStmt) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -521,7 +565,10 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 	var firstErr error
 	for i := 0; mrr.NextResult(); i++ {
 		rr := mrr.ResultReader()
-		if firstErr == nil && i < len(all) && all[i].scan != nil {
+		// After a failed fence check the rows are not the caller's to see: leave them unread
+		// (a Refresh then reads again, into clean results).
+		fenced := s.Fence != nil && i > 1 && refused != nil
+		if firstErr == nil && !fenced && i < len(all) && all[i].scan != nil {
 			if err := all[i].scan(&readRows{m: m, fds: rr.FieldDescriptions(), rr: rr}); err != nil {
 				firstErr = err
 			}
@@ -585,7 +632,9 @@ func encodeArgsFor(m *pgtype.Map, oids []uint32, args []any) ([][]byte, []int16,
 	fmts := make([]int16, len(args))
 	for i, a := range args {
 		f := m.FormatCodeForOID(oids[i])
-		buf, err := m.Encode(oids[i], f, a, nil)
+		// A non-nil buffer: Encode returns nil for NULL only, so an empty string stays an empty
+		// string (with a nil buffer it came back nil, which the protocol sends as NULL).
+		buf, err := m.Encode(oids[i], f, a, make([]byte, 0, 16))
 		if err != nil {
 			return nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
 		}
@@ -617,7 +666,7 @@ func encodeArgs(m *pgtype.Map, args []any) ([][]byte, []uint32, []int16, error) 
 			return nil, nil, nil, fmt.Errorf("memory: no PostgreSQL type for argument %d (%T)", i+1, a)
 		}
 		f := m.FormatCodeForOID(t.OID)
-		buf, err := m.Encode(t.OID, f, a, nil)
+		buf, err := m.Encode(t.OID, f, a, make([]byte, 0, 16))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("memory: encode argument %d: %w", i+1, err)
 		}

@@ -62,3 +62,21 @@ func TestScopeRejectsBadScopes(t *testing.T) {
 	_, err := eng.Statistics(ctx, bad)
 	require.Error(t, err)
 }
+
+// TestReadPassesEmptyStringsAsEmptyStrings: the one-round-trip read path encoded an empty string
+// argument as NULL (a nil buffer from pgtype), so a fence check comparing a text column with ”
+// (a tenant without a database name) failed and every search answered 503.
+func TestReadPassesEmptyStringsAsEmptyStrings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	engine := newEngine(t, newBuiltin(t))
+	s := e.tenant(t, registry.TierShared)
+	_, err := engine.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text", Content: "hello there"})
+	require.NoError(t, err)
+	s.Fence = &memory.Fence{LockID: 42, Check: `SELECT CASE WHEN $1::text IS NOT NULL AND $1::text = '' AND $2::text = 'x' THEN NULL
+		ELSE 'the empty string arrived as NULL' END`, Args: []any{"", "x"}}
+	res, err := engine.Search(ctx, s, memory.SearchParams{QueryText: "hello", SearchType: memory.SearchText})
+	require.NoError(t, err)
+	require.Len(t, res.Results, 1)
+}

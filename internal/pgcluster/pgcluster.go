@@ -284,6 +284,10 @@ func (c *Cluster) chown(dir string) error {
 
 var versionDir = regexp.MustCompile(`^[0-9]+$`)
 
+// FindBinDir returns dir when set, else the newest /usr/lib/postgresql/NN/bin (NN >= 15) holding
+// initdb: the server binaries a cluster uses (benchmarks also run pg_dump and pg_restore from it).
+func FindBinDir(dir string) (string, error) { return findBinDir(dir) }
+
 func findBinDir(dir string) (string, error) {
 	if dir != "" {
 		return dir, nil

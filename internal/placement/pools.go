@@ -343,6 +343,17 @@ func (m *Pools) entry(ctx context.Context, key registry.DatabaseKey, lease bool)
 	return e, nil
 }
 
+// Forget retires the pool of one database, e.g. one that was just dropped: its connections are
+// closed once nobody holds the pool, and the next Acquire opens a new pool. Unknown keys and the
+// control database are ignored.
+func (m *Pools) Forget(key registry.DatabaseKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.pools[key]; ok {
+		m.retireLocked(e)
+	}
+}
+
 // retired reports whether an entry was taken out of use (evicted, replaced or closed).
 func (m *Pools) retired(e *entry) bool {
 	m.mu.Lock()

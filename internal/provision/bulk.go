@@ -268,7 +268,7 @@ func (p *Provisioner) dropLeftovers(ctx context.Context, tx pgx.Tx, tenantID str
 	if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, tenantID); err != nil {
 		return err
 	}
-	for _, table := range sharedTables {
+	for _, table := range sharedTenantTables() {
 		if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, tenantID); err != nil {
 			return fmt.Errorf("delete from %s: %w", table, err)
 		}

@@ -222,7 +222,7 @@ func (p *Provisioner) migrateWorkQueue(ctx context.Context, db beginner, m *sche
 		return false, err
 	}
 	if b, ok := db.(schema.Batcher); ok {
-		if v, err := schema.Versions(ctx, b, []string{schema.PlacementSchema}); err == nil && v[0] == latest {
+		if v, err := schema.Versions(ctx, b, schema.PlacementSet, []string{schema.PlacementSchema}); err == nil && v[0] == latest {
 			return false, nil
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -207,7 +208,7 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 			if _, err := tx.Exec(ctx, `SELECT set_config('tenantmem.owner_id', $1, true)`, t.ID); err != nil {
 				return err
 			}
-			for _, table := range sharedTables {
+			for _, table := range sharedTenantTables() {
 				if _, err := tx.Exec(ctx, `DELETE FROM `+ident(schema.SharedSchema)+`.`+ident(table)+` WHERE owner_id = $1`, t.ID); err != nil {
 					return fmt.Errorf("delete from %s: %w", table, err)
 				}
@@ -236,13 +237,13 @@ func (p *Provisioner) unmakeLocation(ctx context.Context, conn *pgxpool.Conn, t 
 		if _, err := db.Exec(ctx, `DROP DATABASE IF EXISTS `+ident(t.DatabaseName)+` WITH (FORCE)`); err != nil {
 			return fmt.Errorf("drop database %s: %w", t.DatabaseName, err)
 		}
+		// Connections of ours to it are gone with it: a database of that name made later (a
+		// restore, a move back) gets a pool of its own.
+		p.pools.Forget(loc.Key())
 		return nil
 	}
 	return fmt.Errorf("tenant %q: unknown tier %q", t.ID, t.Tier)
 }
-
-// sharedTables are the tenant tables whose rows a shared-tier delete removes, children first.
-var sharedTables = []string{"search_history", "idempotency_keys", "tenant_usage", "chunk_terms", "chunk_stats", "chunks", "documents"}
 
 // marker is the comment of a tenant database, which says whose it is: a database of the derived
 // name that carries another marker is never adopted or dropped.
@@ -388,4 +389,163 @@ func isLeakproof(ctx context.Context, db interface {
 func (p *Provisioner) deploymentSettings(ctx context.Context) (registry.Settings, error) {
 	_, s, err := p.ready(ctx)
 	return s, err
+}
+
+// The steps below serve moves and restores, which fill a location with rows they copy: they
+// make the location at a given migration version, bring it to the latest, and say whether the
+// tenant has the location's schema to itself.
+
+// poolFor returns the pool of a location's database, as the provisioner's login, and what gives
+// it back.
+func (p *Provisioner) poolFor(ctx context.Context, loc registry.Location) (*pgxpool.Pool, func(), error) {
+	pool, release, err := p.pools.Acquire(ctx, loc.Key())
+	if err != nil {
+		return nil, nil, onPlacement(loc.Placement, err)
+	}
+	return pool, release, nil
+}
+
+// ownsSchema reports whether the tenant has the location's schema to itself (schema and database
+// tiers): a copy into it may load first and index after, and its tables may be at any version.
+// The shared schema's tables are at the placement's shared version, with other tenants' rows.
+func ownsSchema(loc registry.Location) bool { return loc.Tier != registry.TierShared }
+
+// targetLocation is where a restored or moved tenant id's rows go: tier on placementName or,
+// when that is empty, on prefer (the archive's or the tenant's current placement) when it takes
+// the tier, else on the placement the default policy picks for a new tenant. The placement must
+// be registered, active, take the tier and answer.
+func (p *Provisioner) targetLocation(ctx context.Context, id string, tier registry.Tier, placementName, prefer string) (registry.Location, error) {
+	if _, err := registry.ParseTier(string(tier)); err != nil {
+		return registry.Location{}, err
+	}
+	if placementName != "" {
+		if err := registry.ValidatePlacementName(placementName); err != nil {
+			return registry.Location{}, err
+		}
+	}
+	_, settings, err := p.ready(ctx)
+	if err != nil {
+		return registry.Location{}, err
+	}
+	schemaName, databaseName, err := names(settings, TenantCreateParams{ID: id, Tier: tier})
+	if err != nil {
+		return registry.Location{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	if placementName == "" && prefer != "" {
+		if pl, err := registry.GetPlacement(ctx, p.pool, prefer); err == nil && admissible(pl, tier) == nil {
+			placementName = prefer
+		}
+	}
+	name, err := p.pickPlacement(ctx, p.pool, TenantCreateParams{ID: id, Tier: tier, Placement: placementName})
+	if err != nil {
+		return registry.Location{}, err
+	}
+	return registry.Location{Tier: tier, Placement: name, Database: databaseName, Schema: schemaName, OwnerID: id}, nil
+}
+
+// listWork lists a tenant that has just arrived at loc (a restore activated, a move flipped) in
+// the embedding work queue of loc's database when it has pending embedding jobs there: the queue
+// is per database, and the jobs came with the rows, not through ingest. A failure is logged, not
+// returned: the tenant is served, and the worker's reconciliation finds the jobs later.
+func (p *Provisioner) listWork(ctx context.Context, loc registry.Location) {
+	pool, release, err := p.poolFor(ctx, loc)
+	if err == nil {
+		defer release()
+		_, err = memory.ReconcileWork(ctx, memory.Scope{Pool: pool, Schema: loc.Schema, OwnerID: loc.OwnerID})
+	}
+	if err != nil {
+		p.cfg.Logger.WarnContext(ctx, "cannot list the tenant's pending embeddings in its new database's work queue; the worker's reconciliation will",
+			"tenant_id", loc.OwnerID, "location", loc.String(), "error", err.Error())
+	}
+}
+
+// sharedTenantTables are the tables of the shared schema that hold a tenant's rows, in the order
+// in which a delete removes them: change capture first (a move's paused capture would refuse the
+// deletes; nothing can write there any more once the tenant is deleted or has moved away), then
+// the tenant tables children first, then the change log.
+func sharedTenantTables() []string {
+	tables := []string{schema.ChangeCaptureTable}
+	for _, table := range schema.TenantTablesChildrenFirst() {
+		tables = append(tables, table.Name)
+	}
+	return append(tables, schema.ChangeLogTable)
+}
+
+// makeLocationAt makes a location the tenant has to itself (ownsSchema) with its tables at
+// migration version (a restore loads rows as they were archived, then migrates them; 0 leaves
+// them as they are), and returns
+// the migrator and pool of its database; release gives the pool back. Idempotent.
+func (p *Provisioner) makeLocationAt(ctx context.Context, loc registry.Location, version int64) (*schema.Migrator, *pgxpool.Pool, func(), error) {
+	if !ownsSchema(loc) {
+		return nil, nil, nil, fmt.Errorf("provision: %s is shared with other tenants", loc)
+	}
+	t := registry.Tenant{ID: loc.OwnerID}.At(loc)
+	if loc.Database != "" {
+		if err := p.createDatabase(ctx, nil, t); err != nil {
+			return nil, nil, nil, onPlacement(loc.Placement, err)
+		}
+		tc, err := p.connectTenantDB(ctx, loc.Key())
+		if err != nil {
+			return nil, nil, nil, onPlacement(loc.Placement, err)
+		}
+		err = p.prepareTenantDB(ctx, nil, tc, loc)
+		_ = tc.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	pool, release, err := p.poolFor(ctx, loc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fail := func(err error) (*schema.Migrator, *pgxpool.Pool, func(), error) {
+		release()
+		return nil, nil, nil, onPlacement(loc.Placement, err)
+	}
+	if err := p.ensureSchema(ctx, pool, loc.Schema); err != nil {
+		return fail(err)
+	}
+	m, err := p.migratorFor(ctx, loc.Key())
+	if err != nil {
+		return fail(err)
+	}
+	if version > 0 {
+		if _, err := m.UpTo(ctx, schema.TenantSet, loc.Schema, version); err != nil {
+			return fail(err)
+		}
+	}
+	return m, pool, release, nil
+}
+
+// migrateLocation brings a location's tables to the latest tenant migration (granting the router
+// its schema's tables) and returns the version; a shared schema is migrated by Migrate only, so
+// its version is read.
+func (p *Provisioner) migrateLocation(ctx context.Context, loc registry.Location) (int64, error) {
+	if !ownsSchema(loc) {
+		return p.sharedSchemaVersion(ctx, loc.Placement)
+	}
+	pool, release, err := p.poolFor(ctx, loc)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	m, err := p.migratorFor(ctx, loc.Key())
+	if err != nil {
+		return 0, err
+	}
+	if loc.Database != "" {
+		// A tenant database holds tenant tables, so it has its own embedding work queue.
+		if _, err := p.migrateWorkQueue(ctx, pool, m); err != nil {
+			return 0, onPlacement(loc.Placement, err)
+		}
+	}
+	// With the schema's default privileges (idempotent): the router gets its grants by name.
+	v, err := p.migrateSchema(ctx, m, schema.TenantSet, loc.Schema, true)
+	return v, onPlacement(loc.Placement, err)
+}
+
+// cleanLocation removes everything of a tenant at a location: its rows (shared tier, change
+// capture and log included), its schema or its database. Idempotent.
+func (p *Provisioner) cleanLocation(ctx context.Context, loc registry.Location) error {
+	return p.dropData(ctx, nil, registry.Tenant{ID: loc.OwnerID}.At(loc))
 }

@@ -49,7 +49,7 @@ func newEnv(t *testing.T, hook func(ctx context.Context, step, tenantID string) 
 
 // testCredentials are the provisioner's credentials on every test server: the clusters trust
 // loopback, so the superuser with no password.
-func testCredentials(t *testing.T) placement.Credentials {
+func testCredentials(t testing.TB) placement.Credentials {
 	t.Helper()
 	c, err := placement.ParseCredentials(strings.NewReader("*:provisioner:postgres:\n*:router:tenantmem_router:\n"))
 	require.NoError(t, err)

@@ -252,13 +252,18 @@ func (p *Provisioner) migratePlacement(ctx context.Context, pl registry.Placemen
 			jobs[i].current = latest
 		}
 	}
-	for b := 0; b < len(inMain); b += 1000 {
+	tenantFS := p.cfg.TenantMigrations
+	if tenantFS == nil {
+		tenantFS = schema.TenantSet.FS()
+	}
+	known, kerr := schema.KnownVersions(tenantFS)
+	for b := 0; kerr == nil && b < len(inMain); b += 1000 {
 		batch := inMain[b:min(b+1000, len(inMain))]
 		names := make([]string, len(batch))
 		for k, i := range batch {
 			names[k] = jobs[i].schemaName
 		}
-		if versions, err := schema.Versions(ctx, pool, names); err == nil {
+		if versions, err := schema.VersionsOf(ctx, pool, known, names); err == nil {
 			for k, i := range batch {
 				jobs[i].current = versions[k]
 			}

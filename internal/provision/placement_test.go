@@ -62,7 +62,7 @@ func TestAddPlacementPreparesTheServerLikeInit(t *testing.T) {
 	db := superPool(t, second, pl.Database)
 	latest, err := schema.Latest(schema.TenantSet)
 	require.NoError(t, err)
-	versions, err := schema.Versions(ctx, db, []string{schema.SharedSchema})
+	versions, err := schema.Versions(ctx, db, schema.TenantSet, []string{schema.SharedSchema})
 	require.NoError(t, err)
 	require.Equal(t, latest, versions[0])
 	var extSchema string

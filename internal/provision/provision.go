@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -57,6 +58,12 @@ type Config struct {
 	Actor string
 	// Logger. Default: discard.
 	Logger *slog.Logger
+	// Quota holds the deployment's default storage quotas of a tenant (MaxDocuments, MaxChunks,
+	// MaxContentBytes; the other fields are unused), the router's --tenant-max-* flags: a restore
+	// or an import that would make a tenant hold more than them (with its own overrides applied)
+	// is refused with a *memory.QuotaError and leaves nothing behind. Zero fields take limit's
+	// defaults; limit.Unlimited (-1) turns one off.
+	Quota limit.Limits
 	// Hook, when set, runs before each named step (the Step* constants) of a tenant operation; an
 	// error stops the operation there, exactly as a crash at that point would. For tests.
 	Hook func(ctx context.Context, step, tenantID string) error

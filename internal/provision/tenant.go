@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -201,7 +202,7 @@ func (p *Provisioner) checkTextConfig(ctx context.Context, name string) error {
 
 // pickPlacement returns the placement a new tenant goes to (the one asked for, or the default
 // policy's choice) after checking that it takes the tier and that its main database answers.
-func (p *Provisioner) pickPlacement(ctx context.Context, conn *pgxpool.Conn, params TenantCreateParams) (string, error) {
+func (p *Provisioner) pickPlacement(ctx context.Context, conn registry.DBTX, params TenantCreateParams) (string, error) {
 	var (
 		pl  registry.Placement
 		err error
@@ -372,10 +373,17 @@ func (p *Provisioner) DeleteTenant(ctx context.Context, tenantID string) error {
 		if err := p.dropData(ctx, conn, t); err != nil {
 			return err
 		}
+		// A move or restore in progress has a copy elsewhere too: it goes with the tenant.
+		if err := p.dropJobCopies(ctx, conn, t); err != nil {
+			return err
+		}
 		if err := p.hook(ctx, StepDeleteDropped, tenantID); err != nil {
 			return err
 		}
 		return p.inTx(ctx, conn, false, func(tx pgx.Tx) error {
+			if err := registry.DeleteJob(ctx, tx, tenantID); err != nil {
+				return err
+			}
 			if err := registry.Delete(ctx, tx, tenantID); err != nil {
 				return err
 			}
@@ -467,6 +475,36 @@ func wrap(what string, err error) error {
 		return fe
 	}
 	return fmt.Errorf("provision: %s: %w", what, err)
+}
+
+// dropJobCopies removes what a tenant's unfinished move or restore wrote besides its registered
+// location: the other side of a move, a restore's target and staging schema.
+func (p *Provisioner) dropJobCopies(ctx context.Context, conn *pgxpool.Conn, t registry.Tenant) error {
+	job, err := registry.GetJob(ctx, p.pool, t.ID, false)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var d struct {
+		From    registry.Location `json:"from"`
+		To      registry.Location `json:"to"`
+		Target  registry.Location `json:"target"`
+		Staging string            `json:"staging"`
+	}
+	if err := json.Unmarshal(job.Detail, &d); err != nil {
+		return fmt.Errorf("job of tenant %q: %w", t.ID, err)
+	}
+	for _, loc := range []registry.Location{d.From, d.To, d.Target} {
+		if loc.Tier == "" || loc == t.Location() {
+			continue
+		}
+		if err := p.dropData(ctx, conn, t.At(loc)); err != nil {
+			return err
+		}
+	}
+	return p.dropStaging(ctx, d.Staging)
 }
 
 // GetTenantLimits returns a tenant's limit overrides (all nil: the router's defaults apply).

@@ -21,26 +21,48 @@ import (
 // the control schema.
 const LocalPlacement = "local"
 
-// Location says where a tenant's rows live: on which placement, in which database of it, in which
-// schema, under which owner id. It is derived from the registry row by [Tenant.Location] and
-// nowhere else; the router, the provisioner, the embedding worker and migrate all work from it, so
-// no code outside provisioning's create and drop steps needs to know the tiers apart.
+// Location says where a tenant's rows live: in which tier, on which placement, in which database
+// of it, in which schema, under which owner id. It is derived from the registry row by
+// [Tenant.Location] and nowhere else, and it is what a move or a restore changes
+// ([SetLocation]); the router, the provisioner, the embedding worker and migrate all work from
+// it, so no code outside provisioning's create and drop steps needs to know the tiers apart.
+// Locations are comparable: two are equal when they name the same place.
 type Location struct {
+	// Tier is how the rows are kept there: rows of the shared schema, a schema of their own, or
+	// a database of their own. Only the steps that make and unmake a location look at it.
+	Tier Tier `json:"tier"`
 	// Placement names the server; LocalPlacement is the control server.
-	Placement string
+	Placement string `json:"placement"`
 	// Database is the tenant's own database (database tier); "" means the placement's main
 	// database, which holds the shared schema and the schema-tier schemas.
-	Database string
+	Database string `json:"database,omitempty"`
 	// Schema holds the tenant's tables inside that database.
-	Schema string
+	Schema string `json:"schema"`
 	// OwnerID is the value of owner_id on every row of the tenant (its tenant id).
-	OwnerID string
+	OwnerID string `json:"owner_id"`
 }
 
 // Location returns where the tenant's rows live.
 func (t Tenant) Location() Location {
-	return Location{Placement: cmp.Or(t.PlacementID, LocalPlacement), Database: t.DatabaseName,
+	return Location{Tier: t.Tier, Placement: cmp.Or(t.PlacementID, LocalPlacement), Database: t.DatabaseName,
 		Schema: t.SchemaName, OwnerID: t.ID}
+}
+
+// At returns the tenant's registry entry as it reads with its rows at loc: the entry that the
+// steps making and unmaking a location take (a move's destination, a restore's target).
+func (t Tenant) At(loc Location) Tenant {
+	t.Tier, t.PlacementID, t.DatabaseName, t.SchemaName = loc.Tier, loc.Placement, loc.Database, loc.Schema
+	return t
+}
+
+// String names the location for people: "schema tenant_acme on placement local" and the like.
+func (l Location) String() string {
+	switch {
+	case l.Database != "":
+		return fmt.Sprintf("%s tier (database %s) on placement %s", l.Tier, l.Database, l.Placement)
+	default:
+		return fmt.Sprintf("%s tier (schema %s) on placement %s", l.Tier, l.Schema, l.Placement)
+	}
 }
 
 // DatabaseKey names one database of one placement: what a connection pool connects to.

@@ -59,14 +59,17 @@ type Handle struct {
 	gates       []*limit.Gate
 	acquireWait time.Duration
 	loadedAt    time.Time
+	resolver    *Resolver
 	observe     func(*pgx.Conn, string)
 }
 
-// fenceCheck is NULL while the tenant is still this active incarnation and, when a key id is
-// given ($3), that key is not revoked; otherwise it names what changed.
+// fenceCheck is NULL while the tenant is still this active incarnation, at the handle's location
+// ($4-$7: a move changes it), and, when a key id is given ($3), that key is not revoked;
+// otherwise it names what changed.
 const fenceCheck = `SELECT CASE
 	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
-		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active') THEN 'tenant'
+		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $4 AND schema_name = $5
+			AND coalesce(database_name, '') = coalesce($6::text, '') AND placement_id = $7) THEN 'tenant'
 	WHEN $3::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
 		WHERE key_id = $3 AND tenant_id = $1 AND revoked_at IS NULL) THEN 'key'
 	END`
@@ -82,10 +85,11 @@ const (
 var ErrKeyRevoked = fmt.Errorf("the API key was revoked: %w", registry.ErrUnauthenticated)
 
 // Scope is the memory scope of one request of the tenant. Its transactions hold the tenant's
-// advisory lock shared and first check that the tenant is still this active incarnation, so a
-// delete (which takes the lock exclusively) waits for requests in flight, and a request that
-// starts after a suspension or delete, even from a handle cached before it, does nothing
-// (memory.ErrFenced).
+// advisory lock shared and first check that the tenant is still this active incarnation at the
+// handle's location, so a delete (which takes the lock exclusively) waits for requests in flight,
+// and a request that starts after a suspension or delete, even from a handle cached before it,
+// does nothing (memory.ErrFenced). A request that finds the tenant moved (same incarnation,
+// another location) reloads the tenant and runs at its new location instead.
 func (h *Handle) Scope(statementTimeout time.Duration) memory.Scope {
 	return h.scope(nil, statementTimeout)
 }
@@ -102,7 +106,16 @@ func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Sco
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
 		AcquireWait: h.acquireWait, Gates: h.gates, Observe: h.observe,
 		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, keyID}, Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates},
+			Args: []any{h.TenantID, h.CreatedAt, keyID, string(h.Location.Tier), h.Location.Schema, h.Location.Database,
+				h.Location.Placement},
+			Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates,
+			Refresh: func(ctx context.Context) (memory.Scope, error) {
+				n, err := h.resolver.moved(ctx, h)
+				if err != nil {
+					return memory.Scope{}, err
+				}
+				return n.scope(keyID, statementTimeout), nil
+			}},
 	}
 }
 
@@ -320,10 +333,26 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		return nil, err
 	}
 	t := p.Tenant
+	h := r.HandleFor(t)
+	h.Limits, h.loadedAt = p.Limits, now
+	// Cache only while listening, and if no eviction or purge happened while we were reading:
+	// what we read may predate the change that was announced.
+	r.mu.Lock()
+	if r.caching && r.generation == gen {
+		r.cacheKey(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
+		r.handles.Add(t.ID, h)
+	}
+	r.mu.Unlock()
+	return check(h)
+}
+
+// HandleFor returns a handle of a registry entry (uncached), e.g. for the embedding worker's
+// sweep of active tenants: its Scope is fenced like a request's.
+func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
 	loc := t.Location()
 	h := &Handle{TenantID: t.ID, Tier: t.Tier, Location: loc, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig, Limits: p.Limits,
-		acquireWait: r.cfg.AcquireWait, loadedAt: now, observe: r.cfg.ObserveConn}
+		Pool: r.PoolFor(loc), CreatedAt: t.CreatedAt, TextSearchConfig: t.TextSearchConfig,
+		acquireWait: r.cfg.AcquireWait, loadedAt: time.Now(), resolver: r, observe: r.cfg.ObserveConn}
 	if !loc.Key().IsControl() {
 		// Elsewhere than the control database: no share of the control pool to take, but the
 		// fence's transaction runs there (and the placement pools' connection budget bounds the rest).
@@ -334,15 +363,37 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 	} else if g := r.cfg.Gates[t.Tier]; g != nil {
 		h.gates = []*limit.Gate{g}
 	}
-	// Cache only while listening, and if no eviction or purge happened while we were reading:
-	// what we read may predate the change that was announced.
+	return h
+}
+
+// errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or
+// re-created), so the fence's verdict stands.
+var errNotMoved = errors.New("routing: the tenant did not move")
+
+// moved reloads a tenant whose fence check failed and returns its handle when the only change is
+// its location (a move): same incarnation, still active. Anything else keeps the request fenced.
+// The reloaded handle replaces the cached one.
+func (r *Resolver) moved(ctx context.Context, h *Handle) (*Handle, error) {
+	r.mu.Lock()
+	gen := r.generation
+	r.mu.Unlock()
+	t, err := registry.Get(ctx, r.cfg.Registry, h.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	if !t.CreatedAt.Equal(h.CreatedAt) || t.Status != registry.StatusActive || t.Location() == h.Location {
+		return nil, errNotMoved
+	}
+	n := r.HandleFor(t)
+	n.Limits = h.Limits
+	// Cache it only under the rule of Resolve: while listening, and when nothing was announced
+	// while we read.
 	r.mu.Lock()
 	if r.caching && r.generation == gen {
-		r.cacheKey(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
-		r.handles.Add(t.ID, h)
+		r.handles.Add(t.ID, n)
 	}
 	r.mu.Unlock()
-	return check(h)
+	return n, nil
 }
 
 // PoolFor returns what hands out connections to a location's database, as the router role: the

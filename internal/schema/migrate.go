@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,9 @@ const (
 	// tables (PlacementSchema), such as which tenants have embedding work.
 	PlacementSet
 )
+
+// FS returns the set's embedded migrations.
+func (s Set) FS() fs.FS { return s.fs() }
 
 func (s Set) fs() fs.FS {
 	switch s {
@@ -189,6 +193,33 @@ func (m *Migrator) Apply(ctx context.Context, set Set, schemaName string, params
 	return res, nil
 }
 
+// UpTo applies the pending migrations of set to schemaName up to and including version, and
+// returns the version the schema is at afterwards. A restore uses it to build tables exactly as
+// an archive's rows knew them, before it migrates them (with their rows) to the latest version.
+func (m *Migrator) UpTo(ctx context.Context, set Set, schemaName string, version int64) (int64, error) {
+	p, db, err := m.provider(set, schemaName)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	results, err := p.UpTo(ctx, version)
+	for _, r := range results {
+		if r.Error == nil {
+			m.cfg.Logger.InfoContext(ctx, "migration applied", slog.String("schema", schemaName),
+				slog.String("set", set.String()), slog.Int64("version", r.Source.Version),
+				slog.Duration("took", r.Duration))
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("schema: migrate %s (%s) to %d: %w", schemaName, set, version, err)
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+	}
+	return v, nil
+}
+
 // Version returns the version schemaName is at for set, 0 when nothing was applied.
 func (m *Migrator) Version(ctx context.Context, set Set, schemaName string) (int64, error) {
 	p, db, err := m.provider(set, schemaName)
@@ -250,24 +281,78 @@ type Batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// Versions reads the applied version of many schemas in one round trip over db, without goose and
-// without a lock. It is a fast path for finding schemas that are behind; any schema it cannot read
-// (no version table yet) makes it return an error, and the caller falls back to [Migrator.Version].
-func Versions(ctx context.Context, db Batcher, schemaNames []string) ([]int64, error) {
+// Versions reads the applied version of many schemas of set in one round trip over db, without
+// goose and without a lock. It is a fast path for finding schemas that are behind; any schema it
+// cannot read (no version table yet) makes it return an error, and the caller falls back to
+// [Migrator.Version]. See [VersionsOf].
+func Versions(ctx context.Context, db Batcher, set Set, schemaNames []string) ([]int64, error) {
+	known, err := KnownVersions(set.fs())
+	if err != nil {
+		return nil, err
+	}
+	return VersionsOf(ctx, db, known, schemaNames)
+}
+
+// VersionsOf is Versions for the migrations known (their versions, ascending). A schema's
+// version is the highest known version up to which every known migration is applied: migrations
+// are numbered per feature and goose applies a lower one that lands after a higher one, so the
+// highest applied version alone would call a schema current while a migration below it is
+// missing. Versions applied that are not known (a newer release's) count as applied.
+func VersionsOf(ctx context.Context, db Batcher, known []int64, schemaNames []string) ([]int64, error) {
 	if len(schemaNames) == 0 {
 		return nil, nil
 	}
 	b := &pgx.Batch{}
 	for _, s := range schemaNames {
-		b.Queue(`SELECT coalesce(max(version_id), 0) FROM ` + pgx.Identifier{s, VersionTable}.Sanitize() + ` WHERE is_applied`)
+		b.Queue(`SELECT coalesce(array_agg(version_id ORDER BY version_id) FILTER (WHERE version_id > 0), '{}') FROM ` +
+			pgx.Identifier{s, VersionTable}.Sanitize() + ` WHERE is_applied`)
 	}
 	res := db.SendBatch(ctx, b)
 	out := make([]int64, len(schemaNames))
 	for i := range schemaNames {
-		if err := res.QueryRow().Scan(&out[i]); err != nil {
+		var applied []int64
+		if err := res.QueryRow().Scan(&applied); err != nil {
 			_ = res.Close()
 			return nil, fmt.Errorf("schema: read version of %s: %w", schemaNames[i], err)
 		}
+		out[i] = contiguous(known, applied)
 	}
 	return out, res.Close()
 }
+
+// contiguous is the highest version of known up to which every version of known is in applied
+// (both ascending); with every known version applied, the highest applied version.
+func contiguous(known, applied []int64) int64 {
+	var v int64
+	for _, k := range known {
+		if _, ok := slices.BinarySearch(applied, k); !ok {
+			return v
+		}
+		v = k
+	}
+	if len(applied) > 0 {
+		v = max(v, applied[len(applied)-1])
+	}
+	return v
+}
+
+// KnownVersions lists the versions of the migrations in fsys, ascending.
+func KnownVersions(fsys fs.FS) ([]int64, error) {
+	sources, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, 0, len(sources))
+	for _, name := range sources {
+		v, err := goose.NumericComponent(name)
+		if err != nil {
+			return nil, fmt.Errorf("schema: migration %s: %w", name, err)
+		}
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Known lists the versions of set as this migrator runs it (see MigratorConfig.TenantMigrations).
+func (m *Migrator) Known(set Set) ([]int64, error) { return KnownVersions(m.fs(set)) }

@@ -2,6 +2,8 @@ package httpapi_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/api"
+	"github.com/tenantmem/tenantmem/internal/embed"
+	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -104,6 +108,30 @@ func TestRouterConformsToOpenAPI(t *testing.T) {
 	require.Equal(t, "true", replay.header.Get("Idempotent-Replayed"))
 	var mailDoc memory.DocumentAddResult
 	mail.decode(t, &mailDoc)
+	// A document given already chunked, one leaf with the client's vector.
+	leaf := make([]float32, routerTestDim)
+	leaf[1] = 1
+	e.ok(t, key, http.MethodPost, "/v1/documents", map[string]any{"document_name": "Prechunked", "document_type": "markdown",
+		"id_at_origin": "pre-1", "chunks": []map[string]any{
+			{"content": "Deploys and rollbacks", "level": 1},
+			{"content": "We deploy on Tuesdays.", "parent": 0, "metadata": map[string]any{"page": 3}, "embedding": leaf},
+			{"content": "Rollbacks revert the tag.", "parent": 0},
+		}}, http.StatusCreated, nil)
+	// A bulk import: a document with content, one as chunks, a blank line and a refused line.
+	ndjson := func(key string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + key, "Content-Type": "application/x-ndjson"}
+	}
+	imp := e.doWith(t, http.MethodPost, "/v1/documents/import", `{"document_name": "i1", "document_type": "text", "content": "Imported: backups run nightly."}
+
+{"document_name": "i2", "document_type": "text", "id_at_origin": "imp-2", "chunks": [{"content": "Imported as a chunk."}]}
+{"document_name": "i3", "document_type": "text", "content": "x", "tenant_id": "other"}
+`, ndjson(key))
+	require.Equal(t, http.StatusOK, imp.status, string(imp.body))
+	var imported httpapi.ImportResponse
+	imp.decode(t, &imported)
+	require.Equal(t, 2, imported.Documents)
+	require.Equal(t, 1, imported.FailedCount)
+	require.Equal(t, "tenant_id", imported.Failed[0].Error.Field)
 
 	e.ok(t, key, http.MethodGet, "/v1/documents?limit=5&offset=0&document_type=markdown&id_at_origin=wiki-42&order_by=updated_at&order=desc&metadata_filter="+
 		url.QueryEscape(`{"space":"ops"}`), nil, http.StatusOK, nil)
@@ -160,6 +188,11 @@ func TestRouterConformsToOpenAPI(t *testing.T) {
 	for _, path := range []string{"/v1/documents", "/v1/documents/delete", "/v1/search"} {
 		e.ok(t, key, http.MethodPost, path, `{"query_text": "`+big+`"}`, http.StatusRequestEntityTooLarge, nil)
 	}
+	// An import has no body limit, but each of its lines has.
+	long := e.doWith(t, http.MethodPost, "/v1/documents/import", `{"document_name": "big", "document_type": "text", "content": "`+big+`"}`,
+		ndjson(key))
+	require.Equal(t, http.StatusRequestEntityTooLarge, long.status, string(long.body))
+	require.Equal(t, "payload_too_large", long.problem(t).Code)
 	// A vector search whose query cannot be embedded: 503.
 	e.embedder.failWith(errProviderDown)
 	e.ok(t, key, http.MethodPost, "/v1/search", map[string]any{"query_text": "deploy", "search_type": "vector"},
@@ -175,6 +208,10 @@ func TestRouterConformsToOpenAPI(t *testing.T) {
 		return e.do(t, quota, http.MethodPost, "/v1/documents", map[string]any{"document_name": "2", "document_type": "text",
 			"content": "two"}).status == http.StatusRequestEntityTooLarge
 	})
+	full := e.doWith(t, http.MethodPost, "/v1/documents/import", `{"document_name": "2", "document_type": "text", "content": "two"}`,
+		ndjson(quota))
+	require.Equal(t, http.StatusRequestEntityTooLarge, full.status, string(full.body))
+	require.Equal(t, "quota_exceeded", full.problem(t).Code)
 
 	// Statuses every /v1 route answers: each route with a valid request, from a tenant in the
 	// state that causes it.
@@ -188,6 +225,7 @@ func TestRouterConformsToOpenAPI(t *testing.T) {
 		{http.MethodGet, "/v1/documents/" + ghost, nil},
 		{http.MethodDelete, "/v1/documents/" + ghost, nil},
 		{http.MethodPost, "/v1/documents/delete", map[string]any{"document_ids": []string{ghost}}},
+		{http.MethodPost, "/v1/documents/import", `{"document_name": "n", "document_type": "text", "content": "c"}`},
 		{http.MethodPost, "/v1/search", map[string]any{"query_text": "deploy"}},
 		{http.MethodGet, "/v1/search?q=deploy", nil},
 		{http.MethodGet, "/v1/search/history", nil},
@@ -328,6 +366,72 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", `{"max_chunks": -1}`), http.StatusBadRequest)
 	must(e.do(http.MethodPut, "/v1/tenants/org%2Fa/limits", `{"max_chunks": 1`+strings.Repeat(" ", 2<<20)+`}`), http.StatusRequestEntityTooLarge)
 
+	// Backups and restores: org/full holds two documents and a quota of one.
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/full", "tier": "schema"}), http.StatusCreated)
+	fullTenant, err := e.prov.GetTenant(ctx, "org/full")
+	require.NoError(t, err)
+	builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
+	require.NoError(t, err)
+	engine, err := memory.New(memory.Config{Embedder: builtin})
+	require.NoError(t, err)
+	for i := range 2 {
+		_, err := engine.AddDocument(ctx, memory.Scope{Pool: e.pool, Schema: fullTenant.SchemaName, OwnerID: fullTenant.ID},
+			memory.DocumentAddParams{DocumentName: fmt.Sprint("doc ", i), DocumentType: "text", Content: "We deploy on Tuesdays."})
+		require.NoError(t, err)
+	}
+	must(e.do(http.MethodPut, "/v1/tenants/org%2Ffull/limits", map[string]any{"max_documents": 1}), http.StatusOK)
+	fullArchive := must(e.do(http.MethodGet, "/v1/tenants/org%2Ffull/backup?include_key_hashes=true&skip_search_history=false", nil),
+		http.StatusOK).body
+	aArchive := must(e.do(http.MethodGet, "/v1/tenants/org%2Fa/backup", nil), http.StatusOK).body
+	archiveAs := func(h map[string]string, ct string) map[string]string {
+		out := map[string]string{"Content-Type": ct}
+		for k, v := range h {
+			out[k] = v
+		}
+		return out
+	}
+	admin := map[string]string{"Authorization": "Bearer " + testToken}
+	restore := func(query string, body []byte, want int) response {
+		t.Helper()
+		return must(e.doWith(http.MethodPost, "/v1/tenants/restore"+query, body, archiveAs(admin, httpapi.ArchiveContentType)), want)
+	}
+	restore("?as=org%2Fcopy&tier=shared&placement=local", aArchive, http.StatusCreated)
+	must(e.doWith(http.MethodPost, "/v1/tenants/restore?replace=true", aArchive, archiveAs(admin, "application/octet-stream")), http.StatusOK)
+	restore("", aArchive, http.StatusConflict)
+	require.Equal(t, "quota_exceeded", restore("?as=org%2Fcopy2", fullArchive, http.StatusRequestEntityTooLarge).problem(t).Code)
+	require.Equal(t, "archive", restore("?as=org%2Ftrunc", aArchive[:len(aArchive)/2], http.StatusBadRequest).problem(t).Field)
+	restore("?as=org%2Fx&tier=gold", aArchive, http.StatusBadRequest)
+	must(un.doWith(http.MethodPost, "/v1/tenants/restore", aArchive, archiveAs(admin, httpapi.ArchiveContentType)), http.StatusServiceUnavailable)
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Fbusy/backup", nil), http.StatusConflict)
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Fa/backup?include_key_hashes=maybe", nil), http.StatusBadRequest)
+
+	// Moves.
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/mover", "tier": "shared"}), http.StatusCreated)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fmover/move", map[string]any{"tier": "schema", "placement": "local"}), http.StatusOK)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fmover/move", map[string]any{"tier": "schema"}), http.StatusBadRequest)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/move", map[string]any{"tier": "schema"}), http.StatusConflict)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fmover/move", `{"tier": "`+strings.Repeat("x", 2<<20)+`"}`), http.StatusRequestEntityTooLarge)
+	// Moves a crash left unfinished (a second provisioner that stops at a step): one before its
+	// flip (rolled back), one after (finished by sending it again).
+	crashAt := map[string]string{"org/crash": provision.StepMoveCopied, "org/flip": provision.StepMoveFlipped}
+	crashing, err := provision.New(provision.Config{Pool: e.pool, Credentials: testCredentials(t),
+		Hook: func(_ context.Context, step, id string) error {
+			if crashAt[id] == step {
+				return errors.New("crash at " + step)
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	t.Cleanup(crashing.Close)
+	for id := range crashAt {
+		must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": id, "tier": "shared"}), http.StatusCreated)
+		_, err := crashing.MoveTenant(ctx, id, provision.MoveParams{Tier: registry.TierSchema})
+		require.ErrorContains(t, err, "crash at")
+	}
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fcrash/move/abort", nil), http.StatusNoContent)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fflip/move/abort", nil), http.StatusConflict)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fflip/move", map[string]any{"tier": "schema"}), http.StatusOK)
+
 	// Placements: one more database on the test server.
 	u, err := url.Parse(pgtest.NewDatabase(t))
 	require.NoError(t, err)
@@ -364,58 +468,61 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.do(http.MethodDelete, "/v1/placements/p2", nil), http.StatusNotFound)
 
 	// Every operation with a path parameter: 400 for a bad one, 404 for an unknown tenant.
-	tenantOps := []struct{ method, suffix string }{
-		{http.MethodGet, ""}, {http.MethodDelete, ""}, {http.MethodPost, "/suspend"}, {http.MethodPost, "/resume"},
-		{http.MethodPost, "/keys"}, {http.MethodGet, "/keys"}, {http.MethodDelete, "/keys/0123456789abcdef"},
-		{http.MethodGet, "/limits"}, {http.MethodPut, "/limits"},
+	tenantOps := []struct {
+		method, suffix string
+		body           any
+	}{
+		{http.MethodGet, "", nil}, {http.MethodDelete, "", nil}, {http.MethodPost, "/suspend", nil}, {http.MethodPost, "/resume", nil},
+		{http.MethodPost, "/keys", nil}, {http.MethodGet, "/keys", nil}, {http.MethodDelete, "/keys/0123456789abcdef", nil},
+		{http.MethodGet, "/limits", nil}, {http.MethodPut, "/limits", map[string]any{}},
+		{http.MethodGet, "/backup", nil}, {http.MethodPost, "/move", map[string]any{"tier": "database"}},
+		{http.MethodPost, "/move/abort", nil},
 	}
 	for _, op := range tenantOps {
-		var body any
-		if op.method == http.MethodPut {
-			body = map[string]any{}
-		}
-		must(e.do(op.method, "/v1/tenants/Bad%20Id"+op.suffix, body), http.StatusBadRequest)
-		must(e.do(op.method, "/v1/tenants/org%2Fghost"+op.suffix, body), http.StatusNotFound)
+		must(e.do(op.method, "/v1/tenants/Bad%20Id"+op.suffix, op.body), http.StatusBadRequest)
+		must(e.do(op.method, "/v1/tenants/org%2Fghost"+op.suffix, op.body), http.StatusNotFound)
 	}
 	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fb", nil), http.StatusNoContent)
 
 	// 401 and 500 on every /v1 operation: without the token, and with the registry broken by an
 	// operator (its tables renamed) for the 500.
-	all := []struct {
+	type operation struct {
 		method, path string
 		body         any
-	}{
-		{http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/late", "tier": "shared"}},
-		{http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"org/late"}}},
-		{http.MethodGet, "/v1/tenants", nil},
-		{http.MethodPost, "/v1/placements", map[string]any{"name": "p5", "host": u.Hostname(), "port": port, "database": "postgres"}},
-		{http.MethodGet, "/v1/placements", nil},
-		{http.MethodGet, "/v1/placements/local", nil},
-		{http.MethodDelete, "/v1/placements/p2", nil},
-		{http.MethodPost, "/v1/placements/local/drain", nil},
-		{http.MethodPost, "/v1/placements/local/disable", nil},
-		{http.MethodPost, "/v1/placements/local/activate", nil},
+		contentType  string
+	}
+	all := []operation{
+		{method: http.MethodPost, path: "/v1/tenants/restore?as=org%2Flate", body: aArchive, contentType: httpapi.ArchiveContentType},
+		{http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/late", "tier": "shared"}, ""},
+		{http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"org/late"}}, ""},
+		{http.MethodGet, "/v1/tenants", nil, ""},
+		{http.MethodPost, "/v1/placements", map[string]any{"name": "p5", "host": u.Hostname(), "port": port, "database": "postgres"}, ""},
+		{http.MethodGet, "/v1/placements", nil, ""},
+		{http.MethodGet, "/v1/placements/local", nil, ""},
+		{http.MethodDelete, "/v1/placements/p2", nil, ""},
+		{http.MethodPost, "/v1/placements/local/drain", nil, ""},
+		{http.MethodPost, "/v1/placements/local/disable", nil, ""},
+		{http.MethodPost, "/v1/placements/local/activate", nil, ""},
 	}
 	for _, op := range tenantOps {
-		var body any
-		if op.method == http.MethodPut {
-			body = map[string]any{}
+		all = append(all, operation{method: op.method, path: "/v1/tenants/org%2Fa" + op.suffix, body: op.body})
+	}
+	headers := func(op operation, h map[string]string) map[string]string {
+		if op.contentType == "" {
+			return h
 		}
-		all = append(all, struct {
-			method, path string
-			body         any
-		}{op.method, "/v1/tenants/org%2Fa" + op.suffix, body})
+		return archiveAs(h, op.contentType)
 	}
 	for _, op := range all {
-		must(e.doWith(op.method, op.path, op.body, noAuth), http.StatusUnauthorized)
-		must(e.doWith(op.method, op.path, op.body, badAuth), http.StatusUnauthorized)
+		must(e.doWith(op.method, op.path, op.body, headers(op, noAuth)), http.StatusUnauthorized)
+		must(e.doWith(op.method, op.path, op.body, headers(op, badAuth)), http.StatusUnauthorized)
 	}
-	for _, table := range []string{"tenants", "api_keys", "placements", "tenant_limits", "audit_log"} {
+	for _, table := range []string{"tenants", "api_keys", "placements", "tenant_limits", "audit_log", "tenant_jobs"} {
 		_, err := e.pool.Exec(ctx, `ALTER TABLE IF EXISTS tenantmem_control.`+table+` RENAME TO `+table+`_broken`)
 		require.NoError(t, err)
 	}
 	for _, op := range all {
-		must(e.do(op.method, op.path, op.body), http.StatusInternalServerError)
+		must(e.doWith(op.method, op.path, op.body, headers(op, admin)), http.StatusInternalServerError)
 	}
 	sc.finish(echoOf(t, e.srv.Config.Handler))
 }

@@ -466,6 +466,16 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.do(http.MethodDelete, "/v1/placements/P2", nil), http.StatusBadRequest)
 	must(e.do(http.MethodDelete, "/v1/placements/p2", nil), http.StatusNoContent)
 	must(e.do(http.MethodDelete, "/v1/placements/p2", nil), http.StatusNotFound)
+	// A tenant whose placement's server stopped answering: 503 for what needs its rows.
+	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/far", "tier": "shared"}), http.StatusCreated)
+	_, err = e.pool.Exec(ctx, `INSERT INTO tenantmem_control.placements (placement_id, host, port, database_name, state)
+		VALUES ('gone', '127.0.0.1', $1, 'x', 'draining')`, closed)
+	require.NoError(t, err)
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET placement_id = 'gone' WHERE tenant_id = 'org/far'`)
+	require.NoError(t, err)
+	must(e.do(http.MethodGet, "/v1/tenants/org%2Ffar/backup", nil), http.StatusServiceUnavailable)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Ffar/move", map[string]any{"tier": "schema", "placement": "local"}),
+		http.StatusServiceUnavailable)
 
 	// Every operation with a path parameter: 400 for a bad one, 404 for an unknown tenant.
 	tenantOps := []struct {

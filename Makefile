@@ -26,9 +26,9 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what the tests need when missing: PostgreSQL 15+ with pgvector 0.8+, python3 (idempotent; needs root to install).
+deps: ## Install what the tests need when missing: PostgreSQL 15+ with pgvector 0.8+, python3, chromium (idempotent; needs root to install).
 	@bash deploy/install-pgvector.sh
-	@bash deploy/install-tools.sh python3
+	@bash deploy/install-tools.sh python3 chromium
 
 .PHONY: image-deps
 image-deps: ## Install podman, CA certificates and systemd-analyze when missing (for image-test and units-test).
@@ -76,6 +76,10 @@ eval: deps ## Retrieval quality: two known-item sets through the router, MRR/rec
 fuzz: ## Fuzz the tenant id mapping and the chunker for 30 s each.
 	$(GO) test -run '^$$' -fuzz FuzzName -fuzztime 30s ./internal/schema
 	$(GO) test -run '^$$' -fuzz FuzzSplit -fuzztime 30s ./internal/chunk
+
+.PHONY: screenshots
+screenshots: deps ## Retake the operator console's screenshots in docs/console (the headless browser test, writing them).
+	TENANTMEM_SCREENSHOTS_DIR=$(CURDIR)/docs/console $(GO) test -count=1 -run '^TestBrowser$$' ./internal/console
 
 .PHONY: build
 build: ## Build the router and provisioner binaries into ./bin.

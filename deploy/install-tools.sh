@@ -2,9 +2,10 @@
 # install-tools.sh installs, when missing, the system tools that tests and checks use besides
 # PostgreSQL (deploy/install-pgvector.sh does that one). Idempotent; needs root to install.
 #
-#   install-tools.sh TOOL...     TOOL: python3 | podman | ca-certificates | systemd | file
+#   install-tools.sh TOOL...     TOOL: python3 | chromium | podman | ca-certificates | systemd | file
 #
-# python3 runs the Python client's tests (make test), podman builds the container image, the CA
+# python3 runs the Python client's tests (make test), chromium the operator console's headless
+# browser test (make test), podman builds the container image, the CA
 # bundle goes into the image, file tells static binaries in it, and systemd provides
 # systemd-analyze for the unit checks. On a
 # system without apt it says what is missing and exits 1.
@@ -16,6 +17,7 @@ log() { printf 'install-tools: %s\n' "$*" >&2; }
 present() {
 	case $1 in
 	python3) command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' ;;
+	chromium) command -v chromium >/dev/null || command -v chromium-browser >/dev/null ;;
 	podman) command -v podman >/dev/null ;;
 	ca-certificates) [[ -s /etc/ssl/certs/ca-certificates.crt ]] ;;
 	systemd) command -v systemd-analyze >/dev/null ;;

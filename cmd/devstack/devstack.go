@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantmem/tenantmem/internal/console"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/pgcluster"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -105,6 +106,11 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	con, err := console.New(console.Config{Provisioner: prov, Pool: adminPool, AdminToken: token, Logger: logger})
+	if err != nil {
+		return err
+	}
+	con.Mount(adminHandler)
 	adminSrv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: adminHandler, Logger: logger})
 	if err != nil {
 		return err

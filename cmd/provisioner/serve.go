@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmem/tenantmem/internal/command"
+	"github.com/tenantmem/tenantmem/internal/console"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
@@ -23,10 +24,11 @@ import (
 const envAdminToken = "TENANTMEM_ADMIN_TOKEN"
 
 type serveCmd struct {
-	Listen           string        `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
-	MetricsListen    string        `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
-	PromoteMinChunks int64         `name:"promote-min-chunks" env:"TENANTMEM_PROMOTE_MIN_CHUNKS" default:"0" placeholder:"N" help:"Promotion policy: move shared-tier tenants with at least N chunks to their own schema, one at a time (0, the default: off)."`
-	PromoteInterval  time.Duration `name:"promote-interval" env:"TENANTMEM_PROMOTE_INTERVAL" default:"10m" placeholder:"DURATION" help:"How often the promotion policy runs (default ${default}); each run also finishes moves a crash left unfinished."`
+	Listen              string        `name:"listen" env:"TENANTMEM_PROVISIONER_LISTEN" default:"127.0.0.1:8081" placeholder:"ADDR" help:"Address to listen on (default ${default}). The admin token comes from $$TENANTMEM_ADMIN_TOKEN (at least 16 characters)."`
+	ConsoleSecureCookie bool          `name:"console-secure-cookie" env:"TENANTMEM_CONSOLE_SECURE_COOKIE" help:"Mark the operator console's session cookie Secure although the provisioner serves plain HTTP (a TLS-terminating proxy is in front)."`
+	MetricsListen       string        `name:"metrics-listen" env:"TENANTMEM_PROVISIONER_METRICS_LISTEN" default:"127.0.0.1:9081" placeholder:"ADDR" help:"Address of the Prometheus /metrics listener, apart from the API port (default ${default})."`
+	PromoteMinChunks    int64         `name:"promote-min-chunks" env:"TENANTMEM_PROMOTE_MIN_CHUNKS" default:"0" placeholder:"N" help:"Promotion policy: move shared-tier tenants with at least N chunks to their own schema, one at a time (0, the default: off)."`
+	PromoteInterval     time.Duration `name:"promote-interval" env:"TENANTMEM_PROMOTE_INTERVAL" default:"10m" placeholder:"DURATION" help:"How often the promotion policy runs (default ${default}); each run also finishes moves a crash left unfinished."`
 }
 
 func (cmd *serveCmd) Run(rc *runContext) error {
@@ -67,6 +69,12 @@ func (cmd *serveCmd) Run(rc *runContext) error {
 	if err != nil {
 		return command.Usagef("serve: %v", err)
 	}
+	con, err := console.New(console.Config{Provisioner: prov, Pool: rc.pool, AdminToken: token,
+		SecureCookie: cmd.ConsoleSecureCookie, Logger: rc.logger})
+	if err != nil {
+		return command.Usagef("serve: %v", err)
+	}
+	con.Mount(handler)
 	srv, err := httpapi.NewServer(httpapi.ServerConfig{Handler: handler, Logger: rc.logger})
 	if err != nil {
 		return err

@@ -161,6 +161,12 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 		mu   sync.Mutex
 		done int
 	)
+	op := p.startOperation(ctx, registry.OperationStartParams{Kind: registry.OperationMigrate, Subject: "every placement",
+		Total: int64(rep.Checked), Unit: "schemas"}, func() (int64, int64, int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		return int64(done), int64(rep.Checked), int64(len(rep.Failed))
+	})
 	report := func(j migrateJob, before, after int64, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -194,8 +200,15 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 	})
 	rep.Took = time.Since(start)
 	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("provision: migrate interrupted after %d of %d schemas: %w", done, rep.Checked, err)
+		err = fmt.Errorf("provision: migrate interrupted after %d of %d schemas: %w", done, rep.Checked, err)
+		op.finish(ctx, err)
+		return rep, err
 	}
+	var opErr error
+	if len(rep.Failed) > 0 {
+		opErr = fmt.Errorf("%d of %d schemas failed (first: %s: %w)", len(rep.Failed), rep.Checked, rep.Failed[0].TenantID, rep.Failed[0].Err)
+	}
+	op.finish(ctx, opErr)
 	return rep, nil
 }
 

@@ -1,0 +1,9 @@
+package registry
+
+import (
+	"testing"
+
+	"github.com/tenantmem/tenantmem/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -63,6 +63,22 @@ type APIKey struct {
 	TenantID  string     `json:"tenant_id"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// Delegate: the key may act for tenants strictly below its own ([Router.ActAs]).
+	Delegate bool `json:"delegate"`
+	// CreateDescendants: the router creates a missing descendant (shared tier) on first use.
+	CreateDescendants bool `json:"create_descendants"`
+}
+
+// KeyIssueParams are the scopes of a new key (see [APIKey]); CreateDescendants requires Delegate.
+type KeyIssueParams struct {
+	Delegate          bool `json:"delegate"`
+	CreateDescendants bool `json:"create_descendants"`
+}
+
+// DescendantsCreateResult is the answer of [Admin.CreateDescendants].
+type DescendantsCreateResult struct {
+	Created  []string `json:"created"`
+	Existing []string `json:"existing"`
 }
 
 // IssuedKey is a new key; Key is the clear key ("tm_..."), shown this once and never again.
@@ -224,6 +240,27 @@ func (a *Admin) setStatus(ctx context.Context, tenantID, action string) (*Tenant
 func (a *Admin) IssueKey(ctx context.Context, tenantID string) (*IssuedKey, error) {
 	var res IssuedKey
 	if _, err := a.c.call(ctx, http.MethodPost, []string{"v1", "tenants", tenantID, "keys"}, nil, nil, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// IssueKeyWith issues another API key of the tenant with the scopes of p.
+func (a *Admin) IssueKeyWith(ctx context.Context, tenantID string, p KeyIssueParams) (*IssuedKey, error) {
+	var res IssuedKey
+	if _, err := a.c.call(ctx, http.MethodPost, []string{"v1", "tenants", tenantID, "keys"}, nil, p, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// CreateDescendants registers shared-tier tenants below parent (1 to 1000 ids, each strictly
+// below it), without keys: the parent's delegate keys act for them. Ids already registered are
+// reported in Existing and left alone.
+func (a *Admin) CreateDescendants(ctx context.Context, parent string, tenantIDs []string) (*DescendantsCreateResult, error) {
+	var res DescendantsCreateResult
+	body := map[string]any{"tenant_ids": tenantIDs}
+	if _, err := a.c.call(ctx, http.MethodPost, []string{"v1", "tenants", parent, "descendants"}, nil, body, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil

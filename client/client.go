@@ -101,7 +101,12 @@ type conn struct {
 	token string
 	agent string
 	http  *retryablehttp.Client
+	// actAs, when set, is sent as HeaderActAs: the tenant a delegate key acts for.
+	actAs string
 }
+
+// HeaderActAs names the tenant a delegate key acts for (see [Router.ActAs]).
+const HeaderActAs = "Tenantmem-Act-As"
 
 func newConn(cfg Config) (*conn, error) {
 	cfg = cfg.WithDefaults()
@@ -191,6 +196,9 @@ func (c *conn) call(ctx context.Context, method string, segments []string, query
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.agent)
+	if c.actAs != "" {
+		req.Header.Set(HeaderActAs, c.actAs)
+	}
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

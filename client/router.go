@@ -23,6 +23,18 @@ func NewRouter(cfg Config) (*Router, error) {
 	return &Router{c: c}, nil
 }
 
+// ActAs returns a client that acts for tenantID, a tenant strictly below the key's own
+// ("acme/u-42" for a key of "acme"), by sending it in the Tenantmem-Act-As header. The key must
+// have been issued with the delegate scope. The router answers 403 when it has not, 404 (one
+// answer for all) when tenantID is not a registered, active tenant below the key's, and 400
+// when tenantID is not a valid tenant id as written. The returned client shares r's connections;
+// r itself is unchanged. An empty tenantID returns a client for the key's own tenant.
+func (r *Router) ActAs(tenantID string) *Router {
+	c := *r.c
+	c.actAs = tenantID
+	return &Router{c: &c}
+}
+
 // Search types of [SearchParams].
 const (
 	SearchVector = "vector"

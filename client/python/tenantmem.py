@@ -25,6 +25,7 @@ the server answers those only when it did nothing, so retrying a write is safe.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import json
@@ -303,6 +304,10 @@ class APIKey:
     tenant_id: str
     created_at: Optional[_dt.datetime] = None
     revoked_at: Optional[_dt.datetime] = None
+    delegate: bool = False
+    """The key may act for tenants strictly below its own (``TenantMem(..., act_as=...)``)."""
+    create_descendants: bool = False
+    """The router creates a missing descendant (shared tier) on the key's first use of it."""
 
 
 @dataclass
@@ -350,15 +355,23 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
+HEADER_ACT_AS = "Tenantmem-Act-As"
+"""The router header naming the tenant a delegate key acts for."""
+
+
 class _Client:
     def __init__(self, base_url: str, token: str, timeout: float = DEFAULT_TIMEOUT,
                  max_retries: int = DEFAULT_MAX_RETRIES, max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
-                 retry_wait_min: float = DEFAULT_RETRY_WAIT_MIN, user_agent: str = "tenantmem-python-client"):
+                 retry_wait_min: float = DEFAULT_RETRY_WAIT_MIN, user_agent: str = "tenantmem-python-client",
+                 act_as: Optional[str] = None):
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"base_url {base_url!r} must be an http or https URL")
         if not token or any(c.isspace() for c in token):
             raise ValueError("token must be non-empty and contain no white space")
+        if act_as is not None and (not act_as or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in act_as)):
+            raise ValueError("act_as must be a tenant id (non-empty, no white space or control characters)")
+        self._act_as = act_as
         self._base = base_url.rstrip("/")
         self._token = token
         self.timeout = timeout
@@ -379,6 +392,8 @@ class _Client:
         data = None
         headers = {"Authorization": "Bearer " + self._token, "Accept": "application/json",
                    "User-Agent": self._agent}
+        if self._act_as is not None:
+            headers[HEADER_ACT_AS] = self._act_as
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
@@ -443,7 +458,22 @@ class TenantMem(_Client):
     """
 
     def __init__(self, base_url: str, api_key: str, **kwargs: Any):
+        """``act_as`` (keyword), when given, is a tenant strictly below the key's own
+        ("acme/u-42" for a key of "acme") that every call acts for, sent as the Tenantmem-Act-As
+        header; the key must have been issued with ``delegate=True``. The router answers
+        ForbiddenError (403) for a key without that scope, NotFoundError (404, one answer for
+        all) for a tenant that is not a registered, active descendant, and ValidationError (400)
+        for an id that is not valid as written."""
         super().__init__(base_url, api_key, **kwargs)
+
+    def act_as(self, tenant_id: Optional[str]) -> "TenantMem":
+        """A client with the same key and settings acting for ``tenant_id`` (None: the key's
+        own tenant)."""
+        c = copy.copy(self)
+        if tenant_id is not None and (not tenant_id or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in tenant_id)):
+            raise ValueError("act_as must be a tenant id (non-empty, no white space or control characters)")
+        c._act_as = tenant_id
+        return c
 
     def add_document(self, id_at_origin: Optional[str], document_name: str, document_type: str, content: str,
                      document_date: Optional[DateLike] = None, metadata: Optional[Dict[str, Any]] = None,
@@ -620,10 +650,21 @@ class TenantMemAdmin(_Client):
         _, res = self._call("POST", ["v1", "tenants", tenant_id, "resume"])
         return _build(Tenant, res["tenant"], _TENANT_TIMES)
 
-    def issue_key(self, tenant_id: str) -> IssuedKey:
-        """Another API key of the tenant; the clear key is in the result only."""
-        _, res = self._call("POST", ["v1", "tenants", tenant_id, "keys"])
+    def issue_key(self, tenant_id: str, delegate: bool = False, create_descendants: bool = False) -> IssuedKey:
+        """Another API key of the tenant; the clear key is in the result only. ``delegate``: the
+        key may act for tenants below its own; ``create_descendants`` (needs ``delegate``): the
+        router creates a missing descendant in the shared tier on first use."""
+        body = None
+        if delegate or create_descendants:
+            body = {"delegate": delegate, "create_descendants": create_descendants}
+        _, res = self._call("POST", ["v1", "tenants", tenant_id, "keys"], body=body)
         return _build(IssuedKey, res, _KEY_TIMES)
+
+    def create_descendants(self, parent: str, tenant_ids: List[str]) -> Dict[str, List[str]]:
+        """Registers shared-tier tenants below ``parent`` (1 to 1000, no keys of their own);
+        returns ``{"created": [...], "existing": [...]}``."""
+        _, res = self._call("POST", ["v1", "tenants", parent, "descendants"], body={"tenant_ids": list(tenant_ids)})
+        return res
 
     def list_keys(self, tenant_id: str) -> List[APIKey]:
         _, res = self._call("GET", ["v1", "tenants", tenant_id, "keys"])

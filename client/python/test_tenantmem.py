@@ -204,6 +204,53 @@ class ReadmeSession(unittest.TestCase):
             TenantMem(router_url, admin_token).get_statistics()
 
 
+class ActAs(unittest.TestCase):
+    """Delegated keys: a key of acme acts for acme/u-1 with act_as, and reaches nothing else."""
+
+    def test_act_as(self):
+        router_url, admin_url, admin_token = live_env()
+        admin = TenantMemAdmin(admin_url, admin_token)
+        # The README session counts the tenants: leave none behind.
+        for t in ("py-acme/u-1", "py-acme/u-2", "py-acmex/u-1", "py-acme"):
+            self.addCleanup(admin.delete_tenant, t)
+        parent = admin.create_tenant("py-acme", tier="shared")
+        admin.create_tenant("py-acmex/u-1", tier="shared")
+        made = admin.create_descendants("py-acme", ["py-acme/u-1", "py-acme/u-2"])
+        self.assertEqual(["py-acme/u-1", "py-acme/u-2"], made["created"])
+        key = admin.issue_key("py-acme", delegate=True)
+        self.assertTrue(key.delegate)
+        self.assertFalse(key.create_descendants)
+        with self.assertRaises(tenantmem.ValidationError) as cm:
+            admin.issue_key("py-acme", create_descendants=True)
+        self.assertEqual("create_descendants", cm.exception.field)
+
+        u1 = TenantMem(router_url, key.api_key, act_as="py-acme/u-1")
+        added = u1.add_document(None, "n", "text", "a delegated okapi note")
+        hits = u1.search("okapi", search_type="text")
+        self.assertEqual([added.document_id], [r.document_id for r in hits])
+        own = TenantMem(router_url, key.api_key)
+        self.assertEqual(0, own.get_statistics().document_count)
+        self.assertEqual(0, own.act_as("py-acme/u-2").get_statistics().document_count)
+        self.assertEqual(1, own.act_as("py-acme/u-1").get_statistics().document_count)
+
+        with self.assertRaises(tenantmem.NotFoundError) as missing:
+            own.act_as("py-acme/u-404").get_statistics()
+        with self.assertRaises(tenantmem.NotFoundError) as foreign:
+            own.act_as("py-acmex/u-1").get_statistics()
+        self.assertEqual((missing.exception.code, str(missing.exception.args[:1])),
+                         (foreign.exception.code, str(foreign.exception.args[:1])))
+        self.assertEqual(str(missing.exception).replace(missing.exception.request_id or "", ""),
+                         str(foreign.exception).replace(foreign.exception.request_id or "", ""))
+        for bad in ("py-acme/../py-acmex/u-1", "py-acme//u-1", "PY-ACME/u-1/", "py-acme%2Fu-1"):
+            with self.assertRaises(tenantmem.ValidationError) as cm:
+                own.act_as(bad).get_statistics()
+            self.assertEqual(tenantmem.HEADER_ACT_AS, cm.exception.field)
+        with self.assertRaises(ValueError):
+            own.act_as("py-acme/u-1\r\nX-Evil: 1")
+        with self.assertRaises(tenantmem.ForbiddenError):
+            TenantMem(router_url, parent.api_key, act_as="py-acme/u-1").get_statistics()
+
+
 class Scripted(http.server.BaseHTTPRequestHandler):
     """Answers each request with the next scripted answer (the last one repeats)."""
 

@@ -372,7 +372,7 @@ func TestHelp(t *testing.T) {
 func keyValues(out string) map[string]string {
 	kv := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {
-		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key",
+		for _, k := range []string{"tenant", "tier", "schema", "status", "version", "created", "updated", "key id", "api key", "scopes",
 			"requests per second", "burst", "max concurrent", "max documents", "max chunks", "max content bytes",
 			"restored", "keys restored"} {
 			if rest, ok := strings.CutPrefix(l, k+"  "); ok {
@@ -406,4 +406,42 @@ func TestTenantLimitsCommand(t *testing.T) {
 	require.Contains(t, r.stderr, "max_chunks")
 	r = e.run("tenant", "limits", "ghost")
 	require.Equal(t, 2, r.code, r.stderr)
+}
+
+// TestDelegationCommands: key issue --delegate [--create-descendants] issues scoped keys (and
+// refuses --create-descendants alone, naming the flag's field), key list shows the scopes, and
+// tenant descendants creates shared-tier tenants below a parent, refusing ids outside it.
+func TestDelegationCommands(t *testing.T) {
+	t.Parallel()
+	e := newCLIEnv(t, true)
+	ctx := context.Background()
+	e.ok("tenant", "create", "--id", "acme", "--tier", "shared")
+
+	var k registry.IssuedKey
+	e.okJSON(&k, "key", "issue", "acme", "--delegate", "--create-descendants", "--json")
+	require.True(t, k.Delegate)
+	require.True(t, k.CreateDescendants)
+	out := e.ok("key", "issue", "acme", "--delegate")
+	require.Equal(t, "delegate", keyValues(out)["scopes"], out)
+	r := e.run("key", "issue", "acme", "--create-descendants")
+	require.Equal(t, 2, r.code, r.stderr) // invalid input
+	require.Contains(t, r.stderr, "create_descendants: requires delegate")
+	out = e.ok("key", "list", "acme")
+	require.Contains(t, out, "delegate,create_descendants")
+	require.Contains(t, out, "SCOPES")
+
+	out = e.ok("tenant", "descendants", "acme", "acme/u-1", "acme/u-2")
+	require.Contains(t, out, "2 created, 0 already registered, below acme")
+	var res provision.DescendantsCreateResult
+	e.okJSON(&res, "tenant", "descendants", "acme", "acme/u-2", "acme/u-3", "--json")
+	require.Equal(t, []string{"acme/u-3"}, res.Created)
+	require.Equal(t, []string{"acme/u-2"}, res.Existing)
+	r = e.run("tenant", "descendants", "acme", "acmex/u-1")
+	require.Equal(t, 2, r.code, r.stderr) // invalid input
+	require.Contains(t, r.stderr, "tenant_ids[0]")
+	_, err := registry.Get(ctx, e.pool(), "acmex/u-1")
+	require.ErrorIs(t, err, registry.ErrNotFound)
+	tn, err := registry.Get(ctx, e.pool(), "acme/u-3")
+	require.NoError(t, err)
+	require.Equal(t, registry.StatusActive, tn.Status)
 }

@@ -41,17 +41,18 @@ func (cmd *initCmd) Run(rc *runContext) error {
 }
 
 type tenantCmd struct {
-	Create     tenantCreateCmd     `cmd:"" help:"Create a tenant and its first API key (shown once)."`
-	CreateBulk tenantCreateBulkCmd `cmd:"" name:"create-bulk" help:"Create many shared-tier tenants from a file of ids; their API keys go to a file."`
-	List       tenantListCmd       `cmd:"" help:"List tenants, in tenant id order."`
-	Show       tenantShowCmd       `cmd:"" help:"Show one tenant."`
-	Delete     tenantDeleteCmd     `cmd:"" help:"Delete a tenant and all its data."`
-	Suspend    tenantSuspendCmd    `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
-	Resume     tenantResumeCmd     `cmd:"" help:"Resume a suspended tenant."`
-	Backup     tenantBackupCmd     `cmd:"" help:"Write a tenant's archive (docs/archive.md) to a file or standard output."`
-	Restore    tenantRestoreCmd    `cmd:"" help:"Restore a tenant from an archive, into any tier, under its id or another."`
-	Move       tenantMoveCmd       `cmd:"" help:"Move a tenant to another tier while it serves (writes pause for an instant at the end)."`
-	Limits     tenantLimitsCmd     `cmd:"" help:"Show or change a tenant's overrides of the router's limits (rate, requests in flight, quotas)."`
+	Create      tenantCreateCmd      `cmd:"" help:"Create a tenant and its first API key (shown once)."`
+	CreateBulk  tenantCreateBulkCmd  `cmd:"" name:"create-bulk" help:"Create many shared-tier tenants from a file of ids; their API keys go to a file."`
+	List        tenantListCmd        `cmd:"" help:"List tenants, in tenant id order."`
+	Show        tenantShowCmd        `cmd:"" help:"Show one tenant."`
+	Delete      tenantDeleteCmd      `cmd:"" help:"Delete a tenant and all its data."`
+	Suspend     tenantSuspendCmd     `cmd:"" help:"Suspend a tenant: the router answers 403 until it is resumed."`
+	Resume      tenantResumeCmd      `cmd:"" help:"Resume a suspended tenant."`
+	Backup      tenantBackupCmd      `cmd:"" help:"Write a tenant's archive (docs/archive.md) to a file or standard output."`
+	Restore     tenantRestoreCmd     `cmd:"" help:"Restore a tenant from an archive, into any tier, under its id or another."`
+	Move        tenantMoveCmd        `cmd:"" help:"Move a tenant to another tier while it serves (writes pause for an instant at the end)."`
+	Limits      tenantLimitsCmd      `cmd:"" help:"Show or change a tenant's overrides of the router's limits (rate, requests in flight, quotas)."`
+	Descendants tenantDescendantsCmd `cmd:"" help:"Create shared-tier tenants below a tenant (no keys: the parent's delegate keys act for them)."`
 }
 
 type tenantLimitsCmd struct {
@@ -361,8 +362,10 @@ type keyCmd struct {
 }
 
 type keyIssueCmd struct {
-	ID   string `arg:"" name:"id" help:"Tenant id."`
-	JSON bool   `name:"json" help:"Print JSON."`
+	ID                string `arg:"" name:"id" help:"Tenant id."`
+	Delegate          bool   `name:"delegate" help:"The key may act for any tenant strictly below its own (router header Tenantmem-Act-As)."`
+	CreateDescendants bool   `name:"create-descendants" help:"With --delegate: the router creates a missing descendant in the shared tier on first use."`
+	JSON              bool   `name:"json" help:"Print JSON."`
 }
 
 func (cmd *keyIssueCmd) Run(rc *runContext) error {
@@ -373,7 +376,9 @@ func (cmd *keyIssueCmd) Run(rc *runContext) error {
 	if err != nil {
 		return err
 	}
-	k, err := prov.IssueKey(rc.ctx, cmd.ID)
+	k, err := prov.IssueKeyWith(rc.ctx, registry.KeyIssueParams{
+		TenantID: cmd.ID, Delegate: cmd.Delegate, CreateDescendants: cmd.CreateDescendants,
+	})
 	if err != nil {
 		return tenantError(cmd.ID, err)
 	}
@@ -383,6 +388,9 @@ func (cmd *keyIssueCmd) Run(rc *runContext) error {
 	w := newTable(rc.stdout)
 	fmt.Fprintf(w, "tenant\t%s\n", k.TenantID)
 	fmt.Fprintf(w, "key id\t%s\n", k.KeyID)
+	if k.Delegate {
+		fmt.Fprintf(w, "scopes\tdelegate%s\n", map[bool]string{true: ", create_descendants"}[k.CreateDescendants])
+	}
 	fmt.Fprintf(w, "api key\t%s\n", k.Key)
 	if err := w.Flush(); err != nil {
 		return err
@@ -415,13 +423,20 @@ func (cmd *keyListCmd) Run(rc *runContext) error {
 		return writeJSON(rc.stdout, map[string]any{"keys": ks})
 	}
 	w := newTable(rc.stdout)
-	fmt.Fprintln(w, "KEY ID\tCREATED\tREVOKED")
+	fmt.Fprintln(w, "KEY ID\tCREATED\tREVOKED\tSCOPES")
 	for _, k := range ks {
 		revoked := "-"
 		if k.RevokedAt != nil {
 			revoked = k.RevokedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", k.KeyID, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+		scopes := "-"
+		switch {
+		case k.CreateDescendants:
+			scopes = "delegate,create_descendants"
+		case k.Delegate:
+			scopes = "delegate"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.KeyID, k.CreatedAt.UTC().Format(time.RFC3339), revoked, scopes)
 	}
 	return w.Flush()
 }
@@ -570,4 +585,38 @@ func shellQuote(s string) string {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+type tenantDescendantsCmd struct {
+	Parent    string   `arg:"" name:"parent" help:"The parent tenant id."`
+	IDs       []string `arg:"" name:"id" help:"Tenant ids to create, each strictly below the parent (parent/...)."`
+	Placement string   `name:"placement" help:"Placement to hold them (default: the placement policy's choice)."`
+	JSON      bool     `name:"json" help:"Print JSON: {created, existing}."`
+}
+
+func (cmd *tenantDescendantsCmd) Run(rc *runContext) error {
+	if err := checkTenantID(cmd.Parent); err != nil {
+		return err
+	}
+	prov, err := rc.provisioner()
+	if err != nil {
+		return err
+	}
+	res, err := prov.CreateDescendants(rc.ctx, provision.DescendantsCreateParams{
+		Parent: cmd.Parent, IDs: cmd.IDs, Placement: cmd.Placement,
+	})
+	if err != nil {
+		return tenantError(cmd.Parent, err)
+	}
+	if cmd.JSON {
+		return writeJSON(rc.stdout, res)
+	}
+	for _, id := range res.Created {
+		fmt.Fprintf(rc.stdout, "created\t%s\n", id)
+	}
+	for _, id := range res.Existing {
+		fmt.Fprintf(rc.stdout, "exists\t%s\n", id)
+	}
+	fmt.Fprintf(rc.stdout, "%d created, %d already registered, below %s\n", len(res.Created), len(res.Existing), cmd.Parent)
+	return nil
 }

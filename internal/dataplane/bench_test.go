@@ -90,12 +90,16 @@ func benchText(r *rand.Rand, words int) string {
 	return sb.String()
 }
 
-func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
+// startBenchRouter starts a throwaway deployment (init, the router on a loopback port as the router
+// role, the builtin embedder, default settings) for the duration of b, and returns its
+// provisioner and a client of the router whose requests time out after timeout.
+func startBenchRouter(b *testing.B, timeout time.Duration) (*provision.Provisioner, benchClient) {
+	b.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(b)
 	admin, err := pgxpool.New(ctx, url)
 	require.NoError(b, err)
-	defer admin.Close()
+	b.Cleanup(admin.Close)
 	prov, err := provision.New(provision.Config{Pool: admin})
 	require.NoError(b, err)
 	_, err = prov.Init(ctx, provision.InitParams{})
@@ -110,14 +114,19 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(rctx, ln) }()
-	defer func() {
+	transport := &http.Transport{MaxIdleConnsPerHost: 64}
+	b.Cleanup(func() {
+		transport.CloseIdleConnections()
 		stop()
 		require.NoError(b, <-done)
 		svc.Close()
-	}()
-	transport := &http.Transport{MaxIdleConnsPerHost: 64}
-	defer transport.CloseIdleConnections()
-	c := benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport, Timeout: 2 * time.Minute}}
+	})
+	return prov, benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport, Timeout: timeout}}
+}
+
+func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
+	ctx := context.Background()
+	prov, c := startBenchRouter(b, 2*time.Minute)
 
 	key := func(id string) string {
 		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: tier})
@@ -256,32 +265,7 @@ func BenchmarkRevocation(b *testing.B) {
 
 func revocation(b *testing.B) {
 	ctx := context.Background()
-	url := pgtest.NewDatabase(b)
-	admin, err := pgxpool.New(ctx, url)
-	require.NoError(b, err)
-	defer admin.Close()
-	prov, err := provision.New(provision.Config{Pool: admin})
-	require.NoError(b, err)
-	_, err = prov.Init(ctx, provision.InitParams{})
-	require.NoError(b, err)
-	builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
-	require.NoError(b, err)
-	svc, err := dataplane.Open(ctx, dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
-		Provider: builtin, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(b, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(b, err)
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(rctx, ln) }()
-	defer func() {
-		stop()
-		require.NoError(b, <-done)
-		svc.Close()
-	}()
-	transport := &http.Transport{MaxIdleConnsPerHost: 64}
-	defer transport.CloseIdleConnections()
-	c := benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport, Timeout: time.Minute}}
+	prov, c := startBenchRouter(b, time.Minute)
 	res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "revoked", Tier: registry.TierShared})
 	require.NoError(b, err)
 	// No tenant limits here: the clients go as fast as they can.
@@ -344,30 +328,7 @@ func BenchmarkLargeIngest(b *testing.B) {
 	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema} {
 		b.Run("tier="+string(tier), func(b *testing.B) {
 			ctx := context.Background()
-			url := pgtest.NewDatabase(b)
-			admin, err := pgxpool.New(ctx, url)
-			require.NoError(b, err)
-			defer admin.Close()
-			prov, err := provision.New(provision.Config{Pool: admin})
-			require.NoError(b, err)
-			_, err = prov.Init(ctx, provision.InitParams{})
-			require.NoError(b, err)
-			builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
-			require.NoError(b, err)
-			svc, err := dataplane.Open(ctx, dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
-				Provider: builtin, Logger: slog.New(slog.DiscardHandler)})
-			require.NoError(b, err)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(b, err)
-			rctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- svc.Run(rctx, ln) }()
-			defer func() {
-				stop()
-				require.NoError(b, <-done)
-				svc.Close()
-			}()
-			c := benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 5 * time.Minute}}
+			prov, c := startBenchRouter(b, 5*time.Minute)
 			res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "big", Tier: tier})
 			require.NoError(b, err)
 			content := benchText(rand.New(rand.NewSource(2)), 1_650_000)

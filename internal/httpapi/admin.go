@@ -92,7 +92,8 @@ func (c AdminConfig) validate() error {
 //	GET    /v1/tenants/{id}                     -> tenant
 //	DELETE /v1/tenants/{id}                     -> 204
 //	POST   /v1/tenants/{id}/suspend, /resume    -> {tenant}
-//	POST   /v1/tenants/{id}/keys                -> 201 issued key (the clear key, once)
+//	POST   /v1/tenants/{id}/keys                {delegate?, create_descendants?} (body optional) -> 201 issued key (the clear key, once)
+//	POST   /v1/tenants/{id}/descendants         {tenant_ids, placement?} -> 201 {created, existing}: shared-tier tenants below {id}, no keys
 //	GET    /v1/tenants/{id}/keys                -> {keys}
 //	DELETE /v1/tenants/{id}/keys/{key_id}       -> 204
 //	GET    /v1/tenants/{id}/backup              -> the tenant archive, streamed (include_key_hashes, skip_search_history)
@@ -147,6 +148,7 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/tenants/:id/suspend", a.suspendTenant, auth)
 	e.POST("/v1/tenants/:id/resume", a.resumeTenant, auth)
 	e.POST("/v1/tenants/:id/keys", a.issueKey, auth)
+	e.POST("/v1/tenants/:id/descendants", a.createDescendants, auth)
 	e.GET("/v1/tenants/:id/keys", a.listKeys, auth)
 	e.DELETE("/v1/tenants/:id/keys/:key_id", a.revokeKey, auth)
 	e.GET("/v1/tenants/:id/backup", a.backupTenant, auth)
@@ -311,16 +313,65 @@ func (a *admin) setStatus(c echo.Context, op func(context.Context, string) (regi
 	return c.JSON(http.StatusOK, TenantResponse{Tenant: t})
 }
 
+// KeyIssueRequest is the optional body of POST /v1/tenants/{id}/keys: the new key's scopes.
+type KeyIssueRequest struct {
+	// Delegate lets the key act for any registered tenant strictly below its own, named in the
+	// router's Tenantmem-Act-As header.
+	Delegate bool `json:"delegate"`
+	// CreateDescendants lets the router register a missing descendant in the shared tier on the
+	// key's first request for it; it requires Delegate.
+	CreateDescendants bool `json:"create_descendants"`
+}
+
 func (a *admin) issueKey(c echo.Context) error {
 	id, err := tenantParam(c)
 	if err != nil {
 		return err
 	}
-	k, err := a.prov.IssueKey(c.Request().Context(), id)
+	var req KeyIssueRequest
+	if c.Request().ContentLength != 0 {
+		// A body is optional (no body: a key without scopes), but when there is one it is read
+		// as strictly as any other.
+		if err := decodeJSON(c, &req); err != nil {
+			var fe *registry.FieldError
+			if !errors.As(err, &fe) || fe.Message != "must be a JSON object; the body is empty" {
+				return err
+			}
+		}
+	}
+	k, err := a.prov.IssueKeyWith(c.Request().Context(), registry.KeyIssueParams{
+		TenantID: id, Delegate: req.Delegate, CreateDescendants: req.CreateDescendants,
+	})
 	if err != nil {
 		return tenantError(id, err)
 	}
 	return c.JSON(http.StatusCreated, k)
+}
+
+// DescendantsCreateRequest is the body of POST /v1/tenants/{id}/descendants.
+type DescendantsCreateRequest struct {
+	// TenantIDs are the new tenants, each strictly below {id}; 1 to 1000.
+	TenantIDs []string `json:"tenant_ids"`
+	// Placement names the server that will hold them; empty applies the default policy.
+	Placement string `json:"placement,omitempty"`
+}
+
+func (a *admin) createDescendants(c echo.Context) error {
+	id, err := tenantParam(c)
+	if err != nil {
+		return err
+	}
+	var req DescendantsCreateRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	res, err := a.prov.CreateDescendants(c.Request().Context(), provision.DescendantsCreateParams{
+		Parent: id, IDs: req.TenantIDs, Placement: req.Placement,
+	})
+	if err != nil {
+		return tenantError(id, err)
+	}
+	return c.JSON(http.StatusCreated, res)
 }
 
 func (a *admin) listKeys(c echo.Context) error {

@@ -31,6 +31,8 @@ type requestInfo struct {
 
 	mu       sync.Mutex
 	tenantID string
+	// actingFor is the key's own tenant when a delegate key acts for tenantID.
+	actingFor string
 }
 
 type requestInfoKey struct{}
@@ -56,6 +58,25 @@ func SetTenantID(ctx context.Context, tenantID string) {
 		info.tenantID = tenantID
 		info.mu.Unlock()
 	}
+}
+
+// setActingFor records, for the access log, the tenant whose delegate key acts for the request's
+// tenant.
+func setActingFor(ctx context.Context, parent string) {
+	if info := infoFrom(ctx); info != nil {
+		info.mu.Lock()
+		info.actingFor = parent
+		info.mu.Unlock()
+	}
+}
+
+func actingForOf(ctx context.Context) string {
+	if info := infoFrom(ctx); info != nil {
+		info.mu.Lock()
+		defer info.mu.Unlock()
+		return info.actingFor
+	}
+	return ""
 }
 
 func tenantIDOf(ctx context.Context) string {
@@ -194,6 +215,9 @@ func observe(server string, logger *slog.Logger, m *metrics) echo.MiddlewareFunc
 			}
 			if t := tenantIDOf(ctx); t != "" {
 				attrs = append(attrs, slog.String("tenant_id", t))
+			}
+			if p := actingForOf(ctx); p != "" {
+				attrs = append(attrs, slog.String("delegated_by", p))
 			}
 			logger.LogAttrs(ctx, level, "http request", attrs...)
 			return nil

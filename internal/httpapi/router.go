@@ -51,6 +51,12 @@ const (
 	HeaderIdempotentReplayed = "Idempotent-Replayed"
 )
 
+// HeaderActAs names, in a router request, the tenant a delegated key acts for: a tenant id
+// strictly below the key's own ("acme/u-42" for a key of "acme"). Without it a request acts for
+// the key's own tenant. See routing.Resolver.ResolveAs for the checks and the README for the
+// status table.
+const HeaderActAs = "Tenantmem-Act-As"
+
 // CodeClientClosed is the code of a request whose client went away before the answer (status
 // 499, nginx's convention). The client never sees it; it shows in the access log and metrics.
 const CodeClientClosed = "client_closed_request"
@@ -206,6 +212,19 @@ func RouterErrorRules() []ErrorRule {
 			Message:    func(error) string { return "the tenant is being moved; writes resume in a moment, retry" }},
 		{Match: Is(routing.ErrSuspended), Status: http.StatusForbidden, Code: CodeForbidden,
 			Message: func(error) string { return "tenant is suspended" }},
+		// Delegation (Tenantmem-Act-As). One answer for every tenant the key may not reach, so
+		// that no answer tells whether an id exists.
+		{Match: Is(routing.ErrDelegationForbidden), Status: http.StatusForbidden, Code: CodeForbidden,
+			Message: func(error) string {
+				return "this API key may not act for other tenants (" + HeaderActAs + "); issue a key with delegate"
+			}},
+		{Match: Is(routing.ErrTenantNotFound), Status: http.StatusNotFound, Code: CodeNotFound,
+			Message: func(error) string { return "tenant not found" }},
+		{Match: Is(routing.ErrNoPlacement), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			RetryAfter: retryEmbedPermanent,
+			Message: func(error) string {
+				return "the tenant could not be created: no placement takes new shared-tier tenants"
+			}},
 		{Match: Is(routing.ErrUnavailable), Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			RetryAfter: retryTenantUnavailable,
 			Message:    func(error) string { return "tenant is being provisioned or moved; retry later" }},
@@ -404,7 +423,7 @@ func (r *router) admit(next echo.HandlerFunc) echo.HandlerFunc {
 // authenticate admits requests carrying "Authorization: Bearer <API key>" of an active tenant and
 // puts the tenant's handle in the request context. It is the only place a tenant is chosen.
 func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c echo.Context) (err error) {
 		req := c.Request()
 		values := req.Header.Values(echo.HeaderAuthorization)
 		if len(values) != 1 {
@@ -415,14 +434,32 @@ func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return WithMessage(registry.ErrUnauthenticated, "missing or malformed Authorization header; want: Bearer API_KEY")
 		}
 		ctx := req.Context()
-		h, err := r.cfg.Resolver.Resolve(ctx, key)
+		var h *routing.Handle
+		switch acts := req.Header.Values(HeaderActAs); len(acts) {
+		case 0:
+			h, err = r.cfg.Resolver.Resolve(ctx, key)
+		case 1:
+			h, err = r.cfg.Resolver.ResolveAs(ctx, key, acts[0])
+		default:
+			// Which one would count is up to each proxy on the way: refuse, after authenticating.
+			if _, err = r.cfg.Resolver.Resolve(ctx, key); err == nil {
+				err = &memory.ValidationError{Field: HeaderActAs, Message: "given more than once"}
+			}
+		}
 		switch {
 		case errors.Is(err, registry.ErrUnauthenticated):
 			return WithMessage(err, "invalid API key")
+		case errors.Is(err, routing.ErrInvalidTarget):
+			return &memory.ValidationError{Field: HeaderActAs, Message: strings.TrimPrefix(
+				strings.TrimPrefix(err.Error(), routing.ErrInvalidTarget.Error()+": "), "invalid tenant id: ") +
+				"; want a tenant id below the key's tenant, as registered (nothing is normalised)"}
 		case err != nil:
 			return fmt.Errorf("authenticate: %w", err)
 		}
 		SetTenantID(ctx, h.TenantID)
+		if parent := h.ActingFor(); parent != "" {
+			setActingFor(ctx, parent)
+		}
 		keyID, _, _ := registry.ParseKey(key) // Resolve accepted it
 		ctx = context.WithValue(context.WithValue(ctx, handleKey{}, h), keyIDKey{}, keyID)
 		c.SetRequest(req.WithContext(ctx))

@@ -92,6 +92,7 @@ type routerEnv struct {
 	admin    *pgxpool.Pool // superuser: setup and inspection only
 	prov     *provision.Provisioner
 	resolver *routing.Resolver
+	engine   *memory.Engine
 	embedder *switchEmbedder
 	srv      *httptest.Server
 	reg      *prometheus.Registry
@@ -193,7 +194,7 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	engine, err := memory.New(mc)
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	e := &routerEnv{t: t, url: url, admin: admin, prov: prov, resolver: resolver, embedder: embedder, reg: reg, logs: logs}
+	e := &routerEnv{t: t, url: url, admin: admin, prov: prov, resolver: resolver, engine: engine, embedder: embedder, reg: reg, logs: logs}
 	if opts.limits == (limit.Limits{}) {
 		// Tests that do not test limits must not trip them.
 		opts.limits = limit.Limits{RequestsPerSecond: limit.Unlimited, Burst: limit.Unlimited, MaxConcurrent: limit.Unlimited,

@@ -573,11 +573,13 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 				firstErr = err
 			}
 		}
-		if _, err := rr.Close(); err != nil && firstErr == nil {
+		// After a failed fence check, the tenant's statements may fail for the very reason the
+		// check gives (a moved tenant's old schema dropped: 42P01): the verdict wins.
+		if _, err := rr.Close(); err != nil && firstErr == nil && !fenced {
 			firstErr = err
 		}
 	}
-	if err := mrr.Close(); err != nil && firstErr == nil {
+	if err := mrr.Close(); err != nil && firstErr == nil && refused == nil {
 		firstErr = err
 	}
 	if firstErr != nil {

@@ -417,10 +417,20 @@ func deleteWork(ctx context.Context, tx pgx.Tx, t registry.Tenant) error {
 	return nil
 }
 
-// IssueKey issues another API key for an active or suspended tenant.
+// IssueKey issues another API key, with no delegation scope, for an active or suspended tenant.
 func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.IssuedKey, error) {
+	return p.IssueKeyWith(ctx, registry.KeyIssueParams{TenantID: tenantID})
+}
+
+// IssueKeyWith issues another API key for an active or suspended tenant, with the scopes of
+// params (delegate, create_descendants; see registry.APIKey). The audit log records the scopes.
+func (p *Provisioner) IssueKeyWith(ctx context.Context, params registry.KeyIssueParams) (registry.IssuedKey, error) {
+	tenantID := params.TenantID
 	if err := schema.ValidateTenantID(tenantID); err != nil {
 		return registry.IssuedKey{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
+	}
+	if err := params.Validate(); err != nil {
+		return registry.IssuedKey{}, err
 	}
 	var k registry.IssuedKey
 	err := p.inTx(ctx, p.pool, false, func(tx pgx.Tx) error {
@@ -431,10 +441,11 @@ func (p *Provisioner) IssueKey(ctx context.Context, tenantID string) (registry.I
 		if t.Status != registry.StatusActive && t.Status != registry.StatusSuspended {
 			return fmt.Errorf("tenant %q is %s: %w", tenantID, t.Status, registry.ErrConflict)
 		}
-		if k, err = registry.IssueKey(ctx, tx, tenantID); err != nil {
+		if k, err = registry.IssueKeyWith(ctx, tx, params); err != nil {
 			return err
 		}
-		return registry.Audit(ctx, tx, tenantID, "key_issued", p.cfg.Actor, map[string]any{"key_id": k.KeyID})
+		return registry.Audit(ctx, tx, tenantID, "key_issued", p.cfg.Actor, map[string]any{"key_id": k.KeyID,
+			"delegate": k.Delegate, "create_descendants": k.CreateDescendants})
 	})
 	return k, wrap("issue key", err)
 }

@@ -49,3 +49,15 @@ func ExampleValidatePlacementName() {
 	// <nil>
 	// placement: "EU 2" is not a placement name: 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit
 }
+
+func ExampleIsStrictDescendant() {
+	fmt.Println(registry.IsStrictDescendant("acme", "acme/u-42"))
+	fmt.Println(registry.IsStrictDescendant("acme", "acmex/u-1"))
+	fmt.Println(registry.IsStrictDescendant("acme", "ACME/u-1"))
+	fmt.Println(registry.IsStrictDescendant("acme", "acme"))
+	// Output:
+	// true
+	// false
+	// false
+	// false
+}

@@ -93,6 +93,29 @@ type APIKey struct {
 	TenantID  string     `json:"tenant_id"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// Delegate lets the key act for any registered tenant strictly below its own (the router's
+	// Tenantmem-Act-As header). Fixed at issue time.
+	Delegate bool `json:"delegate"`
+	// CreateDescendants lets the router register a missing descendant in the shared tier on
+	// the key's first request for it. It implies Delegate. Fixed at issue time.
+	CreateDescendants bool `json:"create_descendants"`
+}
+
+// KeyIssueParams describes a key to issue.
+type KeyIssueParams struct {
+	TenantID string
+	// Delegate and CreateDescendants are the key's scopes (see APIKey); CreateDescendants
+	// requires Delegate.
+	Delegate          bool
+	CreateDescendants bool
+}
+
+// Validate reports scopes that do not go together, naming the field.
+func (p KeyIssueParams) Validate() error {
+	if p.CreateDescendants && !p.Delegate {
+		return &FieldError{Field: "create_descendants", Message: "requires delegate: a key that creates descendants must be able to act for them"}
+	}
+	return nil
 }
 
 // IssuedKey is a newly issued key. Key is the clear key, shown once and never stored.
@@ -431,15 +454,24 @@ func HashSecret(secret string) []byte {
 	return sum[:]
 }
 
-// IssueKey creates a key for a tenant and returns it in clear, once.
+// IssueKey creates a key for a tenant, with no delegation scope, and returns it in clear, once.
 func IssueKey(ctx context.Context, db DBTX, tenantID string) (IssuedKey, error) {
+	return IssueKeyWith(ctx, db, KeyIssueParams{TenantID: tenantID})
+}
+
+// IssueKeyWith creates a key with the scopes of p and returns it in clear, once.
+func IssueKeyWith(ctx context.Context, db DBTX, p KeyIssueParams) (IssuedKey, error) {
+	if err := p.Validate(); err != nil {
+		return IssuedKey{}, err
+	}
+	tenantID := p.TenantID
 	var s [32]byte
 	_, _ = rand.Read(s[:])
 	secret := hex.EncodeToString(s[:])
-	k := IssuedKey{APIKey: APIKey{KeyID: newKeyID(), TenantID: tenantID}}
+	k := IssuedKey{APIKey: APIKey{KeyID: newKeyID(), TenantID: tenantID, Delegate: p.Delegate, CreateDescendants: p.CreateDescendants}}
 	k.Key = keyPrefix + k.KeyID + "_" + secret
-	err := db.QueryRow(ctx, `INSERT INTO tenantmem_control.api_keys (key_id, tenant_id, secret_hash)
-		VALUES ($1, $2, $3) RETURNING created_at`, k.KeyID, tenantID, HashSecret(secret)).Scan(&k.CreatedAt)
+	err := db.QueryRow(ctx, `INSERT INTO tenantmem_control.api_keys (key_id, tenant_id, secret_hash, delegate, create_descendants)
+		VALUES ($1, $2, $3, $4, $5) RETURNING created_at`, k.KeyID, tenantID, HashSecret(secret), p.Delegate, p.CreateDescendants).Scan(&k.CreatedAt)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ForeignKeyViolation {
@@ -466,7 +498,7 @@ func RevokeKey(ctx context.Context, db DBTX, tenantID, keyID string) error {
 
 // ListKeys returns a tenant's keys, newest first, without secrets.
 func ListKeys(ctx context.Context, db DBTX, tenantID string) ([]APIKey, error) {
-	rows, err := db.Query(ctx, `SELECT key_id, tenant_id, created_at, revoked_at FROM tenantmem_control.api_keys
+	rows, err := db.Query(ctx, `SELECT key_id, tenant_id, created_at, revoked_at, delegate, create_descendants FROM tenantmem_control.api_keys
 		WHERE tenant_id = $1 ORDER BY created_at DESC, key_id`, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("registry: list keys: %w", err)
@@ -487,12 +519,15 @@ func Authenticate(ctx context.Context, db DBTX, key string) (Tenant, string, err
 	return p.Tenant, p.KeyID, err
 }
 
-// Principal is what an API key stands for: its tenant, the key's id and the tenant's limit
-// overrides.
+// Principal is what an API key stands for: its tenant, the key's id and scopes, and the
+// tenant's limit overrides.
 type Principal struct {
 	Tenant Tenant
 	KeyID  string
 	Limits TenantLimits
+	// Delegate and CreateDescendants are the key's scopes (see APIKey).
+	Delegate          bool
+	CreateDescendants bool
 }
 
 // Authorize is Authenticate that also returns the tenant's limit overrides, in the same query.
@@ -510,12 +545,14 @@ func Authorize(ctx context.Context, db DBTX, key string) (Principal, error) {
 	)
 	err = db.QueryRow(ctx, `SELECT k.secret_hash, k.revoked_at, t.tenant_id, t.tier, t.schema_name,
 			coalesce(t.database_name, ''), t.placement_id, t.status, t.migration_version, t.text_search_config, t.created_at, t.updated_at,
-			l.requests_per_second, l.burst, l.max_concurrent, l.max_documents, l.max_chunks, l.max_content_bytes
+			l.requests_per_second, l.burst, l.max_concurrent, l.max_documents, l.max_chunks, l.max_content_bytes,
+			k.delegate, k.create_descendants
 		FROM tenantmem_control.api_keys k JOIN tenantmem_control.tenants t USING (tenant_id)
 		LEFT JOIN tenantmem_control.tenant_limits l USING (tenant_id)
 		WHERE k.key_id = $1`, keyID).Scan(&hash, &revoked, &t.ID, &t.Tier, &t.SchemaName, &t.DatabaseName,
 		&t.PlacementID, &t.Status, &t.MigrationVersion, &t.TextSearchConfig, &t.CreatedAt, &t.UpdatedAt,
-		&l.RequestsPerSecond, &l.Burst, &l.MaxConcurrent, &l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes)
+		&l.RequestsPerSecond, &l.Burst, &l.MaxConcurrent, &l.MaxDocuments, &l.MaxChunks, &l.MaxContentBytes,
+		&p.Delegate, &p.CreateDescendants)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Spend the same work as a found key, so timing does not tell key ids apart.
 		subtle.ConstantTimeCompare(HashSecret(secret), make([]byte, sha256.Size))

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"testing"
 
@@ -27,7 +28,9 @@ func fleet(tb testing.TB, n int) *pgxpool.Pool {
 	tb.Cleanup(pool.Close)
 	_, err = pool.Exec(ctx, `CREATE SCHEMA tenantmem_control; CREATE EXTENSION IF NOT EXISTS pgcrypto`)
 	require.NoError(tb, err)
-	db, err := goose.OpenDBWithDriver("pgx", url+"&search_path=tenantmem_control")
+	// sql.Open, not goose.OpenDBWithDriver: that one sets goose's global dialect, a data race
+	// between parallel tests.
+	db, err := sql.Open("pgx", url+"&search_path=tenantmem_control")
 	require.NoError(tb, err)
 	defer db.Close()
 	prov, err := goose.NewProvider(goose.DialectPostgres, db, control.FS, goose.WithDisableGlobalRegistry(true),

@@ -20,6 +20,7 @@ import (
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/placement"
 	"github.com/tenantmem/tenantmem/internal/registry"
+	"github.com/tenantmem/tenantmem/internal/schema"
 )
 
 // Errors returned by [Resolver.Resolve].
@@ -28,6 +29,19 @@ var (
 	ErrSuspended = errors.New("tenant is suspended")
 	// ErrUnavailable means the tenant is being provisioned and cannot be served yet (HTTP 503).
 	ErrUnavailable = errors.New("tenant is not available yet")
+	// ErrDelegationForbidden means a request names a tenant to act for, but its key has no
+	// delegate scope (HTTP 403). It is decided before the named tenant is looked at.
+	ErrDelegationForbidden = errors.New("this API key may not act for other tenants")
+	// ErrTenantNotFound means the tenant a delegated request names is not one the key may act
+	// for: not strictly below the key's tenant, not registered, suspended, or being deleted
+	// (HTTP 404). The cases are indistinguishable on purpose: no existence oracle.
+	ErrTenantNotFound = errors.New("tenant not found")
+	// ErrInvalidTarget means the tenant id a delegated request names is not a valid tenant id
+	// (HTTP 400). It is rejected as written, never normalised.
+	ErrInvalidTarget = errors.New("invalid tenant id to act as")
+	// ErrNoPlacement means a descendant could not be created on first use: the control server's
+	// placement takes no new shared-tier tenant (HTTP 503).
+	ErrNoPlacement = errors.New("no placement takes a new shared-tier tenant")
 )
 
 // Handle is where one tenant's rows live. Handles are immutable; a registry change replaces them.
@@ -61,6 +75,24 @@ type Handle struct {
 	loadedAt    time.Time
 	resolver    *Resolver
 	observe     func(*pgx.Conn, string)
+	// parent is set on the (uncached) copy of a descendant's handle that a delegated request
+	// runs with: the key's own tenant, whose state the request's fence checks too.
+	parent *delegation
+}
+
+// delegation is the tenant whose key acts for a descendant.
+type delegation struct {
+	tenantID  string
+	createdAt time.Time
+}
+
+// ActingFor returns the id of the tenant whose key acts for this handle's tenant, or "" when
+// the request uses the tenant's own key.
+func (h *Handle) ActingFor() string {
+	if h.parent == nil {
+		return ""
+	}
+	return h.parent.tenantID
 }
 
 // fenceCheck is NULL while the tenant is still this active incarnation, at the handle's location
@@ -72,6 +104,24 @@ const fenceCheck = `SELECT CASE
 			AND coalesce(database_name, '') = coalesce($6::text, '') AND placement_id = $7) THEN 'tenant'
 	WHEN $3::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
 		WHERE key_id = $3 AND tenant_id = $1 AND revoked_at IS NULL) THEN 'key'
+	END`
+
+// delegatedFenceCheck is fenceCheck for a request that acts for a descendant ($1, $2, at the
+// location $4-$7) with the key $3 of the tenant $8 (created at $9): the descendant is still this
+// active incarnation at this location, the key is not revoked and still delegates, and the key's
+// tenant is still this active incarnation and still strictly above the descendant. A revocation,
+// or a suspension or delete of either tenant, stops the request in its first transaction,
+// whatever the caches say; a move of the descendant ('tenant') is followed by the fence's Refresh,
+// which reloads the same descendant only.
+const delegatedFenceCheck = `SELECT CASE
+	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
+		WHERE tenant_id = $1 AND created_at = $2 AND status = 'active' AND tier = $4 AND schema_name = $5
+			AND coalesce(database_name, '') = coalesce($6::text, '') AND placement_id = $7) THEN 'tenant'
+	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.api_keys
+		WHERE key_id = $3 AND tenant_id = $8 AND revoked_at IS NULL AND delegate) THEN 'key'
+	WHEN NOT EXISTS (SELECT 1 FROM tenantmem_control.tenants
+		WHERE tenant_id = $8 AND created_at = $9 AND status = 'active' AND created_at <= $2
+		AND left($1::text, length($8::text) + 1) = $8::text || '/') THEN 'parent'
 	END`
 
 // Reasons of a failed fence check.
@@ -102,20 +152,36 @@ func (h *Handle) KeyScope(keyID string, statementTimeout time.Duration) memory.S
 }
 
 func (h *Handle) scope(keyID *string, statementTimeout time.Duration) memory.Scope {
+	loc := []any{string(h.Location.Tier), h.Location.Schema, h.Location.Database, h.Location.Placement}
+	fence := &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
+		Args: append([]any{h.TenantID, h.CreatedAt, keyID}, loc...), Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates,
+		Refresh: func(ctx context.Context) (memory.Scope, error) {
+			n, err := h.resolver.moved(ctx, h)
+			if err != nil {
+				return memory.Scope{}, err
+			}
+			if h.parent != nil {
+				// The same descendant (moved checks its id and incarnation), still acting for the
+				// same key's tenant: the refreshed scope's fence checks the key and that tenant
+				// again. The reloaded handle is the cached one; the delegation goes on a copy.
+				d := *n
+				d.parent = h.parent
+				n = &d
+			}
+			return n.scope(keyID, statementTimeout), nil
+		}}
+	if h.parent != nil {
+		// A delegated request: the key must be given, and the key's tenant is checked too.
+		var k string
+		if keyID != nil {
+			k = *keyID
+		}
+		fence.Check = delegatedFenceCheck
+		fence.Args = append(append([]any{h.TenantID, h.CreatedAt, k}, loc...), h.parent.tenantID, h.parent.createdAt)
+	}
 	return memory.Scope{
 		Pool: h.Pool, Schema: h.Schema, OwnerID: h.OwnerID, StatementTimeout: statementTimeout, TextConfig: h.TextSearchConfig,
-		AcquireWait: h.acquireWait, Gates: h.gates, Observe: h.observe,
-		Fence: &memory.Fence{LockID: registry.LockID(h.TenantID), Check: fenceCheck,
-			Args: []any{h.TenantID, h.CreatedAt, keyID, string(h.Location.Tier), h.Location.Schema, h.Location.Database,
-				h.Location.Placement},
-			Refuse: refuse, Pool: h.fencePool, Gates: h.fenceGates,
-			Refresh: func(ctx context.Context) (memory.Scope, error) {
-				n, err := h.resolver.moved(ctx, h)
-				if err != nil {
-					return memory.Scope{}, err
-				}
-				return n.scope(keyID, statementTimeout), nil
-			}},
+		AcquireWait: h.acquireWait, Gates: h.gates, Observe: h.observe, Fence: fence,
 	}
 }
 
@@ -123,6 +189,8 @@ func refuse(reason string) error {
 	if reason == fenceKey {
 		return ErrKeyRevoked
 	}
+	// fenceTenant, and "parent": the tenant (or the key's tenant) changed; the next request
+	// resolves it afresh.
 	return memory.ErrFenced
 }
 
@@ -132,6 +200,8 @@ type keyEntry struct {
 	loadedAt time.Time
 	// seq tells this caching of the key from an earlier one in the tenant index.
 	seq uint64
+	// The key's scopes (registry.APIKey), fixed at issue time.
+	delegate, createDescendants bool
 }
 
 // Config configures a [Resolver].
@@ -293,9 +363,15 @@ func (r *Resolver) cacheKey(keyID string, e keyEntry) {
 // ErrUnavailable or ErrUnauthenticated respectively. While caching is off (see SetCaching) every
 // call reads the registry.
 func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) {
+	h, _, err := r.resolve(ctx, apiKey)
+	return h, err
+}
+
+// resolve is Resolve that also returns the key's cache entry (its scopes).
+func (r *Resolver) resolve(ctx context.Context, apiKey string) (*Handle, keyEntry, error) {
 	keyID, secret, err := registry.ParseKey(apiKey)
 	if err != nil {
-		return nil, err
+		return nil, keyEntry{}, err
 	}
 	hash := registry.HashSecret(secret)
 	now := time.Now()
@@ -307,11 +383,12 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		if ok && now.Sub(ke.loadedAt) < r.cfg.TTL {
 			r.keyHits.Add(1)
 			if subtle.ConstantTimeCompare(hash, ke.hash) != 1 {
-				return nil, registry.ErrUnauthenticated
+				return nil, keyEntry{}, registry.ErrUnauthenticated
 			}
 			if h, ok := r.handles.Get(ke.tenantID); ok && now.Sub(h.loadedAt) < r.cfg.TTL {
 				r.handleHits.Add(1)
-				return check(h)
+				h, err := check(h)
+				return h, ke, err
 			}
 		} else {
 			r.keyMisses.Add(1)
@@ -330,20 +407,22 @@ func (r *Resolver) Resolve(ctx context.Context, apiKey string) (*Handle, error) 
 		if errors.Is(err, registry.ErrUnauthenticated) {
 			r.keys.Remove(keyID)
 		}
-		return nil, err
+		return nil, keyEntry{}, err
 	}
 	t := p.Tenant
 	h := r.HandleFor(t)
 	h.Limits, h.loadedAt = p.Limits, now
+	ke := keyEntry{hash: hash, tenantID: t.ID, loadedAt: now, delegate: p.Delegate, createDescendants: p.CreateDescendants}
 	// Cache only while listening, and if no eviction or purge happened while we were reading:
 	// what we read may predate the change that was announced.
 	r.mu.Lock()
 	if r.caching && r.generation == gen {
-		r.cacheKey(keyID, keyEntry{hash: hash, tenantID: t.ID, loadedAt: now})
+		r.cacheKey(keyID, ke)
 		r.handles.Add(t.ID, h)
 	}
 	r.mu.Unlock()
-	return check(h)
+	h, err = check(h)
+	return h, ke, err
 }
 
 // HandleFor returns a handle of a registry entry (uncached), e.g. for the embedding worker's
@@ -364,6 +443,112 @@ func (r *Resolver) HandleFor(t registry.Tenant) *Handle {
 		h.gates = []*limit.Gate{g}
 	}
 	return h
+}
+
+// ResolveAs authenticates a clear API key and returns the handle of target, a tenant strictly
+// below the key's own in the id hierarchy, for a delegated request. In order:
+//
+//   - the key is resolved as by Resolve (registry.ErrUnauthenticated, ErrSuspended and
+//     ErrUnavailable are about the key's own tenant);
+//   - target must be a valid tenant id as written (ErrInvalidTarget; nothing is normalised);
+//   - the key must have the delegate scope (ErrDelegationForbidden), whatever target is;
+//   - target must be strictly below the key's tenant, segment-wise, registered no earlier than
+//     the key's tenant (so a tenant re-created under a deleted one's id inherits none of its
+//     descendants), and active (ErrTenantNotFound for every other case, alike; ErrUnavailable
+//     while it is provisioned).
+//     A missing target is registered in the shared tier first when the key has the
+//     create_descendants scope (registry.CreateDescendant; ErrNoPlacement when no placement takes
+//     it).
+//
+// The returned handle is the descendant's, exactly as its own key would resolve it (one cache
+// entry per tenant id), with the key's tenant attached: its scopes' transactions check the
+// descendant, the key and the key's tenant (see KeyScope).
+func (r *Resolver) ResolveAs(ctx context.Context, apiKey, target string) (*Handle, error) {
+	parent, ke, err := r.resolve(ctx, apiKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := schema.ValidateTenantID(target); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidTarget, err)
+	}
+	if !ke.delegate {
+		return nil, ErrDelegationForbidden
+	}
+	if !registry.IsStrictDescendant(parent.TenantID, target) {
+		return nil, ErrTenantNotFound
+	}
+	h, err := r.tenant(ctx, target)
+	if errors.Is(err, registry.ErrNotFound) && ke.createDescendants {
+		keyID, _, _ := registry.ParseKey(apiKey) // resolve accepted it
+		var out registry.DescendantOutcome
+		out, err = registry.CreateDescendant(ctx, r.cfg.Registry, keyID, target)
+		switch {
+		case err != nil:
+			return nil, err
+		case out == registry.DescendantCreated:
+			r.cfg.Logger.InfoContext(ctx, "descendant created on first use", slog.String("tenant_id", target),
+				slog.String("parent", parent.TenantID), slog.String("key_id", keyID))
+		case out == registry.DescendantNoPlacement:
+			return nil, ErrNoPlacement
+		case out != registry.DescendantExists:
+			// The registry refused (the key was revoked, the parent suspended meanwhile): the
+			// same answer as any other tenant the key may not reach.
+			return nil, ErrTenantNotFound
+		}
+		h, err = r.tenant(ctx, target)
+	}
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, ErrTenantNotFound
+	case err != nil:
+		return nil, err
+	}
+	if h.CreatedAt.Before(parent.CreatedAt) {
+		// Registered before this incarnation of the key's tenant: it may be a descendant of a
+		// deleted tenant of the same id, which this one must not inherit.
+		return nil, ErrTenantNotFound
+	}
+	switch h.Status {
+	case registry.StatusActive:
+	case registry.StatusProvisioning:
+		return nil, ErrUnavailable
+	default:
+		return nil, ErrTenantNotFound
+	}
+	d := *h
+	d.parent = &delegation{tenantID: parent.TenantID, createdAt: parent.CreatedAt}
+	return &d, nil
+}
+
+// tenant returns the handle of a tenant by id, cached like the handles Resolve loads (one entry
+// per tenant id, whichever key led to it), or registry.ErrNotFound. Absence is never cached.
+func (r *Resolver) tenant(ctx context.Context, tenantID string) (*Handle, error) {
+	now := time.Now()
+	r.mu.Lock()
+	caching, gen := r.caching, r.generation
+	r.mu.Unlock()
+	if caching {
+		if h, ok := r.handles.Get(tenantID); ok && now.Sub(h.loadedAt) < r.cfg.TTL {
+			r.handleHits.Add(1)
+			return h, nil
+		}
+	}
+	r.handleMisses.Add(1)
+	t, l, err := registry.GetWithLimits(ctx, r.cfg.Registry, tenantID)
+	if err != nil && dberr.ConnectionLost(err) && ctx.Err() == nil {
+		t, l, err = registry.GetWithLimits(ctx, r.cfg.Registry, tenantID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h := r.HandleFor(t)
+	h.Limits, h.loadedAt = l, now
+	r.mu.Lock()
+	if r.caching && r.generation == gen {
+		r.handles.Add(t.ID, h)
+	}
+	r.mu.Unlock()
+	return h, nil
 }
 
 // errNotMoved is the refusal of a refresh: the tenant did not move (it was suspended, deleted or

@@ -153,6 +153,14 @@ func (s *specChecker) check(req *http.Request, reqBody []byte, res *http.Respons
 				s.problems = append(s.problems, where+": query parameter "+k+" is not in the description")
 			}
 		}
+		// So must a request header the server acted on (Tenantmem-Act-As, Idempotency-Key),
+		// beyond those of HTTP itself and the security scheme.
+		for k := range req.Header {
+			k = http.CanonicalHeaderKey(k)
+			if !transportHeaders[k] && !slices.Contains(s.declaredParams(specPath, req.Method), k) {
+				s.problems = append(s.problems, where+": request header "+k+" is not in the description")
+			}
+		}
 	}
 	for k := range req.URL.Query() {
 		s.params[op][k] = true
@@ -176,6 +184,13 @@ func (s *specChecker) check(req *http.Request, reqBody []byte, res *http.Respons
 			s.codes[eb.Error.Code] = true
 		}
 	}
+}
+
+// transportHeaders are request headers of HTTP itself (and the security scheme's
+// Authorization), which OpenAPI does not list as parameters.
+var transportHeaders = map[string]bool{
+	"Authorization": true, "Content-Type": true, "Content-Length": true, "Accept": true,
+	"Accept-Encoding": true, "User-Agent": true,
 }
 
 func describe(errs []*verrors.ValidationError) string {

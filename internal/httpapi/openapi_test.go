@@ -233,8 +233,11 @@ func TestRouterConformsToOpenAPI(t *testing.T) {
 		{http.MethodGet, "/v1/embeddings/status", nil},
 		{http.MethodPost, "/v1/embeddings/retry", nil},
 	}
-	each := func(key string, want int, query string) {
+	// eachWith sends every route with the headers, expects want from each and returns the
+	// answers' bodies.
+	eachWith := func(h map[string]string, want int, query string) [][]byte {
 		t.Helper()
+		var bodies [][]byte
 		for _, r := range routes {
 			path := r.path
 			if query != "" {
@@ -244,14 +247,88 @@ func TestRouterConformsToOpenAPI(t *testing.T) {
 				}
 				path += sep + query
 			}
-			res := e.do(t, key, r.method, path, r.body)
-			require.Equal(t, want, res.status, "%s %s: %s", r.method, path, res.body)
+			res := e.doWith(t, r.method, path, r.body, h)
+			require.Equal(t, want, res.status, "%s %s %v: %s", r.method, path, h, res.body)
+			bodies = append(bodies, res.body)
 		}
+		return bodies
+	}
+	each := func(key string, want int, query string) {
+		t.Helper()
+		h := map[string]string{}
+		if key != "" {
+			h["Authorization"] = "Bearer " + key
+		}
+		eachWith(h, want, query)
 	}
 	// 400: a query parameter naming a tenant; 401: no key, and an invalid one.
 	each(key, http.StatusBadRequest, "tenant_id=other")
 	each("", http.StatusUnauthorized, "")
 	each("tm_notakey", http.StatusUnauthorized, "")
+
+	// Delegation: a delegate key of conform/acme acts for conform/acme/u-1 on every route
+	// (Tenantmem-Act-As), and the rows are u-1's; a tenant outside the key's subtree, one that is
+	// not registered and the key's own tenant named in the header are one 404; a malformed
+	// header is 400 naming it; a key without the delegate scope is 403; an invalid key stays 401.
+	parentKey := e.tenant("conform/acme", registry.TierShared)
+	delegate, err := e.prov.IssueKeyWith(ctx, registry.KeyIssueParams{TenantID: "conform/acme", Delegate: true})
+	require.NoError(t, err)
+	_, err = e.prov.CreateDescendants(ctx, provision.DescendantsCreateParams{Parent: "conform/acme", IDs: []string{"conform/acme/u-1"}})
+	require.NoError(t, err)
+	e.tenant("conform/acmex/u-1", registry.TierShared) // outside the subtree, with a common prefix
+	actAs := func(key, target string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + key, httpapi.HeaderActAs: target}
+	}
+	u1 := actAs(delegate.Key, "conform/acme/u-1")
+	var dAdded memory.DocumentAddResult
+	res := e.doWith(t, http.MethodPost, "/v1/documents", map[string]any{"document_name": "Delegated", "document_type": "text",
+		"content": "The zebra crossing is painted on Mondays."}, u1)
+	require.Equal(t, http.StatusCreated, res.status, string(res.body))
+	res.decode(t, &dAdded)
+	importAs := map[string]string{"Content-Type": "application/x-ndjson"}
+	for k, v := range u1 {
+		importAs[k] = v
+	}
+	for _, c := range []struct {
+		method, path string
+		body         any
+		header       map[string]string
+		want         int
+	}{
+		{http.MethodGet, "/v1/documents", nil, u1, http.StatusOK},
+		{http.MethodGet, "/v1/documents/" + dAdded.DocumentID, nil, u1, http.StatusOK},
+		{http.MethodPost, "/v1/documents/import", `{"document_name": "d2", "document_type": "text", "content": "Imported for u-1."}`,
+			importAs, http.StatusOK},
+		{http.MethodPost, "/v1/search", map[string]any{"query_text": "zebra"}, u1, http.StatusOK},
+		{http.MethodGet, "/v1/search?q=zebra", nil, u1, http.StatusOK},
+		{http.MethodGet, "/v1/search/history", nil, u1, http.StatusOK},
+		{http.MethodGet, "/v1/embeddings/status", nil, u1, http.StatusOK},
+		{http.MethodPost, "/v1/embeddings/retry", nil, u1, http.StatusOK},
+		{http.MethodPost, "/v1/documents/delete", map[string]any{"document_ids": []string{ghost}}, u1, http.StatusOK},
+	} {
+		res := e.doWith(t, c.method, c.path, c.body, c.header)
+		require.Equal(t, c.want, res.status, "%s %s: %s", c.method, c.path, res.body)
+	}
+	var st memory.Statistics
+	res = e.doWith(t, http.MethodGet, "/v1/statistics", nil, u1)
+	require.Equal(t, http.StatusOK, res.status, string(res.body))
+	res.decode(t, &st)
+	require.EqualValues(t, 2, st.DocumentCount, "the delegated writes are u-1's")
+	require.Zero(t, e.stats(t, parentKey).DocumentCount, "and not the key's own tenant's")
+	res = e.doWith(t, http.MethodDelete, "/v1/documents/"+dAdded.DocumentID, nil, u1)
+	require.Equal(t, http.StatusNoContent, res.status, string(res.body))
+	notFound := eachWith(actAs(delegate.Key, "conform/acmex/u-1"), http.StatusNotFound, "")
+	for _, target := range []string{"conform/acme/u-404", "conform/acme", "conform/other"} {
+		require.Equal(t, notFound, eachWith(actAs(delegate.Key, target), http.StatusNotFound, ""),
+			"%s: one answer for every tenant the key may not reach", target)
+	}
+	for _, bad := range []string{"conform/acme/u-1/", "conform/acme/../acmex/u-1", "conform%2Facme%2Fu-1", "conform/acme/U 1"} {
+		for _, b := range eachWith(actAs(delegate.Key, bad), http.StatusBadRequest, "") {
+			require.Contains(t, string(b), `"field":"`+httpapi.HeaderActAs+`"`, bad)
+		}
+	}
+	eachWith(actAs(parentKey, "conform/acme/u-1"), http.StatusForbidden, "")
+	eachWith(actAs("tm_notakey", "conform/acme/u-1"), http.StatusUnauthorized, "")
 	// 403: a suspended tenant.
 	suspended := e.tenant("conform/suspended", registry.TierShared)
 	_, err = e.prov.SuspendTenant(ctx, "conform/suspended")
@@ -323,6 +400,8 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(un.doWith(http.MethodGet, "/readyz", nil, noAuth), http.StatusServiceUnavailable)
 	must(un.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "early", "tier": "shared"}), http.StatusServiceUnavailable)
 	must(un.do(http.MethodPost, "/v1/bulk/tenants", map[string]any{"tier": "shared", "tenant_ids": []string{"early"}}), http.StatusServiceUnavailable)
+	must(un.do(http.MethodPost, "/v1/tenants/early/descendants", map[string]any{"tenant_ids": []string{"early/u-1"}}),
+		http.StatusServiceUnavailable)
 
 	// Tenants.
 	must(e.do(http.MethodPost, "/v1/tenants", map[string]any{"tenant_id": "org/a", "tier": "schema", "placement": "local",
@@ -351,13 +430,40 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/suspend", nil), http.StatusConflict)
 	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/resume", nil), http.StatusConflict)
 
-	// Keys.
-	var issued registry.IssuedKey
+	// Keys, with and without scopes.
+	var issued, scoped registry.IssuedKey
 	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/keys", nil), http.StatusCreated).decode(t, &issued)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/keys", map[string]any{"delegate": true, "create_descendants": true}),
+		http.StatusCreated).decode(t, &scoped)
+	require.True(t, scoped.Delegate && scoped.CreateDescendants)
+	require.Equal(t, "create_descendants",
+		must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/keys", map[string]any{"create_descendants": true}), http.StatusBadRequest).problem(t).Field)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/keys", `{"delegate": true`+strings.Repeat(" ", 2<<20)+`}`), http.StatusRequestEntityTooLarge)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/keys", nil), http.StatusConflict)
 	must(e.do(http.MethodGet, "/v1/tenants/org%2Fa/keys", nil), http.StatusOK)
 	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fa/keys/"+issued.KeyID, nil), http.StatusNoContent)
 	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fa/keys/"+issued.KeyID+"x", nil), http.StatusBadRequest)
 	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fb/keys/"+issued.KeyID, nil), http.StatusNotFound)
+
+	// Descendants: shared-tier tenants below a tenant, in bulk, without keys.
+	var desc provision.DescendantsCreateResult
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/descendants", map[string]any{"tenant_ids": []string{"org/a/u-1", "org/a/u-2"},
+		"placement": "local"}), http.StatusCreated).decode(t, &desc)
+	require.Equal(t, []string{"org/a/u-1", "org/a/u-2"}, desc.Created)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/descendants", map[string]any{"tenant_ids": []string{"org/a/u-2", "org/a/u-3"}}),
+		http.StatusCreated).decode(t, &desc)
+	require.Equal(t, []string{"org/a/u-2"}, desc.Existing)
+	for field, body := range map[string]any{
+		"tenant_ids[1]": map[string]any{"tenant_ids": []string{"org/a/u-4", "org/ab/u-1"}},
+		"tenant_ids":    map[string]any{"tenant_ids": []string{}},
+		"placement":     map[string]any{"tenant_ids": []string{"org/a/u-4"}, "placement": "nowhere"},
+	} {
+		require.Equal(t, field, must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/descendants", body), http.StatusBadRequest).problem(t).Field)
+	}
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fbusy/descendants", map[string]any{"tenant_ids": []string{"org/busy/u-1"}}),
+		http.StatusConflict)
+	must(e.do(http.MethodPost, "/v1/tenants/org%2Fa/descendants", `{"tenant_ids": ["`+strings.Repeat("x", 2<<20)+`"]}`),
+		http.StatusRequestEntityTooLarge)
 
 	// Limits.
 	must(e.do(http.MethodGet, "/v1/tenants/org%2Fa/limits", nil), http.StatusOK)
@@ -478,19 +584,28 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 		http.StatusServiceUnavailable)
 
 	// Every operation with a path parameter: 400 for a bad one, 404 for an unknown tenant.
+	// A body that names tenants below {id} (descendants) is a function of {id}.
+	type perTenant func(id string) any
+	bodyFor := func(body any, id string) any {
+		if f, ok := body.(perTenant); ok {
+			return f(id)
+		}
+		return body
+	}
 	tenantOps := []struct {
 		method, suffix string
 		body           any
 	}{
 		{http.MethodGet, "", nil}, {http.MethodDelete, "", nil}, {http.MethodPost, "/suspend", nil}, {http.MethodPost, "/resume", nil},
 		{http.MethodPost, "/keys", nil}, {http.MethodGet, "/keys", nil}, {http.MethodDelete, "/keys/0123456789abcdef", nil},
+		{http.MethodPost, "/descendants", perTenant(func(id string) any { return map[string]any{"tenant_ids": []string{id + "/u-9"}} })},
 		{http.MethodGet, "/limits", nil}, {http.MethodPut, "/limits", map[string]any{}},
 		{http.MethodGet, "/backup", nil}, {http.MethodPost, "/move", map[string]any{"tier": "database"}},
 		{http.MethodPost, "/move/abort", nil},
 	}
 	for _, op := range tenantOps {
-		must(e.do(op.method, "/v1/tenants/Bad%20Id"+op.suffix, op.body), http.StatusBadRequest)
-		must(e.do(op.method, "/v1/tenants/org%2Fghost"+op.suffix, op.body), http.StatusNotFound)
+		must(e.do(op.method, "/v1/tenants/Bad%20Id"+op.suffix, bodyFor(op.body, "Bad Id")), http.StatusBadRequest)
+		must(e.do(op.method, "/v1/tenants/org%2Fghost"+op.suffix, bodyFor(op.body, "org/ghost")), http.StatusNotFound)
 	}
 	must(e.do(http.MethodDelete, "/v1/tenants/org%2Fb", nil), http.StatusNoContent)
 
@@ -515,7 +630,7 @@ func TestProvisionerConformsToOpenAPI(t *testing.T) {
 		{http.MethodPost, "/v1/placements/local/activate", nil, ""},
 	}
 	for _, op := range tenantOps {
-		all = append(all, operation{method: op.method, path: "/v1/tenants/org%2Fa" + op.suffix, body: op.body})
+		all = append(all, operation{method: op.method, path: "/v1/tenants/org%2Fa" + op.suffix, body: bodyFor(op.body, "org/a")})
 	}
 	headers := func(op operation, h map[string]string) map[string]string {
 		if op.contentType == "" {

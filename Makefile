@@ -57,6 +57,21 @@ bench-scale: deps ## Fleet scale, not in CI: SCHEMA_TENANTS=10000 SHARED_TENANTS
 	TENANTMEM_BENCH_SCALE=1 TENANTMEM_SCALE_SCHEMA_TENANTS=$(SCHEMA_TENANTS) TENANTMEM_SCALE_SHARED_TENANTS=$(SHARED_TENANTS) \
 		TENANTMEM_SCALE_WORKERS=$(WORKERS) $(GO) test -run '^$$' -bench 'Scale$$' -benchtime 1x -timeout 300m ./internal/benchscale
 
+# Knobs of bench-archive. BENCH_LOCK keeps two benchmark runs on one machine from overlapping.
+ARCHIVE_CHUNKS ?= 20000
+ARCHIVE_RESTORE_TIERS ?= schema
+ARCHIVE_MOVES ?= shared,schema
+IMPORT_CHUNKS ?= 20000
+BENCH_LOCK ?= $(if $(wildcard /work/.bench.lock),/work/.bench.lock,/tmp/tenantmem-bench.lock)
+
+.PHONY: bench-archive
+bench-archive: deps ## Backup/restore vs pg_dump/pg_restore, moves under a writer, pre-embedded import (ARCHIVE_CHUNKS=20000; docs/benchmarks.md).
+	flock $(BENCH_LOCK) sh -c 'uptime; TENANTMEM_BENCH_CHUNKS=$(ARCHIVE_CHUNKS) TENANTMEM_BENCH_RESTORE_TIERS=$(ARCHIVE_RESTORE_TIERS) \
+		TENANTMEM_BENCH_MOVES=$(ARCHIVE_MOVES) TENANTMEM_BENCH_PROMOTE=1 \
+		$(GO) test -run "^$$" -bench TenantArchive -benchtime 1x -timeout 120m ./internal/provision; rc=$$?; uptime; exit $$rc'
+	flock $(BENCH_LOCK) sh -c 'uptime; TENANTMEM_BENCH_IMPORT_CHUNKS=$(IMPORT_CHUNKS) \
+		$(GO) test -run "^$$" -bench ImportPreEmbedded -benchtime 1x -timeout 60m ./internal/httpapi; rc=$$?; uptime; exit $$rc'
+
 .PHONY: chaos
 chaos: deps ## Fault scenarios, longer (TENANTMEM_CHAOS_SECONDS, default 20 each) plus a full disk (root); prints the codes clients saw.
 	TENANTMEM_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.md $(GO) test -tags chaos -count=1 -timeout 60m -run 'TestChaosLong' -v ./internal/chaos | grep -v 'time='

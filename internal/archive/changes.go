@@ -2,7 +2,6 @@ package archive
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,26 +21,55 @@ type ChangeRound struct {
 	Upserted, Deleted int64
 }
 
-// keyExpr is the expression of a table's primary key as the change log records it: its columns
-// other than owner_id, each as text, in key order.
-func keyExpr(ctx context.Context, q Querier, schemaName, table string) (string, int, error) {
-	rows, err := q.Query(ctx, `SELECT a.attname FROM pg_index i
+// keyColumn is a column of a table's primary key other than owner_id, with its type as
+// format_type writes it (a type name that casts text back to the column's type).
+type keyColumn struct {
+	name, typ string
+}
+
+// primaryKey returns the columns of a table's primary key other than owner_id, in key order: the
+// change log records a row's key as those columns, each as text. A table whose key is owner_id
+// alone (one row per owner) has none; a table without a primary key is an error.
+func primaryKey(ctx context.Context, q Querier, schemaName, table string) ([]keyColumn, error) {
+	rows, err := q.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i
 		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-		WHERE i.indrelid = to_regclass($1) AND i.indisprimary AND a.attname <> 'owner_id' ORDER BY k.ord`,
+		WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY k.ord`,
 		pgx.Identifier{schemaName, table}.Sanitize())
 	if err != nil {
-		return "", 0, err
+		return nil, fmt.Errorf("archive: primary key of %s: %w", table, err)
 	}
-	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (keyColumn, error) {
+		var c keyColumn
+		err := r.Scan(&c.name, &c.typ)
+		return c, err
+	})
 	if err != nil {
-		return "", 0, err
+		return nil, fmt.Errorf("archive: primary key of %s: %w", table, err)
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("archive: table %s.%s: %w (no primary key)", schemaName, table, ErrIncompatible)
+	}
+	return slices.DeleteFunc(all, func(c keyColumn) bool { return c.name == "owner_id" }), nil
+}
+
+// keyJoin is the condition that joins the rows t of a table to the rows k of a relation whose
+// columns k1, k2, ... hold key values of the table's types: one equality of two columns of the
+// same type per key column, which the primary key's index serves and which row-level security
+// lets the planner use as an index condition (the operators are leakproof). An expression such
+// as ARRAY[t.id::text] = c.row_key, or a cast of logged text on the other side
+// (t.id = (c.row_key[1])::uuid: the cast is not leakproof), matches the same rows, but then the
+// policies' condition must be checked first and the planner reads the tenant's whole table. An
+// empty key matches the owner's only row.
+func keyJoin(cols []keyColumn) string {
+	if len(cols) == 0 {
+		return "true"
 	}
 	parts := make([]string, len(cols))
 	for i, c := range cols {
-		parts[i] = "t." + pgx.Identifier{c}.Sanitize() + "::text"
+		parts[i] = fmt.Sprintf("t.%s = k.k%d", pgx.Identifier{c.name}.Sanitize(), i+1)
 	}
-	return "ARRAY[" + strings.Join(parts, ", ") + "]::text[]", len(cols), nil
+	return strings.Join(parts, " AND ")
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -52,6 +80,9 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 // in one transaction of the destination, deletes the rows the source no longer has and upserts
 // the others. Applying a round twice is harmless (it reads the source's current rows), so the
 // caller deletes the entries (ChangeIDs) from the log only after this returns.
+//
+// Its cost follows the number of entries, not the tenant's size: every row is found through
+// its primary key, on both sides (docs/archive.md, "Moves").
 func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Target, limit int) (ChangeRound, error) {
 	var r ChangeRound
 	log := pgx.Identifier{srcSchema, schema.ChangeLogTable}.Sanitize()
@@ -81,11 +112,13 @@ func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Targe
 		return r, err
 	}
 	type tableChanges struct {
-		info    TableInfo
+		info TableInfo
+		// deleted holds the keys of the rows the source no longer has, one slice of values
+		// (as text) per key column.
 		deleted [][]string
+		ndel    int
 		blocks  [][]byte
 		rows    []int
-		arity   int
 	}
 	var work []*tableChanges
 	for _, t := range schema.TenantTables {
@@ -99,32 +132,59 @@ func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Targe
 		if len(cols) == 0 {
 			continue
 		}
-		expr, arity, err := keyExpr(ctx, srcTx, srcSchema, t.Name)
+		key, err := primaryKey(ctx, srcTx, srcSchema, t.Name)
 		if err != nil {
 			return r, err
 		}
-		tc := &tableChanges{info: TableInfo{Name: t.Name}, arity: arity}
+		tc := &tableChanges{info: TableInfo{Name: t.Name}, deleted: make([][]string, len(key))}
 		for _, c := range cols {
 			tc.info.Columns = append(tc.info.Columns, c.Column)
 		}
 		tbl := pgx.Identifier{srcSchema, t.Name}.Sanitize()
-		keys := `SELECT row_key FROM tm_changes WHERE table_name = ` + quoteLiteral(t.Name)
+		// The table's logged keys, typed, in a table of their own with statistics: the planner
+		// then knows there are few and looks each up in the primary key's index.
+		keys := pgx.Identifier{"pg_temp", "tm_keys_" + t.Name}.Sanitize()
+		typed := make([]string, len(key))
+		for i, c := range key {
+			typed[i] = fmt.Sprintf("(row_key[%d])::%s AS k%d", i+1, c.typ, i+1)
+		}
+		if len(key) == 0 {
+			typed = []string{"true AS k0"}
+		}
+		if _, err := srcTx.Exec(ctx, `CREATE TEMPORARY TABLE `+keys+` ON COMMIT DROP AS SELECT DISTINCT `+strings.Join(typed, ", ")+
+			` FROM tm_changes WHERE table_name = `+quoteLiteral(t.Name)); err != nil {
+			return r, fmt.Errorf("archive: logged keys of %s: %w", t.Name, err)
+		}
+		if _, err := srcTx.Exec(ctx, `ANALYZE `+keys); err != nil {
+			return r, fmt.Errorf("archive: logged keys of %s: %w", t.Name, err)
+		}
 		// Rows the source no longer has.
-		drows, err := srcTx.Query(ctx, `SELECT DISTINCT c.row_key FROM tm_changes c WHERE c.table_name = $1
-			AND NOT EXISTS (SELECT 1 FROM `+tbl+` t WHERE t.owner_id = current_setting('tenantmem.owner_id') AND `+expr+` = c.row_key)`, t.Name)
+		asText := make([]string, len(key))
+		for i := range key {
+			asText[i] = fmt.Sprintf("k.k%d::text", i+1)
+		}
+		drows, err := srcTx.Query(ctx, `SELECT ARRAY[`+strings.Join(asText, ", ")+`]::text[] FROM `+keys+` k
+			WHERE NOT EXISTS (SELECT 1 FROM `+tbl+` t WHERE t.owner_id = current_setting('tenantmem.owner_id') AND `+keyJoin(key)+`)`)
 		if err != nil {
 			return r, fmt.Errorf("archive: deleted rows of %s: %w", t.Name, err)
 		}
-		if tc.deleted, err = pgx.CollectRows(drows, pgx.RowTo[[]string]); err != nil {
+		deleted, err := pgx.CollectRows(drows, pgx.RowTo[[]string])
+		if err != nil {
 			return r, fmt.Errorf("archive: deleted rows of %s: %w", t.Name, err)
+		}
+		tc.ndel = len(deleted)
+		for _, k := range deleted {
+			for i, v := range k {
+				tc.deleted[i] = append(tc.deleted[i], v)
+			}
 		}
 		// The current version of the others, in the table's export order.
 		names := make([]string, len(tc.info.Columns))
 		for i, c := range tc.info.Columns {
 			names[i] = "t." + pgx.Identifier{c.Name}.Sanitize()
 		}
-		q := `SELECT ` + strings.Join(names, ", ") + ` FROM ` + tbl + ` t WHERE t.owner_id = current_setting('tenantmem.owner_id') AND ` +
-			expr + ` IN (` + keys + `)`
+		q := `SELECT ` + strings.Join(names, ", ") + ` FROM ` + keys + ` k JOIN ` + tbl + ` t ON ` + keyJoin(key) +
+			` WHERE t.owner_id = current_setting('tenantmem.owner_id')`
 		if t.ExportOrder != "" {
 			q += ` ORDER BY ` + t.ExportOrder
 		}
@@ -145,21 +205,14 @@ func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Targe
 	err = dst.InTx(ctx, func(tx pgx.Tx) error {
 		for i := len(work) - 1; i >= 0; i-- {
 			tc := work[i]
-			if len(tc.deleted) == 0 {
+			if tc.ndel == 0 {
 				continue
 			}
-			expr, _, err := keyExpr(ctx, tx, dst.Schema, tc.info.Name)
+			n, err := deleteKeys(ctx, tx, dst, tc.info.Name, tc.deleted)
 			if err != nil {
 				return err
 			}
-			tag, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{dst.Schema, tc.info.Name}.Sanitize()+` t
-				WHERE t.owner_id = $1 AND `+expr+` IN (SELECT k FROM jsonb_array_elements($2::jsonb) e,
-					LATERAL (SELECT coalesce(array_agg(x ORDER BY n), '{}'::text[]) AS k FROM jsonb_array_elements_text(e.value) WITH ORDINALITY AS y(x, n)) z)`,
-				dst.OwnerID, keysJSON(tc.deleted))
-			if err != nil {
-				return fmt.Errorf("archive: delete from %s: %w", tc.info.Name, err)
-			}
-			r.Deleted += tag.RowsAffected()
+			r.Deleted += n
 		}
 		for _, tc := range work {
 			if len(tc.blocks) == 0 {
@@ -181,25 +234,33 @@ func ApplyChanges(ctx context.Context, srcTx pgx.Tx, srcSchema string, dst Targe
 	return r, err
 }
 
-// keysJSON encodes keys as a JSON array of arrays of strings. (An empty key stands for the
-// owner's only row: its array is empty, and the table's key expression is an empty array too.)
-func keysJSON(keys [][]string) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('[')
-		for j, v := range k {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			q, _ := json.Marshal(v)
-			b.Write(q)
-		}
-		b.WriteByte(']')
+// deleteKeys deletes the target owner's rows of table whose primary keys are given, one slice of
+// values (as text) per key column other than owner_id. The keys arrive as typed arrays, unnested
+// into typed columns, so the primary key's index finds each row (see keyJoin).
+func deleteKeys(ctx context.Context, tx pgx.Tx, dst Target, table string, keys [][]string) (int64, error) {
+	key, err := primaryKey(ctx, tx, dst.Schema, table)
+	if err != nil {
+		return 0, err
 	}
-	b.WriteByte(']')
-	return b.String()
+	if len(key) != len(keys) {
+		return 0, fmt.Errorf("archive: table %s: %w (its primary key has %d columns besides owner_id at the destination, %d at the source)",
+			table, ErrIncompatible, len(key), len(keys))
+	}
+	q := `DELETE FROM ` + pgx.Identifier{dst.Schema, table}.Sanitize() + ` t`
+	args := []any{dst.OwnerID}
+	if len(key) > 0 {
+		arrays := make([]string, len(key))
+		names := make([]string, len(key))
+		for i, c := range key {
+			arrays[i] = fmt.Sprintf("$%d::text[]::%s[]", i+2, c.typ)
+			names[i] = fmt.Sprintf("k%d", i+1)
+			args = append(args, keys[i])
+		}
+		q += ` USING unnest(` + strings.Join(arrays, ", ") + `) AS k(` + strings.Join(names, ", ") + `)`
+	}
+	tag, err := tx.Exec(ctx, q+` WHERE t.owner_id = $1 AND `+keyJoin(key), args...)
+	if err != nil {
+		return 0, fmt.Errorf("archive: delete from %s: %w", table, err)
+	}
+	return tag.RowsAffected(), nil
 }

@@ -118,6 +118,11 @@ type Key struct {
 	SecretHash []byte     `json:"secret_hash"`
 	CreatedAt  time.Time  `json:"created_at"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	// Delegate and CreateDescendants are the key's scopes (registry.APIKey), so a restored key
+	// can do exactly what it could. Archives written before they were carried have neither:
+	// their keys come back without scopes.
+	Delegate          bool `json:"delegate,omitempty"`
+	CreateDescendants bool `json:"create_descendants,omitempty"`
 }
 
 type tableEnd struct {

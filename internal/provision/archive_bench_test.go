@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,9 +27,10 @@ import (
 	"github.com/tenantmem/tenantmem/internal/routing"
 )
 
-// fillBenchTenant gives a schema-tier tenant n leaf chunks of about 60 words each, in documents
-// of 100 chunks, with random 384-dimension vectors (which compress like real ones: hardly). It
-// writes with SQL and builds the indexes afterwards: setup, not measured.
+// fillBenchTenant gives a tenant of the schema or the shared tier n leaf chunks of about 60 words
+// each, in documents of 100 chunks, with random 384-dimension vectors (which compress like real
+// ones: hardly). It writes with SQL and builds the vector index afterwards (in the shared tier,
+// the whole shared index): setup, not measured.
 func fillBenchTenant(b *testing.B, pool *pgxpool.Pool, t registry.Tenant, n int) {
 	b.Helper()
 	ctx := context.Background()
@@ -43,7 +45,7 @@ func fillBenchTenant(b *testing.B, pool *pgxpool.Pool, t registry.Tenant, n int)
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO documents (document_id, owner_id, document_name, document_type, content_bytes, metadata)
-			SELECT md5('doc' || d)::uuid, $1, 'Document ' || d, 'text', 40000, jsonb_build_object('n', d)
+			SELECT md5($1 || ':doc' || d)::uuid, $1, 'Document ' || d, 'text', 40000, jsonb_build_object('n', d)
 			FROM generate_series(1, $2::int / 100) d`, t.ID, n); err != nil {
 			return err
 		}
@@ -53,7 +55,7 @@ func fillBenchTenant(b *testing.B, pool *pgxpool.Pool, t registry.Tenant, n int)
 				'memory', 'budget', 'travel', 'contract', 'support', 'incident', 'policy', 'report', 'summary', 'chapter'] AS w)
 			INSERT INTO chunks (chunk_id, document_id, owner_id, chunk_index, chunk_level, content, content_hash, token_count, metadata,
 				embedding, search_vector)
-			SELECT md5('chunk' || i)::uuid, md5('doc' || ((i - 1) / 100 + 1))::uuid, $1, (i - 1) % 100, 0, c.content, md5(c.content), 80,
+			SELECT md5($1 || ':chunk' || i)::uuid, md5($1 || ':doc' || ((i - 1) / 100 + 1))::uuid, $1, (i - 1) % 100, 0, c.content, md5(c.content), 80,
 				jsonb_build_object('start', 0, 'end', length(c.content)),
 				(SELECT array_agg(random()::real - 0.5) FROM generate_series(1, 384 + 0 * i))::vector,
 				to_tsvector('pg_catalog.english', c.content)
@@ -69,10 +71,11 @@ func fillBenchTenant(b *testing.B, pool *pgxpool.Pool, t registry.Tenant, n int)
 }
 
 // BenchmarkTenantArchive measures, on one schema-tier tenant of TENANTMEM_BENCH_CHUNKS chunks
-// (default 10,000; 100,000 with TENANTMEM_BENCH_LARGE=1): backup, restore into the schema tier and
-// into the shared and the database tier, pg_dump -n and pg_restore of the same schema in the same
-// run, and moves to the shared tier, the database tier and back under a continuous writer (the
-// longest write stall). Run it once:
+// (default 10,000; 100,000 with TENANTMEM_BENCH_LARGE=1): backup, restore into the tiers of
+// TENANTMEM_BENCH_RESTORE_TIERS (default schema,shared,database), pg_dump -n and pg_restore of the
+// same schema in the same run, and the moves of TENANTMEM_BENCH_MOVES (default shared,schema: to
+// the shared tier and back) under a continuous writer: each move's time, write pause and longest
+// write stall. Run it once (make bench-archive):
 //
 //	TENANTMEM_BENCH_LARGE=1 go test -run '^$' -bench TenantArchive -benchtime 1x -timeout 120m ./internal/provision
 func BenchmarkTenantArchive(b *testing.B) {
@@ -81,6 +84,17 @@ func BenchmarkTenantArchive(b *testing.B) {
 		def = 100000
 	}
 	n := envInt("TENANTMEM_BENCH_CHUNKS", def)
+	restoreTiers := envTiers(b, "TENANTMEM_BENCH_RESTORE_TIERS", "schema,shared,database")
+	moves := envTiers(b, "TENANTMEM_BENCH_MOVES", "shared,schema")
+	// A shared-tier tenant of the same size moved to its own schema (a promotion), filled
+	// directly in the shared tier: moving the schema-tier tenant there first costs as much as a
+	// restore into the shared tier.
+	promote := os.Getenv("TENANTMEM_BENCH_PROMOTE") != ""
+	began := time.Now()
+	step := func(format string, args ...any) {
+		// On stderr, as it happens: a large run takes many minutes.
+		fmt.Fprintf(os.Stderr, "%s %7.1fs  %s\n", time.Now().UTC().Format(time.TimeOnly), time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
 	ctx := context.Background()
 	binDir, err := pgcluster.FindBinDir("")
 	require.NoError(b, err)
@@ -94,7 +108,9 @@ func BenchmarkTenantArchive(b *testing.B) {
 		require.NoError(b, err)
 		created, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "bench", Tier: registry.TierSchema})
 		require.NoError(b, err)
+		step("filling the tenant with %d chunks", n)
 		fillBenchTenant(b, pool, created.Tenant, n)
+		step("filled")
 		dir := b.TempDir()
 
 		// Backup.
@@ -110,6 +126,7 @@ func BenchmarkTenantArchive(b *testing.B) {
 		backupTook := time.Since(start)
 		st, err := os.Stat(file)
 		require.NoError(b, err)
+		step("backup: %s, %.1f MB", backupTook.Round(time.Millisecond), float64(st.Size())/1e6)
 		b.ReportMetric(backupTook.Seconds(), "backup_s")
 		b.ReportMetric(float64(n)/backupTook.Seconds(), "backup_chunks/s")
 		b.ReportMetric(float64(res.Bytes)/backupTook.Seconds()/1e6, "backup_raw_MB/s")
@@ -117,7 +134,7 @@ func BenchmarkTenantArchive(b *testing.B) {
 		b.ReportMetric(float64(res.Bytes)/1e6, "archive_raw_MB")
 
 		// Restore, into each tier.
-		for _, tier := range []registry.Tier{registry.TierSchema, registry.TierShared, registry.TierDatabase} {
+		for _, tier := range restoreTiers {
 			f, err := os.Open(file)
 			require.NoError(b, err)
 			start := time.Now()
@@ -125,6 +142,7 @@ func BenchmarkTenantArchive(b *testing.B) {
 			require.NoError(b, err)
 			took := time.Since(start)
 			require.NoError(b, f.Close())
+			step("restore into the %s tier: %s", tier, took.Round(time.Millisecond))
 			b.ReportMetric(took.Seconds(), "restore_"+string(tier)+"_s")
 			b.ReportMetric(float64(n)/took.Seconds(), "restore_"+string(tier)+"_chunks/s")
 			b.ReportMetric(float64(st.Size())/took.Seconds()/1e6, "restore_"+string(tier)+"_MB/s")
@@ -138,6 +156,7 @@ func BenchmarkTenantArchive(b *testing.B) {
 		dumpTook := time.Since(start)
 		dst, err := os.Stat(dump)
 		require.NoError(b, err)
+		step("pg_dump -n: %s, %.1f MB", dumpTook.Round(time.Millisecond), float64(dst.Size())/1e6)
 		restoreURL := pgtest.NewDatabase(b)
 		_, err = pgxExec(ctx, restoreURL, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions`)
 		require.NoError(b, err)
@@ -145,14 +164,21 @@ func BenchmarkTenantArchive(b *testing.B) {
 		out, err = exec.Command(filepath.Join(binDir, "pg_restore"), "-d", restoreURL, dump).CombinedOutput()
 		require.NoError(b, err, "%s", out)
 		pgRestoreTook := time.Since(start)
+		step("pg_restore: %s", pgRestoreTook.Round(time.Millisecond))
 		b.ReportMetric(dumpTook.Seconds(), "pg_dump_s")
 		b.ReportMetric(float64(dst.Size())/1e6, "pg_dump_MB")
 		b.ReportMetric(pgRestoreTook.Seconds(), "pg_restore_s")
 
 		// Moves under a writer: the longest gap between two acknowledged writes.
-		stall, pause := benchMoves(b, pool, url, prov)
-		b.ReportMetric(stall.Seconds()*1000, "move_max_write_stall_ms")
-		b.ReportMetric(pause.Seconds()*1000, "move_max_write_pause_ms")
+		benchMoves(b, pool, url, prov, "bench", moves, step)
+		if promote {
+			created, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "bench-shared", Tier: registry.TierShared})
+			require.NoError(b, err)
+			step("filling a shared-tier tenant with %d chunks", n)
+			fillBenchTenant(b, pool, created.Tenant, n)
+			step("filled")
+			benchMoves(b, pool, url, prov, "bench-shared", []registry.Tier{registry.TierSchema}, step)
+		}
 		pool.Close()
 	}
 }
@@ -167,10 +193,34 @@ func pgxExec(ctx context.Context, url, sql string) (int64, error) {
 	return tag.RowsAffected(), err
 }
 
-// benchMoves moves the bench tenant to the shared tier, its own database and back while a writer adds documents
-// through a router-like fenced scope, and returns the longest gap between two acknowledged writes
-// during the moves and the longest write pause a move reported.
-func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Provisioner) (time.Duration, time.Duration) {
+// envTiers reads a comma-separated list of tiers from the environment ("none": no tier).
+func envTiers(b *testing.B, name, def string) []registry.Tier {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		v = def
+	}
+	var out []registry.Tier
+	for _, s := range strings.Split(v, ",") {
+		switch t := registry.Tier(strings.TrimSpace(s)); t {
+		case registry.TierShared, registry.TierSchema, registry.TierDatabase:
+			out = append(out, t)
+		case "", "none":
+		default:
+			b.Fatalf("%s: %q is not a tier (shared, schema, database)", name, s)
+		}
+	}
+	return out
+}
+
+// benchMoves moves the bench tenant to each tier of moves in turn while a writer adds documents
+// through a router-like fenced scope (one document per write, one at a time), and reports per
+// move its time, the write pause it reported and the longest gap between two acknowledged writes.
+func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Provisioner, id string, moves []registry.Tier,
+	step func(string, ...any)) {
+	if len(moves) == 0 {
+		return
+	}
 	ctx := context.Background()
 	router, err := pgxpool.New(ctx, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""))
 	require.NoError(b, err)
@@ -186,13 +236,14 @@ func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Pr
 	engine, err := memory.New(memory.Config{Embedder: emb})
 	require.NoError(b, err)
 	var (
-		mu       sync.Mutex
-		last     = time.Now()
-		maxGap   time.Duration
-		stop     = make(chan struct{})
-		done     = make(chan error, 1)
-		measure  bool
-		maxPause time.Duration
+		mu      sync.Mutex
+		last    = time.Now()
+		maxGap  time.Duration
+		stop    = make(chan struct{})
+		done    = make(chan error, 1)
+		measure bool
+		acked   int
+		refused int
 	)
 	go func() {
 		for i := 0; ; i++ {
@@ -202,7 +253,7 @@ func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Pr
 				return
 			default:
 			}
-			t, err := registry.Get(ctx, pool, "bench")
+			t, err := registry.Get(ctx, pool, id)
 			if err != nil {
 				done <- err
 				return
@@ -216,8 +267,12 @@ func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Pr
 					maxGap = gap
 				}
 				last = time.Now()
+				acked++
 				mu.Unlock()
 			case errors.Is(err, memory.ErrWritesPaused), errors.Is(err, memory.ErrFenced):
+				mu.Lock()
+				refused++
+				mu.Unlock()
 				time.Sleep(10 * time.Millisecond)
 			default:
 				done <- err
@@ -226,17 +281,33 @@ func benchMoves(b *testing.B, pool *pgxpool.Pool, url string, prov *provision.Pr
 		}
 	}()
 	time.Sleep(time.Second)
-	mu.Lock()
-	measure = true
-	mu.Unlock()
-	for _, tier := range []registry.Tier{registry.TierShared, registry.TierDatabase, registry.TierSchema} {
-		res, err := prov.MoveTenant(ctx, "bench", provision.MoveParams{Tier: tier})
+	for _, tier := range moves {
+		mu.Lock()
+		measure, maxGap, acked, refused = true, 0, 0, 0
+		mu.Unlock()
+		from, err := registry.Get(ctx, pool, id)
 		require.NoError(b, err)
-		b.Logf("move to %s: %d rounds, %d changes, writes paused %s, took %s", tier, res.Rounds, res.Changes, res.WritePause, res.Took)
-		maxPause = max(maxPause, res.WritePause)
-		b.ReportMetric(res.Took.Seconds(), "move_to_"+string(tier)+"_s")
+		// When each phase began: the copy, the catch-up, the pause, the flip, the end.
+		began := time.Now()
+		phases := map[string]time.Duration{}
+		res, err := prov.MoveTenant(ctx, id, provision.MoveParams{Tier: tier, OnPhase: func(p string) { phases[p] = time.Since(began) }})
+		require.NoError(b, err)
+		mu.Lock()
+		stall, ok, no := maxGap, acked, refused
+		measure = false
+		mu.Unlock()
+		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+		step("move of %s from the %s to the %s tier: took %s (copy %s, catch-up %s, paused until the flip %s, old copy removed in %s), %d rounds, %d changes, writes paused %s, longest write stall %s; %d writes acknowledged, %d refused (503)",
+			id, from.Tier, tier, ms(res.Took), ms(phases["catching up"]-phases["copying"]), ms(phases["paused"]-phases["catching up"]),
+			ms(phases["flipped"]-phases["paused"]), ms(phases["done"]-phases["flipped"]), res.Rounds, res.Changes, ms(res.WritePause),
+			ms(stall), ok, no)
+		name := id + "_" + string(from.Tier) + "_to_" + string(tier)
+		b.ReportMetric(res.Took.Seconds(), name+"_s")
+		b.ReportMetric(phases["flipped"].Seconds(), name+"_until_flip_s")
+		b.ReportMetric(res.WritePause.Seconds()*1000, name+"_pause_ms")
+		b.ReportMetric(stall.Seconds()*1000, name+"_max_stall_ms")
+		b.ReportMetric(float64(ok)/res.Took.Seconds(), name+"_writes/s")
 	}
 	close(stop)
 	require.NoError(b, <-done)
-	return maxGap, maxPause
 }

@@ -334,12 +334,15 @@ func TestBackupNeverContainsAnotherTenant(t *testing.T) {
 }
 
 // TestRestoreWithKeyHashesRevivesTheOldKeys: with the flag, a tenant restored under its own id
-// answers its old key; without it, the old key is dead and a new one is issued.
+// answers its old keys, each with the scopes it had (a delegate key still acts for descendants,
+// a plain key still does not); without it, the old keys are dead and a new one is issued.
 func TestRestoreWithKeyHashesRevivesTheOldKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newMemEnv(t, nil)
 	created, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "keys", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	delegate, err := e.prov.IssueKeyWith(ctx, registry.KeyIssueParams{TenantID: "keys", Delegate: true, CreateDescendants: true})
 	require.NoError(t, err)
 	withKeys := backup(t, e, "keys", provision.BackupParams{IncludeKeyHashes: true})
 	without := backup(t, e, "keys", provision.BackupParams{})
@@ -349,17 +352,22 @@ func TestRestoreWithKeyHashesRevivesTheOldKeys(t *testing.T) {
 	res, err := e.prov.Restore(ctx, bytes.NewReader(withKeys), provision.RestoreParams{})
 	require.NoError(t, err)
 	require.Nil(t, res.Key)
-	require.Equal(t, 1, res.KeysRestored)
-	got, _, err := registry.Authenticate(ctx, e.router, created.Key.Key)
-	require.NoError(t, err)
-	require.Equal(t, "keys", got.ID)
+	require.Equal(t, 2, res.KeysRestored)
+	for _, k := range []registry.IssuedKey{created.Key, delegate} {
+		got, err := registry.Authorize(ctx, e.router, k.Key)
+		require.NoError(t, err)
+		require.Equal(t, "keys", got.Tenant.ID)
+		require.Equal(t, []bool{k.Delegate, k.CreateDescendants}, []bool{got.Delegate, got.CreateDescendants}, "the scopes of key %s", k.KeyID)
+	}
 
 	require.NoError(t, e.prov.DeleteTenant(ctx, "keys"))
 	res, err = e.prov.Restore(ctx, bytes.NewReader(without), provision.RestoreParams{})
 	require.NoError(t, err)
 	require.NotNil(t, res.Key)
-	_, _, err = registry.Authenticate(ctx, e.router, created.Key.Key)
-	require.ErrorIs(t, err, registry.ErrUnauthenticated)
+	for _, k := range []string{created.Key.Key, delegate.Key} {
+		_, _, err = registry.Authenticate(ctx, e.router, k)
+		require.ErrorIs(t, err, registry.ErrUnauthenticated)
+	}
 }
 
 // TestRestoreReplace: an existing tenant is replaced only with Replace, and keeps its keys.
@@ -610,4 +618,55 @@ func TestRestoreOfAnOlderVersionMigratesTheRows(t *testing.T) {
 	}
 	require.NotEmpty(t, results[0])
 	require.Equal(t, results[0], results[1])
+}
+
+// TestBackupRestoreAndMoveAreListedAsOperations: backups, restores and moves appear in the
+// console's operations list (registry.ListOperations) with their rows, and how they ended; a
+// refused restore is listed as failed, with its reason.
+func TestBackupRestoreAndMoveAreListedAsOperations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newMemEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "ops", Tier: registry.TierShared})
+	require.NoError(t, err)
+	e.fill(t, "ops", "ops-marker")
+	var reported int
+	var buf bytes.Buffer
+	_, err = e.prov.Backup(ctx, "ops", &buf, provision.BackupParams{Progress: func(archive.Progress) { reported++ }})
+	require.NoError(t, err)
+	require.Positive(t, reported, "the caller's progress is still called")
+	data := buf.Bytes()
+	_, err = e.prov.Restore(ctx, bytes.NewReader(data), provision.RestoreParams{As: "ops-copy", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	_, err = e.prov.Restore(ctx, bytes.NewReader(data), provision.RestoreParams{})
+	require.ErrorIs(t, err, registry.ErrExists)
+	_, err = e.prov.MoveTenant(ctx, "ops", provision.MoveParams{Tier: registry.TierSchema})
+	require.NoError(t, err)
+
+	ops, err := registry.ListOperations(ctx, e.pool, registry.OperationListParams{})
+	require.NoError(t, err)
+	type row struct {
+		Kind  string
+		State registry.OperationState
+	}
+	var got []row
+	for _, o := range ops {
+		got = append(got, row{o.Kind, o.State})
+		require.Contains(t, o.Subject, "ops", o.Kind)
+		require.Equal(t, "rows", o.Unit)
+		require.NotNil(t, o.FinishedAt, "%s has ended", o.Kind)
+		if o.State == registry.OperationSucceeded {
+			require.Positive(t, o.Total, o.Kind)
+			require.Equal(t, o.Total, o.Done, "%s: every row", o.Kind)
+		}
+	}
+	require.Equal(t, []row{
+		{registry.OperationMove, registry.OperationSucceeded},
+		{registry.OperationRestore, registry.OperationFailed},
+		{registry.OperationRestore, registry.OperationSucceeded},
+		{registry.OperationBackup, registry.OperationSucceeded},
+	}, got)
+	require.Contains(t, ops[1].Error, "restore with replace")
+	require.Contains(t, ops[2].Subject, "ops-copy")
+	require.Contains(t, ops[0].Subject, "schema tier")
 }

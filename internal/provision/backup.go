@@ -53,7 +53,7 @@ type BackupResult struct {
 // both are bound by row-level security), so nothing of another tenant can be read, in the shared
 // tier included. Active and suspended tenants can be backed up. w is not closed; on error what was
 // written is a truncated archive that every restore refuses.
-func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, params BackupParams) (BackupResult, error) {
+func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, params BackupParams) (_ BackupResult, err error) {
 	start := time.Now()
 	if err := schema.ValidateTenantID(tenantID); err != nil {
 		return BackupResult{}, &registry.FieldError{Field: "tenant_id", Message: err.Error()}
@@ -74,6 +74,11 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 		return BackupResult{}, wrap("backup", err)
 	}
 	defer release()
+	// The console's operations list shows it while it runs, and how it ended.
+	prog := &rowProgress{next: params.Progress}
+	params.Progress = prog.report
+	op := p.startOperation(ctx, registry.OperationStartParams{Kind: registry.OperationBackup, Subject: tenantID, Unit: "rows"}, prog.get)
+	defer func() { op.finish(ctx, err) }()
 	var res BackupResult
 	err = p.snapshotTx(ctx, pool, t, func(tx pgx.Tx) error {
 		tables, derived, err := archive.Snapshot(ctx, tx, archive.ExportParams{Schema: t.SchemaName, SkipOptional: params.SkipSearchHistory})
@@ -107,7 +112,8 @@ func (p *Provisioner) Backup(ctx context.Context, tenantID string, w io.Writer, 
 				return err
 			}
 			for _, k := range ks {
-				keys = append(keys, archive.Key{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt})
+				keys = append(keys, archive.Key{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt,
+					Delegate: k.Delegate, CreateDescendants: k.CreateDescendants})
 			}
 		}
 		aw, err := archive.NewWriter(w, m, archive.WriterOptions{})

@@ -175,6 +175,13 @@ func (p *Provisioner) MoveTenant(ctx context.Context, tenantID string, params Mo
 		return MoveResult{}, wrap("move", err)
 	}
 	res.From, res.Rows = d.From, map[string]int64{}
+	// The console's operations list shows it while it runs, and how it ended (this defer runs
+	// after the rollback's below, so it records the final error).
+	prog := &rowProgress{next: params.Progress}
+	params.Progress = prog.report
+	op := p.startOperation(ctx, registry.OperationStartParams{Kind: registry.OperationMove,
+		Subject: fmt.Sprintf("%s from the %s to the %s", tenantID, d.From, d.To), Unit: "rows"}, prog.get)
+	defer func() { op.finish(ctx, err) }()
 	// Interrupted (ctx cancelled: SIGINT, a shutdown) before the flip, the move rolls itself
 	// back rather than leave the tenant with capture on, or its writes paused, until a rerun. A
 	// kill skips this; the rerun finishes the move.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/tenantmem/tenantmem/internal/archive"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -74,3 +76,20 @@ func (op *operation) finish(ctx context.Context, err error) {
 		}
 	})
 }
+
+// rowProgress follows the rows of a backup, restore or move for its operations row, and passes
+// every report on to next (the caller's own progress output), when set.
+type rowProgress struct {
+	done, total atomic.Int64
+	next        func(archive.Progress)
+}
+
+func (r *rowProgress) report(p archive.Progress) {
+	r.done.Store(p.Rows)
+	r.total.Store(p.TotalRows)
+	if r.next != nil {
+		r.next(p)
+	}
+}
+
+func (r *rowProgress) get() (done, total, failed int64) { return r.done.Load(), r.total.Load(), 0 }

@@ -114,7 +114,7 @@ func IsArchiveError(err error) bool {
 // the next Restore of that id cleans up and starts again. With Replace, an existing tenant keeps
 // serving until the archive is loaded and verified in a staging schema; a kill after that point
 // leaves the tenant unreachable (503) until a rerun finishes from the staging schema.
-func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params RestoreParams) (RestoreResult, error) {
+func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params RestoreParams) (_ RestoreResult, err error) {
 	start := time.Now()
 	_, settings, err := p.ready(ctx)
 	if err != nil {
@@ -171,6 +171,17 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("provision: restore: %w", err)
 	}
+	// The console's operations list shows it while it runs, and how it ended.
+	var total int64
+	for _, t := range man.Tables {
+		total += t.Rows
+	}
+	prog := &rowProgress{next: params.Progress}
+	prog.total.Store(total)
+	params.Progress = prog.report
+	op := p.startOperation(ctx, registry.OperationStartParams{Kind: registry.OperationRestore,
+		Subject: fmt.Sprintf("%s (archive of %s) into the %s", id, man.TenantID, target), Total: total, Unit: "rows"}, prog.get)
+	defer func() { op.finish(ctx, err) }()
 	ident := archiveIdentity{TenantID: man.TenantID, CreatedAt: man.CreatedAt, Version: man.MigrationVersion}
 	res := RestoreResult{Rows: map[string]int64{}, NewIDs: id != man.TenantID, From: ident}
 	if man.KeyHashes && res.NewIDs {
@@ -525,7 +536,8 @@ func (p *Provisioner) activateRestoreTx(ctx context.Context, id string, loc regi
 			case man.KeyHashes && !res.NewIDs:
 				hs := make([]registry.KeyHash, len(keys))
 				for i, k := range keys {
-					hs[i] = registry.KeyHash{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt}
+					hs[i] = registry.KeyHash{KeyID: k.KeyID, SecretHash: k.SecretHash, CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt,
+						Delegate: k.Delegate, CreateDescendants: k.CreateDescendants}
 				}
 				if err := registry.ReplaceKeys(ctx, tx, id, hs); err != nil {
 					return err
@@ -808,7 +820,24 @@ func (p *Provisioner) withoutIndexes(ctx context.Context, pool *pgxpool.Pool, sc
 		}
 	}
 	p.cfg.Logger.DebugContext(ctx, "indexes built after the load", "schema", schemaName, "indexes", len(idx), "took", time.Since(start))
-	return loadErr
+	if loadErr != nil {
+		return loadErr
+	}
+	// Statistics, which a fresh table has none of: the first queries (a move's catch-up rounds,
+	// the tenant's first searches) are planned on the rows just loaded, not on guesses.
+	// (Only the tables that exist: a restore of an older archive loads tables at its version.)
+	var existing []string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY c.relname), '{}')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.relkind = 'r'`, schemaName, tables).Scan(&existing); err != nil {
+		return fmt.Errorf("provision: analyze %s after the load: %w", schemaName, err)
+	}
+	if len(existing) > 0 {
+		if _, err := pool.Exec(ctx, `ANALYZE `+strings.Join(existing, ", ")); err != nil {
+			return fmt.Errorf("provision: analyze %s after the load: %w", schemaName, err)
+		}
+	}
+	return nil
 }
 
 // textConfigOf is the text search configuration an archive's manifest carries ("" when none:

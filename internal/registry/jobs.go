@@ -129,11 +129,14 @@ type KeyHash struct {
 	SecretHash []byte
 	CreatedAt  time.Time
 	RevokedAt  *time.Time
+	// Delegate and CreateDescendants are the key's scopes (see APIKey).
+	Delegate          bool
+	CreateDescendants bool
 }
 
 // ListKeyHashes returns a tenant's keys with their secret hashes, oldest first.
 func ListKeyHashes(ctx context.Context, db DBTX, tenantID string) ([]KeyHash, error) {
-	rows, err := db.Query(ctx, `SELECT key_id, secret_hash, created_at, revoked_at FROM tenantmem_control.api_keys
+	rows, err := db.Query(ctx, `SELECT key_id, secret_hash, created_at, revoked_at, delegate, create_descendants FROM tenantmem_control.api_keys
 		WHERE tenant_id = $1 ORDER BY created_at, key_id`, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("registry: list key hashes: %w", err)
@@ -152,8 +155,9 @@ func ReplaceKeys(ctx context.Context, db DBTX, tenantID string, keys []KeyHash) 
 		return fmt.Errorf("registry: replace keys: %w", err)
 	}
 	for _, k := range keys {
-		if _, err := db.Exec(ctx, `INSERT INTO tenantmem_control.api_keys (key_id, tenant_id, secret_hash, created_at, revoked_at)
-			VALUES ($1, $2, $3, $4, $5)`, k.KeyID, tenantID, k.SecretHash, k.CreatedAt, k.RevokedAt); err != nil {
+		if _, err := db.Exec(ctx, `INSERT INTO tenantmem_control.api_keys (key_id, tenant_id, secret_hash, created_at, revoked_at,
+			delegate, create_descendants) VALUES ($1, $2, $3, $4, $5, $6, $7)`, k.KeyID, tenantID, k.SecretHash, k.CreatedAt, k.RevokedAt,
+			k.Delegate, k.CreateDescendants); err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
 				return fmt.Errorf("registry: key %q belongs to another tenant: %w", k.KeyID, ErrExists)

@@ -23,11 +23,18 @@ const (
 	OperationFailed    OperationState = "failed"
 )
 
-// Operation kinds recorded by this code base. Other kinds (move, backup, import) use their own
-// names with the same functions.
+// Operation kinds recorded by this code base. Other kinds use their own names with the same
+// functions.
 const (
 	// OperationMigrate is `provisioner migrate`: Done and Total count schemas.
 	OperationMigrate = "migrate"
+	// OperationBackup, OperationRestore and OperationMove are a tenant's backup, restore and
+	// move (the CLI's, the provisioning API's and the promotion policy's): Done and Total count
+	// the rows of its tables read or written (a move's snapshot copy; Done reaches Total before
+	// its catch-up rounds).
+	OperationBackup  = "backup"
+	OperationRestore = "restore"
+	OperationMove    = "move"
 )
 
 // Operation is a long-running operation's progress row (control table operations). Any process

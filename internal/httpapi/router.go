@@ -41,6 +41,9 @@ const (
 	DefaultStatementTimeout = 30 * time.Second
 	// DefaultRequestTimeout bounds a whole router request (the embedding of a document included).
 	DefaultRequestTimeout = 2 * time.Minute
+	// DefaultBulkYield is RouterConfig.BulkYield's default: how long one batch of bulk work
+	// waits at most for other tenants' interactive requests.
+	DefaultBulkYield = 100 * time.Millisecond
 )
 
 // HeaderIdempotencyKey makes a POST that writes idempotent: a retry with the same key and body
@@ -106,6 +109,11 @@ type RouterConfig struct {
 	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
 	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.
 	QueueWait time.Duration
+	// BulkYield bounds how long a batch of a tenant's bulk work (an ingest's embedding slices
+	// and insert statements) waits, before it starts, for other tenants' interactive requests in
+	// flight to end, so that one tenant's big ingest does not slow the others' searches and
+	// reads (see limit.Admission.Yield). Default DefaultBulkYield; negative: never wait.
+	BulkYield time.Duration
 	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
 	// is active (the in-flight cap lends idle capacity; see limit.LimiterConfig). Default
 	// limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
@@ -124,6 +132,7 @@ func (c RouterConfig) WithDefaults() RouterConfig {
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, DefaultStatementTimeout)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, DefaultRequestTimeout)
 	c.QueueWait = cmp.Or(c.QueueWait, limit.DefaultQueueWait)
+	c.BulkYield = cmp.Or(c.BulkYield, DefaultBulkYield)
 	c.Limits = limit.Config{Defaults: c.Limits}.WithDefaults().Defaults
 	return c
 }
@@ -406,11 +415,13 @@ func (r *router) limitsOf(h *routing.Handle) limit.Limits {
 func (r *router) admit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := handleFrom(c.Request().Context())
-		release, err := r.limiter.Admit(c.Request().Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
+		req := c.Request()
+		a, err := r.limiter.AdmitRequest(req.Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
 		if err != nil {
 			return err
 		}
-		defer release()
+		defer a.Release()
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), admissionKey{}, a)))
 		return next(c)
 	}
 }
@@ -471,8 +482,14 @@ func (r *router) scope(c echo.Context) memory.Scope {
 	s := h.KeyScope(keyID, r.cfg.StatementTimeout)
 	l := r.limitsOf(h)
 	s.Quota = memory.Quota{Documents: l.MaxDocuments, Chunks: l.MaxChunks, ContentBytes: l.MaxContentBytes}
+	if a, ok := ctx.Value(admissionKey{}).(*limit.Admission); ok && r.cfg.BulkYield > 0 {
+		s.Yield = func(ctx context.Context) error { return a.Yield(ctx, r.cfg.BulkYield) }
+	}
 	return s
 }
+
+// admissionKey is the context key of a request's *limit.Admission.
+type admissionKey struct{}
 
 // idempotency reads the request's Idempotency-Key, if any: the key and a hash of what the
 // request asks (method, route and body), so that the key cannot be replayed for another request.

@@ -50,6 +50,11 @@ type Limiter struct {
 	// active lately" is answered without visiting every tenant.
 	inflight, waiting int
 	recent            [2]activity
+	// bulk counts the admitted requests marked as bulk work by [Admission.Yield]; the others in
+	// flight are interactive. yielders counts the Yield calls waiting, and released is closed
+	// (and replaced) when an interactive request ends while any wait.
+	bulk, yielders int
+	released       chan struct{}
 }
 
 type activity struct {
@@ -62,6 +67,8 @@ type tenantState struct {
 	bucket   *rate.Limiter
 	limits   Limits
 	inflight int
+	// bulk counts the tenant's admitted requests marked as bulk work.
+	bulk int
 	// waiters are the requests queued for a slot, oldest first; a release hands its slot to the
 	// first one by closing its channel.
 	waiters  []chan struct{}
@@ -113,6 +120,16 @@ func (l *Limiter) capOf(st *tenantState, now time.Time) int {
 // nothing but its token. When ctx ends first, Admit returns ctx's error. After admission, call
 // release exactly once when the request ends.
 func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait time.Duration) (release func(), err error) {
+	a, err := l.AdmitRequest(ctx, tenantID, lim, wait)
+	if err != nil {
+		return nil, err
+	}
+	return a.Release, nil
+}
+
+// AdmitRequest is [Limiter.Admit] returning the admission itself, through which the request can
+// also yield to other tenants between the batches of bulk work ([Admission.Yield]).
+func (l *Limiter) AdmitRequest(ctx context.Context, tenantID string, lim Limits, wait time.Duration) (a *Admission, err error) {
 	now := l.now()
 	l.mu.Lock()
 	l.sweep(now)
@@ -154,7 +171,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 		st.inflight++
 		l.inflight++
 		l.mu.Unlock()
-		return l.releaser(st), nil
+		return &Admission{l: l, st: st}, nil
 	}
 	refuse := &RateLimitError{Reason: ReasonConcurrency, Limit: float64(lim.MaxConcurrent), Wait: time.Second}
 	if wait <= 0 {
@@ -169,7 +186,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 	defer timer.Stop()
 	select {
 	case <-slot:
-		return l.releaser(st), nil
+		return &Admission{l: l, st: st}, nil
 	case <-timer.C:
 		err = refuse
 	case <-ctx.Done():
@@ -183,7 +200,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 		return nil, err
 	}
 	// The slot was handed over just as the wait ended: it is ours.
-	return l.releaser(st), nil
+	return &Admission{l: l, st: st}, nil
 }
 
 func indexOf(s []chan struct{}, c chan struct{}) int {
@@ -195,29 +212,94 @@ func indexOf(s []chan struct{}, c chan struct{}) int {
 	return -1
 }
 
-// releaser ends one admitted request of st: its slot goes to the first waiter, if any.
-func (l *Limiter) releaser(st *tenantState) func() {
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			now := l.now()
-			st.lastUsed = now
-			st.inflight--
-			l.inflight--
-			for len(st.waiters) > 0 {
-				if c := l.capOf(st, now); c > 0 && st.inflight >= c {
-					break
-				}
-				close(st.waiters[0]) // the slot passes on to the oldest waiter
-				st.waiters = st.waiters[1:]
-				l.waiting--
-				st.inflight++
-				l.inflight++
+// Admission is one admitted request of a tenant. Release it exactly once when the request ends.
+type Admission struct {
+	l    *Limiter
+	st   *tenantState
+	once sync.Once
+	bulk bool // guarded by l.mu
+}
+
+// Release ends the request: its slot goes to the tenant's first waiter, if any. Calls after the
+// first do nothing.
+func (a *Admission) Release() {
+	a.once.Do(func() {
+		l, st := a.l, a.st
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		now := l.now()
+		st.lastUsed = now
+		st.inflight--
+		l.inflight--
+		if a.bulk {
+			st.bulk--
+			l.bulk--
+		} else if l.yielders > 0 {
+			close(l.released) // an interactive request ended: the yielding ones look again
+			l.released = make(chan struct{})
+		}
+		for len(st.waiters) > 0 {
+			if c := l.capOf(st, now); c > 0 && st.inflight >= c {
+				break
 			}
-		})
+			close(st.waiters[0]) // the slot passes on to the oldest waiter
+			st.waiters = st.waiters[1:]
+			l.waiting--
+			st.inflight++
+			l.inflight++
+		}
+	})
+}
+
+// Yield is called by bulk work (an ingest's insert statements, its embedding slices) between
+// its batches. It marks the request as bulk work, then waits up to max while a request of
+// another tenant that is not bulk work is in flight, so that interactive requests (searches,
+// reads) of other tenants do not share the CPU with the bulk work's next batch. Bulk work never
+// waits for bulk work, and a tenant alone never waits. It returns ctx's error when ctx ends
+// first, else nil (also after max: the wait bounds the slowdown, the work goes on).
+func (a *Admission) Yield(ctx context.Context, max time.Duration) error {
+	l, st := a.l, a.st
+	l.mu.Lock()
+	if !a.bulk {
+		a.bulk = true
+		st.bulk++
+		l.bulk++
 	}
+	if max <= 0 || l.interactiveOthers(st) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	timer := time.NewTimer(max)
+	defer timer.Stop()
+	for {
+		if l.released == nil {
+			l.released = make(chan struct{})
+		}
+		ch := l.released
+		l.yielders++
+		l.mu.Unlock()
+		var err error
+		done := false
+		select {
+		case <-ch:
+		case <-timer.C:
+			done = true
+		case <-ctx.Done():
+			err, done = ctx.Err(), true
+		}
+		l.mu.Lock()
+		l.yielders--
+		if done || l.interactiveOthers(st) == 0 {
+			l.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// interactiveOthers counts the requests in flight that are neither st's nor bulk work. Called
+// with mu held.
+func (l *Limiter) interactiveOthers(st *tenantState) int {
+	return (l.inflight - l.bulk) - (st.inflight - st.bulk)
 }
 
 // InFlight returns the number of admitted requests of tenantID that have not been released.

@@ -113,8 +113,13 @@ func startBenchRouterAdmin(b *testing.B, timeout time.Duration) (*provision.Prov
 	require.NoError(b, err)
 	builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
 	require.NoError(b, err)
-	svc, err := dataplane.Open(ctx, dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
-		Provider: builtin, Logger: slog.New(slog.DiscardHandler)})
+	cfg := dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
+		Provider: builtin, Logger: slog.New(slog.DiscardHandler)}
+	if v := os.Getenv("TENANTMEM_BENCH_BULK_YIELD"); v != "" { // e.g. -1ns: off
+		cfg.BulkYield, err = time.ParseDuration(v)
+		require.NoError(b, err)
+	}
+	svc, err := dataplane.Open(ctx, cfg)
 	require.NoError(b, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)

@@ -339,6 +339,7 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 
+	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter(limit.LimiterConfig{AloneMaxConcurrent: cfg.AloneMaxConcurrent})}
 	eng := cfg.Engine
 	for _, c := range []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_search_history_written_total",
@@ -348,13 +349,18 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 			func() float64 { return float64(eng.HistoryStats().Dropped) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tenantmem_search_history_queued",
 			Help: "Search records waiting for the background writer."}, func() float64 { return float64(eng.HistoryStats().Queued) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_bulk_yield_waits_total",
+			Help: "Batches of bulk work (ingest) that waited for other tenants' interactive requests (--bulk-yield)."},
+			func() float64 { return float64(r.limiter.YieldStats().Waits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_bulk_yield_wait_seconds_total",
+			Help: "Time batches of bulk work spent waiting for other tenants' interactive requests."},
+			func() float64 { return r.limiter.YieldStats().Waited.Seconds() }),
 	} {
 		if err := cfg.Registerer.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return nil, fmt.Errorf("httpapi: register history metrics: %w", err)
 		}
 	}
 
-	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter(limit.LimiterConfig{AloneMaxConcurrent: cfg.AloneMaxConcurrent})}
 	// Authentication is route middleware, as in the admin API, so unknown methods stay 405.
 	mw := []echo.MiddlewareFunc{r.instrument, r.deadline, r.authenticate, r.admit}
 	e.POST("/v1/documents", r.addDocument, mw...)

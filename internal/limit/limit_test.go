@@ -288,6 +288,7 @@ func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
 	// Another tenant's search in flight: the next batch waits until it ends.
 	search, err := l.AdmitRequest(ctx, "victim", lim, 0)
 	require.NoError(t, err)
+	require.Zero(t, l.YieldStats().Waits, "nothing has waited yet")
 	yielded := make(chan error, 1)
 	go func() { yielded <- ingest.Yield(ctx, long) }()
 	select {
@@ -297,6 +298,8 @@ func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
 	}
 	search.Release()
 	require.NoError(t, <-yielded)
+	require.Equal(t, int64(1), l.YieldStats().Waits)
+	require.GreaterOrEqual(t, l.YieldStats().Waited, 50*time.Millisecond)
 
 	// The wait is bounded: a tenant whose searches never stop delays each batch by max at most.
 	search, err = l.AdmitRequest(ctx, "victim", lim, 0)

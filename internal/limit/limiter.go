@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -55,6 +56,21 @@ type Limiter struct {
 	// (and replaced) when an interactive request ends while any wait.
 	bulk, yielders int
 	released       chan struct{}
+	// yieldWaits and yieldWaited count the yields that waited for another tenant, and how long.
+	yieldWaits, yieldWaited atomic.Int64
+}
+
+// YieldStats are a Limiter's counts of bulk work that yielded to other tenants.
+type YieldStats struct {
+	// Waits is how many batches of bulk work waited for another tenant's requests.
+	Waits int64
+	// Waited is how long they waited in all.
+	Waited time.Duration
+}
+
+// YieldStats returns the counts since the Limiter was made.
+func (l *Limiter) YieldStats() YieldStats {
+	return YieldStats{Waits: l.yieldWaits.Load(), Waited: time.Duration(l.yieldWaited.Load())}
 }
 
 type activity struct {
@@ -269,6 +285,9 @@ func (a *Admission) Yield(ctx context.Context, max time.Duration) error {
 		l.mu.Unlock()
 		return nil
 	}
+	start := time.Now()
+	l.yieldWaits.Add(1)
+	defer func() { l.yieldWaited.Add(int64(time.Since(start))) }()
 	timer := time.NewTimer(max)
 	defer timer.Stop()
 	for {

@@ -21,6 +21,21 @@ INSERT INTO placement_tenant_counts (placement_id, stripe, tenants)
 SELECT p.placement_id, 0, (SELECT count(*) FROM tenants t WHERE t.placement_id = p.placement_id)
 FROM placements p;
 
+-- The router role reads placements with their counts. On a first init the settings row does not
+-- exist yet and init grants it with the other registry tables; on an upgrade the grant is here.
+-- +goose StatementBegin
+DO $$
+DECLARE
+    r text;
+BEGIN
+    SELECT router_role INTO r FROM settings;
+    IF r IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+        EXECUTE format('GRANT SELECT ON placement_tenant_counts TO %I', r);
+    END IF;
+END
+$$;
+-- +goose StatementEnd
+
 -- +goose StatementBegin
 CREATE FUNCTION placement_tenant_counts_add(placement text, delta bigint) RETURNS void LANGUAGE sql
 SET search_path = pg_catalog, pg_temp AS $$

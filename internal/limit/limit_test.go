@@ -285,9 +285,12 @@ func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
 	require.NoError(t, ingest.Yield(ctx, long))
 	other.Release()
 
-	// Another tenant's search in flight: the next batch waits until it ends.
+	// Another tenant's search in flight: the next batch waits until it ends (the batch before
+	// it was long: the wait is not bounded by it here).
 	search, err := l.AdmitRequest(ctx, "victim", lim, 0)
 	require.NoError(t, err)
+	longBatch := func() { ingest.lastYield = time.Now().Add(-time.Hour) }
+	longBatch()
 	require.Zero(t, l.YieldStats().Waits, "nothing has waited yet")
 	yielded := make(chan error, 1)
 	go func() { yielded <- ingest.Yield(ctx, long) }()
@@ -304,12 +307,21 @@ func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
 	// The wait is bounded: a tenant whose searches never stop delays each batch by max at most.
 	search, err = l.AdmitRequest(ctx, "victim", lim, 0)
 	require.NoError(t, err)
+	longBatch()
 	start := time.Now()
 	require.NoError(t, ingest.Yield(ctx, 20*time.Millisecond))
 	require.GreaterOrEqual(t, time.Since(start), 20*time.Millisecond)
+	// ... and by the batch before it: bulk work waits at most as long as it worked.
+	ingest.lastYield = time.Now().Add(-5 * time.Millisecond)
+	start = time.Now()
+	require.NoError(t, ingest.Yield(ctx, long))
+	waited := time.Since(start)
+	require.GreaterOrEqual(t, waited, 5*time.Millisecond)
+	require.Less(t, waited, long)
 
 	// A request that ends while it yields stops waiting with its context's error.
 	cctx, cancel := context.WithCancel(ctx)
+	longBatch()
 	go func() { yielded <- ingest.Yield(cctx, long) }()
 	cancel()
 	require.ErrorIs(t, <-yielded, context.Canceled)

@@ -234,6 +234,9 @@ type Admission struct {
 	st   *tenantState
 	once sync.Once
 	bulk bool // guarded by l.mu
+	// lastYield is when the request's previous Yield returned (zero before the first): the
+	// batch since then bounds the next wait, so bulk work waits at most as long as it works.
+	lastYield time.Time
 }
 
 // Release ends the request: its slot goes to the tenant's first waiter, if any. Calls after the
@@ -268,12 +271,20 @@ func (a *Admission) Release() {
 }
 
 // Yield is called by bulk work (an ingest's insert statements, its embedding slices) between
-// its batches. It marks the request as bulk work, then waits up to max while a request of
-// another tenant that is not bulk work is in flight, so that interactive requests (searches,
-// reads) of other tenants do not share the CPU with the bulk work's next batch. Bulk work never
-// waits for bulk work, and a tenant alone never waits. It returns ctx's error when ctx ends
-// first, else nil (also after max: the wait bounds the slowdown, the work goes on).
+// its batches. It marks the request as bulk work, then waits while a request of another tenant
+// that is not bulk work is in flight, so that interactive requests (searches, reads) of other
+// tenants do not share the CPU with the bulk work's next batch. Bulk work never waits for bulk
+// work, and a tenant alone never waits. A wait lasts at most max, and at most as long as the
+// batch before it took (from the previous Yield's return), so bulk work keeps at least half of
+// its pace whatever the others do and its request deadline stays within reach. It returns ctx's
+// error when ctx ends first, else nil (also when the bound is reached: the work goes on).
+// One goroutine per Admission may call Yield.
 func (a *Admission) Yield(ctx context.Context, max time.Duration) error {
+	now := time.Now()
+	if !a.lastYield.IsZero() {
+		max = min(max, now.Sub(a.lastYield))
+	}
+	defer func() { a.lastYield = time.Now() }()
 	l, st := a.l, a.st
 	l.mu.Lock()
 	if !a.bulk {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,7 @@ type cli struct {
 	TenantBurst              int           `name:"tenant-burst" env:"TENANTMEM_TENANT_BURST" default:"1000" help:"Default burst of one tenant above its rate; 0 means the rate rounded up (default ${default})."`
 	TenantMaxConcurrent      int           `name:"tenant-max-concurrent" env:"TENANTMEM_TENANT_MAX_CONCURRENT" default:"${tenant_max_concurrent}" help:"Default requests of one tenant in flight at once, the others wait in its queue; 0 means no limit (default ${default}: half the CPUs, at least 1)."`
 	TenantAloneMaxConcurrent int           `name:"tenant-max-concurrent-alone" env:"TENANTMEM_TENANT_MAX_CONCURRENT_ALONE" default:"8" help:"Requests a tenant may have in flight while no other tenant is active (idle capacity is lent; the cap returns as soon as another tenant sends a request); 1 turns lending off (default ${default})."`
+	BulkYield                time.Duration `name:"bulk-yield" env:"TENANTMEM_BULK_YIELD" default:"100ms" help:"Longest wait of each batch of a tenant's ingest for other tenants' searches and reads in flight, so a big ingest does not slow them; 0 turns it off (default ${default})."`
 	TenantQueueWait          time.Duration `name:"tenant-queue-wait" env:"TENANTMEM_TENANT_QUEUE_WAIT" default:"2s" help:"Longest wait of a request behind its tenant's requests in flight; 429 beyond (default ${default})."`
 	TenantMaxDocuments       int64         `name:"tenant-max-documents" env:"TENANTMEM_TENANT_MAX_DOCUMENTS" default:"1000000" help:"Default document quota of one tenant; 0 means no quota (default ${default})."`
 	TenantMaxChunks          int64         `name:"tenant-max-chunks" env:"TENANTMEM_TENANT_MAX_CHUNKS" default:"10000000" help:"Default chunk quota of one tenant; 0 means no quota (default ${default})."`
@@ -189,6 +191,7 @@ func (m *Main) serve(ctx context.Context, c *cli, lookup func(string) (string, b
 		AcquireWait:          c.AcquireTimeout,
 		RequestTimeout:       c.RequestTimeout,
 		QueueWait:            c.TenantQueueWait,
+		BulkYield:            cmp.Or(c.BulkYield, -1),
 		AloneMaxConcurrent:   c.TenantAloneMaxConcurrent,
 		Limits:               unlimitedZeros(limits),
 		MaxChunksPerDocument: c.MaxChunksPerDocument,

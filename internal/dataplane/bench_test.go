@@ -95,6 +95,13 @@ func benchText(r *rand.Rand, words int) string {
 // provisioner and a client of the router whose requests time out after timeout.
 func startBenchRouter(b *testing.B, timeout time.Duration) (*provision.Provisioner, benchClient) {
 	b.Helper()
+	prov, c, _ := startBenchRouterAdmin(b, timeout)
+	return prov, c
+}
+
+// startBenchRouterAdmin is startBenchRouter that also returns the superuser pool of the deployment.
+func startBenchRouterAdmin(b *testing.B, timeout time.Duration) (*provision.Provisioner, benchClient, *pgxpool.Pool) {
+	b.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(b)
 	admin, err := pgxpool.New(ctx, url)
@@ -106,8 +113,13 @@ func startBenchRouter(b *testing.B, timeout time.Duration) (*provision.Provision
 	require.NoError(b, err)
 	builtin, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
 	require.NoError(b, err)
-	svc, err := dataplane.Open(ctx, dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
-		Provider: builtin, Logger: slog.New(slog.DiscardHandler)})
+	cfg := dataplane.Config{DatabaseURL: pgtest.WithUser(b, url, provision.DefaultRouterRole, ""),
+		Provider: builtin, Logger: slog.New(slog.DiscardHandler)}
+	if v := os.Getenv("TENANTMEM_BENCH_BULK_YIELD"); v != "" { // e.g. -1ns: off
+		cfg.BulkYield, err = time.ParseDuration(v)
+		require.NoError(b, err)
+	}
+	svc, err := dataplane.Open(ctx, cfg)
 	require.NoError(b, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)
@@ -121,12 +133,13 @@ func startBenchRouter(b *testing.B, timeout time.Duration) (*provision.Provision
 		require.NoError(b, <-done)
 		svc.Close()
 	})
-	return prov, benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport, Timeout: timeout}}
+	return prov, benchClient{base: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport, Timeout: timeout}}, admin
 }
 
 func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 	ctx := context.Background()
-	prov, c := startBenchRouter(b, 2*time.Minute)
+	prov, c, admin := startBenchRouterAdmin(b, 2*time.Minute)
+	mode := os.Getenv("TENANTMEM_BENCH_NEIGHBOUR") // ingest, search or both (default)
 
 	key := func(id string) string {
 		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: tier})
@@ -156,11 +169,12 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 		require.Equal(b, http.StatusCreated, code, string(body))
 	}
 
-	victimLoad := func(ctx context.Context) []time.Duration {
+	victimLoad := func(ctx context.Context) ([]time.Duration, map[int][]time.Duration) {
 		var (
-			mu  sync.Mutex
-			lat []time.Duration
-			wg  sync.WaitGroup
+			mu   sync.Mutex
+			lat  []time.Duration
+			byOp = map[int][]time.Duration{}
+			wg   sync.WaitGroup
 		)
 		for vi, v := range victims {
 			wg.Go(func() {
@@ -185,13 +199,14 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 					}
 					mu.Lock()
 					lat = append(lat, took)
+					byOp[i%4] = append(byOp[i%4], took)
 					mu.Unlock()
 					time.Sleep(20 * time.Millisecond) // a client that thinks between requests
 				}
 			})
 		}
 		wg.Wait()
-		return lat
+		return lat, byOp
 	}
 	pct := func(lat []time.Duration, p float64) float64 {
 		s := slices.Clone(lat)
@@ -201,10 +216,10 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 
 	// Warm up, then the victims alone.
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	victimLoad(wctx)
+	_, _ = victimLoad(wctx)
 	cancel()
 	actx, cancel := context.WithTimeout(ctx, phase)
-	alone := victimLoad(actx)
+	alone, aloneOps := victimLoad(actx)
 	cancel()
 
 	// The same, beside the neighbour.
@@ -226,7 +241,7 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 	for i := range 12 {
 		nwg.Go(func() {
 			for nctx.Err() == nil {
-				if i%2 == 0 {
+				if (i%2 == 0 || mode == "ingest") && mode != "search" {
 					code, _ := c.do(neighbour, http.MethodPost, "/v1/documents", map[string]any{"document_name": "flood",
 						"document_type": "text", "content": big, "chunking": map[string]int{"parent_size": 32, "child_size": 16}})
 					count("ingest", code)
@@ -240,11 +255,49 @@ func noisyNeighbour(b *testing.B, tier registry.Tier, phase time.Duration) {
 	}
 	time.Sleep(2 * time.Second) // the neighbour at full pressure first
 	bctx, cancel := context.WithTimeout(ctx, phase)
-	beside := victimLoad(bctx)
+	waits := map[string]int{}
+	var swg sync.WaitGroup
+	if os.Getenv("TENANTMEM_BENCH_WAITS") != "" {
+		swg.Go(func() {
+			for bctx.Err() == nil {
+				rows, err := admin.Query(bctx, `SELECT coalesce(wait_event_type,'CPU')||':'||coalesce(wait_event,'-')||' '||left(regexp_replace(query, '\s+', ' ', 'g'), 50)
+					FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+				if err != nil {
+					continue
+				}
+				for rows.Next() {
+					var w string
+					if rows.Scan(&w) == nil {
+						waits[w]++
+					}
+				}
+				rows.Close()
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	beside, besideOps := victimLoad(bctx)
 	cancel()
+	swg.Wait()
+	type kv struct {
+		k string
+		v int
+	}
+	var top []kv
+	for k, v := range waits {
+		top = append(top, kv{k, v})
+	}
+	slices.SortFunc(top, func(a, b kv) int { return b.v - a.v })
+	for _, t := range top[:min(25, len(top))] {
+		b.Logf("wait %6d %s", t.v, t.k)
+	}
 	cancelN()
 	nwg.Wait()
 
+	for op, name := range []string{"search", "get", "list", "statistics"} {
+		b.Logf("tier %s %s: alone p50 %.2f p99 %.2f ms; beside p50 %.2f p99 %.2f ms", tier, name,
+			pct(aloneOps[op], 0.5), pct(aloneOps[op], 0.99), pct(besideOps[op], 0.5), pct(besideOps[op], 0.99))
+	}
 	a50, a99, n50, n99 := pct(alone, 0.5), pct(alone, 0.99), pct(beside, 0.5), pct(beside, 0.99)
 	b.ReportMetric(a99, "p99-alone-ms")
 	b.ReportMetric(n99, "p99-neighbour-ms")

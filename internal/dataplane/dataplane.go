@@ -92,6 +92,10 @@ type Config struct {
 	// QueueWait bounds a request's wait behind its tenant's requests in flight. Default
 	// limit.DefaultQueueWait (2s).
 	QueueWait time.Duration
+	// BulkYield bounds how long each batch of a tenant's bulk work (an ingest's embedding slices
+	// and inserts) waits for other tenants' interactive requests in flight. Default
+	// httpapi.DefaultBulkYield (100ms); negative: never wait.
+	BulkYield time.Duration
 	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
 	// is active. Default limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
 	AloneMaxConcurrent int
@@ -355,6 +359,7 @@ func (s *Service) open(ctx context.Context) error {
 		StatementTimeout:   s.cfg.StatementTimeout,
 		RequestTimeout:     s.cfg.RequestTimeout,
 		QueueWait:          s.cfg.QueueWait,
+		BulkYield:          s.cfg.BulkYield,
 		AloneMaxConcurrent: s.cfg.AloneMaxConcurrent,
 		Limits:             s.cfg.Limits,
 		Ready:              httpapi.RegistryReady(s.registry),

@@ -74,6 +74,9 @@ func NewBuiltin(dim int) (*Builtin, error) {
 // change this name, since stored vectors would no longer be comparable with new ones.
 func (b *Builtin) Name() string { return b.name }
 
+// InProcess reports true: the builtin embedder uses this process's CPU (see [InProcess]).
+func (b *Builtin) InProcess() bool { return true }
+
 // Dimension returns the length of the vectors b produces.
 func (b *Builtin) Dimension() int { return b.dim }
 

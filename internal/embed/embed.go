@@ -22,6 +22,14 @@ type Provider interface {
 	Embed(ctx context.Context, texts []string) ([][]float32, error)
 }
 
+// InProcess reports whether p computes its vectors in this process (on this machine's CPU) rather
+// than asking a service: a provider says so with a method InProcess() bool. The engine splits an
+// in-process provider's work into slices so that other tenants' requests can go between them.
+func InProcess(p Provider) bool {
+	ip, ok := p.(interface{ InProcess() bool })
+	return ok && ip.InProcess()
+}
+
 // Provider kinds accepted by [Config].Kind.
 const (
 	// KindBuiltin selects the offline feature-hashing embedder ([Builtin]).

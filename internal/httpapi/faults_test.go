@@ -446,3 +446,59 @@ func TestAdminTenantLimits(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, stored.IsZero(), "an empty body returns every limit to the default")
 }
+
+// yieldWaits is the router's count of ingest batches that waited for another tenant.
+func (e *routerEnv) yieldWaits(t *testing.T) int {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, e.reg), "\n") {
+		if v, ok := strings.CutPrefix(line, "tenantmem_bulk_yield_waits_total "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err)
+			return int(n)
+		}
+	}
+	t.Fatal("no tenantmem_bulk_yield_waits_total in /metrics")
+	return 0
+}
+
+// TestIngestYieldsToAnotherTenantsRequest: while another tenant's request is in flight (here a
+// statistics request held by a lock), a tenant's big ingest waits before each of its batches (at
+// most --bulk-yield each), and it is still stored whole; alone, an ingest never waits. This is
+// the noisy-neighbour benchmark's mechanism: the victims' requests do not share the CPU with the
+// neighbour's next batch.
+func TestIngestYieldsToAnotherTenantsRequest(t *testing.T) {
+	t.Parallel()
+	e := newRouterEnv(t)
+	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema} {
+		t.Run(string(tier), func(t *testing.T) {
+			neighbour := e.tenant("yield-neighbour-"+string(tier), tier)
+			victim := e.tenant("yield-victim-"+string(tier), registry.TierSchema)
+			e.stats(t, victim)
+			doc := func(name string) string {
+				return `{"document_name": "` + name + `", "document_type": "text", "content": "` +
+					strings.Repeat("tenant memory vector search index chunk parent child. ", 300) + `", "chunking": {"child_size": 16, "parent_size": 64}}`
+			}
+
+			// Alone: batches, but no wait.
+			before := e.yieldWaits(t)
+			var res struct {
+				ChunksCreated int `json:"chunks_created"`
+			}
+			e.ok(t, neighbour, http.MethodPost, "/v1/documents", doc("alone"), http.StatusCreated, &res)
+			require.Greater(t, res.ChunksCreated, 3*64, "several batches")
+			require.Equal(t, before, e.yieldWaits(t), "an ingest with no other tenant in flight never waits")
+
+			// Beside another tenant's request in flight: its batches wait.
+			unlock := e.lockTable(t, e.schemaOf(t, "yield-victim-"+string(tier))+".documents")
+			done := make(chan int, 1)
+			go func() { done <- e.do(t, victim, http.MethodGet, "/v1/statistics", nil).status }()
+			e.waitLocked(t, 1)
+			e.ok(t, neighbour, http.MethodPost, "/v1/documents", doc("beside"), http.StatusCreated, &res)
+			waited := e.yieldWaits(t) - before
+			unlock()
+			require.Equal(t, http.StatusOK, <-done)
+			require.GreaterOrEqual(t, waited, 3, "the ingest's batches waited for the other tenant's request")
+			require.Equal(t, 2, e.stats(t, neighbour).DocumentCount)
+		})
+	}
+}

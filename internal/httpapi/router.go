@@ -42,6 +42,9 @@ const (
 	DefaultStatementTimeout = 30 * time.Second
 	// DefaultRequestTimeout bounds a whole router request (the embedding of a document included).
 	DefaultRequestTimeout = 2 * time.Minute
+	// DefaultBulkYield is RouterConfig.BulkYield's default: how long one batch of bulk work
+	// waits at most for other tenants' interactive requests.
+	DefaultBulkYield = 100 * time.Millisecond
 )
 
 // HeaderIdempotencyKey makes a POST that writes idempotent: a retry with the same key and body
@@ -107,6 +110,11 @@ type RouterConfig struct {
 	// QueueWait bounds how long a request waits behind its tenant's requests in flight (its
 	// MaxConcurrent) before 429. Default limit.DefaultQueueWait (2s); negative: no wait.
 	QueueWait time.Duration
+	// BulkYield bounds how long a batch of a tenant's bulk work (an ingest's embedding slices
+	// and insert statements) waits, before it starts, for other tenants' interactive requests in
+	// flight to end, so that one tenant's big ingest does not slow the others' searches and
+	// reads (see limit.Admission.Yield). Default DefaultBulkYield; negative: never wait.
+	BulkYield time.Duration
 	// AloneMaxConcurrent is how many requests a tenant may have in flight while no other tenant
 	// is active (the in-flight cap lends idle capacity; see limit.LimiterConfig). Default
 	// limit.DefaultAloneMaxConcurrent (8); 1 turns lending off.
@@ -125,6 +133,7 @@ func (c RouterConfig) WithDefaults() RouterConfig {
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, DefaultStatementTimeout)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, DefaultRequestTimeout)
 	c.QueueWait = cmp.Or(c.QueueWait, limit.DefaultQueueWait)
+	c.BulkYield = cmp.Or(c.BulkYield, DefaultBulkYield)
 	c.Limits = limit.Config{Defaults: c.Limits}.WithDefaults().Defaults
 	return c
 }
@@ -332,6 +341,7 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 		}
 	}
 
+	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter(limit.LimiterConfig{AloneMaxConcurrent: cfg.AloneMaxConcurrent})}
 	eng := cfg.Engine
 	for _, c := range []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_search_history_written_total",
@@ -341,13 +351,18 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 			func() float64 { return float64(eng.HistoryStats().Dropped) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tenantmem_search_history_queued",
 			Help: "Search records waiting for the background writer."}, func() float64 { return float64(eng.HistoryStats().Queued) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_bulk_yield_waits_total",
+			Help: "Batches of bulk work (ingest) that waited for other tenants' interactive requests (--bulk-yield)."},
+			func() float64 { return float64(r.limiter.YieldStats().Waits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tenantmem_bulk_yield_wait_seconds_total",
+			Help: "Time batches of bulk work spent waiting for other tenants' interactive requests."},
+			func() float64 { return r.limiter.YieldStats().Waited.Seconds() }),
 	} {
 		if err := cfg.Registerer.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return nil, fmt.Errorf("httpapi: register history metrics: %w", err)
 		}
 	}
 
-	r := &router{cfg: cfg, metrics: m, limiter: limit.NewLimiter(limit.LimiterConfig{AloneMaxConcurrent: cfg.AloneMaxConcurrent})}
 	// Authentication is route middleware, as in the admin API, so unknown methods stay 405.
 	mw := []echo.MiddlewareFunc{r.instrument, r.deadline, r.authenticate, r.admit}
 	e.POST("/v1/documents", r.addDocument, mw...)
@@ -411,11 +426,13 @@ func (r *router) limitsOf(h *routing.Handle) limit.Limits {
 func (r *router) admit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := handleFrom(c.Request().Context())
-		release, err := r.limiter.Admit(c.Request().Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
+		req := c.Request()
+		a, err := r.limiter.AdmitRequest(req.Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
 		if err != nil {
 			return err
 		}
-		defer release()
+		defer a.Release()
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), admissionKey{}, a)))
 		return next(c)
 	}
 }
@@ -476,8 +493,14 @@ func (r *router) scope(c echo.Context) memory.Scope {
 	s := h.KeyScope(keyID, r.cfg.StatementTimeout)
 	l := r.limitsOf(h)
 	s.Quota = memory.Quota{Documents: l.MaxDocuments, Chunks: l.MaxChunks, ContentBytes: l.MaxContentBytes}
+	if a, ok := ctx.Value(admissionKey{}).(*limit.Admission); ok && r.cfg.BulkYield > 0 {
+		s.Yield = func(ctx context.Context) error { return a.Yield(ctx, r.cfg.BulkYield) }
+	}
 	return s
 }
+
+// admissionKey is the context key of a request's *limit.Admission.
+type admissionKey struct{}
 
 // idempotency reads the request's Idempotency-Key, if any: the key and a hash of what the
 // request asks (method, route and body), so that the key cannot be replayed for another request.

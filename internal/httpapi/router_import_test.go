@@ -156,3 +156,62 @@ func TestBulkImportStopsAtTheQuota(t *testing.T) {
 	require.Equal(t, 3, st.DocumentCount)
 	require.Equal(t, 3, st.ChunkCount)
 }
+
+// TestBulkImportStaysInItsTenant: an import writes only into the key's tenant in every tier: a
+// line reusing another tenant's id_at_origin creates a document of the importer's own (the other
+// tenant's document keeps its content, its chunks and its search results), and nothing of the
+// import can be read, counted or searched by the other tenant, nor by a tenant of another tier.
+func TestBulkImportStaysInItsTenant(t *testing.T) {
+	t.Parallel()
+	e := newRouterEnv(t)
+	for _, tier := range []registry.Tier{registry.TierShared, registry.TierSchema} {
+		t.Run(string(tier), func(t *testing.T) {
+			victim := e.tenant("imp-victim-"+string(tier), tier)
+			importer := e.tenant("imp-importer-"+string(tier), tier)
+			bystander := e.tenant("imp-bystander-"+string(tier), registry.TierShared)
+			var doc memory.DocumentAddResult
+			e.ok(t, victim, http.MethodPost, "/v1/documents", `{"document_name": "secret", "document_type": "text",
+				"id_at_origin": "shared-id", "content": "victim canary zebraphone"}`, http.StatusCreated, &doc)
+
+			lines := []string{
+				`{"document_name": "mine", "document_type": "text", "id_at_origin": "shared-id", "content": "importer text quokkaline"}`,
+				`{"document_name": "vec", "document_type": "text", "id_at_origin": "v-1", "chunks": [{"content": "importer vector quokkaline", "embedding": ` + vectorJSON(routerTestDim, 3) + `}]}`,
+				`{"document_name": "x", "document_type": "text", "content": "y", "owner_id": "imp-victim-` + string(tier) + `"}`,
+			}
+			var res httpapi.ImportResponse
+			e.ok(t, importer, http.MethodPost, "/v1/documents/import", strings.Join(lines, "\n"), http.StatusOK, &res)
+			require.Equal(t, 2, res.Created, "the reused id_at_origin is a new document of the importer")
+			require.Equal(t, 1, res.FailedCount)
+			require.Equal(t, "owner_id", res.Failed[0].Error.Field)
+
+			// The victim's document is untouched and its tenant sees nothing of the import.
+			var got struct {
+				DocumentName string `json:"document_name"`
+			}
+			e.ok(t, victim, http.MethodGet, "/v1/documents/"+doc.DocumentID, nil, http.StatusOK, &got)
+			require.Equal(t, "secret", got.DocumentName)
+			require.Equal(t, 1, e.stats(t, victim).DocumentCount)
+			for _, key := range []string{victim, bystander} {
+				var out struct {
+					Results []memory.SearchResult `json:"results"`
+				}
+				e.ok(t, key, http.MethodPost, "/v1/search", `{"search_type": "text", "query_text": "quokkaline"}`, http.StatusOK, &out)
+				require.Empty(t, out.Results, "another tenant finds nothing of the import")
+				e.ok(t, key, http.MethodPost, "/v1/search", `{"search_type": "vector", "query_embedding": `+vectorJSON(routerTestDim, 3)+`, "limit": 100}`,
+					http.StatusOK, &out)
+				for _, r := range out.Results {
+					require.NotContains(t, r.Content, "quokkaline", "nor by its vector")
+				}
+			}
+			require.Equal(t, 2, e.stats(t, importer).DocumentCount)
+			var out struct {
+				Results []memory.SearchResult `json:"results"`
+			}
+			e.ok(t, importer, http.MethodPost, "/v1/search", `{"search_type": "text", "query_text": "zebraphone"}`, http.StatusOK, &out)
+			require.Empty(t, out.Results, "the importer finds nothing of the victim")
+			// The importer cannot reach the victim's document by its id either.
+			r := e.do(t, importer, http.MethodGet, "/v1/documents/"+doc.DocumentID, nil)
+			require.Equal(t, http.StatusNotFound, r.status)
+		})
+	}
+}

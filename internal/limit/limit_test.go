@@ -257,3 +257,86 @@ func TestLimiterLendsIdleCapacity(t *testing.T) {
 	require.Zero(t, l.waiting)
 	l.mu.Unlock()
 }
+
+func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := NewLimiter(LimiterConfig{})
+	lim := Limits{}
+	const long = time.Minute // a wait that would fail the test by its timeout
+
+	ingest, err := l.AdmitRequest(ctx, "neighbour", lim, 0)
+	require.NoError(t, err)
+	defer ingest.Release()
+
+	// Alone, bulk work never waits, whatever the bound.
+	require.NoError(t, ingest.Yield(ctx, long))
+
+	// The tenant's own interactive requests do not hold its bulk work back either.
+	own, err := l.AdmitRequest(ctx, "neighbour", lim, 0)
+	require.NoError(t, err)
+	require.NoError(t, ingest.Yield(ctx, long))
+	own.Release()
+
+	// Another tenant's bulk work does not hold it back: two ingests never wait for each other.
+	other, err := l.AdmitRequest(ctx, "other", lim, 0)
+	require.NoError(t, err)
+	require.NoError(t, other.Yield(ctx, long))
+	require.NoError(t, ingest.Yield(ctx, long))
+	other.Release()
+
+	// Another tenant's search in flight: the next batch waits until it ends (the batch before
+	// it was long: the wait is not bounded by it here).
+	search, err := l.AdmitRequest(ctx, "victim", lim, 0)
+	require.NoError(t, err)
+	longBatch := func() { ingest.lastYield = time.Now().Add(-time.Hour) }
+	longBatch()
+	require.Zero(t, l.YieldStats().Waits, "nothing has waited yet")
+	yielded := make(chan error, 1)
+	go func() { yielded <- ingest.Yield(ctx, long) }()
+	select {
+	case err := <-yielded:
+		t.Fatalf("the batch went on beside another tenant's search (err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	search.Release()
+	require.NoError(t, <-yielded)
+	require.Equal(t, int64(1), l.YieldStats().Waits)
+	require.GreaterOrEqual(t, l.YieldStats().Waited, 50*time.Millisecond)
+
+	// The wait is bounded: a tenant whose searches never stop delays each batch by max at most.
+	search, err = l.AdmitRequest(ctx, "victim", lim, 0)
+	require.NoError(t, err)
+	longBatch()
+	start := time.Now()
+	require.NoError(t, ingest.Yield(ctx, 20*time.Millisecond))
+	require.GreaterOrEqual(t, time.Since(start), 20*time.Millisecond)
+	// ... and by the batch before it: bulk work waits at most as long as it worked.
+	ingest.lastYield = time.Now().Add(-5 * time.Millisecond)
+	start = time.Now()
+	require.NoError(t, ingest.Yield(ctx, long))
+	waited := time.Since(start)
+	require.GreaterOrEqual(t, waited, 5*time.Millisecond)
+	require.Less(t, waited, long)
+
+	// A request that ends while it yields stops waiting with its context's error.
+	cctx, cancel := context.WithCancel(ctx)
+	longBatch()
+	go func() { yielded <- ingest.Yield(cctx, long) }()
+	cancel()
+	require.ErrorIs(t, <-yielded, context.Canceled)
+	search.Release()
+
+	// A released bulk request no longer counts: the victim's bulk work does not wait for it.
+	ingest.Release()
+	ingest.Release() // a second release changes nothing
+	vbulk, err := l.AdmitRequest(ctx, "victim", lim, 0)
+	require.NoError(t, err)
+	require.NoError(t, vbulk.Yield(ctx, long))
+	vbulk.Release()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Zero(t, l.inflight)
+	require.Zero(t, l.bulk)
+	require.Zero(t, l.yielders)
+}

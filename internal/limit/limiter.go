@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -50,6 +51,26 @@ type Limiter struct {
 	// active lately" is answered without visiting every tenant.
 	inflight, waiting int
 	recent            [2]activity
+	// bulk counts the admitted requests marked as bulk work by [Admission.Yield]; the others in
+	// flight are interactive. yielders counts the Yield calls waiting, and released is closed
+	// (and replaced) when an interactive request ends while any wait.
+	bulk, yielders int
+	released       chan struct{}
+	// yieldWaits and yieldWaited count the yields that waited for another tenant, and how long.
+	yieldWaits, yieldWaited atomic.Int64
+}
+
+// YieldStats are a Limiter's counts of bulk work that yielded to other tenants.
+type YieldStats struct {
+	// Waits is how many batches of bulk work waited for another tenant's requests.
+	Waits int64
+	// Waited is how long they waited in all.
+	Waited time.Duration
+}
+
+// YieldStats returns the counts since the Limiter was made.
+func (l *Limiter) YieldStats() YieldStats {
+	return YieldStats{Waits: l.yieldWaits.Load(), Waited: time.Duration(l.yieldWaited.Load())}
 }
 
 type activity struct {
@@ -62,6 +83,8 @@ type tenantState struct {
 	bucket   *rate.Limiter
 	limits   Limits
 	inflight int
+	// bulk counts the tenant's admitted requests marked as bulk work.
+	bulk int
 	// waiters are the requests queued for a slot, oldest first; a release hands its slot to the
 	// first one by closing its channel.
 	waiters  []chan struct{}
@@ -113,6 +136,16 @@ func (l *Limiter) capOf(st *tenantState, now time.Time) int {
 // nothing but its token. When ctx ends first, Admit returns ctx's error. After admission, call
 // release exactly once when the request ends.
 func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait time.Duration) (release func(), err error) {
+	a, err := l.AdmitRequest(ctx, tenantID, lim, wait)
+	if err != nil {
+		return nil, err
+	}
+	return a.Release, nil
+}
+
+// AdmitRequest is [Limiter.Admit] returning the admission itself, through which the request can
+// also yield to other tenants between the batches of bulk work ([Admission.Yield]).
+func (l *Limiter) AdmitRequest(ctx context.Context, tenantID string, lim Limits, wait time.Duration) (a *Admission, err error) {
 	now := l.now()
 	l.mu.Lock()
 	l.sweep(now)
@@ -154,7 +187,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 		st.inflight++
 		l.inflight++
 		l.mu.Unlock()
-		return l.releaser(st), nil
+		return &Admission{l: l, st: st}, nil
 	}
 	refuse := &RateLimitError{Reason: ReasonConcurrency, Limit: float64(lim.MaxConcurrent), Wait: time.Second}
 	if wait <= 0 {
@@ -169,7 +202,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 	defer timer.Stop()
 	select {
 	case <-slot:
-		return l.releaser(st), nil
+		return &Admission{l: l, st: st}, nil
 	case <-timer.C:
 		err = refuse
 	case <-ctx.Done():
@@ -183,7 +216,7 @@ func (l *Limiter) Admit(ctx context.Context, tenantID string, lim Limits, wait t
 		return nil, err
 	}
 	// The slot was handed over just as the wait ended: it is ours.
-	return l.releaser(st), nil
+	return &Admission{l: l, st: st}, nil
 }
 
 func indexOf(s []chan struct{}, c chan struct{}) int {
@@ -195,29 +228,108 @@ func indexOf(s []chan struct{}, c chan struct{}) int {
 	return -1
 }
 
-// releaser ends one admitted request of st: its slot goes to the first waiter, if any.
-func (l *Limiter) releaser(st *tenantState) func() {
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			now := l.now()
-			st.lastUsed = now
-			st.inflight--
-			l.inflight--
-			for len(st.waiters) > 0 {
-				if c := l.capOf(st, now); c > 0 && st.inflight >= c {
-					break
-				}
-				close(st.waiters[0]) // the slot passes on to the oldest waiter
-				st.waiters = st.waiters[1:]
-				l.waiting--
-				st.inflight++
-				l.inflight++
+// Admission is one admitted request of a tenant. Release it exactly once when the request ends.
+type Admission struct {
+	l    *Limiter
+	st   *tenantState
+	once sync.Once
+	bulk bool // guarded by l.mu
+	// lastYield is when the request's previous Yield returned (zero before the first): the
+	// batch since then bounds the next wait, so bulk work waits at most as long as it works.
+	lastYield time.Time
+}
+
+// Release ends the request: its slot goes to the tenant's first waiter, if any. Calls after the
+// first do nothing.
+func (a *Admission) Release() {
+	a.once.Do(func() {
+		l, st := a.l, a.st
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		now := l.now()
+		st.lastUsed = now
+		st.inflight--
+		l.inflight--
+		if a.bulk {
+			st.bulk--
+			l.bulk--
+		} else if l.yielders > 0 {
+			close(l.released) // an interactive request ended: the yielding ones look again
+			l.released = make(chan struct{})
+		}
+		for len(st.waiters) > 0 {
+			if c := l.capOf(st, now); c > 0 && st.inflight >= c {
+				break
 			}
-		})
+			close(st.waiters[0]) // the slot passes on to the oldest waiter
+			st.waiters = st.waiters[1:]
+			l.waiting--
+			st.inflight++
+			l.inflight++
+		}
+	})
+}
+
+// Yield is called by bulk work (an ingest's insert statements, its embedding slices) between
+// its batches. It marks the request as bulk work, then waits while a request of another tenant
+// that is not bulk work is in flight, so that interactive requests (searches, reads) of other
+// tenants do not share the CPU with the bulk work's next batch. Bulk work never waits for bulk
+// work, and a tenant alone never waits. A wait lasts at most max, and at most as long as the
+// batch before it took (from the previous Yield's return), so bulk work keeps at least half of
+// its pace whatever the others do and its request deadline stays within reach. It returns ctx's
+// error when ctx ends first, else nil (also when the bound is reached: the work goes on).
+// One goroutine per Admission may call Yield.
+func (a *Admission) Yield(ctx context.Context, max time.Duration) error {
+	now := time.Now()
+	if !a.lastYield.IsZero() {
+		max = min(max, now.Sub(a.lastYield))
 	}
+	defer func() { a.lastYield = time.Now() }()
+	l, st := a.l, a.st
+	l.mu.Lock()
+	if !a.bulk {
+		a.bulk = true
+		st.bulk++
+		l.bulk++
+	}
+	if max <= 0 || l.interactiveOthers(st) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	start := time.Now()
+	l.yieldWaits.Add(1)
+	defer func() { l.yieldWaited.Add(int64(time.Since(start))) }()
+	timer := time.NewTimer(max)
+	defer timer.Stop()
+	for {
+		if l.released == nil {
+			l.released = make(chan struct{})
+		}
+		ch := l.released
+		l.yielders++
+		l.mu.Unlock()
+		var err error
+		done := false
+		select {
+		case <-ch:
+		case <-timer.C:
+			done = true
+		case <-ctx.Done():
+			err, done = ctx.Err(), true
+		}
+		l.mu.Lock()
+		l.yielders--
+		if done || l.interactiveOthers(st) == 0 {
+			l.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// interactiveOthers counts the requests in flight that are neither st's nor bulk work. Called
+// with mu held.
+func (l *Limiter) interactiveOthers(st *tenantState) int {
+	return (l.inflight - l.bulk) - (st.inflight - st.bulk)
 }
 
 // InFlight returns the number of admitted requests of tenantID that have not been released.

@@ -18,6 +18,7 @@ import (
 	"github.com/pgvector/pgvector-go"
 
 	"github.com/tenantmem/tenantmem/internal/chunk"
+	"github.com/tenantmem/tenantmem/internal/embed"
 )
 
 // ChunkingOptions overrides the chunk window sizes of a document type, in tokens. A zero field
@@ -369,11 +370,14 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		embErr error
 	)
 	if !p.DeferEmbedding {
-		vecs, embErr = e.embed(ctx, texts)
+		vecs, embErr = e.embedYielding(ctx, s, texts)
 	}
 	if embErr != nil {
 		if ctx.Err() != nil {
 			return DocumentAddResult{}, fmt.Errorf("memory: embed: %w", ctx.Err())
+		}
+		if ye, ok := errors.AsType[*yieldError](embErr); ok {
+			return DocumentAddResult{}, ye.err // the request ended: not the provider's failure
 		}
 		e.cfg.Logger.WarnContext(ctx, "memory: embedding failed at ingest; chunks queued",
 			slog.String("owner_id", s.OwnerID), slog.Int("chunks", len(texts)), slog.String("error", embErr.Error()))
@@ -479,8 +483,14 @@ func (e *Engine) AddDocument(ctx context.Context, s Scope, p DocumentAddParams) 
 		}
 		// One statement per batch (COPY is not allowed under row-level security). Parents come
 		// before their children in chunk order, so every parent exists when a child names it.
-		for lo := 0; lo < len(chunks); lo += e.cfg.IngestBatchSize {
-			hi := min(lo+e.cfg.IngestBatchSize, len(chunks))
+		batch := e.batchSize(s)
+		for lo := 0; lo < len(chunks); lo += batch {
+			hi := min(lo+batch, len(chunks))
+			if lo > 0 {
+				if err := s.yield(ctx); err != nil {
+					return err
+				}
+			}
 			if _, err := tx.Exec(ctx, `
 				INSERT INTO chunks (chunk_id, document_id, owner_id, parent_chunk_id, chunk_index, chunk_level,
 					content, content_hash, token_count, metadata, embedding, search_vector)
@@ -588,6 +598,45 @@ type chunkArrays struct {
 	metadata []string
 	vectors  []*pgvector.Vector
 }
+
+// batchSize is how many chunks one statement of bulk work writes in scope s.
+func (e *Engine) batchSize(s Scope) int {
+	if s.Yield != nil {
+		return min(e.cfg.IngestBatchSize, e.cfg.YieldBatchSize)
+	}
+	return e.cfg.IngestBatchSize
+}
+
+// embedYielding is embed in slices of the scope's batch size, yielding between them, when the
+// scope yields and the provider runs in this process (a remote provider's time is not ours to
+// share, and splitting its batches would only add round trips).
+func (e *Engine) embedYielding(ctx context.Context, s Scope, texts []string) ([][]float32, error) {
+	if s.Yield == nil || !embed.InProcess(e.cfg.Embedder) {
+		return e.embed(ctx, texts)
+	}
+	batch := e.batchSize(s)
+	out := make([][]float32, 0, len(texts))
+	for lo := 0; lo < len(texts); lo += batch {
+		if lo > 0 {
+			if err := s.yield(ctx); err != nil {
+				return nil, &yieldError{err}
+			}
+		}
+		vecs, err := e.embed(ctx, texts[lo:min(lo+batch, len(texts))])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, vecs...)
+	}
+	return out, nil
+}
+
+// yieldError is the error of Scope.Yield between two embedding slices, apart from the
+// provider's errors (which queue the document's embeddings instead of failing it).
+type yieldError struct{ err error }
+
+func (e *yieldError) Error() string { return "memory: yield: " + e.err.Error() }
+func (e *yieldError) Unwrap() error { return e.err }
 
 // embed calls the provider and checks its answer: one finite, non-zero vector of the
 // provider's dimension per text.

@@ -329,3 +329,48 @@ func longText(marker string, n int) string {
 	}
 	return string(b)
 }
+
+// TestIngestYieldsBetweenBatches: with a scope that yields (the router's, for fair sharing), an
+// ingest is embedded and written in batches of YieldBatchSize with a yield between every two,
+// the document is whole when it succeeds, and a yield that fails (the request ended) leaves
+// nothing stored.
+func TestIngestYieldsBetweenBatches(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const batch = 4
+	eng := newEngine(t, newBuiltin(t), func(c *memory.Config) { c.YieldBatchSize = batch })
+	ctx := context.Background()
+	for _, tier := range tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			s := e.tenant(t, tier)
+			var yields int
+			s.Yield = func(context.Context) error { yields++; return nil }
+			res, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "big", DocumentType: "text",
+				Content: longText("gamma", 6000)})
+			require.NoError(t, err)
+			leaves := res.EmbeddingsCreated
+			require.Greater(t, res.ChunksCreated, 4*batch, "enough chunks for several batches")
+			// One yield between every two embedding slices and every two insert statements.
+			require.Equal(t, (leaves+batch-1)/batch-1+(res.ChunksCreated+batch-1)/batch-1, yields)
+			require.Len(t, chunkIDs(t, eng, s, res.DocumentID), res.ChunksCreated)
+
+			stats, err := eng.Statistics(ctx, s)
+			require.NoError(t, err)
+			before := stats.DocumentCount
+			calls := 0
+			s.Yield = func(context.Context) error {
+				calls++
+				if calls == 3 { // in the middle of the inserts
+					return context.Canceled
+				}
+				return nil
+			}
+			_, err = eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "cut", DocumentType: "text",
+				Content: longText("delta", 6000)})
+			require.ErrorIs(t, err, context.Canceled)
+			stats, err = eng.Statistics(ctx, s)
+			require.NoError(t, err)
+			require.Equal(t, before, stats.DocumentCount, "a cut ingest stores nothing")
+		})
+	}
+}

@@ -57,6 +57,8 @@ const (
 	// DefaultIngestBatchSize is how many chunks one INSERT statement of an ingest writes, so each
 	// statement of a large document stays well inside the statement timeout.
 	DefaultIngestBatchSize = 500
+	// DefaultYieldBatchSize is Config.YieldBatchSize's default.
+	DefaultYieldBatchSize = 64
 	// DefaultIdempotencyTTL is how long the result of a write made with an idempotency key is
 	// kept for a retry.
 	DefaultIdempotencyTTL = 24 * time.Hour
@@ -133,6 +135,10 @@ type Config struct {
 	MaxChunksPerDocument int
 	// IngestBatchSize is how many chunks one INSERT of an ingest writes. Default 500.
 	IngestBatchSize int
+	// YieldBatchSize is how many chunks one batch of bulk work (an INSERT, an embedding slice)
+	// holds when the scope yields between batches (Scope.Yield): smaller batches let other
+	// tenants' requests in sooner. Default 64.
+	YieldBatchSize int
 	// IdempotencyTTL is how long a write's idempotency key is remembered. Default 24 hours.
 	IdempotencyTTL time.Duration
 	// Logger receives warnings (provider failures at ingest). Default: discard.
@@ -156,6 +162,7 @@ func (c Config) WithDefaults() Config {
 	c.ExactSearchThreshold = cmp.Or(c.ExactSearchThreshold, DefaultExactSearchThreshold)
 	c.MaxChunksPerDocument = cmp.Or(c.MaxChunksPerDocument, DefaultMaxChunksPerDocument)
 	c.IngestBatchSize = cmp.Or(c.IngestBatchSize, DefaultIngestBatchSize)
+	c.YieldBatchSize = cmp.Or(c.YieldBatchSize, DefaultYieldBatchSize)
 	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -59,6 +59,19 @@ type Scope struct {
 	// TextConfig is the tenant's text search configuration (a pg_catalog configuration such as
 	// english or simple), used to index its chunks and to read its queries. Empty means english.
 	TextConfig string
+	// Yield, when set, is called by bulk work between its batches (an ingest's embedding slices
+	// and insert statements, each of at most Config.YieldBatchSize chunks then): the router waits
+	// there, briefly, while other tenants' interactive requests are in flight, so that they do not
+	// share the CPU with the next batch. An error (the request's context ended) stops the work.
+	Yield func(ctx context.Context) error
+}
+
+// yield calls s.Yield, if set.
+func (s Scope) yield(ctx context.Context) error {
+	if s.Yield == nil {
+		return nil
+	}
+	return s.Yield(ctx)
 }
 
 // DefaultTextConfig is the text search configuration of a scope that names none.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -194,5 +195,62 @@ func BenchmarkTierFootprint(b *testing.B) {
 		b.ReportMetric(float64(dbSize)/1024/1024, "database_tenant_MiB")
 		prov.Close()
 		pool.Close()
+	}
+}
+
+// BenchmarkCreateBesideAFleet measures what one tenant's creation costs beside many registered
+// tenants (issue 12: the cost must not grow with the fleet). For each fleet size in
+// TENANTMEM_BENCH_FLEETS (default "0,100000"), it registers that many shared-tier tenants in bulk,
+// then creates TENANTMEM_BENCH_CREATES (default 200) shared-tier and a tenth as many schema-tier
+// tenants one after the other, and reports each tier's mean creation time.
+//
+//	go test -run '^$' -bench CreateBesideAFleet -benchtime 1x ./internal/provision
+func BenchmarkCreateBesideAFleet(b *testing.B) {
+	fleets := []int{0, 100000}
+	if v := os.Getenv("TENANTMEM_BENCH_FLEETS"); v != "" {
+		fleets = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			require.NoError(b, err)
+			fleets = append(fleets, n)
+		}
+	}
+	creates := envInt("TENANTMEM_BENCH_CREATES", 200)
+	ctx := context.Background()
+	for _, fleet := range fleets {
+		b.Run(fmt.Sprintf("fleet=%d", fleet), func(b *testing.B) {
+			for range b.N {
+				pool, err := pgxpool.New(ctx, pgtest.NewDatabase(b))
+				require.NoError(b, err)
+				prov, err := provision.New(provision.Config{Pool: pool})
+				require.NoError(b, err)
+				_, err = prov.Init(ctx, provision.InitParams{})
+				require.NoError(b, err)
+				if fleet > 0 {
+					ids := make([]string, fleet)
+					for i := range ids {
+						ids[i] = fmt.Sprintf("fleet-%07d", i)
+					}
+					_, err = prov.CreateTenants(ctx, provision.TenantBulkCreateParams{IDs: ids, Tier: registry.TierShared})
+					require.NoError(b, err)
+					_, err = pool.Exec(ctx, `VACUUM ANALYZE tenantmem_control.tenants, tenantmem_control.api_keys, tenantmem_control.audit_log`)
+					require.NoError(b, err)
+				}
+				for _, tc := range []struct {
+					tier registry.Tier
+					n    int
+				}{{registry.TierShared, creates}, {registry.TierSchema, max(1, creates/10)}} {
+					start := time.Now()
+					for i := range tc.n {
+						_, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("new-%s-%04d", tc.tier, i), Tier: tc.tier})
+						require.NoError(b, err)
+					}
+					mean := time.Since(start) / time.Duration(tc.n)
+					b.ReportMetric(float64(mean.Microseconds())/1000, string(tc.tier)+"_create_ms")
+				}
+				prov.Close()
+				pool.Close()
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -424,23 +425,103 @@ type readStmt struct {
 	// prepared statements are prepared once per connection and reused: only for SQL that names
 	// no tenant table (it is parsed before the round trip's search_path is set).
 	prepared bool
+	// cached statements name every table with its schema, every pgvector type and operator with
+	// the extensions schema: the connection prepares one the second time it runs it and keeps at
+	// most cacheSize of them (least recently used out), so a connection serving many tenants of
+	// the schema tier holds a bounded number. Prepared, it is neither parsed nor analysed again.
+	cached    bool
+	cacheSize int
+	// generic statements are planned once, without their parameters (plan_cache_mode =
+	// force_generic_plan): only for SQL whose best plan does not depend on them. Every other
+	// statement is planned with its parameters each time (force_custom_plan).
+	generic bool
 	// scan reads the statement's rows; nil discards them.
 	scan func(*readRows) error
+}
+
+// Plan cache modes of a read's statements.
+const (
+	planCustom  = "force_custom_plan"
+	planGeneric = "force_generic_plan"
+)
+
+// planModeSQL switches the plan cache mode between two statements of a read.
+const planModeSQL = `SELECT set_config('plan_cache_mode', $1, true)`
+
+// stmtCacheKey is where a connection keeps its cached statements (pgconn.PgConn.CustomData).
+const stmtCacheKey = "tenantmem.memory.statements"
+
+// stmtCache is a connection's cached statements: the names prepared on it, least recently used
+// first out, and the statements seen once (a statement is prepared the second time).
+type stmtCache struct {
+	prepared *simplelru.LRU[string, struct{}]
+	seen     *simplelru.LRU[uint64, struct{}]
+}
+
+// cachedStatement returns the description of st prepared on c, preparing it when c runs it for
+// the second time, or nil when st runs unnamed this time (first sight, caching disabled, or
+// the prepare failed: the round trip then reports the error after the fence's verdict).
+func cachedStatement(ctx context.Context, c *pgx.Conn, st readStmt) (*pgconn.StatementDescription, error) {
+	if !st.cached || st.cacheSize <= 0 {
+		return nil, nil
+	}
+	data := c.PgConn().CustomData()
+	sc, _ := data[stmtCacheKey].(*stmtCache)
+	if sc == nil || sc.prepared.Len() > st.cacheSize {
+		p, _ := simplelru.NewLRU[string, struct{}](st.cacheSize, nil)
+		seen, _ := simplelru.NewLRU[uint64, struct{}](4*st.cacheSize, nil)
+		if sc != nil {
+			// The capacity shrank: forget (and deallocate) everything.
+			for _, name := range sc.prepared.Keys() {
+				if err := c.Deallocate(ctx, name); err != nil {
+					return nil, err
+				}
+			}
+		}
+		sc = &stmtCache{prepared: p, seen: seen}
+		data[stmtCacheKey] = sc
+	}
+	h := fnvHash(st.sql)
+	name := "tmc_" + strconv.FormatUint(h, 36)
+	if _, ok := sc.prepared.Get(name); !ok {
+		if _, again := sc.seen.Get(h); !again {
+			sc.seen.Add(h, struct{}{})
+			return nil, nil
+		}
+		if sc.prepared.Len() == st.cacheSize {
+			if old, _, ok := sc.prepared.RemoveOldest(); ok {
+				if err := c.Deallocate(ctx, old); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if _, err := c.Prepare(ctx, name, st.sql); err != nil {
+			if pgconn.SafeToRetry(err) || c.IsClosed() {
+				return nil, err
+			}
+			return nil, nil // e.g. the tenant's schema is gone: run unnamed, the fence decides
+		}
+		sc.prepared.Add(name, struct{}{})
+	}
+	// Prepared: pgx returns its description without a round trip.
+	return c.Prepare(ctx, name, st.sql)
 }
 
 // read runs read-only statements for the scope in ONE round trip: a pipeline of unnamed
 // statements ended by one Sync, which PostgreSQL runs as one implicit transaction:
 //
 //  1. the scope's settings (search_path, owner id, statement timeout), transaction_read_only,
-//     plan_cache_mode = force_custom_plan, the caller's settings and, with a Fence, the shared
-//     advisory lock: one statement;
+//     plan_cache_mode, the caller's settings and, with a Fence, the shared advisory lock: one
+//     statement;
 //  2. the Fence check, as its own statement (so it sees what was committed before the lock was
-//     granted);
-//  3. stmts, in order.
+//     granted), prepared and planned once (force_generic_plan);
+//  3. stmts, in order, each after a statement switching plan_cache_mode where it changes.
 //
-// Unnamed statements are parsed after the settings before them have run (so tables resolve in
-// the tenant's schema) and are always planned with their actual parameters: no generic plan can
-// replace the index scan the parameters call for. When the Fence check fails the rows read are
+// A statement is planned with its actual parameters every time (force_custom_plan: no generic
+// plan can replace the index scan the parameters call for) unless it is marked generic. Unnamed
+// statements are parsed after the settings before them have run (so tables resolve in the
+// tenant's schema); cached ones name their tables with the schema and are prepared per
+// connection (see readStmt). When the Fence check fails the rows read are
 // discarded and read returns ErrFenced; the transaction is read-only, so nothing happened. A Fence
 // with a Pool of its own is taken there first (two round trips more) and held across the read.
 func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
@@ -510,11 +591,18 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
 		timeout = &ms
 	}
+	// The plan cache mode of the first statement after the settings: generic for the fence
+	// check (two primary-key lookups: planning it cost 10 times its execution), else the first
+	// statement's. planModeSQL switches it wherever the next statement wants the other one.
+	mode := planCustom
+	if s.Fence != nil || (len(stmts) > 0 && stmts[0].generic) {
+		mode = planGeneric
+	}
 	var b strings.Builder
 	b.WriteString(`SELECT set_config('search_path', $1, true), set_config('tenantmem.owner_id', $2, true),
 		set_config('statement_timeout', coalesce($3, current_setting('statement_timeout')), true),
-		set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', 'force_custom_plan', true)`)
-	args := []any{s.searchPath(), s.OwnerID, timeout}
+		set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', $4, true)`)
+	args := []any{s.searchPath(), s.OwnerID, timeout, mode}
 	for _, kv := range settings {
 		args = append(args, kv[0], kv[1])
 		fmt.Fprintf(&b, `, set_config($%d, $%d, true)`, len(args)-1, len(args))
@@ -536,23 +624,37 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 			return nil
 		}})
 	}
-	all = append(all, stmts...)
+	for _, st := range stmts {
+		want := planCustom
+		if st.generic {
+			want = planGeneric
+		}
+		if want != mode {
+			all = append(all, readStmt{sql: planModeSQL, args: []any{want}, prepared: true})
+			mode = want
+		}
+		all = append(all, st)
+	}
 
 	m := c.TypeMap()
 	batch := &pgconn.Batch{}
 	for _, st := range all {
+		var sd *pgconn.StatementDescription
 		if st.prepared {
 			// The settings and the fence check name no tenant table: prepare them once per
 			// connection (pgx remembers them), so they are neither parsed nor planned again.
-			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
-			if err != nil {
+			if sd, err = c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql); err != nil {
 				return fmt.Errorf("memory: prepare: %w", interpretError(err)), true
 			}
+		} else if sd, err = cachedStatement(ctx, c, st); err != nil {
+			return fmt.Errorf("memory: prepare: %w", interpretError(err)), true
+		}
+		if sd != nil {
 			vals, fmts, err := encodeArgsFor(m, sd.ParamOIDs, st.args)
 			if err != nil {
 				return err, false
 			}
-			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
+			batch.ExecStatement(sd, vals, fmts, []int16{pgtype.BinaryFormatCode})
 			continue
 		}
 		vals, oids, fmts, err := encodeArgs(m, st.args)

@@ -278,3 +278,39 @@ func TestPreparedSearchOfAGoneTenantIsFenced(t *testing.T) {
 		require.ErrorIs(t, err, memory.ErrFenced, mode)
 	}
 }
+
+// TestPreparedSearchFollowsAMovedTenant: a search whose fence finds the tenant moved runs again
+// at the new location (Fence.Refresh) with statements made for that location. The legs' SQL
+// names its schema; before the fix the refreshed read ran the old location's statements, and
+// TestMoveAcrossTiersAndPlacements got 500s (42P01 on the dropped schema).
+func TestPreparedSearchFollowsAMovedTenant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := newEngine(t, newBuiltin(t))
+	for _, tier := range tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			from, to := e.tenant(t, registry.TierSchema), e.tenant(t, tier)
+			for _, s := range []memory.Scope{from, to} {
+				_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text",
+					Content: "Tenant " + s.OwnerID + " keeps notes about routers and latency."})
+				require.NoError(t, err)
+			}
+			for range 3 { // prepared on the connections
+				_, err := eng.Search(ctx, from, memory.SearchParams{QueryText: "routers latency"})
+				require.NoError(t, err)
+			}
+			moved := from
+			moved.Fence = &memory.Fence{LockID: 43, Check: `SELECT 'tenant'::text`,
+				Refresh: func(context.Context) (memory.Scope, error) { return to, nil }}
+			for _, mode := range []string{memory.SearchVector, memory.SearchText, memory.SearchHybrid} {
+				res, err := eng.Search(ctx, moved, memory.SearchParams{QueryText: "routers latency", SearchType: mode})
+				require.NoError(t, err, mode)
+				require.NotEmpty(t, res.Results, mode)
+				for _, r := range res.Results {
+					require.Contains(t, r.Content, "Tenant "+to.OwnerID+" ", mode)
+				}
+			}
+		})
+	}
+}

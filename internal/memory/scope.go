@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -435,8 +436,23 @@ type readStmt struct {
 	// force_generic_plan): only for SQL whose best plan does not depend on them. Every other
 	// statement is planned with its parameters each time (force_custom_plan).
 	generic bool
+	// rebuild, when set, makes the statement's SQL and arguments for another scope: a read that
+	// follows a moved tenant (Fence.Refresh) runs it at the new location. Cached statements need
+	// it, since their SQL names the old location's schema.
+	rebuild func(Scope) (string, []any)
 	// scan reads the statement's rows; nil discards them.
 	scan func(*readRows) error
+}
+
+// forScope returns stmts made for s (see readStmt.rebuild).
+func forScope(s Scope, stmts []readStmt) []readStmt {
+	out := slices.Clone(stmts)
+	for i := range out {
+		if out[i].rebuild != nil {
+			out[i].sql, out[i].args = out[i].rebuild(s)
+		}
+	}
+	return out
 }
 
 // Plan cache modes of a read's statements.
@@ -529,7 +545,7 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 	if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
 		// The tenant moved: read again at its new location (the connection is back in the pool).
 		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
-			return next.withoutRefresh().readWithRetries(ctx, settings, stmts...)
+			return next.withoutRefresh().readWithRetries(ctx, settings, forScope(next, stmts)...)
 		}
 	}
 	return err

@@ -424,6 +424,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	if useText {
 		sql, args := e.textSQL(s, in, lex, qvec, n)
 		stmts = append(stmts, readStmt{sql: sql, args: args, cached: true, cacheSize: e.cfg.PreparedSearches, generic: true,
+			rebuild: func(s Scope) (string, []any) { return e.textSQL(s, in, lex, qvec, n) },
 			scan: func(r *readRows) (err error) {
 				txtRows, err = scanSearchRows(r, in, &fresh)
 				return err
@@ -613,10 +614,12 @@ func (e *Engine) vectorSQL(s Scope, in searchInput, q pgvector.Vector, exact boo
 // parameters every time. Its rows go to rows, the tenant's leaf count to fresh.
 func (e *Engine) vectorStmt(s Scope, in searchInput, q pgvector.Vector, exact bool, n int, rows *[]searchRow, fresh *int64) readStmt {
 	sql, args := e.vectorSQL(s, in, q, exact, n)
-	return readStmt{sql: sql, args: args, cached: true, cacheSize: e.cfg.PreparedSearches, scan: func(r *readRows) (err error) {
-		*rows, err = scanSearchRows(r, in, fresh)
-		return err
-	}}
+	return readStmt{sql: sql, args: args, cached: true, cacheSize: e.cfg.PreparedSearches,
+		rebuild: func(s Scope) (string, []any) { return e.vectorSQL(s, in, q, exact, n) },
+		scan: func(r *readRows) (err error) {
+			*rows, err = scanSearchRows(r, in, fresh)
+			return err
+		}}
 }
 
 // textSQL is the text leg: BM25 over the tenant's own postings (chunk_terms) and statistics

@@ -7,7 +7,8 @@ names and, where they make sense, its parameters and result shapes (``add_docume
 tenant is the API key's, and nothing a call passes can select another one.
 
 :class:`TenantMemAdmin` is a helper for the provisioning API (admin token): create tenants,
-issue and revoke keys, suspend, resume and delete.
+issue and revoke keys, suspend, resume and delete, set limits, and register and manage
+placements.
 
 Errors are :class:`TenantMemError` subclasses carrying the server's ``status``, ``code``,
 ``message`` and ``field``. Requests answered 503 or 429 are retried, honouring Retry-After, at
@@ -40,7 +41,7 @@ __all__ = [
     "ForbiddenError", "NotFoundError", "DocumentNotFoundError", "ConflictError", "PayloadTooLargeError",
     "RateLimitError", "UnavailableError", "ServerError", "DocumentAddResult", "Document", "DocumentChunk",
     "DocumentWithChunks", "DocumentListResult", "DeleteResult", "SearchResult", "SearchResults",
-    "OwnerStatistics", "Tenant", "APIKey", "IssuedKey", "TenantCreated",
+    "OwnerStatistics", "Tenant", "Placement", "APIKey", "IssuedKey", "TenantCreated",
 ]
 
 DEFAULT_TIMEOUT = 60.0
@@ -232,6 +233,7 @@ class SearchResult:
     similarity: Optional[float] = None
     text_rank: Optional[float] = None
     rrf_score: Optional[float] = None
+    rerank_score: Optional[float] = None
     metadata: Dict[str, Any] = field(default_factory=dict)
     parent_chunks: List[Dict[str, Any]] = field(default_factory=list)
     document_type: Optional[str] = None
@@ -242,14 +244,17 @@ class SearchResult:
 
 class SearchResults(list):
     """The hits of a search: a list of :class:`SearchResult` (as llmemory returns), with the
-    answer's ``search_type``, ``took_ms`` and ``degraded`` (a hybrid search that ran on text
-    alone because the embedding provider failed)."""
+    answer's ``search_type``, ``took_ms``, ``degraded`` (a hybrid search that ran on text alone
+    because the embedding provider failed, or a reranker that failed) and ``degraded_reasons``
+    (which: ``embedding_unavailable``, ``rerank_unavailable``)."""
 
-    def __init__(self, results: List[SearchResult], search_type: str, took_ms: float, degraded: bool):
+    def __init__(self, results: List[SearchResult], search_type: str, took_ms: float, degraded: bool,
+                 degraded_reasons: Optional[List[str]] = None):
         super().__init__(results)
         self.search_type = search_type
         self.took_ms = took_ms
         self.degraded = degraded
+        self.degraded_reasons = list(degraded_reasons or [])
 
 
 @dataclass
@@ -273,6 +278,22 @@ class Tenant:
     database_name: Optional[str] = None
     placement: str = ""
     migration_version: int = 0
+    created_at: Optional[_dt.datetime] = None
+    updated_at: Optional[_dt.datetime] = None
+
+
+@dataclass
+class Placement:
+    """A PostgreSQL server that holds tenants: ``state`` is active, draining or disabled."""
+    name: str
+    state: str
+    tiers: List[str] = field(default_factory=list)
+    tenants: int = 0
+    description: str = ""
+    host: str = ""
+    port: int = 0
+    database: str = ""
+    max_tenants: int = 0
     created_at: Optional[_dt.datetime] = None
     updated_at: Optional[_dt.datetime] = None
 
@@ -479,18 +500,30 @@ class TenantMem(_Client):
                metadata_filter: Optional[Dict[str, Any]] = None, date_from: Optional[DateLike] = None,
                date_to: Optional[DateLike] = None, include_parent_context: bool = False,
                alpha: Optional[float] = None, document_types: Optional[List[str]] = None,
-               include_documents: bool = False, query_embedding: Optional[List[float]] = None) -> SearchResults:
+               include_documents: bool = False, query_embedding: Optional[List[float]] = None,
+               chunk_metadata_filter: Optional[Dict[str, Any]] = None, fusion: Optional[str] = None,
+               recall_target: Optional[float] = None, rerank: bool = False,
+               rerank_top_k: Optional[int] = None) -> SearchResults:
         """Searches the tenant's chunks: "vector", "text" or "hybrid". A date bound given as a
-        date covers its whole day."""
+        date covers its whole day. ``metadata_filter`` matches the document's metadata,
+        ``chunk_metadata_filter`` the chunk's own (section, email_part, speakers, ...).
+        ``fusion`` is how hybrid search merges its two lists ("score", "rrf" or "dbsf");
+        ``recall_target`` (0.5-1, 1 = exact) the vector index's effort; ``rerank`` re-scores the
+        top ``rerank_top_k`` candidates with the server's reranker (the answer says
+        ``degraded_reasons == ["rerank_unavailable"]`` when it failed)."""
         body: Dict[str, Any] = {"query_text": query_text, "search_type": search_type, "limit": limit}
         optional = {"id_at_origin": id_at_origin, "id_at_origins": id_at_origins, "metadata_filter": metadata_filter,
                     "date_from": _date_param(date_from), "date_to": _date_param(date_to), "alpha": alpha,
-                    "document_types": document_types, "query_embedding": query_embedding}
+                    "document_types": document_types, "query_embedding": query_embedding,
+                    "chunk_metadata_filter": chunk_metadata_filter, "fusion": fusion, "recall_target": recall_target,
+                    "rerank_top_k": rerank_top_k}
         body.update({k: v for k, v in optional.items() if v is not None})
         if include_parent_context:
             body["include_parent_context"] = True
         if include_documents:
             body["include_documents"] = True
+        if rerank:
+            body["rerank"] = True
         _, res = self._call("POST", ["v1", "search"], body=body)
         return self._results(res)
 
@@ -502,7 +535,8 @@ class TenantMem(_Client):
     @staticmethod
     def _results(res: Dict[str, Any]) -> SearchResults:
         hits = [_build(SearchResult, r, ("document_date",)) for r in res.get("results") or []]
-        return SearchResults(hits, res.get("search_type", ""), res.get("took_ms", 0.0), bool(res.get("degraded")))
+        return SearchResults(hits, res.get("search_type", ""), res.get("took_ms", 0.0), bool(res.get("degraded")),
+                             res.get("degraded_reasons"))
 
     def list_documents(self, limit: int = 20, offset: int = 0, document_type: Optional[str] = None,
                        order_by: str = "created_at", order_desc: bool = True,
@@ -568,6 +602,7 @@ class TenantMem(_Client):
 
 _TENANT_TIMES = ("created_at", "updated_at")
 _KEY_TIMES = ("created_at", "revoked_at")
+_PLACEMENT_TIMES = ("created_at", "updated_at")
 
 
 class TenantMemAdmin(_Client):
@@ -637,3 +672,54 @@ class TenantMemAdmin(_Client):
 
     def revoke_key(self, tenant_id: str, key_id: str) -> None:
         self._call("DELETE", ["v1", "tenants", tenant_id, "keys", key_id])
+
+    def get_limits(self, tenant_id: str) -> Dict[str, Any]:
+        """The tenant's limit overrides; None takes the router's default."""
+        _, res = self._call("GET", ["v1", "tenants", tenant_id, "limits"])
+        return res["limits"]
+
+    def set_limits(self, tenant_id: str, **limits: Optional[float]) -> Dict[str, Any]:
+        """Replaces the tenant's overrides (requests_per_second, burst, max_concurrent,
+        max_documents, max_chunks, max_content_bytes); one left out or None takes the router's
+        default, 0 means no limit. Every router applies them at once."""
+        _, res = self._call("PUT", ["v1", "tenants", tenant_id, "limits"], body=dict(limits))
+        return res["limits"]
+
+    def add_placement(self, name: str, host: str, port: int, database: str, max_tenants: Optional[int] = None,
+                      tiers: Optional[List[str]] = None, description: Optional[str] = None,
+                      router_password: Optional[str] = None) -> Placement:
+        """Registers a PostgreSQL server that may hold tenants (UnavailableError when the
+        provisioner cannot reach it, ConflictError when the name or endpoint is taken)."""
+        body: Dict[str, Any] = {"name": name, "host": host, "port": port, "database": database}
+        optional = {"max_tenants": max_tenants, "tiers": tiers, "description": description,
+                    "router_password": router_password}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        _, res = self._call("POST", ["v1", "placements"], body=body)
+        return _build(Placement, res, _PLACEMENT_TIMES)
+
+    def list_placements(self) -> List[Placement]:
+        _, res = self._call("GET", ["v1", "placements"])
+        return [_build(Placement, p, _PLACEMENT_TIMES) for p in res["placements"]]
+
+    def get_placement(self, name: str) -> Placement:
+        _, res = self._call("GET", ["v1", "placements", name])
+        return _build(Placement, res, _PLACEMENT_TIMES)
+
+    def drain_placement(self, name: str) -> Placement:
+        """No new tenants go there; the ones it holds stay served."""
+        return self._placement_state(name, "drain")
+
+    def disable_placement(self, name: str) -> Placement:
+        """No new tenants, and the routers serve none of its tenants."""
+        return self._placement_state(name, "disable")
+
+    def activate_placement(self, name: str) -> Placement:
+        return self._placement_state(name, "activate")
+
+    def _placement_state(self, name: str, action: str) -> Placement:
+        _, res = self._call("POST", ["v1", "placements", name, action])
+        return _build(Placement, res["placement"], _PLACEMENT_TIMES)
+
+    def remove_placement(self, name: str) -> None:
+        """Unregisters an empty placement (ConflictError while it holds tenants)."""
+        self._call("DELETE", ["v1", "placements", name])

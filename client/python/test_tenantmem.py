@@ -85,6 +85,26 @@ class ReadmeSession(unittest.TestCase):
         self.assertEqual("wiki-42", hits[0].id_at_origin)
         self.assertEqual({"space": "ops"}, hits[0].document_metadata)
         self.assertEqual(dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc), hits[0].document_date)
+        # The search request's other fields: fusion, recall target, the chunk's own metadata.
+        for fusion in ("score", "rrf", "dbsf"):
+            hits = memory.search("deploy backup", limit=3, fusion=fusion, alpha=0.5, recall_target=1.0)
+            self.assertEqual("hybrid", hits.search_type)
+            self.assertEqual(added.document_id, hits[0].document_id, fusion)
+            self.assertFalse(hits.degraded)
+            self.assertEqual([], hits.degraded_reasons)
+        hits = memory.search("deploy", search_type="text", chunk_metadata_filter={"section": "Deploys"})
+        self.assertEqual([added.document_id], sorted({h.document_id for h in hits}))
+        self.assertEqual([], memory.search("deploy", search_type="text", chunk_metadata_filter={"section": "Nowhere"}))
+        with self.assertRaises(tenantmem.ValidationError) as cm:
+            memory.search("deploy", fusion="average")
+        self.assertEqual("fusion", cm.exception.field)
+        with self.assertRaises(tenantmem.ValidationError) as cm:
+            memory.search("deploy", recall_target=0.1)
+        self.assertEqual("recall_target", cm.exception.field)
+        # This deployment has no reranker: the request says so, naming the field.
+        with self.assertRaises(tenantmem.ValidationError) as cm:
+            memory.search("deploy", rerank=True, rerank_top_k=5)
+        self.assertEqual("rerank", cm.exception.field)
         self.assertTrue(memory.quick_search("backup", limit=3))
         history = memory.search_history(limit=2)
         self.assertEqual("backup", history[0]["query_text"])
@@ -132,6 +152,31 @@ class ReadmeSession(unittest.TestCase):
         memory.delete_document(added.document_id)
         with self.assertRaises(tenantmem.NotFoundError):
             memory.delete_document(added.document_id)
+
+        # Limits and placements.
+        self.assertIsNone(admin.get_limits("small-co")["max_documents"])
+        self.assertEqual(100, admin.set_limits("small-co", max_documents=100, requests_per_second=None)["max_documents"])
+        with self.assertRaises(tenantmem.ValidationError) as cm:
+            admin.set_limits("small-co", max_chunks=-1)
+        self.assertEqual("max_chunks", cm.exception.field)
+        placements = admin.list_placements()
+        self.assertEqual(["local"], [p.name for p in placements])
+        local = admin.get_placement("local")
+        self.assertEqual("active", local.state)
+        self.assertEqual(2, local.tenants)
+        self.assertEqual("draining", admin.drain_placement("local").state)
+        self.assertEqual("active", admin.activate_placement("local").state)
+        with self.assertRaises(tenantmem.ConflictError):
+            admin.remove_placement("local")
+        with self.assertRaises(tenantmem.NotFoundError):
+            admin.get_placement("nowhere")
+        with self.assertRaises(tenantmem.ValidationError) as cm:
+            admin.add_placement("Bad Name", "127.0.0.1", 5432, "x")
+        self.assertEqual("placement", cm.exception.field)
+        impatient = TenantMemAdmin(admin_url, admin_token, max_retries=0)
+        with self.assertRaises(tenantmem.UnavailableError):
+            impatient.add_placement("p2", "127.0.0.1", 1, "tenantmem", tiers=["schema"], max_tenants=5)
+        self.assertEqual(["local"], [p.name for p in admin.list_placements()])
 
         tenants, next_after = admin.list_tenants(limit=100)
         self.assertEqual(["acme/team-1", "small-co"], [t.tenant_id for t in tenants])

@@ -27,6 +27,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantmem/tenantmem/api"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -111,6 +112,7 @@ func (c AdminConfig) validate() error {
 //	GET    /v1/placements/{name}                -> placement
 //	POST   /v1/placements/{name}/drain, /disable, /activate -> {placement}
 //	DELETE /v1/placements/{name}                -> 204; 409 while it holds tenants
+//	GET    /openapi.json                        the description (api/provisioner.openapi.yaml) as JSON, no token needed
 func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -165,6 +167,9 @@ func NewAdmin(cfg AdminConfig) (*echo.Echo, error) {
 	e.POST("/v1/placements/:name/drain", a.placementState((*provision.Provisioner).DrainPlacement), auth)
 	e.POST("/v1/placements/:name/disable", a.placementState((*provision.Provisioner).DisablePlacement), auth)
 	e.POST("/v1/placements/:name/activate", a.placementState((*provision.Provisioner).ActivatePlacement), auth)
+	if err := serveOpenAPI(e, api.ProvisionerJSON); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

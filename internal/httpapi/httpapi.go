@@ -120,6 +120,20 @@ func New(cfg Config) (*echo.Echo, error) {
 	return e, nil
 }
 
+// serveOpenAPI adds GET /openapi.json, the server's OpenAPI description as JSON (see package
+// api). It needs no authentication: the description holds no secret, and clients and gateways
+// read it before they have a key.
+func serveOpenAPI(e *echo.Echo, doc func() ([]byte, error)) error {
+	b, err := doc()
+	if err != nil {
+		return fmt.Errorf("httpapi: OpenAPI description: %w", err)
+	}
+	e.GET("/openapi.json", func(c echo.Context) error {
+		return c.JSONBlob(http.StatusOK, b)
+	})
+	return nil
+}
+
 // readyBody is the body of GET /readyz.
 type readyBody struct {
 	Status  string   `json:"status"`

@@ -22,6 +22,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantmem/tenantmem/api"
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
@@ -286,6 +287,7 @@ func isTimeout(err error) bool {
 //	GET    /v1/search/history?limit=      extension: recent searches, newest first
 //	GET    /v1/embeddings/status          extension: {pending, failed} embedding jobs
 //	POST   /v1/embeddings/retry           extension: queue failed embedding jobs again -> {queued}
+//	GET    /openapi.json                  the description (api/router.openapi.yaml) as JSON, no key needed
 //
 // The tenant comes only from the key. Request bodies reject unknown fields (tenant_id, owner_id
 // and schema among them) with 400 naming the field, and query strings reject parameters a route
@@ -364,6 +366,9 @@ func NewRouter(cfg RouterConfig) (*echo.Echo, error) {
 	e.GET("/v1/statistics", r.statistics, mw...)
 	e.GET("/v1/embeddings/status", r.embeddingStatus, mw...)
 	e.POST("/v1/embeddings/retry", r.retryEmbeddings, mw...)
+	if err := serveOpenAPI(e, api.RouterJSON); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

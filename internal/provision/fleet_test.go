@@ -400,3 +400,80 @@ func TestTenantOperationsReadNoWholeCatalog(t *testing.T) {
 	// Autovacuum reads pg_class whole when it visits the database: allow it a visit or two.
 	require.LessOrEqual(t, class1-class0, int64(2), "sequential scans of pg_class")
 }
+
+// TestPlacementTenantCountsStayExact: the tenant count of each placement, which the default
+// placement policy and the capacity hint read on every create, is kept by the registry's
+// triggers (control migration 00012) and equals a count of the registry through creates, bulk
+// creates, descendants registered by the router role, deletes and moves between placements.
+// Creating a tenant no longer reads the placement's tenants: counting them read every index
+// entry of the placement three times per create, so creation slowed as the fleet grew (issue 12).
+func TestPlacementTenantCountsStayExact(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	check := func(when string) {
+		t.Helper()
+		pls, err := e.prov.ListPlacements(ctx)
+		require.NoError(t, err)
+		for _, pl := range pls {
+			var n int
+			require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_control.tenants WHERE placement_id = $1`, pl.Name).Scan(&n))
+			require.Equal(t, n, pl.Tenants, "%s: placement %s", when, pl.Name)
+		}
+	}
+	check("after init")
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "acme", Tier: registry.TierSchema})
+	require.NoError(t, err)
+	_, err = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "solo", Tier: registry.TierShared})
+	require.NoError(t, err)
+	ids := make([]string, 400)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("bulk-%03d", i)
+	}
+	_, err = e.prov.CreateTenants(ctx, provision.TenantBulkCreateParams{IDs: ids, Tier: registry.TierShared, BatchSize: 150})
+	require.NoError(t, err)
+	check("after creates")
+
+	// A descendant registered on first use, by the router role through the registry's function.
+	key, err := e.prov.IssueKeyWith(ctx, registry.KeyIssueParams{TenantID: "acme", Delegate: true, CreateDescendants: true})
+	require.NoError(t, err)
+	keyID, _, _ := registry.ParseKey(key.Key)
+	_, err = registry.CreateDescendant(ctx, e.router, keyID, "acme/u-1")
+	require.NoError(t, err)
+	check("after a descendant")
+
+	// Creating one more tenant reads a few index entries of the registry, not the placement's 400.
+	reader, err := pgx.Connect(ctx, e.url)
+	require.NoError(t, err)
+	defer func() { _ = reader.Close(ctx) }()
+	entriesRead := func() int64 {
+		e.pool.Reset() // closed connections have reported their counts
+		var n, last int64 = 0, -1
+		require.Eventually(t, func() bool {
+			require.NoError(t, reader.QueryRow(ctx, `SELECT pg_stat_get_tuples_returned('tenantmem_control.tenants_placement_idx'::regclass)`).Scan(&n))
+			stable := n == last
+			last = n
+			return stable
+		}, 30*time.Second, time.Second)
+		return n
+	}
+	before := entriesRead()
+	_, err = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "one-more", Tier: registry.TierShared})
+	require.NoError(t, err)
+	require.Less(t, entriesRead()-before, int64(50), "index entries of the placement's tenants read by one create")
+
+	// Deletes, and a move to another placement (the registry's half of a move: its flip).
+	require.NoError(t, e.prov.DeleteTenant(ctx, "solo"))
+	require.NoError(t, e.prov.DeleteTenant(ctx, "bulk-007"))
+	check("after deletes")
+	_, err = registry.InsertPlacement(ctx, e.pool, registry.PlacementInsertParams{Name: "far", Host: "far.example", Port: 5432, Database: "tm"})
+	require.NoError(t, err)
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET placement_id = 'far' WHERE tenant_id IN ('bulk-001', 'bulk-002')`)
+	require.NoError(t, err)
+	check("after a move")
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET placement_id = 'local' WHERE tenant_id = 'bulk-002'`)
+	require.NoError(t, err)
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET status = status`) // every row, no placement change
+	require.NoError(t, err)
+	check("after a move back")
+}

@@ -94,7 +94,7 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 		for _, stmt := range []string{
 			`GRANT USAGE ON SCHEMA tenantmem_control TO ` + router,
 			`GRANT SELECT ON tenantmem_control.tenants, tenantmem_control.api_keys, tenantmem_control.settings,
-				tenantmem_control.placements, tenantmem_control.tenant_limits TO ` + router,
+				tenantmem_control.placements, tenantmem_control.placement_tenant_counts, tenantmem_control.tenant_limits TO ` + router,
 			// Its one write: a shared-tier descendant on first use of a create_descendants key
 			// (control migration 6), through a SECURITY DEFINER function that checks everything.
 			`GRANT EXECUTE ON FUNCTION tenantmem_control.create_descendant(text, text, bigint) TO ` + router,

@@ -214,7 +214,7 @@ func (p PlacementInsertParams) Validate() error {
 
 const placementColumns = `p.placement_id, p.description, coalesce(p.host, ''), coalesce(p.port, 0),
 	coalesce(p.database_name, ''), p.state, coalesce(p.max_tenants, 0), p.tiers,
-	(SELECT count(*) FROM tenantmem_control.tenants t WHERE t.placement_id = p.placement_id),
+	(SELECT coalesce(sum(c.tenants), 0) FROM tenantmem_control.placement_tenant_counts c WHERE c.placement_id = p.placement_id),
 	p.created_at, p.updated_at`
 
 func scanPlacement(row pgx.Row) (Placement, error) {

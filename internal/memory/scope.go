@@ -698,9 +698,8 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 	// fence's lock, so the scope's statement_timeout bounds its parse and it takes its table
 	// locks after the fence's lock, like every statement of the read.
 	type request struct {
-		stmt    int    // index in all; -1 for a deallocation
-		name    string // prepared name ("" unnamed)
-		prepare bool   // a Parse of name comes before this request's statement
+		stmt int    // index in all; -1 for a deallocation
+		name string // prepared name ("" unnamed)
 	}
 	m := c.TypeMap()
 	type encoded struct {
@@ -774,7 +773,7 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 			if e.prepare {
 				parsing[e.name] = true
 				p.SendPrepare(e.name, all[i].sql, e.oids)
-				reqs = append(reqs, request{stmt: i, name: e.name, prepare: true})
+				reqs = append(reqs, request{stmt: i, name: e.name})
 			}
 			p.SendQueryPrepared(e.name, e.vals, e.fmts, resultFormats)
 		}

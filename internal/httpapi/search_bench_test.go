@@ -31,6 +31,7 @@ import (
 
 	"github.com/tenantmem/tenantmem/internal/embed"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
+	"github.com/tenantmem/tenantmem/internal/limit"
 	"github.com/tenantmem/tenantmem/internal/memory"
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
@@ -78,7 +79,10 @@ func BenchmarkSearchPath(b *testing.B) {
 	exactEngine, err := memory.New(memory.Config{Embedder: embedder, ExactSearchThreshold: math.MaxInt32})
 	require.NoError(b, err)
 	reg := prometheus.NewRegistry()
-	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg})
+	// The tenants' request rate unlimited: the default 500/s of one tenant would answer 429 in the
+	// 8-client phase of a fast row on a quiet machine.
+	h, err := httpapi.NewRouter(httpapi.RouterConfig{Resolver: resolver, Engine: engine, Registerer: reg,
+		Limits: limit.Limits{RequestsPerSecond: limit.Unlimited, Burst: limit.Unlimited}})
 	require.NoError(b, err)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -100,7 +104,7 @@ func BenchmarkSearchPath(b *testing.B) {
 		res, err := prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: tier})
 		require.NoError(b, err)
 		t := &tenant{name: id, key: res.Key.Key, tier: tier, size: n}
-		t.scope = routingScope(res.Tenant, pool)
+		t.scope = routingScope(ctx, b, resolver, res.Key.Key)
 		sch := res.Tenant.SchemaName
 		for done := 0; done < n; done += 20 {
 			docID := benchUUID()
@@ -155,6 +159,13 @@ func BenchmarkSearchPath(b *testing.B) {
 	samples := 200
 	if v, err := strconv.Atoi(os.Getenv("TENANTMEM_BENCH_SAMPLES")); err == nil && v > 0 {
 		samples = v
+	}
+	// TENANTMEM_BENCH_STATEMENTS=1 logs each row's statements as pg_stat_statements saw them
+	// during the sequential samples (the server named by TEST_DATABASE_URL must preload it).
+	statements := os.Getenv("TENANTMEM_BENCH_STATEMENTS") == "1"
+	if statements {
+		_, err := admin.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+		require.NoError(b, err, "TENANTMEM_BENCH_STATEMENTS needs shared_preload_libraries = pg_stat_statements")
 	}
 	const limit = 10
 
@@ -221,6 +232,10 @@ func BenchmarkSearchPath(b *testing.B) {
 							w.fn(queries[i%nq])
 						}
 					}
+					if statements {
+						_, err := admin.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+						require.NoError(b, err)
+					}
 					durs := make([][]time.Duration, len(ways))
 					recall := make([]float64, len(ways))
 					for i := range samples {
@@ -231,6 +246,9 @@ func BenchmarkSearchPath(b *testing.B) {
 							durs[wi] = append(durs[wi], time.Since(t0))
 							recall[wi] += benchRecall(got, truth[q])
 						}
+					}
+					if statements {
+						logStatements(ctx, b, admin)
 					}
 					for wi, w := range ways {
 						b.ReportMetric(benchMS(durs[wi], 50), w.name+"_p50_ms")
@@ -258,11 +276,39 @@ func BenchmarkSearchPath(b *testing.B) {
 	}
 }
 
-// routingScope is the scope the router gives a request of t: the fence included.
-func routingScope(t registry.Tenant, pool *pgxpool.Pool) memory.Scope {
-	h := &routing.Handle{TenantID: t.ID, Tier: t.Tier, Schema: t.SchemaName, OwnerID: t.ID, Status: t.Status,
-		Pool: pool, CreatedAt: t.CreatedAt}
-	return h.Scope(30 * time.Second)
+// logStatements logs the statements pg_stat_statements saw in this database since its reset, most
+// expensive first: calls, mean planning and execution time, rows per call and shared buffers.
+func logStatements(ctx context.Context, b *testing.B, admin *pgxpool.Pool) {
+	b.Helper()
+	rows, err := admin.Query(ctx, `SELECT calls, mean_plan_time, mean_exec_time, rows::float8 / calls,
+			(shared_blks_hit + shared_blks_read)::float8 / calls, left(regexp_replace(query, '\s+', ' ', 'g'), 160)
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND calls > 0
+		ORDER BY total_plan_time + total_exec_time DESC LIMIT 12`)
+	require.NoError(b, err)
+	defer rows.Close()
+	b.Logf("%6s %9s %9s %7s %8s  %s", "calls", "plan ms", "exec ms", "rows", "buffers", "statement")
+	for rows.Next() {
+		var (
+			calls          int64
+			plan, exec, rw float64
+			bufs           float64
+			q              string
+		)
+		require.NoError(b, rows.Scan(&calls, &plan, &exec, &rw, &bufs, &q))
+		b.Logf("%6d %9.3f %9.3f %7.1f %8.1f  %s", calls, plan, exec, rw, bufs, q)
+	}
+	require.NoError(b, rows.Err())
+}
+
+// routingScope is the scope the router gives a request made with key: the handle the resolver
+// finds for it and its fence (tenant, location and key), as in the router's scope.
+func routingScope(ctx context.Context, b *testing.B, resolver *routing.Resolver, key string) memory.Scope {
+	b.Helper()
+	h, err := resolver.Resolve(ctx, key)
+	require.NoError(b, err)
+	keyID, _, err := registry.ParseKey(key)
+	require.NoError(b, err)
+	return h.KeyScope(keyID, 30*time.Second)
 }
 
 func resultIDs(rs []memory.SearchResult) []string {

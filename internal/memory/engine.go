@@ -25,6 +25,8 @@ const (
 	// DefaultLexicalDepth bounds the postings text search reads per query term (see
 	// Config.LexicalDepth).
 	DefaultLexicalDepth = 1000
+	// DefaultPreparedSearches is Config.PreparedSearches' default.
+	DefaultPreparedSearches = 16
 	// DefaultRecallTarget is the recall@10 against an exact scan that vector search aims for: the
 	// HNSW search effort (ef_search) is chosen for it per tier and tenant size ([EfSearchFor]).
 	DefaultRecallTarget = 0.95
@@ -141,6 +143,13 @@ type Config struct {
 	YieldBatchSize int
 	// IdempotencyTTL is how long a write's idempotency key is remembered. Default 24 hours.
 	IdempotencyTTL time.Duration
+	// PreparedSearches is how many search statements each pooled connection keeps prepared
+	// (one per tenant schema and query shape: filters, options, mode). A connection prepares a
+	// statement the second time it runs it, so one-off tenants of the schema tier cost nothing,
+	// and drops the least recently used one past this number. A prepared text statement holds
+	// about 0.3 MB of the server's memory. Default 16; negative: none (every search statement is
+	// parsed and planned each time).
+	PreparedSearches int
 	// Logger receives warnings (provider failures at ingest). Default: discard.
 	Logger *slog.Logger
 }
@@ -164,6 +173,7 @@ func (c Config) WithDefaults() Config {
 	c.IngestBatchSize = cmp.Or(c.IngestBatchSize, DefaultIngestBatchSize)
 	c.YieldBatchSize = cmp.Or(c.YieldBatchSize, DefaultYieldBatchSize)
 	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, DefaultIdempotencyTTL)
+	c.PreparedSearches = cmp.Or(c.PreparedSearches, DefaultPreparedSearches)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

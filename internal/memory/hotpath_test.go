@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -141,6 +142,175 @@ func TestSearchIDsArePerTenant(t *testing.T) {
 			require.NoError(t, err)
 			require.Len(t, hb, 6)
 			require.Equal(t, int64(6), hb[0].SearchID)
+		})
+	}
+}
+
+// preparedSearches lists the search statements prepared on the one connection of pool:
+// statement text, generic and custom plans made so far.
+func preparedSearches(t *testing.T, pool *pgxpool.Pool) (stmts []string, generic, custom []int64) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := pool.Query(ctx, `SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements
+		WHERE name LIKE 'tmc\_%' ORDER BY name`)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			s    string
+			g, c int64
+		)
+		require.NoError(t, rows.Scan(&s, &g, &c))
+		stmts, generic, custom = append(stmts, s), append(generic, g), append(custom, c)
+	}
+	require.NoError(t, rows.Err())
+	return stmts, generic, custom
+}
+
+// TestPreparedSearchesStayPerTenant: search statements prepared on a connection (the second
+// time it runs them) answer exactly what the unprepared first run answered, for each tenant of
+// both tiers interleaved on one connection as the router role; a connection keeps at most
+// Config.PreparedSearches of them; the text leg runs a generic plan and the vector leg a custom
+// plan every time.
+func TestPreparedSearchesStayPerTenant(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{2, memory.DefaultPreparedSearches} {
+		t.Run(fmt.Sprintf("prepared=%d", size), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ctx := context.Background()
+			cfg, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
+			require.NoError(t, err)
+			cfg.MaxConns = 1
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			eng := newEngine(t, newBuiltin(t), func(c *memory.Config) { c.PreparedSearches = size })
+
+			var scopes []memory.Scope
+			for i := range 4 {
+				s := e.tenant(t, tiers[i%2])
+				for d := range 3 {
+					_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: fmt.Sprint(d), DocumentType: "text",
+						Content: fmt.Sprintf("Tenant %s keeps notes about routers and latency, document %d of %d.", s.OwnerID, d, i)})
+					require.NoError(t, err)
+				}
+				s.Pool = pool
+				scopes = append(scopes, s)
+			}
+			modes := []string{memory.SearchVector, memory.SearchText, memory.SearchHybrid}
+			first := map[string][]memory.SearchResult{}
+			for round := range 4 {
+				for _, s := range scopes {
+					for _, mode := range modes {
+						res, err := eng.Search(ctx, s, memory.SearchParams{QueryText: "routers latency notes", SearchType: mode})
+						require.NoError(t, err)
+						require.NotEmpty(t, res.Results, "%s %s", s.OwnerID, mode)
+						for _, r := range res.Results {
+							require.Contains(t, r.Content, "Tenant "+s.OwnerID+" ", "another tenant's chunk in %s's %s search", s.OwnerID, mode)
+						}
+						key := s.OwnerID + "/" + mode
+						if round == 0 {
+							first[key] = res.Results
+							continue
+						}
+						require.Len(t, res.Results, len(first[key]), key)
+						for i, r := range res.Results {
+							require.Equal(t, first[key][i].ChunkID, r.ChunkID, key)
+							require.InDelta(t, first[key][i].Score, r.Score, 1e-9, key)
+						}
+					}
+				}
+			}
+			stmts, generic, custom := preparedSearches(t, pool)
+			require.NotEmpty(t, stmts)
+			require.LessOrEqual(t, len(stmts), size)
+			if size == memory.DefaultPreparedSearches {
+				// Per schema (the shared one and two of the schema tier): the vector leg (the
+				// same statement in vector and hybrid search), the text leg, and hybrid's text
+				// leg (it also reads the similarity).
+				require.Equal(t, 3*3, len(stmts))
+			}
+			for i, s := range stmts {
+				if strings.Contains(s, "chunk_terms") {
+					require.Zero(t, custom[i], "the text leg is planned once: %s", s)
+				} else {
+					require.Zero(t, generic[i], "the vector leg is planned with its parameters: %s", s)
+					require.Positive(t, custom[i])
+				}
+			}
+		})
+	}
+}
+
+// TestPreparedSearchOfAGoneTenantIsFenced: when the tenant's schema is dropped after its search
+// statements were prepared on a connection (a move or a delete), a search whose fence refuses
+// is fenced (memory.ErrFenced), not the prepared statement's error.
+func TestPreparedSearchOfAGoneTenantIsFenced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
+	require.NoError(t, err)
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	eng := newEngine(t, newBuiltin(t))
+	s := e.tenant(t, registry.TierSchema)
+	_, err = eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text", Content: "routers and latency"})
+	require.NoError(t, err)
+	s.Pool = pool
+	gone := false
+	s.Fence = &memory.Fence{LockID: 42, Check: `SELECT CASE WHEN $1::bool THEN 'tenant' END`,
+		Args: []any{&gone}}
+	for range 3 {
+		_, err := eng.Search(ctx, s, memory.SearchParams{QueryText: "routers latency"})
+		require.NoError(t, err)
+	}
+	stmts, _, _ := preparedSearches(t, pool)
+	require.NotEmpty(t, stmts)
+	_, err = e.admin.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{s.Schema}.Sanitize()+` CASCADE`)
+	require.NoError(t, err)
+	gone = true
+	for _, mode := range []string{memory.SearchVector, memory.SearchText, memory.SearchHybrid} {
+		_, err = eng.Search(ctx, s, memory.SearchParams{QueryText: "routers latency", SearchType: mode})
+		require.ErrorIs(t, err, memory.ErrFenced, mode)
+	}
+}
+
+// TestPreparedSearchFollowsAMovedTenant: a search whose fence finds the tenant moved runs again
+// at the new location (Fence.Refresh) with statements made for that location. The legs' SQL
+// names its schema; before the fix the refreshed read ran the old location's statements, and
+// TestMoveAcrossTiersAndPlacements got 500s (42P01 on the dropped schema).
+func TestPreparedSearchFollowsAMovedTenant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := newEngine(t, newBuiltin(t))
+	for _, tier := range tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			from, to := e.tenant(t, registry.TierSchema), e.tenant(t, tier)
+			for _, s := range []memory.Scope{from, to} {
+				_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text",
+					Content: "Tenant " + s.OwnerID + " keeps notes about routers and latency."})
+				require.NoError(t, err)
+			}
+			for range 3 { // prepared on the connections
+				_, err := eng.Search(ctx, from, memory.SearchParams{QueryText: "routers latency"})
+				require.NoError(t, err)
+			}
+			moved := from
+			moved.Fence = &memory.Fence{LockID: 43, Check: `SELECT 'tenant'::text`,
+				Refresh: func(context.Context) (memory.Scope, error) { return to, nil }}
+			for _, mode := range []string{memory.SearchVector, memory.SearchText, memory.SearchHybrid} {
+				res, err := eng.Search(ctx, moved, memory.SearchParams{QueryText: "routers latency", SearchType: mode})
+				require.NoError(t, err, mode)
+				require.NotEmpty(t, res.Results, mode)
+				for _, r := range res.Results {
+					require.Contains(t, r.Content, "Tenant "+to.OwnerID+" ", mode)
+				}
+			}
 		})
 	}
 }

@@ -1,15 +1,19 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -437,23 +441,149 @@ type readStmt struct {
 	// prepared statements are prepared once per connection and reused: only for SQL that names
 	// no tenant table (it is parsed before the round trip's search_path is set).
 	prepared bool
+	// cached statements name every table with its schema, every pgvector type and operator with
+	// the extensions schema: the connection prepares one the second time it runs it and keeps at
+	// most cacheSize of them (least recently used out), so a connection serving many tenants of
+	// the schema tier holds a bounded number. Prepared, it is neither parsed nor analysed again.
+	cached    bool
+	cacheSize int
+	// generic statements are planned once, without their parameters (plan_cache_mode =
+	// force_generic_plan): only for SQL whose best plan does not depend on them. Every other
+	// statement is planned with its parameters each time (force_custom_plan).
+	generic bool
+	// rebuild, when set, makes the statement's SQL and arguments for another scope: a read that
+	// follows a moved tenant (Fence.Refresh) runs it at the new location. Cached statements need
+	// it, since their SQL names the old location's schema.
+	rebuild func(Scope) (string, []any)
 	// scan reads the statement's rows; nil discards them.
 	scan func(*readRows) error
+}
+
+// forScope returns stmts made for s (see readStmt.rebuild).
+func forScope(s Scope, stmts []readStmt) []readStmt {
+	out := slices.Clone(stmts)
+	for i := range out {
+		if out[i].rebuild != nil {
+			out[i].sql, out[i].args = out[i].rebuild(s)
+		}
+	}
+	return out
+}
+
+// Plan cache modes of a read's statements.
+const (
+	planCustom  = "force_custom_plan"
+	planGeneric = "force_generic_plan"
+)
+
+// planModeSQL switches the plan cache mode between two statements of a read.
+const planModeSQL = `SELECT set_config('plan_cache_mode', $1, true)`
+
+// stmtCacheKey is where a connection keeps its cached statements (pgconn.PgConn.CustomData).
+const stmtCacheKey = "tenantmem.memory.statements"
+
+// stmtCache is a connection's cached statements: the names prepared on it, least recently used
+// first out, and the statements seen once (a statement is prepared the second time).
+type stmtCache struct {
+	prepared *simplelru.LRU[string, struct{}]
+	seen     *simplelru.LRU[uint64, struct{}]
+	size     int
+}
+
+// plan decides how st runs on the connection of this cache: under a prepared name (prepare
+// also set when the round trip must prepare it first: the second time the connection runs it),
+// or unnamed (name ""). The name covers the SQL and the parameter types it is prepared with.
+// A statement past the cache's size evicts the least recently used one, which the round trip
+// deallocates first (evict), unless that one is used by the same round trip (inUse): then st
+// runs unnamed, since a statement of the round trip must outlive it.
+func (sc *stmtCache) plan(st readStmt, oids []uint32, inUse map[string]bool) (name string, prepare bool, evict string) {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(st.sql))
+	for _, o := range oids {
+		_, _ = h.Write(strconv.AppendUint(nil, uint64(o), 10))
+		_, _ = h.Write([]byte{','})
+	}
+	key := h.Sum64()
+	name = "tmc_" + strconv.FormatUint(key, 36)
+	if _, ok := sc.prepared.Get(name); ok {
+		return name, false, ""
+	}
+	if _, again := sc.seen.Get(key); !again {
+		sc.seen.Add(key, struct{}{})
+		return "", false, ""
+	}
+	if sc.prepared.Len() >= st.cacheSize {
+		old, _, ok := sc.prepared.GetOldest()
+		if !ok || inUse[old] {
+			return "", false, ""
+		}
+		sc.prepared.Remove(old)
+		evict = old
+	}
+	// Counted as prepared now, so the same statement twice in one round trip is parsed once;
+	// the round trip forgets it again when the Parse fails or does not run.
+	sc.prepared.Add(name, struct{}{})
+	return name, true, evict
+}
+
+// statementCache returns the statement cache of c for statements cached with size, made (and
+// the old one's statements returned for deallocation) when it is missing or its size changed.
+func statementCache(c *pgx.Conn, size int) (sc *stmtCache, evict []string) {
+	data := c.PgConn().CustomData()
+	sc, _ = data[stmtCacheKey].(*stmtCache)
+	if sc == nil || sc.size != size {
+		if sc != nil {
+			evict = sc.prepared.Keys()
+		}
+		p, _ := simplelru.NewLRU[string, struct{}](size, nil)
+		seen, _ := simplelru.NewLRU[uint64, struct{}](4*size, nil)
+		sc = &stmtCache{prepared: p, seen: seen, size: size}
+		data[stmtCacheKey] = sc
+	}
+	return sc, evict
+}
+
+// forgetStatements drops the statement cache of c and deallocates what it held and the pgx
+// prepared statements names (after a prepared statement turned stale: 0A000 or 26000).
+func forgetStatements(ctx context.Context, c *pgx.Conn, names []string) {
+	if sc, _ := c.PgConn().CustomData()[stmtCacheKey].(*stmtCache); sc != nil {
+		delete(c.PgConn().CustomData(), stmtCacheKey)
+		for _, name := range sc.prepared.Keys() {
+			_ = c.PgConn().Deallocate(ctx, name) // a Close of a missing statement is no error
+		}
+	}
+	for _, name := range names {
+		_ = c.Deallocate(ctx, name)
+	}
+}
+
+// errStaleStatement marks a read that failed because a statement prepared on its connection
+// no longer fits the tables (0A000 cached plan must not change result type, after a column's
+// type changed) or is gone (26000, e.g. DEALLOCATE ALL): the connection forgot its prepared
+// statements and the read runs again, once, unprepared.
+var errStaleStatement = errors.New("prepared statement is stale")
+
+// staleStatement reports whether err is a prepared statement turned stale.
+func staleStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.FeatureNotSupported || pgErr.Code == pgerrcode.InvalidSQLStatementName)
 }
 
 // read runs read-only statements for the scope in ONE round trip: a pipeline of unnamed
 // statements ended by one Sync, which PostgreSQL runs as one implicit transaction:
 //
 //  1. the scope's settings (search_path, owner id, statement timeout), transaction_read_only,
-//     plan_cache_mode = force_custom_plan, the caller's settings and, with a Fence, the shared
-//     advisory lock: one statement;
+//     plan_cache_mode, the caller's settings and, with a Fence, the shared advisory lock: one
+//     statement;
 //  2. the Fence check, as its own statement (so it sees what was committed before the lock was
-//     granted);
-//  3. stmts, in order.
+//     granted), prepared and planned once (force_generic_plan);
+//  3. stmts, in order, each after a statement switching plan_cache_mode where it changes.
 //
-// Unnamed statements are parsed after the settings before them have run (so tables resolve in
-// the tenant's schema) and are always planned with their actual parameters: no generic plan can
-// replace the index scan the parameters call for. When the Fence check fails the rows read are
+// A statement is planned with its actual parameters every time (force_custom_plan: no generic
+// plan can replace the index scan the parameters call for) unless it is marked generic. Unnamed
+// statements are parsed after the settings before them have run (so tables resolve in the
+// tenant's schema); cached ones name their tables with the schema and are prepared per
+// connection (see readStmt). When the Fence check fails the rows read are
 // discarded and read returns ErrFenced; the transaction is read-only, so nothing happened. A Fence
 // with a Pool of its own is taken there first (two round trips more) and held across the read.
 func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStmt) error {
@@ -461,7 +591,7 @@ func (s Scope) read(ctx context.Context, settings readSettings, stmts ...readStm
 	if errors.Is(err, ErrFenced) && s.Fence != nil && s.Fence.Refresh != nil {
 		// The tenant moved: read again at its new location (the connection is back in the pool).
 		if next, rerr := s.Fence.Refresh(ctx); rerr == nil {
-			return next.withoutRefresh().readWithRetries(ctx, settings, stmts...)
+			return next.withoutRefresh().readWithRetries(ctx, settings, forScope(next, stmts)...)
 		}
 	}
 	return err
@@ -493,8 +623,15 @@ func (s Scope) readWithRetries(ctx context.Context, settings readSettings, stmts
 		defer end()
 		s.Fence = nil
 	}
+	unprepared := false
 	for attempt := 1; ; attempt++ {
-		err, beforeWork := s.readOnce(ctx, settings, stmts)
+		err, beforeWork := s.readOnce(ctx, settings, stmts, unprepared)
+		if errors.Is(err, errStaleStatement) && !unprepared && ctx.Err() == nil {
+			// A read-only transaction that failed on a stale prepared statement: nothing
+			// happened, and the connection forgot its statements. Run it once unprepared.
+			unprepared = true
+			continue
+		}
 		// A dead pooled connection found before the round trip was sent: nothing ran, no row
 		// was scanned; try another connection.
 		if err == nil || !beforeWork || attempt == maxBeginAttempts || ctx.Err() != nil || !dberr.RetryableBeforeWork(err) {
@@ -505,7 +642,7 @@ func (s Scope) readWithRetries(ctx context.Context, settings readSettings, stmts
 
 // readOnce is one attempt of read. beforeWork reports that it failed before sending the round
 // trip (taking the connection, registering types, preparing), when a retry is safe.
-func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []readStmt) (err error, beforeWork bool) { //nolint:revive // the pair reads best in this order
+func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []readStmt, unprepared bool) (err error, beforeWork bool) { //nolint:revive // the pair reads best in this order
 	lease, err := limit.Acquire(ctx, s.Pool, s.AcquireWait, s.Gates...)
 	if err != nil {
 		return fmt.Errorf("memory: acquire: %w", interpretError(err)), true
@@ -523,11 +660,18 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 		ms := strconv.FormatInt(max(s.StatementTimeout.Milliseconds(), 1), 10)
 		timeout = &ms
 	}
+	// The plan cache mode of the first statement after the settings: generic for the fence
+	// check (two primary-key lookups: planning it cost 10 times its execution), else the first
+	// statement's. planModeSQL switches it wherever the next statement wants the other one.
+	mode := planCustom
+	if s.Fence != nil || (len(stmts) > 0 && stmts[0].generic) {
+		mode = planGeneric
+	}
 	var b strings.Builder
 	b.WriteString(`SELECT set_config('search_path', $1, true), set_config('tenantmem.owner_id', $2, true),
 		set_config('statement_timeout', coalesce($3, current_setting('statement_timeout')), true),
-		set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', 'force_custom_plan', true)`)
-	args := []any{s.searchPath(), s.OwnerID, timeout}
+		set_config('transaction_read_only', 'on', true), set_config('plan_cache_mode', $4, true)`)
+	args := []any{s.searchPath(), s.OwnerID, timeout, mode}
 	for _, kv := range settings {
 		args = append(args, kv[0], kv[1])
 		fmt.Fprintf(&b, `, set_config($%d, $%d, true)`, len(args)-1, len(args))
@@ -549,15 +693,47 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 			return nil
 		}})
 	}
-	all = append(all, stmts...)
+	for _, st := range stmts {
+		want := planCustom
+		if st.generic {
+			want = planGeneric
+		}
+		if want != mode {
+			all = append(all, readStmt{sql: planModeSQL, args: []any{want}, prepared: true})
+			mode = want
+		}
+		all = append(all, st)
+	}
 
+	// Encode every statement and decide how it runs before the round trip: the settings and the
+	// fence check are prepared by pgx (they name no tenant table, so preparing them takes no
+	// lock); a cached statement is prepared INSIDE the round trip, after the settings and the
+	// fence's lock, so the scope's statement_timeout bounds its parse and it takes its table
+	// locks after the fence's lock, like every statement of the read.
+	type request struct {
+		stmt int    // index in all; -1 for a deallocation
+		name string // prepared name ("" unnamed)
+	}
 	m := c.TypeMap()
-	batch := &pgconn.Batch{}
-	for _, st := range all {
+	type encoded struct {
+		sd      *pgconn.StatementDescription
+		vals    [][]byte
+		oids    []uint32
+		fmts    []int16
+		name    string
+		prepare bool
+		pgxName string
+	}
+	enc := make([]encoded, len(all))
+	var (
+		sc      *stmtCache
+		evicted []string
+		inUse   = map[string]bool{}
+	)
+	for i, st := range all {
 		if st.prepared {
-			// The settings and the fence check name no tenant table: prepare them once per
-			// connection (pgx remembers them), so they are neither parsed nor planned again.
-			sd, err := c.Prepare(ctx, "tm_"+strconv.FormatUint(fnvHash(st.sql), 36), st.sql)
+			name := "tm_" + strconv.FormatUint(fnvHash(st.sql), 36)
+			sd, err := c.Prepare(ctx, name, st.sql)
 			if err != nil {
 				return fmt.Errorf("memory: prepare: %w", interpretError(err)), true
 			}
@@ -565,35 +741,117 @@ func (s Scope) readOnce(ctx context.Context, settings readSettings, stmts []read
 			if err != nil {
 				return err, false
 			}
-			batch.ExecPrepared(sd.Name, vals, fmts, []int16{pgtype.BinaryFormatCode})
+			enc[i] = encoded{sd: sd, vals: vals, fmts: fmts, pgxName: name}
 			continue
 		}
 		vals, oids, fmts, err := encodeArgs(m, st.args)
 		if err != nil {
 			return err, false
 		}
-		batch.ExecParams(st.sql, vals, oids, fmts, []int16{pgtype.BinaryFormatCode})
+		enc[i] = encoded{vals: vals, oids: oids, fmts: fmts}
+		if !st.cached || st.cacheSize <= 0 || unprepared {
+			continue
+		}
+		if sc == nil {
+			var old []string
+			sc, old = statementCache(c, st.cacheSize)
+			evicted = append(evicted, old...)
+		}
+		name, prepare, evict := sc.plan(st, oids, inUse)
+		if evict != "" {
+			evicted = append(evicted, evict)
+		}
+		if name != "" {
+			inUse[name] = true
+		}
+		enc[i].name, enc[i].prepare = name, prepare
 	}
-	mrr := c.PgConn().ExecBatch(ctx, batch)
-	var firstErr error
-	for i := 0; mrr.NextResult(); i++ {
-		rr := mrr.ResultReader()
-		// After a failed fence check the rows are not the caller's to see: leave them unread
-		// (a Refresh then reads again, into clean results).
-		fenced := s.Fence != nil && i > 1 && refused != nil
-		if firstErr == nil && !fenced && i < len(all) && all[i].scan != nil {
-			if err := all[i].scan(&readRows{m: m, fds: rr.FieldDescriptions(), rr: rr}); err != nil {
-				firstErr = err
+
+	resultFormats := []int16{pgtype.BinaryFormatCode}
+	p := c.PgConn().StartPipeline(ctx)
+	var reqs []request
+	parsing := map[string]bool{} // statements the round trip prepares, until their Parse succeeded
+	// Deallocations first: nothing before them can fail and skip them.
+	for _, name := range evicted {
+		p.SendDeallocate(name)
+		reqs = append(reqs, request{stmt: -1})
+	}
+	for i, e := range enc {
+		switch {
+		case e.sd != nil:
+			p.SendQueryStatement(e.sd, e.vals, e.fmts, resultFormats)
+		case e.name == "":
+			p.SendQueryParams(all[i].sql, e.vals, e.oids, e.fmts, resultFormats)
+		default:
+			if e.prepare {
+				parsing[e.name] = true
+				p.SendPrepare(e.name, all[i].sql, e.oids)
+				reqs = append(reqs, request{stmt: i, name: e.name})
+			}
+			p.SendQueryPrepared(e.name, e.vals, e.fmts, resultFormats)
+		}
+		reqs = append(reqs, request{stmt: i, name: cmp.Or(e.name, e.pgxName)})
+	}
+	if err := p.Sync(); err != nil {
+		_ = p.Close()
+		return fmt.Errorf("memory: read: %w", interpretError(err)), false
+	}
+	var (
+		firstErr error
+		failed   request
+	)
+	for _, rq := range reqs {
+		res, err := p.GetResults()
+		if err != nil {
+			firstErr, failed = err, rq
+			break
+		}
+		switch res := res.(type) {
+		case *pgconn.StatementDescription:
+			delete(parsing, rq.name)
+		case *pgconn.ResultReader:
+			i := rq.stmt
+			// After a failed fence check the rows are not the caller's to see: leave them unread
+			// (a Refresh then reads again, into clean results).
+			fenced := s.Fence != nil && i > 1 && refused != nil
+			if !fenced && all[i].scan != nil {
+				if err := all[i].scan(&readRows{m: m, fds: res.FieldDescriptions(), rr: res}); err != nil {
+					firstErr, failed = err, rq
+				}
+			}
+			if _, err := res.Close(); err != nil && firstErr == nil {
+				firstErr, failed = err, rq
 			}
 		}
+		if firstErr != nil {
+			break
+		}
+	}
+	for name := range parsing {
+		sc.prepared.Remove(name) // not prepared after all
+	}
+	if firstErr != nil && failed.stmt > 1 && s.Fence != nil && refused != nil {
 		// After a failed fence check, the tenant's statements may fail for the very reason the
 		// check gives (a moved tenant's old schema dropped: 42P01): the verdict wins.
-		if _, err := rr.Close(); err != nil && firstErr == nil && !fenced {
+		firstErr = nil
+	}
+	if err := p.Close(); err != nil && firstErr == nil && refused == nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
 			firstErr = err
 		}
 	}
-	if err := mrr.Close(); err != nil && firstErr == nil && refused == nil {
-		firstErr = err
+	if firstErr != nil && failed.name != "" && staleStatement(firstErr) && !c.IsClosed() {
+		// The connection's prepared statements do not fit the tables any more (or are gone):
+		// forget them all here, and run the read again unprepared.
+		var names []string
+		for _, e := range enc {
+			if e.pgxName != "" {
+				names = append(names, e.pgxName)
+			}
+		}
+		forgetStatements(ctx, c, names)
+		return fmt.Errorf("memory: read: %w: %w", errStaleStatement, firstErr), false
 	}
 	if firstErr != nil {
 		return fmt.Errorf("memory: read: %w", interpretError(firstErr)), false

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgvector/pgvector-go"
 
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -413,20 +414,24 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	)
 	settings := readSettings{{"hnsw.ef_search", strconv.Itoa(plan.ef)}, {"hnsw.iterative_scan", "relaxed_order"},
 		{"hnsw.max_scan_tuples", strconv.Itoa(e.cfg.MaxScanTuples)}}
+	// Both legs are cached statements (parsed once per connection). The text leg is planned
+	// once (generic): its plan is the same for every parameter (per-term index probes of the
+	// owner's postings, primary-key lookups of at most n chunks). The vector leg is planned with
+	// its parameters every time: a generic plan cannot know the owner is big, and may sort the
+	// owner's rows instead of walking the HNSW index (TestBigSharedTenantKeepsTheIndex). The
+	// text leg goes first, so the round trip switches the plan mode at most once.
 	var stmts []readStmt
-	if useVector {
-		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, nVec)
-		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			vecRows, err = scanSearchRows(r, in, &fresh)
-			return err
-		}})
-	}
 	if useText {
 		sql, args := e.textSQL(s, in, lex, qvec, n)
-		stmts = append(stmts, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			txtRows, err = scanSearchRows(r, in, &fresh)
-			return err
-		}})
+		stmts = append(stmts, readStmt{sql: sql, args: args, cached: true, cacheSize: e.cfg.PreparedSearches, generic: true,
+			rebuild: func(s Scope) (string, []any) { return e.textSQL(s, in, lex, qvec, n) },
+			scan: func(r *readRows) (err error) {
+				txtRows, err = scanSearchRows(r, in, &fresh)
+				return err
+			}})
+	}
+	if useVector {
+		stmts = append(stmts, e.vectorStmt(s, in, *qvec, plan.exact, nVec, &vecRows, &fresh))
 	}
 	if err := s.read(ctx, settings, stmts...); err != nil {
 		return SearchResponse{}, err
@@ -434,11 +439,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	if useVector && !plan.exact && len(vecRows) < nVec {
 		// Short list: the iterative scan hit max_scan_tuples before finding n rows that pass the
 		// owner and the filters. The exact scan finds every one that exists (one more round trip).
-		sql, args := e.vectorSQL(s, in, *qvec, true, nVec)
-		if err := s.read(ctx, nil, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			vecRows, err = scanSearchRows(r, in, &fresh)
-			return err
-		}}); err != nil {
+		if err := s.read(ctx, nil, e.vectorStmt(s, in, *qvec, true, nVec, &vecRows, &fresh)); err != nil {
 			return SearchResponse{}, err
 		}
 	}
@@ -477,11 +478,7 @@ func (e *Engine) Search(ctx context.Context, s Scope, p SearchParams) (SearchRes
 	resp.Results = hygiene(list, in.limit)
 	if in.searchType == SearchVector && len(resp.Results) < in.limit && len(vecRows) == nVec && len(list) > len(resp.Results) {
 		// Hygiene dropped nested chunks and more may exist: read twice as many (rare).
-		sql, args := e.vectorSQL(s, in, *qvec, plan.exact, 2*nVec)
-		if err := s.read(ctx, settings, readStmt{sql: sql, args: args, scan: func(r *readRows) (err error) {
-			vecRows, err = scanSearchRows(r, in, &fresh)
-			return err
-		}}); err != nil {
+		if err := s.read(ctx, settings, e.vectorStmt(s, in, *qvec, plan.exact, 2*nVec, &vecRows, &fresh)); err != nil {
 			return SearchResponse{}, err
 		}
 		resp.Results = hygiene(e.fuse(in, mergeLegs(vecRows, nil), false), in.limit)
@@ -541,19 +538,32 @@ func (e *Engine) planVector(s Scope, in searchInput, size int64, n int) vectorPl
 	return vectorPlan{ef: min(max(ef, n), 1000)}
 }
 
+// searchNames are the names a search statement uses, qualified: the tenant's tables and pgvector's
+// type and cosine distance operator. The statement then means the same whatever the session's
+// search_path, so a connection can prepare it once outside the read's transaction and keep it
+// (one per tenant schema: the names differ).
+type searchNames struct{ chunks, documents, terms, stats, vector, cosine string }
+
+func namesFor(s Scope) searchNames {
+	sch := pgx.Identifier{s.Schema}.Sanitize() + "."
+	ext := pgx.Identifier{schema.ExtensionSchema}.Sanitize()
+	return searchNames{chunks: sch + "chunks", documents: sch + "documents", terms: sch + "chunk_terms",
+		stats: sch + "chunk_stats", vector: ext + ".vector", cosine: "OPERATOR(" + ext + ".<=>)"}
+}
+
 // outputSQL is the select list and joins that every leg's statement returns for a candidate
 // chunk c of document d: the columns scanSearchRows reads after the leg's own value.
-func outputSQL(in searchInput, qv string) (cols, joins string) {
-	cols = `coalesce((SELECT leaf_count FROM chunk_stats WHERE owner_id = $1), 0), c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
+func outputSQL(in searchInput, nm searchNames, qv string) (cols, joins string) {
+	cols = `coalesce((SELECT leaf_count FROM ` + nm.stats + ` WHERE owner_id = $1), 0), c.chunk_id::text, c.document_id::text, d.document_name, c.chunk_index, c.content, c.metadata,
 		coalesce((c.metadata->>'start')::bigint, 0), coalesce((c.metadata->>'end')::bigint, 0)`
 	if qv != "" {
-		cols += `, 1 - (c.embedding <=> ` + qv + `)`
+		cols += `, 1 - (c.embedding ` + nm.cosine + ` ` + qv + `)`
 	} else {
 		cols += `, NULL::float8`
 	}
 	if in.p.IncludeParentContext {
 		cols += `, p2.chunk_id::text, p2.chunk_index, p2.chunk_level, p2.content`
-		joins += ` LEFT JOIN chunks p2 ON p2.chunk_id = c.parent_chunk_id AND p2.owner_id = $1`
+		joins += ` LEFT JOIN ` + nm.chunks + ` p2 ON p2.chunk_id = c.parent_chunk_id AND p2.owner_id = $1`
 	} else {
 		cols += `, NULL::text, NULL::int, NULL::smallint, NULL::text`
 	}
@@ -575,28 +585,41 @@ func (e *Engine) vectorSQL(s Scope, in searchInput, q pgvector.Vector, exact boo
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	qv := arg(q) + "::vector"
+	nm := namesFor(s)
+	qv := arg(q) + "::" + nm.vector
 	docCond := in.docFilter(&args)
 	chunkCond := ""
 	if in.chunkMetadata != nil {
 		chunkCond = " AND c.metadata @> " + arg(string(in.chunkMetadata)) + "::jsonb"
 	}
-	cols, joins := outputSQL(in, qv)
+	cols, joins := outputSQL(in, nm, qv)
 	where := `c.owner_id = $1 AND c.chunk_level = 0 AND c.embedding IS NOT NULL` + chunkCond + docCond
 	if !exact {
-		return `SELECT c.embedding <=> ` + qv + `, ` + cols + ` FROM chunks c
-			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins + `
-			WHERE ` + where + ` ORDER BY c.embedding <=> ` + qv + ` LIMIT $2`, args
+		return `SELECT c.embedding ` + nm.cosine + ` ` + qv + `, ` + cols + ` FROM ` + nm.chunks + ` c
+			JOIN ` + nm.documents + ` d ON d.document_id = c.document_id AND d.owner_id = $1` + joins + `
+			WHERE ` + where + ` ORDER BY c.embedding ` + nm.cosine + ` ` + qv + ` LIMIT $2`, args
 	}
 	join := ""
 	if docCond != "" {
-		join = ` JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
+		join = ` JOIN ` + nm.documents + ` d ON d.document_id = c.document_id AND d.owner_id = $1`
 	}
-	return `WITH vx AS MATERIALIZED (SELECT c.chunk_id, c.embedding <=> ` + qv + ` AS distance FROM chunks c` + join + `
+	return `WITH vx AS MATERIALIZED (SELECT c.chunk_id, c.embedding ` + nm.cosine + ` ` + qv + ` AS distance FROM ` + nm.chunks + ` c` + join + `
 			WHERE ` + where + `),
 		top AS MATERIALIZED (SELECT chunk_id, distance FROM vx ORDER BY distance, chunk_id LIMIT $2)
-		SELECT top.distance, ` + cols + ` FROM top JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
-			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+		SELECT top.distance, ` + cols + ` FROM top JOIN ` + nm.chunks + ` c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
+			JOIN ` + nm.documents + ` d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+}
+
+// vectorStmt is the vector leg's statement (see vectorSQL): a cached statement planned with its
+// parameters every time. Its rows go to rows, the tenant's leaf count to fresh.
+func (e *Engine) vectorStmt(s Scope, in searchInput, q pgvector.Vector, exact bool, n int, rows *[]searchRow, fresh *int64) readStmt {
+	sql, args := e.vectorSQL(s, in, q, exact, n)
+	return readStmt{sql: sql, args: args, cached: true, cacheSize: e.cfg.PreparedSearches,
+		rebuild: func(s Scope) (string, []any) { return e.vectorSQL(s, in, q, exact, n) },
+		scan: func(r *readRows) (err error) {
+			*rows, err = scanSearchRows(r, in, fresh)
+			return err
+		}}
 }
 
 // textSQL is the text leg: BM25 over the tenant's own postings (chunk_terms) and statistics
@@ -608,9 +631,10 @@ func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.V
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
+	nm := namesFor(s)
 	qv := ""
 	if qvec != nil {
-		qv = arg(*qvec) + "::vector"
+		qv = arg(*qvec) + "::" + nm.vector
 	}
 	cfg := arg(s.textConfig()) + "::regconfig"
 	pos := arg(lex.pos)
@@ -631,19 +655,19 @@ func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.V
 	}
 	// Each term's postings are read best impact first, at most LexicalDepth of them (all when
 	// negative); the document frequency counts them all (an index-only count).
-	postings := `p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1
+	postings := `p AS MATERIALIZED (SELECT term, chunk_id, tf, dl FROM ` + nm.terms + ` WHERE owner_id = $1
 			AND term = ANY(ARRAY(SELECT term FROM terms)))`
 	if e.cfg.LexicalDepth > 0 {
 		postings = `p AS MATERIALIZED (SELECT t.term, x.chunk_id, x.tf, x.dl FROM terms t CROSS JOIN LATERAL (
-			SELECT chunk_id, tf, dl FROM chunk_terms WHERE owner_id = $1 AND term = t.term
+			SELECT chunk_id, tf, dl FROM ` + nm.terms + ` WHERE owner_id = $1 AND term = t.term
 			ORDER BY impact DESC, chunk_id DESC LIMIT ` + arg(e.cfg.LexicalDepth) + `) x)`
 	}
 	ctes := []string{
 		`terms AS MATERIALIZED (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector(` + cfg + `, ` + pos + `)))`,
 		postings,
 		`st AS (SELECT greatest(leaf_count, 1)::float8 AS n, greatest(term_count, 1)::float8 / greatest(leaf_count, 1) AS avgdl
-			FROM chunk_stats WHERE owner_id = $1)`,
-		`df AS MATERIALIZED (SELECT t.term, (SELECT count(*) FROM chunk_terms c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df
+			FROM ` + nm.stats + ` WHERE owner_id = $1)`,
+		`df AS MATERIALIZED (SELECT t.term, (SELECT count(*) FROM ` + nm.terms + ` c WHERE c.owner_id = $1 AND c.term = t.term)::float8 AS df
 			FROM terms t)`,
 		fmt.Sprintf(`scored AS (SELECT p.chunk_id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
 			* p.tf * %[1]g / (p.tf + %[2]g * (%[3]g + %[4]g * p.dl / st.avgdl))) AS score
@@ -656,17 +680,17 @@ func (e *Engine) textSQL(s Scope, in searchInput, lex webQuery, qvec *pgvector.V
 		// keeps the lateral subquery a per-row probe, so the order is kept and the scan stops early.
 		join := ""
 		if docCond != "" {
-			join = ` JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1`
+			join = ` JOIN ` + nm.documents + ` d ON d.document_id = c.document_id AND d.owner_id = $1`
 		}
 		ctes = append(ctes, `top AS MATERIALIZED (SELECT s.chunk_id, s.score
 			FROM (SELECT chunk_id, score FROM scored ORDER BY score DESC, chunk_id) s
-			JOIN LATERAL (SELECT 1 FROM chunks c`+join+from+` WHERE c.owner_id = $1 AND c.chunk_id = s.chunk_id`+cond+` OFFSET 0) f ON true
+			JOIN LATERAL (SELECT 1 FROM `+nm.chunks+` c`+join+from+` WHERE c.owner_id = $1 AND c.chunk_id = s.chunk_id`+cond+` OFFSET 0) f ON true
 			ORDER BY s.score DESC, s.chunk_id LIMIT $2)`)
 	}
-	cols, joins := outputSQL(in, qv)
+	cols, joins := outputSQL(in, nm, qv)
 	return `WITH ` + strings.Join(ctes, ",\n") + `
-		SELECT top.score, ` + cols + ` FROM top JOIN chunks c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
-			JOIN documents d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
+		SELECT top.score, ` + cols + ` FROM top JOIN ` + nm.chunks + ` c ON c.owner_id = $1 AND c.chunk_id = top.chunk_id
+			JOIN ` + nm.documents + ` d ON d.document_id = c.document_id AND d.owner_id = $1` + joins, args
 }
 
 // mergeLegs joins the two legs' rows by chunk: ranks come from each leg's own order (distance

@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,4 +340,78 @@ func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
 	require.Zero(t, l.inflight)
 	require.Zero(t, l.bulk)
 	require.Zero(t, l.yielders)
+}
+
+// TestBulkYieldBounds: the first wait of a request is bounded by the work since its admission
+// (not only by max), a Yield after the request's Release counts for nothing and leaves no count
+// behind (a tenant alone then still never waits), and the counters are zero after many requests
+// with cancelled yields and double releases (run with -race).
+func TestBulkYieldBounds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := NewLimiter(LimiterConfig{})
+
+	search, err := l.AdmitRequest(ctx, "slow-search", Limits{}, 0)
+	require.NoError(t, err)
+	ingest, err := l.AdmitRequest(ctx, "ingest", Limits{}, 0)
+	require.NoError(t, err)
+	time.Sleep(5 * time.Millisecond) // the first batch: 5 ms of work since the admission
+	first := make(chan error, 1)
+	go func() { first <- ingest.Yield(ctx, time.Minute) }()
+	select {
+	case err := <-first:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first wait is not bounded by the work before it")
+	}
+	ingest.Release()
+	search.Release()
+
+	late, err := l.AdmitRequest(ctx, "a", Limits{}, 0)
+	require.NoError(t, err)
+	late.Release()
+	require.NoError(t, late.Yield(ctx, time.Minute))
+	l.mu.Lock()
+	require.Zero(t, l.bulk, "a yield after the release counts for nothing")
+	l.mu.Unlock()
+	alone, err := l.AdmitRequest(ctx, "b", Limits{}, 0)
+	require.NoError(t, err)
+	alone.lastYield = time.Now().Add(-time.Hour)
+	done := make(chan error, 1)
+	go func() { done <- alone.Yield(ctx, time.Minute) }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("a tenant alone waited")
+	}
+	alone.Release()
+
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			a, err := l.AdmitRequest(ctx, []string{"x", "y", "z"}[i%3], Limits{}, 0)
+			if err != nil {
+				return
+			}
+			defer a.Release()
+			defer a.Release()
+			if i%2 == 0 {
+				cctx, cancel := context.WithTimeout(ctx, time.Duration(i%5)*time.Millisecond)
+				defer cancel()
+				for range 5 {
+					_ = a.Yield(cctx, 20*time.Millisecond)
+				}
+			} else {
+				time.Sleep(3 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Zero(t, l.inflight)
+	require.Zero(t, l.bulk)
+	require.Zero(t, l.yielders)
+	require.Zero(t, l.waiting)
 }

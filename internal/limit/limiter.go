@@ -187,7 +187,7 @@ func (l *Limiter) AdmitRequest(ctx context.Context, tenantID string, lim Limits,
 		st.inflight++
 		l.inflight++
 		l.mu.Unlock()
-		return &Admission{l: l, st: st}, nil
+		return &Admission{l: l, st: st, lastYield: time.Now()}, nil
 	}
 	refuse := &RateLimitError{Reason: ReasonConcurrency, Limit: float64(lim.MaxConcurrent), Wait: time.Second}
 	if wait <= 0 {
@@ -202,7 +202,7 @@ func (l *Limiter) AdmitRequest(ctx context.Context, tenantID string, lim Limits,
 	defer timer.Stop()
 	select {
 	case <-slot:
-		return &Admission{l: l, st: st}, nil
+		return &Admission{l: l, st: st, lastYield: time.Now()}, nil
 	case <-timer.C:
 		err = refuse
 	case <-ctx.Done():
@@ -216,7 +216,7 @@ func (l *Limiter) AdmitRequest(ctx context.Context, tenantID string, lim Limits,
 		return nil, err
 	}
 	// The slot was handed over just as the wait ended: it is ours.
-	return &Admission{l: l, st: st}, nil
+	return &Admission{l: l, st: st, lastYield: time.Now()}, nil
 }
 
 func indexOf(s []chan struct{}, c chan struct{}) int {
@@ -230,12 +230,13 @@ func indexOf(s []chan struct{}, c chan struct{}) int {
 
 // Admission is one admitted request of a tenant. Release it exactly once when the request ends.
 type Admission struct {
-	l    *Limiter
-	st   *tenantState
-	once sync.Once
-	bulk bool // guarded by l.mu
-	// lastYield is when the request's previous Yield returned (zero before the first): the
-	// batch since then bounds the next wait, so bulk work waits at most as long as it works.
+	l        *Limiter
+	st       *tenantState
+	once     sync.Once
+	bulk     bool // guarded by l.mu
+	released bool // guarded by l.mu
+	// lastYield is when the request was admitted, then when its previous Yield returned: the
+	// work since then bounds the next wait, so bulk work waits at most as long as it works.
 	lastYield time.Time
 }
 
@@ -247,6 +248,7 @@ func (a *Admission) Release() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		now := l.now()
+		a.released = true
 		st.lastUsed = now
 		st.inflight--
 		l.inflight--
@@ -280,19 +282,21 @@ func (a *Admission) Release() {
 // error when ctx ends first, else nil (also when the bound is reached: the work goes on).
 // One goroutine per Admission may call Yield.
 func (a *Admission) Yield(ctx context.Context, max time.Duration) error {
-	now := time.Now()
-	if !a.lastYield.IsZero() {
-		max = min(max, now.Sub(a.lastYield))
-	}
+	max = min(max, time.Since(a.lastYield))
 	defer func() { a.lastYield = time.Now() }()
 	l, st := a.l, a.st
 	l.mu.Lock()
+	if a.released {
+		// The request has ended (a goroutine of it outlived its handler): it counts for nothing.
+		l.mu.Unlock()
+		return nil
+	}
 	if !a.bulk {
 		a.bulk = true
 		st.bulk++
 		l.bulk++
 	}
-	if max <= 0 || l.interactiveOthers(st) == 0 {
+	if max <= 0 || l.interactiveOthers(st) <= 0 {
 		l.mu.Unlock()
 		return nil
 	}
@@ -319,7 +323,7 @@ func (a *Admission) Yield(ctx context.Context, max time.Duration) error {
 		}
 		l.mu.Lock()
 		l.yielders--
-		if done || l.interactiveOthers(st) == 0 {
+		if done || l.interactiveOthers(st) <= 0 {
 			l.mu.Unlock()
 			return err
 		}

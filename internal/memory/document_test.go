@@ -357,10 +357,13 @@ func TestIngestYieldsBetweenBatches(t *testing.T) {
 			stats, err := eng.Statistics(ctx, s)
 			require.NoError(t, err)
 			before := stats.DocumentCount
+			// The same size again: the embedding's yields come first, then the inserts'. Cut at
+			// the second yield of the inserts, once a batch is written in the transaction.
+			embedYields := (leaves+batch-1)/batch - 1
 			calls := 0
 			s.Yield = func(context.Context) error {
 				calls++
-				if calls == 3 { // in the middle of the inserts
+				if calls == embedYields+2 {
 					return context.Canceled
 				}
 				return nil
@@ -368,6 +371,7 @@ func TestIngestYieldsBetweenBatches(t *testing.T) {
 			_, err = eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "cut", DocumentType: "text",
 				Content: longText("delta", 6000)})
 			require.ErrorIs(t, err, context.Canceled)
+			require.Equal(t, embedYields+2, calls, "cut in the middle of the inserts")
 			stats, err = eng.Statistics(ctx, s)
 			require.NoError(t, err)
 			require.Equal(t, before, stats.DocumentCount, "a cut ingest stores nothing")

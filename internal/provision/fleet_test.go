@@ -477,3 +477,117 @@ func TestPlacementTenantCountsStayExact(t *testing.T) {
 	require.NoError(t, err)
 	check("after a move back")
 }
+
+// TestPlacementCapacityHoldsUnderConcurrency: eight concurrent creates against a capacity hint
+// of 3 register exactly 3 tenants. The count was read by the statement that waited for the
+// placement's lock, from a snapshot taken before the wait, so a creator that had just committed
+// was not counted: 4 were registered (a review found it; it predates the counter).
+func TestPlacementCapacityHoldsUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	_, err := e.pool.Exec(ctx, `UPDATE tenantmem_control.placements SET max_tenants = 3 WHERE placement_id = 'local'`)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: fmt.Sprintf("cap-%d", i), Tier: registry.TierShared, Placement: "local"})
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else {
+			require.ErrorIs(t, err, registry.ErrNoPlacement)
+		}
+	}
+	var n int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM tenantmem_control.tenants WHERE placement_id = 'local'`).Scan(&n))
+	require.Equal(t, 3, n)
+	require.Equal(t, 3, ok)
+}
+
+// TestPlacementCountsDoNotDeadlockACreate: a create holding its placement's row FOR UPDATE (a
+// capacity hint) and a delete on the same placement from a connection of the same counter stripe
+// both finish. When a stripe's row did not exist yet, the delete inserted it, checking its foreign
+// key against the locked placement row, while the create waited for that row: a deadlock. Every
+// stripe now exists from the placement's registration.
+func TestPlacementCountsDoNotDeadlockACreate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "other", Tier: registry.TierShared})
+	require.NoError(t, err)
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.placements SET max_tenants = 100 WHERE placement_id = 'local'`)
+	require.NoError(t, err)
+	// Two connections of one stripe, other than the stripes already written.
+	written := map[int]bool{}
+	rows, err := e.pool.Query(ctx, `SELECT stripe FROM tenantmem_control.placement_tenant_counts WHERE placement_id = 'local' AND tenants <> 0`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var s int
+		require.NoError(t, rows.Scan(&s))
+		written[s] = true
+	}
+	require.NoError(t, rows.Err())
+	var a, b *pgx.Conn
+	byStripe := map[int]*pgx.Conn{}
+	for a == nil {
+		c, err := pgx.Connect(ctx, e.url)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		var s int
+		require.NoError(t, c.QueryRow(ctx, `SELECT pg_backend_pid() % 16`).Scan(&s))
+		if written[s] {
+			continue
+		}
+		if o := byStripe[s]; o != nil {
+			a, b = o, c
+		} else {
+			byStripe[s] = c
+		}
+	}
+	txA, err := a.Begin(ctx)
+	require.NoError(t, err)
+	_, err = txA.Exec(ctx, `SELECT 1 FROM tenantmem_control.placements WHERE placement_id = 'local' FOR UPDATE`)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		txB, err := b.Begin(ctx)
+		if err == nil {
+			if _, err = txB.Exec(ctx, `DELETE FROM tenantmem_control.tenants WHERE tenant_id = 'other'`); err == nil {
+				err = txB.Commit(ctx)
+			} else {
+				_ = txB.Rollback(ctx)
+			}
+		}
+		done <- err
+	}()
+	// The delete either finishes (it only updates its stripe) or waits for the create's lock on
+	// the placement (it inserted the stripe and checks its foreign key): then the create's insert
+	// meets that stripe.
+	var deleted error
+	finished := false
+	require.Eventually(t, func() bool {
+		select {
+		case deleted = <-done:
+			finished = true
+			return true
+		default:
+		}
+		var waiting int
+		_ = e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting)
+		return waiting > 0
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = txA.Exec(ctx, `INSERT INTO tenantmem_control.tenants (tenant_id, tier, schema_name, placement_id, status)
+		VALUES ('newbie', 'shared', 'tenantmem_shared', 'local', 'provisioning')`)
+	require.NoError(t, err, "the create")
+	require.NoError(t, txA.Commit(ctx))
+	if !finished {
+		deleted = <-done
+	}
+	require.NoError(t, deleted, "the delete")
+}

@@ -262,6 +262,16 @@ func LockPlacement(ctx context.Context, tx pgx.Tx, name string, exclusive bool) 
 	if err != nil {
 		return Placement{}, fmt.Errorf("registry: lock placement: %w", err)
 	}
+	// The count again, in a statement of its own: the locking statement computed it from a
+	// snapshot taken before it waited for the lock, so a creator that held the lock and has just
+	// committed its tenant was not counted there (at max_tenants 3, 8 concurrent creates made 4).
+	// A new statement sees what committed before the lock was granted.
+	var n int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(sum(tenants), 0)::bigint FROM tenantmem_control.placement_tenant_counts
+		WHERE placement_id = $1`, name).Scan(&n); err != nil {
+		return Placement{}, fmt.Errorf("registry: lock placement: count: %w", err)
+	}
+	p.Tenants = int(n)
 	return p, nil
 }
 

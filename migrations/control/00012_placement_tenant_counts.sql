@@ -17,9 +17,31 @@ CREATE TABLE placement_tenant_counts (
     PRIMARY KEY (placement_id, stripe)
 );
 
+-- Every stripe of every placement exists from the start (and from a placement's registration, by
+-- the trigger below), so a change only ever updates a row: inserting a missing stripe would check
+-- its foreign key against the placement's row, which a create holding that row FOR UPDATE (under
+-- a capacity hint) blocks, while the create waits for the stripe: a deadlock.
+-- The registry is locked against writes first (creates that run during `migrate` wait), so the
+-- first count and the triggers see the same tenants.
+LOCK TABLE tenants IN SHARE ROW EXCLUSIVE MODE;
+
 INSERT INTO placement_tenant_counts (placement_id, stripe, tenants)
-SELECT p.placement_id, 0, (SELECT count(*) FROM tenants t WHERE t.placement_id = p.placement_id)
-FROM placements p;
+SELECT p.placement_id, s.stripe,
+    CASE WHEN s.stripe = 0 THEN (SELECT count(*) FROM tenants t WHERE t.placement_id = p.placement_id) ELSE 0 END
+FROM placements p CROSS JOIN generate_series(0, 15) AS s (stripe);
+
+-- +goose StatementBegin
+CREATE FUNCTION placement_tenant_counts_stripes() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO tenantmem_control.placement_tenant_counts (placement_id, stripe, tenants)
+    SELECT NEW.placement_id, s, 0 FROM generate_series(0, 15) AS s;
+    RETURN NULL;
+END $$;
+-- +goose StatementEnd
+
+CREATE TRIGGER placement_tenant_counts_stripes AFTER INSERT ON placements
+    FOR EACH ROW EXECUTE FUNCTION placement_tenant_counts_stripes();
 
 -- The router role reads placements with their counts. On a first init the settings row does not
 -- exist yet and init grants it with the other registry tables; on an upgrade the grant is here.
@@ -89,6 +111,8 @@ CREATE TRIGGER placement_tenant_counts_update AFTER UPDATE OF placement_id ON te
 DROP TRIGGER placement_tenant_counts_update ON tenants;
 DROP TRIGGER placement_tenant_counts_delete ON tenants;
 DROP TRIGGER placement_tenant_counts_insert ON tenants;
+DROP TRIGGER placement_tenant_counts_stripes ON placements;
+DROP FUNCTION placement_tenant_counts_stripes();
 DROP FUNCTION placement_tenant_counts_moved();
 DROP FUNCTION placement_tenant_counts_changed();
 DROP FUNCTION placement_tenant_counts_add(text, bigint);

@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -20,33 +17,10 @@ import (
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
-// planNotices collects the plans auto_explain sends as notices to a session.
-type planNotices struct {
-	mu    sync.Mutex
-	plans []string
-}
-
-func (l *planNotices) onNotice(_ *pgconn.PgConn, n *pgconn.Notice) {
-	if strings.Contains(n.Message, "Query Text:") {
-		l.mu.Lock()
-		l.plans = append(l.plans, n.Message)
-		l.mu.Unlock()
-	}
-}
-
-// take returns the plans collected since the last call and forgets them.
-func (l *planNotices) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.plans
-	l.plans = nil
-	return p
-}
-
 // explainedRouterPool is a one-connection pool of the router role whose session sends the plan
 // of every statement it runs, those inside functions, triggers and foreign key checks included,
 // to the client as a notice (auto_explain, loaded for the router role in this test's database).
-func explainedRouterPool(t *testing.T, e *env) (*pgxpool.Pool, *planNotices) {
+func explainedRouterPool(t *testing.T, e *env) (*pgxpool.Pool, *pgtest.Plans) {
 	t.Helper()
 	ctx := context.Background()
 	var db string
@@ -57,11 +31,11 @@ func explainedRouterPool(t *testing.T, e *env) (*pgxpool.Pool, *planNotices) {
 		_, err := e.admin.Exec(ctx, `ALTER ROLE `+role+` IN DATABASE `+pgx.Identifier{db}.Sanitize()+` SET `+set)
 		require.NoError(t, err)
 	}
-	log := &planNotices{}
+	log := &pgtest.Plans{}
 	cfg, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
 	require.NoError(t, err)
 	cfg.MaxConns = 1
-	cfg.ConnConfig.OnNotice = log.onNotice
+	cfg.ConnConfig.OnNotice = log.OnNotice
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
@@ -220,11 +194,11 @@ func TestSharedTierStatementsUseTheIndexes(t *testing.T) {
 			return err
 		}},
 	} {
-		log.take()
+		log.Take()
 		for range 7 {
 			require.NoError(t, tc.op(), tc.name)
 		}
-		plans := log.take()
+		plans := log.Take()
 		require.NotEmpty(t, plans, "%s: auto_explain reported no plan", tc.name)
 		for _, p := range plans {
 			if seqScan.MatchString(p) {
@@ -258,7 +232,7 @@ func TestSharedTierForeignKeyCheckFollowsTheTableSize(t *testing.T) {
 	var seqScans []int64
 	checks := func(phase string) []string {
 		t.Helper()
-		log.take()
+		log.Take()
 		for i := range 7 {
 			res, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "w", DocumentType: "text",
 				Content: fmt.Sprintf("one chunk written %s, number %d", phase, i)})
@@ -266,7 +240,7 @@ func TestSharedTierForeignKeyCheckFollowsTheTableSize(t *testing.T) {
 			require.Equal(t, 1, res.ChunksCreated)
 		}
 		var plans []string
-		for _, p := range log.take() {
+		for _, p := range log.Take() {
 			if m := fkCheck.FindStringSubmatch(p); m != nil {
 				plans = append(plans, m[1])
 			}

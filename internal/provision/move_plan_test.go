@@ -6,40 +6,19 @@ import (
 	"errors"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/archive"
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
-
-// planLog collects the plans auto_explain sends as notices to the sessions it is loaded in.
-type planLog struct {
-	mu    sync.Mutex
-	plans []string
-}
-
-func (l *planLog) onNotice(_ *pgconn.PgConn, n *pgconn.Notice) {
-	if strings.Contains(n.Message, "Query Text:") {
-		l.mu.Lock()
-		l.plans = append(l.plans, n.Message)
-		l.mu.Unlock()
-	}
-}
-
-func (l *planLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.plans...)
-}
 
 // explainEverything makes a superuser session send the plan of every statement it runs (not
 // those inside functions and triggers) to the client as a notice.
@@ -153,16 +132,16 @@ func TestCatchUpRoundLooksUpTheLoggedRowsByIndex(t *testing.T) {
 		require.NoError(t, err)
 		var d struct{ From, To registry.Location }
 		require.NoError(t, json.Unmarshal(job.Detail, &d))
-		var plans planLog
+		var plans pgtest.Plans
 		srcCfg, err := pgx.ParseConfig(e.url)
 		require.NoError(t, err)
-		srcCfg.OnNotice = plans.onNotice
+		srcCfg.OnNotice = plans.OnNotice
 		srcConn, err := pgx.ConnectConfig(ctx, srcCfg)
 		require.NoError(t, err)
 		require.NoError(t, explainEverything(ctx, srcConn))
 		dstCfg, err := pgxpool.ParseConfig(e.url)
 		require.NoError(t, err)
-		dstCfg.ConnConfig.OnNotice = plans.onNotice
+		dstCfg.ConnConfig.OnNotice = plans.OnNotice
 		dstCfg.AfterConnect = explainEverything
 		dstPool, err := pgxpool.NewWithConfig(ctx, dstCfg)
 		require.NoError(t, err)
@@ -182,7 +161,7 @@ func TestCatchUpRoundLooksUpTheLoggedRowsByIndex(t *testing.T) {
 		require.Positive(t, round.Entries)
 		require.Positive(t, round.Upserted)
 		require.Positive(t, round.Deleted)
-		got := plans.all()
+		got := plans.All()
 		require.GreaterOrEqual(t, len(got), 5, "auto_explain reported the round's statements")
 		var sawChunks bool
 		for _, p := range got {
@@ -217,10 +196,10 @@ func TestChunkDeletesFindTheirPostingsByIndex(t *testing.T) {
 		require.NoError(t, err)
 		fillManyRows(t, e, created.Tenant, 2000)
 		s := pgx.Identifier{created.Tenant.SchemaName}.Sanitize()
-		var plans planLog
+		var plans pgtest.Plans
 		cfg, err := pgx.ParseConfig(e.dbPool(t, created.Tenant, false).Config().ConnConfig.ConnString())
 		require.NoError(t, err)
-		cfg.OnNotice = plans.onNotice
+		cfg.OnNotice = plans.OnNotice
 		conn, err := pgx.ConnectConfig(ctx, cfg)
 		require.NoError(t, err)
 		require.NoError(t, explainEverything(ctx, conn))
@@ -246,7 +225,7 @@ func TestChunkDeletesFindTheirPostingsByIndex(t *testing.T) {
 		require.NoError(t, err)
 		require.Greater(t, before, after, "the document's postings went with its chunks")
 		var found bool
-		for _, p := range plans.all() {
+		for _, p := range plans.All() {
 			if !strings.Contains(p, "DELETE FROM chunk_terms") {
 				continue
 			}

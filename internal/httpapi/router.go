@@ -393,16 +393,28 @@ type router struct {
 	limiter *limit.Limiter
 }
 
-// handleKey carries the tenant handle of an authenticated request in its context, and keyIDKey
-// the id of the API key it came with.
-type (
-	handleKey struct{}
-	keyIDKey  struct{}
-)
+// authedKey carries an authenticated request's *authed in its context.
+type authedKey struct{}
+
+// authed is what the router knows of an authenticated request: its tenant's handle and the id of
+// the API key it came with (set by authenticate), and its admission (set by admit, in place: one
+// context value per request).
+type authed struct {
+	handle    *routing.Handle
+	keyID     string
+	admission *limit.Admission
+}
+
+func authedFrom(ctx context.Context) *authed {
+	a, _ := ctx.Value(authedKey{}).(*authed)
+	return a
+}
 
 func handleFrom(ctx context.Context) *routing.Handle {
-	h, _ := ctx.Value(handleKey{}).(*routing.Handle)
-	return h
+	if a := authedFrom(ctx); a != nil {
+		return a.handle
+	}
+	return nil
 }
 
 // deadline bounds the whole request by RequestTimeout.
@@ -425,14 +437,14 @@ func (r *router) limitsOf(h *routing.Handle) limit.Limits {
 // before anything else of it runs.
 func (r *router) admit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		h := handleFrom(c.Request().Context())
-		req := c.Request()
-		a, err := r.limiter.AdmitRequest(req.Context(), h.TenantID, r.limitsOf(h), r.cfg.QueueWait)
+		ctx := c.Request().Context()
+		au := authedFrom(ctx)
+		a, err := r.limiter.AdmitRequest(ctx, au.handle.TenantID, r.limitsOf(au.handle), r.cfg.QueueWait)
 		if err != nil {
 			return err
 		}
 		defer a.Release()
-		c.SetRequest(req.WithContext(context.WithValue(req.Context(), admissionKey{}, a)))
+		au.admission = a
 		return next(c)
 	}
 }
@@ -478,7 +490,7 @@ func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			setActingFor(ctx, parent)
 		}
 		keyID, _, _ := registry.ParseKey(key) // Resolve accepted it
-		ctx = context.WithValue(context.WithValue(ctx, handleKey{}, h), keyIDKey{}, keyID)
+		ctx = context.WithValue(ctx, authedKey{}, &authed{handle: h, keyID: keyID})
 		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}
@@ -487,20 +499,15 @@ func (r *router) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 // scope is the memory scope of an authenticated request: its transactions check that the tenant
 // is still active and the request's key not revoked, and ingest is held to the tenant's quotas.
 func (r *router) scope(c echo.Context) memory.Scope {
-	ctx := c.Request().Context()
-	h := handleFrom(ctx)
-	keyID, _ := ctx.Value(keyIDKey{}).(string)
-	s := h.KeyScope(keyID, r.cfg.StatementTimeout)
-	l := r.limitsOf(h)
+	au := authedFrom(c.Request().Context())
+	s := au.handle.KeyScope(au.keyID, r.cfg.StatementTimeout)
+	l := r.limitsOf(au.handle)
 	s.Quota = memory.Quota{Documents: l.MaxDocuments, Chunks: l.MaxChunks, ContentBytes: l.MaxContentBytes}
-	if a, ok := ctx.Value(admissionKey{}).(*limit.Admission); ok && r.cfg.BulkYield > 0 {
+	if a := au.admission; a != nil && r.cfg.BulkYield > 0 {
 		s.Yield = func(ctx context.Context) error { return a.Yield(ctx, r.cfg.BulkYield) }
 	}
 	return s
 }
-
-// admissionKey is the context key of a request's *limit.Admission.
-type admissionKey struct{}
 
 // idempotency reads the request's Idempotency-Key, if any: the key and a hash of what the
 // request asks (method, route and body), so that the key cannot be replayed for another request.

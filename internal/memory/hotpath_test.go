@@ -13,8 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
-	"github.com/tenantmem/tenantmem/internal/pgtest"
-	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
 
@@ -64,12 +62,7 @@ func TestBigSharedTenantKeepsTheIndex(t *testing.T) {
 	l.load(t)
 
 	// One connection, so the same session runs every search.
-	cfg, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
-	require.NoError(t, err)
-	cfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := oneRouterConn(t, e)
 	big.Pool = pool
 	eng := newEngine(t, newBuiltin(t), func(c *memory.Config) { c.ExactSearchThreshold = 1000 })
 
@@ -179,12 +172,7 @@ func TestPreparedSearchesStayPerTenant(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			ctx := context.Background()
-			cfg, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
-			require.NoError(t, err)
-			cfg.MaxConns = 1
-			pool, err := pgxpool.NewWithConfig(ctx, cfg)
-			require.NoError(t, err)
-			t.Cleanup(pool.Close)
+			pool := oneRouterConn(t, e)
 			eng := newEngine(t, newBuiltin(t), func(c *memory.Config) { c.PreparedSearches = size })
 
 			var scopes []memory.Scope
@@ -250,15 +238,10 @@ func TestPreparedSearchOfAGoneTenantIsFenced(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(pgtest.WithUser(t, e.url, provision.DefaultRouterRole, ""))
-	require.NoError(t, err)
-	cfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := oneRouterConn(t, e)
 	eng := newEngine(t, newBuiltin(t))
 	s := e.tenant(t, registry.TierSchema)
-	_, err = eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text", Content: "routers and latency"})
+	_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "d", DocumentType: "text", Content: "routers and latency"})
 	require.NoError(t, err)
 	s.Pool = pool
 	gone := false

@@ -1,0 +1,90 @@
+package schema
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/internal/pgtest"
+)
+
+// TestUniqueFunctionNamesMigrationRoundTrips: tenant migration 00012 (functions named after the
+// schema) down and up again keeps the BM25 postings maintained by the chunk triggers each way,
+// and leaves the names each direction promises.
+func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	cc, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA tenant_rt`)
+	require.NoError(t, err)
+	m, err := NewMigrator(MigratorConfig{ConnConfig: cc, EmbeddingDimension: 4})
+	require.NoError(t, err)
+	_, err = m.Up(ctx, TenantSet, "tenant_rt")
+	require.NoError(t, err)
+
+	names := func() []string {
+		var out []string
+		require.NoError(t, conn.QueryRow(ctx, `SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
+			WHERE pronamespace = 'tenant_rt'::regnamespace`).Scan(&out))
+		return out
+	}
+	var oid string
+	require.NoError(t, conn.QueryRow(ctx, `SELECT 'tenant_rt'::regnamespace::oid::text`).Scan(&oid))
+	// Each insert adds a leaf chunk with two terms; each delete removes one: the postings follow.
+	n := 0
+	postings := func() {
+		t.Helper()
+		n++
+		_, err := conn.Exec(ctx, `SET tenantmem.owner_id = 'o'`)
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, `WITH d AS (INSERT INTO tenant_rt.documents (owner_id, document_name, document_type)
+				VALUES ('o', 'd', 'text') RETURNING document_id)
+			INSERT INTO tenant_rt.chunks (document_id, owner_id, chunk_index, content, content_hash, token_count, search_vector)
+			SELECT document_id, 'o', 0, 'quick foxes', 'h', 2, to_tsvector('english', 'quick foxes') FROM d`)
+		require.NoError(t, err)
+		var terms int
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM tenant_rt.chunk_terms`).Scan(&terms))
+		require.Equal(t, 2*n, terms, "postings after insert %d", n)
+		_, err = conn.Exec(ctx, `DELETE FROM tenant_rt.chunks WHERE chunk_id = (SELECT chunk_id FROM tenant_rt.chunks LIMIT 1)`)
+		require.NoError(t, err)
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM tenant_rt.chunk_terms`).Scan(&terms))
+		require.Equal(t, 2*(n-1), terms, "postings after delete %d", n)
+		_, err = conn.Exec(ctx, `WITH d AS (INSERT INTO tenant_rt.documents (owner_id, document_name, document_type)
+				VALUES ('o', 'd', 'text') RETURNING document_id)
+			INSERT INTO tenant_rt.chunks (document_id, owner_id, chunk_index, content, content_hash, token_count, search_vector)
+			SELECT document_id, 'o', 0, 'lazy dogs', 'h', 2, to_tsvector('english', 'lazy dogs') FROM d`)
+		require.NoError(t, err)
+	}
+	up := []string{"chunk_term_impact_" + oid, "chunk_terms_delete_" + oid, "chunk_terms_insert_" + oid,
+		"tenantmem_capture_chunks_" + oid, "tenantmem_capture_documents_" + oid, "tenantmem_capture_embedding_jobs_" + oid,
+		"tenantmem_capture_idempotency_keys_" + oid, "tenantmem_capture_search_history_" + oid, "tenantmem_capture_tenant_usage_" + oid}
+	require.Equal(t, up, names())
+	postings()
+
+	p, db, err := m.provider(TenantSet, "tenant_rt")
+	require.NoError(t, err)
+	defer db.Close()
+	res, err := p.Down(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 12, res.Source.Version)
+	require.Equal(t, []string{"chunk_term_impact", "chunk_terms_delete", "chunk_terms_insert",
+		"tenantmem_capture_chunks", "tenantmem_capture_documents", "tenantmem_capture_embedding_jobs",
+		"tenantmem_capture_idempotency_keys", "tenantmem_capture_search_history", "tenantmem_capture_tenant_usage"}, names())
+	postings()
+
+	// Up again needs the generator of 00009 only to drop it: bring it back as 00009 left it.
+	_, err = conn.Exec(ctx, `CREATE FUNCTION tenant_rt.tenantmem_capture_changes(tbl text, pauses boolean DEFAULT true)
+		RETURNS void LANGUAGE sql AS 'SELECT'`)
+	require.NoError(t, err)
+	_, err = m.Up(ctx, TenantSet, "tenant_rt")
+	require.NoError(t, err)
+	require.Equal(t, up, names())
+	postings()
+}

@@ -816,7 +816,7 @@ func (r *router) search(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, res)
+	return writeJSON(c, http.StatusOK, res)
 }
 
 func (r *router) quickSearch(c echo.Context) error {
@@ -842,7 +842,7 @@ func (r *router) quickSearch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, res)
+	return writeJSON(c, http.StatusOK, res)
 }
 
 // SearchHistoryResponse is the body of GET /v1/search/history.

@@ -1,9 +1,11 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,5 +100,34 @@ func TestSearchBadInputNever500(t *testing.T) {
 			}
 			mode.Store(0)
 		})
+	}
+}
+
+// TestSearchAnswersInOneBodyWithItsLength: a search answer is written whole, with its
+// Content-Length (no chunked transfer encoding, however long), and its bytes are what encoding/json
+// writes for it, as with every other answer.
+func TestSearchAnswersInOneBodyWithItsLength(t *testing.T) {
+	t.Parallel()
+	e := newRouterEnv(t)
+	key := e.tenant("one-body", registry.TierSchema)
+	content := strings.Repeat("Backups of the <primary> database & its replicas run nightly. ", 120)
+	e.ok(t, key, http.MethodPost, "/v1/documents", map[string]any{"document_name": "d", "document_type": "text", "content": content},
+		http.StatusCreated, nil)
+	for _, path := range []string{"/v1/search", "/v1/search?q=backups"} {
+		var res response
+		if path == "/v1/search" {
+			res = e.ok(t, key, http.MethodPost, path, map[string]any{"query_text": "nightly backups", "limit": 10}, http.StatusOK, nil)
+		} else {
+			res = e.ok(t, key, http.MethodGet, path, nil, http.StatusOK, nil)
+		}
+		require.Greater(t, len(res.body), 2048, "%s: longer than net/http's buffer", path)
+		require.Equal(t, strconv.Itoa(len(res.body)), res.header.Get("Content-Length"), path)
+		require.Equal(t, "application/json", res.header.Get("Content-Type"), path)
+		var out memory.SearchResponse
+		res.decode(t, &out)
+		require.NotEmpty(t, out.Results, path)
+		var again bytes.Buffer
+		require.NoError(t, json.NewEncoder(&again).Encode(out))
+		require.Equal(t, again.String(), string(res.body), "%s: the bytes encoding/json writes (HTML-safe, a final newline)", path)
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // TestUniqueFunctionNamesMigrationRoundTrips: tenant migration 00012 (functions named after the
-// schema) down and up again keeps the BM25 postings maintained by the chunk triggers each way,
+// schema) down, then 00011 and 00009 down, and all up again keeps the BM25 postings maintained by the chunk triggers each way,
 // and leaves the names each direction promises.
 func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 	t.Parallel()
@@ -79,10 +79,13 @@ func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 		"tenantmem_capture_idempotency_keys", "tenantmem_capture_search_history", "tenantmem_capture_tenant_usage"}, names())
 	postings()
 
-	// Up again needs the generator of 00009 only to drop it: bring it back as 00009 left it.
-	_, err = conn.Exec(ctx, `CREATE FUNCTION tenant_rt.tenantmem_capture_changes(tbl text, pauses boolean DEFAULT true)
-		RETURNS void LANGUAGE sql AS 'SELECT'`)
-	require.NoError(t, err)
+	// Further down, through 00011 and the change capture of 00009, and up again from there.
+	for _, v := range []int64{11, 9} {
+		res, err := p.Down(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, v, res.Source.Version)
+	}
+	require.Equal(t, []string{"chunk_term_impact", "chunk_terms_delete", "chunk_terms_insert"}, names())
 	_, err = m.Up(ctx, TenantSet, "tenant_rt")
 	require.NoError(t, err)
 	require.Equal(t, up, names())

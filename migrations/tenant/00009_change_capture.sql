@@ -127,6 +127,6 @@ BEGIN
 END
 $$;
 -- +goose StatementEnd
-DROP FUNCTION tenantmem_capture_changes(text);
+DROP FUNCTION IF EXISTS tenantmem_capture_changes(text, boolean); -- gone after 00012
 DROP TABLE tenant_change_log;
 DROP TABLE tenant_change_capture;

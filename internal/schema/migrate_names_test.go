@@ -2,7 +2,9 @@ package schema
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -11,7 +13,8 @@ import (
 )
 
 // TestUniqueFunctionNamesMigrationRoundTrips: tenant migration 00012 (functions named after the
-// schema) down, then 00011 and 00009 down, and all up again keeps the BM25 postings maintained by the chunk triggers each way,
+// schema) down and up again, down after the schema's oid changed (as a dump and restore does),
+// then 00011 and 00009 down, and all up again keeps the BM25 postings maintained by the chunk triggers each way,
 // and leaves the names each direction promises.
 func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 	t.Parallel()
@@ -71,13 +74,34 @@ func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 	p, db, err := m.provider(TenantSet, "tenant_rt")
 	require.NoError(t, err)
 	defer db.Close()
-	res, err := p.Down(ctx)
-	require.NoError(t, err)
-	require.EqualValues(t, 12, res.Source.Version)
-	require.Equal(t, []string{"chunk_term_impact", "chunk_terms_delete", "chunk_terms_insert",
+	old := []string{"chunk_term_impact", "chunk_terms_delete", "chunk_terms_insert",
 		"tenantmem_capture_chunks", "tenantmem_capture_documents", "tenantmem_capture_embedding_jobs",
-		"tenantmem_capture_idempotency_keys", "tenantmem_capture_search_history", "tenantmem_capture_tenant_usage"}, names())
+		"tenantmem_capture_idempotency_keys", "tenantmem_capture_search_history", "tenantmem_capture_tenant_usage"}
+	down12 := func() {
+		t.Helper()
+		res, err := p.Down(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 12, res.Source.Version)
+		require.Equal(t, old, names())
+		postings()
+	}
+	down12()
+	// 00012 again straight after its Down (the generator it drops is gone by then).
+	_, err = m.Up(ctx, TenantSet, "tenant_rt")
+	require.NoError(t, err)
+	require.Equal(t, up, names())
 	postings()
+
+	// A dump and restore keeps the names and gives the schema another oid: the Down finds the
+	// functions through their triggers, not through the oid. Here the trigger functions take a
+	// suffix that is not the schema's oid (the impact function keeps its name: the trigger bodies
+	// call it by name, and the Down finds it by prefix either way).
+	for _, name := range up[1:] {
+		_, err := conn.Exec(ctx, `ALTER FUNCTION tenant_rt.`+name+`() RENAME TO `+strings.TrimSuffix(name, oid)+"1")
+		require.NoError(t, err)
+	}
+	postings()
+	down12()
 
 	// Further down, through 00011 and the change capture of 00009, and up again from there.
 	for _, v := range []int64{11, 9} {
@@ -90,4 +114,35 @@ func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, up, names())
 	postings()
+}
+
+// TestUniqueFunctionNamesMigrationLetsReadersGoOn: upgrading a schema to 00012 while a transaction
+// reads its chunks (a search, a backup) does not wait for it: the chunk triggers are replaced, not
+// dropped, so the migration never asks for a lock that would queue every reader behind it.
+func TestUniqueFunctionNamesMigrationLetsReadersGoOn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	cc, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA tenant_rd`)
+	require.NoError(t, err)
+	m, err := NewMigrator(MigratorConfig{ConnConfig: cc, EmbeddingDimension: 4})
+	require.NoError(t, err)
+	_, err = m.UpTo(ctx, TenantSet, "tenant_rd", 11)
+	require.NoError(t, err)
+
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM tenant_rd.chunks`)
+	require.NoError(t, err)
+	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := m.Up(mctx, TenantSet, "tenant_rd")
+	require.NoError(t, err, "the migration waited for the reader")
+	require.EqualValues(t, 12, v)
 }

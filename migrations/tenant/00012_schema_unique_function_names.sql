@@ -9,6 +9,11 @@
 -- 5,000 (make bench-scale). The functions are now named after the schema's oid, so each list holds
 -- one function; the trigger names do not change.
 --
+-- The suffix is the oid the schema had when the functions were made: a dump and restore keeps
+-- the names and gives the schema another oid, so nothing may find these functions by computing
+-- the name again. A later migration reaches them through their triggers (pg_trigger.tgfoid), as
+-- the Down below does.
+--
 -- The generator of migration 00009, tenantmem_capture_changes, is dropped here: a later migration
 -- that adds a data table creates its capture function under a name unique to the schema (suffix
 -- '_' || the schema's oid), with the three tenantmem_capture_* triggers, or defines the generator
@@ -67,11 +72,12 @@ BEGIN
             RETURN NULL;
         END
         $body$ $f$, sch, 'chunk_terms_delete' || sfx, sch, impact);
-    EXECUTE format('DROP TRIGGER chunk_terms_insert ON %I.chunks', sch);
-    EXECUTE format('CREATE TRIGGER chunk_terms_insert AFTER INSERT ON %I.chunks
+    -- CREATE OR REPLACE, not DROP and CREATE: it takes the lock of CREATE TRIGGER, which lets the
+    -- table's readers go on (DROP TRIGGER's exclusive lock would queue every search of the shared
+    -- tier behind the longest reader).
+    EXECUTE format('CREATE OR REPLACE TRIGGER chunk_terms_insert AFTER INSERT ON %I.chunks
         REFERENCING NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION %I.%I()', sch, sch, 'chunk_terms_insert' || sfx);
-    EXECUTE format('DROP TRIGGER chunk_terms_delete ON %I.chunks', sch);
-    EXECUTE format('CREATE TRIGGER chunk_terms_delete AFTER DELETE ON %I.chunks
+    EXECUTE format('CREATE OR REPLACE TRIGGER chunk_terms_delete AFTER DELETE ON %I.chunks
         REFERENCING OLD TABLE AS old_chunks FOR EACH STATEMENT EXECUTE FUNCTION %I.%I()', sch, sch, 'chunk_terms_delete' || sfx);
     EXECUTE format('DROP FUNCTION %I.chunk_terms_insert()', sch);
     EXECUTE format('DROP FUNCTION %I.chunk_terms_delete()', sch);
@@ -82,32 +88,39 @@ BEGIN
             EXECUTE format('ALTER FUNCTION %I.%I() RENAME TO %I', sch, 'tenantmem_capture_' || t, 'tenantmem_capture_' || t || sfx);
         END IF;
     END LOOP;
-    EXECUTE format('DROP FUNCTION %I.tenantmem_capture_changes(text, boolean)', sch);
+    -- Gone already when this runs again after its Down.
+    EXECUTE format('DROP FUNCTION IF EXISTS %I.tenantmem_capture_changes(text, boolean)', sch);
 END
 $$;
 -- +goose StatementEnd
 
 -- +goose Down
--- The names of migrations 00006, 00009 and 00011 again. The generator is not brought back: the
--- Down of 00009 drops what it made table by table.
+-- The names of migrations 00006, 00009 and 00011 again, each function found through its trigger
+-- (not through the oid in its name, which may not be the schema's any more). The generator is not
+-- brought back: the Down of 00009 drops what it made table by table.
 -- +goose StatementBegin
 DO $$
 DECLARE
     sch text := current_schema();
-    sfx text := '_' || to_regnamespace(current_schema())::oid;
     t text;
-    f text;
+    f oid;
+    impact text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'embedding_jobs', 'search_history', 'tenant_usage', 'idempotency_keys'] LOOP
-        IF to_regclass(format('%I.%I', sch, t)) IS NOT NULL THEN
-            EXECUTE format('ALTER FUNCTION %I.%I() RENAME TO %I', sch, 'tenantmem_capture_' || t || sfx, 'tenantmem_capture_' || t);
+        SELECT g.tgfoid INTO f FROM pg_trigger g
+        WHERE g.tgrelid = to_regclass(format('%I.%I', sch, t)) AND g.tgname = 'tenantmem_capture_insert';
+        IF FOUND THEN
+            EXECUTE format('ALTER FUNCTION %s RENAME TO %I', f::regprocedure, 'tenantmem_capture_' || t);
         END IF;
     END LOOP;
-    EXECUTE format('ALTER FUNCTION %I.%I(integer, integer) RENAME TO chunk_term_impact', sch, 'chunk_term_impact' || sfx);
-    FOREACH f IN ARRAY ARRAY['chunk_terms_insert', 'chunk_terms_delete'] LOOP
-        EXECUTE format('ALTER FUNCTION %I.%I() RENAME TO %I', sch, f || sfx, f);
-        -- The body names the impact function: the same definition with the old name.
-        EXECUTE replace(pg_get_functiondef(format('%I.%I()', sch, f)::regprocedure), 'chunk_term_impact' || sfx, 'chunk_term_impact');
+    SELECT p.proname INTO STRICT impact FROM pg_proc p
+    WHERE p.pronamespace = to_regnamespace(sch) AND p.proname LIKE 'chunk\_term\_impact\_%';
+    EXECUTE format('ALTER FUNCTION %I.%I(integer, integer) RENAME TO chunk_term_impact', sch, impact);
+    FOREACH t IN ARRAY ARRAY['chunk_terms_insert', 'chunk_terms_delete'] LOOP
+        SELECT g.tgfoid INTO STRICT f FROM pg_trigger g WHERE g.tgrelid = to_regclass(format('%I.chunks', sch)) AND g.tgname = t;
+        EXECUTE format('ALTER FUNCTION %s RENAME TO %I', f::regprocedure, t);
+        -- The body names the impact function: the same definition with its old name.
+        EXECUTE replace(pg_get_functiondef(f), impact, 'chunk_term_impact');
     END LOOP;
 END
 $$;

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -145,4 +146,50 @@ func TestUniqueFunctionNamesMigrationLetsReadersGoOn(t *testing.T) {
 	v, err := m.Up(mctx, TenantSet, "tenant_rd")
 	require.NoError(t, err, "the migration waited for the reader")
 	require.EqualValues(t, 12, v)
+}
+
+// TestUniqueFunctionNamesKeepTheDefinitions: at version 12 each function of a schema is the one
+// of version 11 under its new name: the same body (up to the names it calls and its layout), the
+// same settings (search_path), volatility, owner and privileges.
+func TestUniqueFunctionNamesKeepTheDefinitions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	cc, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA tenant_def`)
+	require.NoError(t, err)
+	m, err := NewMigrator(MigratorConfig{ConnConfig: cc, EmbeddingDimension: 4})
+	require.NoError(t, err)
+	suffix := regexp.MustCompile(`\b(chunk_terms_insert|chunk_terms_delete|chunk_term_impact|tenantmem_capture_[a-z_]+?)_[0-9]+\b`)
+	space := regexp.MustCompile(`\s+`)
+	defs := func() map[string]string {
+		rows, err := conn.Query(ctx, `SELECT regexp_replace(p.proname, '_[0-9]+$', ''),
+				pg_get_functiondef(p.oid) || ' acl=' || coalesce(p.proacl::text, '') || ' owner=' || p.proowner::regrole::text
+			FROM pg_proc p WHERE p.pronamespace = 'tenant_def'::regnamespace`)
+		require.NoError(t, err)
+		out := map[string]string{}
+		for rows.Next() {
+			var name, def string
+			require.NoError(t, rows.Scan(&name, &def))
+			out[name] = space.ReplaceAllString(suffix.ReplaceAllString(def, "$1"), " ")
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	_, err = m.UpTo(ctx, TenantSet, "tenant_def", 11)
+	require.NoError(t, err)
+	before := defs()
+	_, err = m.Up(ctx, TenantSet, "tenant_def")
+	require.NoError(t, err)
+	after := defs()
+	require.Contains(t, before, "tenantmem_capture_changes")
+	delete(before, "tenantmem_capture_changes") // the generator, dropped by 12
+	require.Len(t, after, len(before))
+	for name, def := range before {
+		require.Equal(t, def, after[name], name)
+	}
 }

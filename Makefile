@@ -53,7 +53,7 @@ SHARED_TENANTS ?= 1000000
 WORKERS ?= 4
 
 .PHONY: bench-scale
-bench-scale: deps ## Fleet scale, not in CI: SCHEMA_TENANTS=10000 SHARED_TENANTS=1000000 WORKERS=4; about an hour (docs/scaling.md).
+bench-scale: deps ## Fleet scale, not in CI: SCHEMA_TENANTS=10000 SHARED_TENANTS=1000000 WORKERS=4; about 20 minutes on 2 cores (docs/scaling.md).
 	TENANTMEM_BENCH_SCALE=1 TENANTMEM_SCALE_SCHEMA_TENANTS=$(SCHEMA_TENANTS) TENANTMEM_SCALE_SHARED_TENANTS=$(SHARED_TENANTS) \
 		TENANTMEM_SCALE_WORKERS=$(WORKERS) $(GO) test -run '^$$' -bench 'Scale$$' -benchtime 1x -timeout 300m ./internal/benchscale
 

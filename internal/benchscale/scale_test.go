@@ -54,7 +54,7 @@ func knob(name string, def int) int {
 // documents in the big shared-tier tenant). It runs only with TENANTMEM_BENCH_SCALE=1: make bench-scale.
 func BenchmarkScale(b *testing.B) {
 	if os.Getenv("TENANTMEM_BENCH_SCALE") == "" {
-		b.Skip("set TENANTMEM_BENCH_SCALE=1 (make bench-scale): it takes about an hour")
+		b.Skip("set TENANTMEM_BENCH_SCALE=1 (make bench-scale): it takes about 20 minutes")
 	}
 	schemaN := knob("TENANTMEM_SCALE_SCHEMA_TENANTS", 10_000)
 	sharedN := knob("TENANTMEM_SCALE_SHARED_TENANTS", 1_000_000)

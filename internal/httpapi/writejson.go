@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
 	"strconv"
 	"sync"
 
@@ -31,9 +30,6 @@ func writeJSON(c echo.Context, code int, v any) error {
 	h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	h.Set(echo.HeaderContentLength, strconv.Itoa(buf.Len()))
 	c.Response().WriteHeader(code)
-	if c.Request().Method == http.MethodHead {
-		return nil
-	}
 	_, err := c.Response().Write(buf.Bytes())
 	return err
 }

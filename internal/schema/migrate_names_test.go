@@ -13,12 +13,10 @@ import (
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 )
 
-// TestUniqueFunctionNamesMigrationRoundTrips: tenant migration 00012 (functions named after the
-// schema) down and up again, down after the schema's oid changed (as a dump and restore does),
-// then 00011 and 00009 down, and all up again keeps the BM25 postings maintained by the chunk triggers each way,
-// and leaves the names each direction promises.
-func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
-	t.Parallel()
+// newSchemaMigrator makes a database with pgvector and an empty schema named name, and returns a
+// migrator for it (embedding dimension 4) and a superuser connection.
+func newSchemaMigrator(t *testing.T, name string) (*Migrator, *pgx.Conn) {
+	t.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
 	cc, err := pgx.ParseConfig(url)
@@ -26,11 +24,22 @@ func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA tenant_rt`)
+	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA `+pgx.Identifier{name}.Sanitize())
 	require.NoError(t, err)
 	m, err := NewMigrator(MigratorConfig{ConnConfig: cc, EmbeddingDimension: 4})
 	require.NoError(t, err)
-	_, err = m.Up(ctx, TenantSet, "tenant_rt")
+	return m, conn
+}
+
+// TestUniqueFunctionNamesMigrationRoundTrips: tenant migration 00012 (functions named after the
+// schema) down and up again, down after the schema's oid changed (as a dump and restore does),
+// then 00011 and 00009 down, and all up again keeps the BM25 postings maintained by the chunk triggers each way,
+// and leaves the names each direction promises.
+func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m, conn := newSchemaMigrator(t, "tenant_rt")
+	_, err := m.Up(ctx, TenantSet, "tenant_rt")
 	require.NoError(t, err)
 
 	names := func() []string {
@@ -123,17 +132,8 @@ func TestUniqueFunctionNamesMigrationRoundTrips(t *testing.T) {
 func TestUniqueFunctionNamesMigrationLetsReadersGoOn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDatabase(t)
-	cc, err := pgx.ParseConfig(url)
-	require.NoError(t, err)
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA tenant_rd`)
-	require.NoError(t, err)
-	m, err := NewMigrator(MigratorConfig{ConnConfig: cc, EmbeddingDimension: 4})
-	require.NoError(t, err)
-	_, err = m.UpTo(ctx, TenantSet, "tenant_rd", 11)
+	m, conn := newSchemaMigrator(t, "tenant_rd")
+	_, err := m.UpTo(ctx, TenantSet, "tenant_rd", 11)
 	require.NoError(t, err)
 
 	tx, err := conn.Begin(ctx)
@@ -154,16 +154,7 @@ func TestUniqueFunctionNamesMigrationLetsReadersGoOn(t *testing.T) {
 func TestUniqueFunctionNamesKeepTheDefinitions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDatabase(t)
-	cc, err := pgx.ParseConfig(url)
-	require.NoError(t, err)
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	_, err = conn.Exec(ctx, `CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions; CREATE SCHEMA tenant_def`)
-	require.NoError(t, err)
-	m, err := NewMigrator(MigratorConfig{ConnConfig: cc, EmbeddingDimension: 4})
-	require.NoError(t, err)
+	m, conn := newSchemaMigrator(t, "tenant_def")
 	suffix := regexp.MustCompile(`\b(chunk_terms_insert|chunk_terms_delete|chunk_term_impact|tenantmem_capture_[a-z_]+?)_[0-9]+\b`)
 	space := regexp.MustCompile(`\s+`)
 	defs := func() map[string]string {
@@ -180,7 +171,7 @@ func TestUniqueFunctionNamesKeepTheDefinitions(t *testing.T) {
 		require.NoError(t, rows.Err())
 		return out
 	}
-	_, err = m.UpTo(ctx, TenantSet, "tenant_def", 11)
+	_, err := m.UpTo(ctx, TenantSet, "tenant_def", 11)
 	require.NoError(t, err)
 	before := defs()
 	_, err = m.Up(ctx, TenantSet, "tenant_def")

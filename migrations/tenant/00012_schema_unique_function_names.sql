@@ -27,14 +27,60 @@ DECLARE
     t text;
 BEGIN
     EXECUTE format('ALTER FUNCTION %I.chunk_term_impact(integer, integer) RENAME TO %I', sch, impact);
-    -- The trigger functions keep their oids (the triggers point at them, so no trigger changes and
-    -- no table is locked); their bodies, which call the impact function by name, are replaced by
-    -- the same definition naming it anew.
-    FOREACH t IN ARRAY ARRAY['chunk_terms_insert', 'chunk_terms_delete'] LOOP
-        EXECUTE format('ALTER FUNCTION %I.%I() RENAME TO %I', sch, t, t || sfx);
-        EXECUTE replace(pg_get_functiondef(format('%I.%I()', sch, t || sfx)::regprocedure),
-            'chunk_term_impact(', quote_ident(impact) || '(');
-    END LOOP;
+    EXECUTE format($f$
+        CREATE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql SET search_path = %I, pg_catalog, pg_temp AS $body$
+        BEGIN
+            INSERT INTO chunk_terms (owner_id, term, impact, chunk_id, tf, dl)
+            SELECT n.owner_id, t.lexeme, %I(greatest(cardinality(t.positions), 1), l.dl), n.chunk_id,
+                   greatest(cardinality(t.positions), 1), l.dl
+            FROM new_chunks n
+            CROSS JOIN LATERAL (SELECT coalesce(sum(greatest(cardinality(u.positions), 1)), 0)::integer AS dl
+                                FROM unnest(n.search_vector) u) l
+            CROSS JOIN LATERAL unnest(n.search_vector) t
+            WHERE n.chunk_level = 0 AND n.search_vector IS NOT NULL;
+
+            INSERT INTO chunk_stats AS s (owner_id, leaf_count, term_count)
+            SELECT n.owner_id, count(*),
+                   coalesce(sum((SELECT sum(greatest(cardinality(u.positions), 1)) FROM unnest(n.search_vector) u)), 0)
+            FROM new_chunks n WHERE n.chunk_level = 0
+            GROUP BY n.owner_id
+            ON CONFLICT (owner_id) DO UPDATE SET leaf_count = s.leaf_count + excluded.leaf_count,
+                                                 term_count = s.term_count + excluded.term_count;
+            RETURN NULL;
+        END
+        $body$ $f$, sch, 'chunk_terms_insert' || sfx, sch, impact);
+    -- The body of migration 00011 (postings found by their whole key).
+    EXECUTE format($f$
+        CREATE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql SET search_path = %I, pg_catalog, pg_temp AS $body$
+        BEGIN
+            WITH d AS MATERIALIZED (
+                SELECT o.owner_id, t.lexeme AS term, %I(greatest(cardinality(t.positions), 1), l.dl) AS impact, o.chunk_id
+                FROM old_chunks o
+                CROSS JOIN LATERAL (SELECT coalesce(sum(greatest(cardinality(u.positions), 1)), 0)::integer AS dl
+                                    FROM unnest(o.search_vector) u) l
+                CROSS JOIN LATERAL unnest(o.search_vector) t
+                WHERE o.chunk_level = 0 AND o.search_vector IS NOT NULL
+            )
+            DELETE FROM chunk_terms p USING d
+            WHERE p.owner_id = d.owner_id AND p.term = d.term AND p.impact = d.impact AND p.chunk_id = d.chunk_id;
+
+            UPDATE chunk_stats s SET leaf_count = greatest(s.leaf_count - x.n, 0), term_count = greatest(s.term_count - x.dl, 0)
+            FROM (SELECT o.owner_id, count(*) AS n,
+                         coalesce(sum((SELECT sum(greatest(cardinality(u.positions), 1)) FROM unnest(o.search_vector) u)), 0) AS dl
+                  FROM old_chunks o WHERE o.chunk_level = 0 GROUP BY o.owner_id) x
+            WHERE s.owner_id = x.owner_id;
+            RETURN NULL;
+        END
+        $body$ $f$, sch, 'chunk_terms_delete' || sfx, sch, impact);
+    -- CREATE OR REPLACE, not DROP and CREATE: it takes the lock of CREATE TRIGGER, which lets the
+    -- table's readers go on (DROP TRIGGER's exclusive lock would queue every search of the shared
+    -- tier behind the longest reader).
+    EXECUTE format('CREATE OR REPLACE TRIGGER chunk_terms_insert AFTER INSERT ON %I.chunks
+        REFERENCING NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION %I.%I()', sch, sch, 'chunk_terms_insert' || sfx);
+    EXECUTE format('CREATE OR REPLACE TRIGGER chunk_terms_delete AFTER DELETE ON %I.chunks
+        REFERENCING OLD TABLE AS old_chunks FOR EACH STATEMENT EXECUTE FUNCTION %I.%I()', sch, sch, 'chunk_terms_delete' || sfx);
+    EXECUTE format('DROP FUNCTION %I.chunk_terms_insert()', sch);
+    EXECUTE format('DROP FUNCTION %I.chunk_terms_delete()', sch);
 
     -- The capture functions keep their oids (the triggers point at them): a rename is enough.
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'embedding_jobs', 'search_history', 'tenant_usage', 'idempotency_keys'] LOOP

@@ -156,7 +156,7 @@ func newScale(b *testing.B, workers int) *scale {
 	require.NoError(b, err)
 	var pid int
 	require.NoError(b, pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-	return &scale{b: b, ctx: ctx, url: url, pool: pool, prov: prov, workers: workers, post: int(procField(pid, "PPid"))}
+	return &scale{b: b, ctx: ctx, url: url, pool: pool, prov: prov, workers: workers, post: pgtest.Postmaster(pid)}
 }
 
 // report prints one line of results (stdout, so that go test shows it as it comes).
@@ -183,37 +183,8 @@ func procField(pid int, name string) int64 {
 	return 0
 }
 
-// cpuSeconds is the CPU time of pid (with children it waited for, when withChildren).
-func cpuSeconds(pid int, withChildren bool) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	st := string(b)
-	f := strings.Fields(st[strings.LastIndexByte(st, ')')+2:])
-	fields := []int{11, 12}
-	if withChildren {
-		fields = append(fields, 13, 14)
-	}
-	var t float64
-	for _, i := range fields {
-		v, _ := strconv.ParseFloat(f[i], 64)
-		t += v
-	}
-	return t / 100 // USER_HZ
-}
-
-// serverCPU is the CPU time the PostgreSQL server used so far: the postmaster with every backend
-// that exited, plus the live ones.
-func (s *scale) serverCPU() float64 {
-	t := cpuSeconds(s.post, true)
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", s.post, s.post))
-	for _, c := range strings.Fields(string(b)) {
-		pid, _ := strconv.Atoi(c)
-		t += cpuSeconds(pid, false)
-	}
-	return t
-}
+// serverCPU is the CPU time the PostgreSQL server used so far (pgtest.ServerCPU).
+func (s *scale) serverCPU() float64 { return pgtest.ServerCPU(s.post) }
 
 func percentile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
@@ -409,10 +380,10 @@ func (s *scale) searchRounds(small, big string, n int, label string) [2]time.Dur
 	// With no client traffic, what do the router (this process) and the server spend? The
 	// embedding sweep of every tenant used to keep both busy at a million tenants.
 	const idle = 20 * time.Second
-	self, server := cpuSeconds(os.Getpid(), false), s.serverCPU()
+	self, server := pgtest.ProcessCPU(os.Getpid(), false), s.serverCPU()
 	time.Sleep(idle)
 	s.report("idle at %s: router process %.1f%% of a core, PostgreSQL %.1f%% of a core", label,
-		100*(cpuSeconds(os.Getpid(), false)-self)/idle.Seconds(), 100*(s.serverCPU()-server)/idle.Seconds())
+		100*(pgtest.ProcessCPU(os.Getpid(), false)-self)/idle.Seconds(), 100*(s.serverCPU()-server)/idle.Seconds())
 	var out [2]time.Duration
 	for i, key := range []string{small, big} {
 		var p50s, p99s []time.Duration
@@ -420,7 +391,7 @@ func (s *scale) searchRounds(small, big string, n int, label string) [2]time.Dur
 			_, err := r.call(key, http.MethodPost, "/v1/search", map[string]any{"query_text": query(q), "limit": 10})
 			require.NoError(s.b, err)
 		}
-		cpu0, srv0 := cpuSeconds(os.Getpid(), false), s.serverCPU()
+		cpu0, srv0 := pgtest.ProcessCPU(os.Getpid(), false), s.serverCPU()
 		for round := range 3 {
 			lat := make([]time.Duration, 0, n)
 			for q := range n {
@@ -434,7 +405,7 @@ func (s *scale) searchRounds(small, big string, n int, label string) [2]time.Dur
 		}
 		// CPU per search (router process and server) is what the tenant count could add to a
 		// search; unlike latency, other work on the machine hardly moves it.
-		perSearch := (cpuSeconds(os.Getpid(), false) - cpu0 + s.serverCPU() - srv0) / float64(3*n)
+		perSearch := (pgtest.ProcessCPU(os.Getpid(), false) - cpu0 + s.serverCPU() - srv0) / float64(3*n)
 		s.report("search %s tenant at %s: CPU %.2f ms per search (router process and PostgreSQL)", []string{"small", "big"}[i], label,
 			perSearch*1000)
 		out[i] = percentile(p99s, .5)

@@ -47,7 +47,8 @@ import (
 // holds 20,000 chunks of a filler tenant) and in the schema tier; 384-dimension clustered vectors
 // and Zipf text. Queries pass query_embedding, so no way pays for embedding.
 //
-// Per row it reports p50/p99 of each way, the 8-client throughput of each way, and recall@10
+// Per row it reports p50/p99 of each way, the 8-client throughput of each way with the CPU per
+// search it cost this process and PostgreSQL (<way>_go_cpu_ms, <way>_pg_cpu_ms), and recall@10
 // against the engine's exact path (ExactSearchThreshold = max). TENANTMEM_BENCH_SAMPLES sets the
 // sequential samples per way (default 200). See docs/benchmarks.md.
 func BenchmarkSearchPath(b *testing.B) {
@@ -168,6 +169,9 @@ func BenchmarkSearchPath(b *testing.B) {
 		require.NoError(b, err, "TENANTMEM_BENCH_STATEMENTS needs shared_preload_libraries = pg_stat_statements")
 	}
 	const limit = 10
+	var backend int
+	require.NoError(b, admin.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend))
+	postmaster := pgtest.Postmaster(backend)
 
 	for _, t := range tenants {
 		for _, mode := range []string{memory.SearchVector, memory.SearchText, memory.SearchHybrid} {
@@ -257,6 +261,7 @@ func BenchmarkSearchPath(b *testing.B) {
 					}
 					for _, w := range ways {
 						var n atomic.Int64
+						goCPU, pgCPU := pgtest.ProcessCPU(os.Getpid(), false), pgtest.ServerCPU(postmaster)
 						deadline := time.Now().Add(2 * time.Second)
 						var wg sync.WaitGroup
 						for c := range 8 {
@@ -269,6 +274,10 @@ func BenchmarkSearchPath(b *testing.B) {
 						}
 						wg.Wait()
 						b.ReportMetric(float64(n.Load())/2, w.name+"_qps")
+						// CPU per search of this process (the clients, and for the router way the
+						// router and its engine too) and of PostgreSQL: where the two cores went.
+						b.ReportMetric((pgtest.ProcessCPU(os.Getpid(), false)-goCPU)*1000/float64(n.Load()), w.name+"_go_cpu_ms")
+						b.ReportMetric((pgtest.ServerCPU(postmaster)-pgCPU)*1000/float64(n.Load()), w.name+"_pg_cpu_ms")
 					}
 				}
 			})

@@ -265,8 +265,11 @@ func TestRouterIdempotencyKey(t *testing.T) {
 func TestNeighbourCannotStallOthers(t *testing.T) {
 	t.Parallel()
 	// Six connections, at most three per tier, at most two per tenant: a tier in trouble leaves
-	// the other tier at least three, a tenant in trouble leaves its tier at least one.
-	e := newRouterEnvWith(t, routerOptions{maxConns: 6, tierMaxConns: 3, acquireWait: 300 * time.Millisecond, queueWait: 100 * time.Millisecond,
+	// the other tier at least three, a tenant in trouble leaves its tier at least one. The
+	// acquire wait leaves room for dialling a new connection on a loaded machine: at 300 ms the
+	// neighbour's second request once got a 503 instead of its connection during a full make
+	// test, and the test waited in vain for two backends on the lock.
+	e := newRouterEnvWith(t, routerOptions{maxConns: 6, tierMaxConns: 3, acquireWait: 2 * time.Second, queueWait: 100 * time.Millisecond,
 		limits: limit.Limits{RequestsPerSecond: limit.Unlimited, MaxConcurrent: 2}, aloneMaxConcurrent: 1})
 	neighbour := e.tenant("neighbour", registry.TierSchema)
 	victim := e.tenant("victim", registry.TierSchema)

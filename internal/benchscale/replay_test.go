@@ -27,8 +27,8 @@ import (
 // Provisioner.CreateTenant and replays that DDL for the other half under new schema and function
 // names (the same 4 concurrent workers, a fresh connection per schema as the migrator uses), so
 // both see the same catalog size and the same machine. TENANTMEM_BENCH_REPLAY_SCHEMAS (0: skip;
-// 4,000 is about 10 minutes here) and TENANTMEM_SCALE_BUCKET (1,000). docs/benchmarks.md, "Fleet
-// scale".
+// 10,000 took 13 minutes on 2 cores) and TENANTMEM_SCALE_BUCKET (1,000). docs/benchmarks.md,
+// "Fleet scale".
 func BenchmarkCreateVersusReplay(b *testing.B) {
 	n := knob("TENANTMEM_BENCH_REPLAY_SCHEMAS", 0)
 	if n == 0 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 )
@@ -53,12 +54,12 @@ func BenchmarkBackendMemoryPerSchema(b *testing.B) {
 		}
 		mix(keys[0], 0)
 		p := pid()
-		base := procField(p, "RssAnon")
+		base := pgtest.ProcStatus(p, "RssAnon")
 		for i, k := range keys[1:] {
 			mix(k, i+1)
 		}
 		require.Equal(b, p, pid(), "one backend served every tenant")
-		after := procField(p, "RssAnon")
+		after := pgtest.ProcStatus(p, "RssAnon")
 		perSchema := float64(after-base) / float64(n-1)
 		fmt.Printf("backend RssAnon: %d MB after 1 schema, %d MB after %d: %.0f KB per schema (ingest, hybrid search, list, statistics)\n",
 			base>>20, after>>20, n, perSchema/1024)

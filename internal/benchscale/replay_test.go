@@ -7,10 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -81,27 +78,6 @@ func BenchmarkCreateVersusReplay(b *testing.B) {
 		s.report("last bucket at %.0f%% of the first's rate: tenantmem create, %.0f%%: DDL replay",
 			100*lastCreate/firstCreate, 100*lastReplay/firstReplay)
 	}
-}
-
-// run calls fn for lo..lo+n-1 on s.workers goroutines and returns the rate and the server CPU per call (ms).
-func (s *scale) run(lo, n int, fn func(int) error) (rate, cpuMS float64) {
-	var next atomic.Int64
-	next.Store(int64(lo))
-	cpu0, start := s.serverCPU(), time.Now()
-	var wg sync.WaitGroup
-	for range s.workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < lo+n; i = int(next.Add(1) - 1) {
-				if err := fn(i); err != nil {
-					s.b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	require.False(s.b, s.b.Failed())
-	return float64(n) / time.Since(start).Seconds(), (s.serverCPU() - cpu0) * 1000 / float64(n)
 }
 
 // dumpSchema returns pg_dump --schema-only of one schema.

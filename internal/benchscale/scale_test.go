@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,25 +161,6 @@ func newScale(b *testing.B, workers int) *scale {
 // report prints one line of results (stdout, so that go test shows it as it comes).
 func (s *scale) report(format string, args ...any) {
 	fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
-
-// procField reads a field of /proc/pid/status (kB fields in bytes).
-func procField(pid int, name string) int64 {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+":"); ok {
-			f := strings.Fields(v)
-			n, _ := strconv.ParseInt(f[0], 10, 64)
-			if len(f) > 1 && f[1] == "kB" {
-				n *= 1024
-			}
-			return n
-		}
-	}
-	return 0
 }
 
 // serverCPU is the CPU time the PostgreSQL server used so far (pgtest.ServerCPU).
@@ -442,6 +422,27 @@ func query(i int) string {
 	return strings.Join(words, " ")
 }
 
+// run calls fn for lo..lo+n-1 on s.workers goroutines and returns the rate and the server CPU per call (ms).
+func (s *scale) run(lo, n int, fn func(int) error) (rate, cpuMS float64) {
+	var next atomic.Int64
+	next.Store(int64(lo))
+	cpu0, start := s.serverCPU(), time.Now()
+	var wg sync.WaitGroup
+	for range s.workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < lo+n; i = int(next.Add(1) - 1) {
+				if err := fn(i); err != nil {
+					s.b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.False(s.b, s.b.Failed())
+	return float64(n) / time.Since(start).Seconds(), (s.serverCPU() - cpu0) * 1000 / float64(n)
+}
+
 // createSchemaTenants creates n schema-tier tenants with s.workers creators and reports, per
 // bucket of tenants, the rate, the p50 and p99 of one creation and the server CPU per tenant. It
 // returns each tenant's API key.
@@ -450,38 +451,26 @@ func (s *scale) createSchemaTenants(n, bucket int) []string {
 	var first, last float64
 	for lo := 0; lo < n; lo += bucket {
 		hi := min(lo+bucket, n)
-		var next atomic.Int64
-		next.Store(int64(lo))
 		var mu sync.Mutex
 		var lat []time.Duration
-		var wg sync.WaitGroup
-		cpu0, start := s.serverCPU(), time.Now()
-		for range s.workers {
-			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < hi; i = int(next.Add(1) - 1) {
-					t0 := time.Now()
-					res, err := s.prov.CreateTenant(s.ctx, provision.TenantCreateParams{ID: fmt.Sprintf("s%06d", i), Tier: registry.TierSchema})
-					if err != nil {
-						s.b.Error(err)
-						return
-					}
-					mu.Lock()
-					lat = append(lat, time.Since(t0))
-					keys[i] = res.Key.Key
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		require.False(s.b, s.b.Failed())
-		rate := float64(hi-lo) / time.Since(start).Seconds()
+		rate, cpu := s.run(lo, hi-lo, func(i int) error {
+			t0 := time.Now()
+			res, err := s.prov.CreateTenant(s.ctx, provision.TenantCreateParams{ID: fmt.Sprintf("s%06d", i), Tier: registry.TierSchema})
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			lat = append(lat, time.Since(t0))
+			keys[i] = res.Key.Key
+			mu.Unlock()
+			return nil
+		})
 		if lo == 0 {
 			first = rate
 		}
 		last = rate
 		s.report("schema-tier creation %5d-%5d: %5.1f tenants/s, p50 %s, p99 %s, server CPU %.0f ms/tenant", lo, hi, rate,
-			percentile(lat, .5).Round(time.Millisecond), percentile(lat, .99).Round(time.Millisecond),
-			(s.serverCPU()-cpu0)*1000/float64(hi-lo))
+			percentile(lat, .5).Round(time.Millisecond), percentile(lat, .99).Round(time.Millisecond), cpu)
 	}
 	s.report("schema-tier creation: last bucket at %.0f%% of the first's rate", 100*last/first)
 	return keys
@@ -586,8 +575,8 @@ func (s *scale) sweep(keys []string, maxConnSchemas int) {
 	require.NoError(s.b, rows.Err())
 	var maxRSS, maxAnon int64
 	for _, pid := range pids {
-		maxRSS = max(maxRSS, procField(pid, "VmRSS"))
-		maxAnon = max(maxAnon, procField(pid, "RssAnon"))
+		maxRSS = max(maxRSS, pgtest.ProcStatus(pid, "VmRSS"))
+		maxAnon = max(maxAnon, pgtest.ProcStatus(pid, "RssAnon"))
 	}
 	label := "default recycle limit"
 	if maxConnSchemas < 0 {

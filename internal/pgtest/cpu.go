@@ -28,21 +28,29 @@ func ProcessCPU(pid int, withChildren bool) float64 {
 	return t / 100 // USER_HZ
 }
 
-// Postmaster returns the pid of the postmaster of the server a connection is on (the parent of
-// its backend). The server must run on this machine.
-func Postmaster(backendPID int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", backendPID))
+// ProcStatus reads a numeric field of /proc/pid/status ("PPid", "VmRSS", ...); kB fields in
+// bytes. 0 when pid or the field is gone.
+func ProcStatus(pid int, name string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
+		if v, ok := strings.CutPrefix(l, name+":"); ok {
+			f := strings.Fields(v)
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			if len(f) > 1 && f[1] == "kB" {
+				n *= 1024
+			}
 			return n
 		}
 	}
 	return 0
 }
+
+// Postmaster returns the pid of the postmaster of the server a connection is on (the parent of
+// its backend). The server must run on this machine.
+func Postmaster(backendPID int) int { return int(ProcStatus(backendPID, "PPid")) }
 
 // ServerCPU is the CPU time (seconds) a PostgreSQL server on this machine used so far: its
 // postmaster with every backend and worker that exited, plus the live ones. Differences of two

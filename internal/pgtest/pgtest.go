@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"strconv"
@@ -39,7 +40,7 @@ func run(m *testing.M) int {
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		baseURL = u
 	} else {
-		c, err := startCluster()
+		c, err := startCluster(nil)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: cannot start a PostgreSQL cluster (make test installs one): %v\n", err)
 			return 1
@@ -187,7 +188,7 @@ func Second(t testing.TB) *Server {
 		second.server = &Server{url: u}
 		return second.server
 	}
-	c, err := startCluster()
+	c, err := startCluster(nil)
 	if err != nil {
 		t.Fatalf("pgtest: second server: %v", err)
 	}
@@ -200,7 +201,14 @@ func Second(t testing.TB) *Server {
 // when the test ends.
 func NewServer(t testing.TB) *Server {
 	t.Helper()
-	c, err := startCluster()
+	return NewServerWith(t, nil)
+}
+
+// NewServerWith is NewServer with extra server settings (postgresql.conf names and values), e.g.
+// autovacuum off for a test that counts the server's catalog scans.
+func NewServerWith(t testing.TB, settings map[string]string) *Server {
+	t.Helper()
+	c, err := startCluster(settings)
 	if err != nil {
 		t.Fatalf("pgtest: new server: %v", err)
 	}
@@ -212,10 +220,10 @@ func NewServer(t testing.TB) *Server {
 	return &Server{url: c.URL("postgres"), cluster: c}
 }
 
-func startCluster() (*pgcluster.Cluster, error) {
-	return pgcluster.Start(context.Background(), pgcluster.Config{Fast: true, Settings: map[string]string{
-		"maintenance_work_mem": "256MB",
-	}})
+func startCluster(extra map[string]string) (*pgcluster.Cluster, error) {
+	settings := map[string]string{"maintenance_work_mem": "256MB"}
+	maps.Copy(settings, extra)
+	return pgcluster.Start(context.Background(), pgcluster.Config{Fast: true, Settings: settings})
 }
 
 // DropDatabasesOnCleanup drops, when the test ends, every database of the server whose comment

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
@@ -357,10 +358,12 @@ func catalogScans(t *testing.T, conn *pgx.Conn) (class, index int64) {
 // (issue 12). GRANT ... ON ALL TABLES IN SCHEMA read the whole of pg_class several times per
 // tenant, and ADD COLUMN ... DEFAULT in a migration reads the whole of pg_index once per schema.
 // The server counts sequential scans per database; the connections report them when they close.
+// The test runs on a server of its own without autovacuum, whose visits to a database read pg_class
+// whole (two or three scans each) and, on a loaded machine, came often enough to fail the count.
 func TestTenantOperationsReadNoWholeCatalog(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, nil)
+	e := newEnvOn(t, pgtest.NewServerWith(t, map[string]string{"autovacuum": "off"}), nil)
 	_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "first", Tier: registry.TierSchema})
 	require.NoError(t, err)
 	reader, err := pgx.Connect(ctx, e.url)
@@ -397,8 +400,7 @@ func TestTenantOperationsReadNoWholeCatalog(t *testing.T) {
 
 	class1, index1 := settled()
 	require.Zero(t, index1-index0, "sequential scans of pg_index")
-	// Autovacuum reads pg_class whole when it visits the database: allow it a visit or two.
-	require.LessOrEqual(t, class1-class0, int64(2), "sequential scans of pg_class")
+	require.Zero(t, class1-class0, "sequential scans of pg_class")
 }
 
 // TestPlacementTenantCountsStayExact: the tenant count of each placement, which the default

@@ -29,8 +29,14 @@ type env struct {
 
 func newEnv(t *testing.T, hook func(ctx context.Context, step, tenantID string) error) *env {
 	t.Helper()
+	return newEnvOn(t, pgtest.Existing(pgtest.ServerURL()), hook)
+}
+
+// newEnvOn is newEnv on a fresh database of server.
+func newEnvOn(t *testing.T, server *pgtest.Server, hook func(ctx context.Context, step, tenantID string) error) *env {
+	t.Helper()
 	ctx := context.Background()
-	url := pgtest.NewDatabase(t)
+	url := server.NewDatabase(t)
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
@@ -43,7 +49,7 @@ func newEnv(t *testing.T, hook func(ctx context.Context, step, tenantID string) 
 	require.NoError(t, err)
 	t.Cleanup(router.Close)
 	e := &env{url: url, pool: pool, router: router, prov: prov}
-	pgtest.DropDatabasesOnCleanup(t, pgtest.ServerURL(), e.databaseMarker(t))
+	pgtest.DropDatabasesOnCleanup(t, server.URL(), e.databaseMarker(t))
 	return e
 }
 

@@ -34,17 +34,22 @@ func BenchmarkResolve(b *testing.B) {
 	defer pool.Close()
 	r, err := routing.New(routing.Config{Pool: pool})
 	require.NoError(b, err)
+	// As when the registry listener is in place (production): a new resolver does not cache
+	// until then, and "hit" read the registry on every call.
+	r.SetCaching(true)
 
 	b.Run("hit", func(b *testing.B) {
 		_, err := r.Resolve(ctx, res.Key.Key)
 		require.NoError(b, err)
 		b.ReportAllocs()
 		b.ResetTimer()
+		misses := r.Stats().KeyMisses
 		for range b.N {
 			if _, err := r.Resolve(ctx, res.Key.Key); err != nil {
 				b.Fatal(err)
 			}
 		}
+		require.Equal(b, misses, r.Stats().KeyMisses, "a hit read the registry")
 	})
 	b.Run("miss", func(b *testing.B) {
 		b.ReportAllocs()

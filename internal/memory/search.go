@@ -734,7 +734,7 @@ func scanSearchRows(r *readRows, in searchInput, size *int64) ([]searchRow, erro
 			dMeta                []byte
 		)
 		x := &row.r
-		if err := r.Scan(&row.value, size, &x.ChunkID, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, &x.Metadata,
+		if err := r.Scan(&row.value, size, &x.ChunkID, &x.DocumentID, &x.DocumentName, &x.ChunkIndex, &x.Content, (*[]byte)(&x.Metadata),
 			&start, &end, &x.Similarity, &pID, &pIndex, &pLevel, &pContent, &dType, &dMeta, &x.IDAtOrigin,
 			&x.DocumentDate); err != nil {
 			return nil, err

@@ -22,9 +22,11 @@ func listenForBench(b testing.TB, routerURL string, resolver *routing.Resolver) 
 	require.NoError(b, err)
 	ctx, stop := context.WithCancel(context.Background())
 	listening := make(chan struct{}, 1)
-	done := make(chan error, 1)
+	finished := make(chan struct{})
+	var result error
 	go func() {
-		done <- routing.Listen(ctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
+		defer close(finished)
+		result = routing.Listen(ctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
 			OnListening: func() {
 				select {
 				case listening <- struct{}{}:
@@ -34,14 +36,15 @@ func listenForBench(b testing.TB, routerURL string, resolver *routing.Resolver) 
 	}()
 	b.Cleanup(func() {
 		stop()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			b.Errorf("registry listener: %v", err)
+		<-finished
+		if !errors.Is(result, context.Canceled) {
+			b.Errorf("registry listener: %v", result)
 		}
 	})
 	select {
 	case <-listening:
-	case err := <-done:
-		b.Fatalf("registry listener: %v", err)
+	case <-finished:
+		b.Fatalf("registry listener: %v", result)
 	case <-time.After(30 * time.Second):
 		b.Fatal("registry listener: not listening after 30s")
 	}

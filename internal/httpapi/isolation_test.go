@@ -112,12 +112,7 @@ func TestIsolationUnderConcurrentLoad(t *testing.T) {
 	// A handle cache far smaller than the tenant count: most requests miss and reload.
 	resolver, err := routing.New(routing.Config{Pool: pool, Pools: pools, Handles: 8, Keys: 8})
 	require.NoError(t, err)
-	lctx, stopListen := context.WithCancel(ctx)
-	listenDone := make(chan error, 1)
-	go func() {
-		listenDone <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cfg.ConnConfig, Resolver: resolver})
-	}()
-	t.Cleanup(func() { stopListen(); <-listenDone })
+	listenRegistry(t, routerURL, resolver)
 
 	embedder, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
 	require.NoError(t, err)

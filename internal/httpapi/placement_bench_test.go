@@ -114,7 +114,7 @@ func BenchmarkDatabaseTier(b *testing.B) {
 	defer pools.Close()
 	resolver, err := routing.New(routing.Config{Pool: pool, Pools: pools})
 	require.NoError(b, err)
-	listenForBench(b, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""), resolver)
+	listenRegistry(b, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""), resolver)
 	embedder, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
 	require.NoError(b, err)
 	engine, err := memory.New(memory.Config{Embedder: embedder})

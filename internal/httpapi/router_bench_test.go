@@ -51,7 +51,7 @@ func BenchmarkRouterOverhead(b *testing.B) {
 	defer pool.Close()
 	resolver, err := routing.New(routing.Config{Pool: pool})
 	require.NoError(b, err)
-	listenForBench(b, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""), resolver)
+	listenRegistry(b, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""), resolver)
 	embedder, err := embed.NewBuiltin(provision.DefaultEmbeddingDimension)
 	require.NoError(b, err)
 	engine, err := memory.New(memory.Config{Embedder: embedder})

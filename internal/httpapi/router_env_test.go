@@ -166,20 +166,7 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	require.NoError(t, err)
 
 	if !opts.noListener {
-		cc, err := pgx.ParseConfig(routerURL)
-		require.NoError(t, err)
-		var listening atomic.Int64
-		lctx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
-				MinBackoff: 10 * time.Millisecond, OnListening: func() { listening.Add(1) }})
-		}()
-		t.Cleanup(func() {
-			stop()
-			require.ErrorIs(t, <-done, context.Canceled)
-		})
-		waitUntil(t, 30*time.Second, "registry listener", func() bool { return listening.Load() > 0 })
+		listenRegistry(t, routerURL, resolver)
 	}
 
 	builtin, err := embed.NewBuiltin(routerTestDim)

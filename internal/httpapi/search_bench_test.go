@@ -22,9 +22,6 @@ import (
 	"testing"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
-	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgvector/pgvector-go"
@@ -75,7 +72,7 @@ func BenchmarkSearchPath(b *testing.B) {
 	defer pool.Close()
 	resolver, err := routing.New(routing.Config{Pool: pool})
 	require.NoError(b, err)
-	listenForBench(b, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""), resolver)
+	listenRegistry(b, pgtest.WithUser(b, url, provision.DefaultRouterRole, ""), resolver)
 	embedder, err := embed.NewBuiltin(dim)
 	require.NoError(b, err)
 	// The router's configuration: history written in the background.
@@ -98,18 +95,16 @@ func BenchmarkSearchPath(b *testing.B) {
 	client := srv.Client()
 	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 16
 	// The HTTP floor: a server with nothing of tenantmem in it, which reads the same request in one
-	// pass as the router's fast path does (encoding/json's semantics, strict, through jsonv2) and
+	// pass as the router's fast path does (httpapi.DecodeStrict: encoding/json's semantics, strict) and
 	// writes the router's answer to that query, made beforehand. What the same client's exchange
 	// with it costs is what any JSON-over-HTTP API with this contract pays per search before it
 	// does any work.
 	var floorAnswers atomic.Pointer[[][]byte]
-	floorDecode := jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsontext.AllowDuplicateNames(false),
-		jsontext.AllowInvalidUTF8(false), jsonv2.RejectUnknownMembers(true))
 	floor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req httpapi.SearchRequest
 		body, err := io.ReadAll(r.Body)
 		if err == nil {
-			err = jsonv2.Unmarshal(body, &req, floorDecode)
+			err = httpapi.DecodeStrict(body, &req)
 		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)

@@ -12,14 +12,14 @@ import (
 	"github.com/tenantmem/tenantmem/internal/routing"
 )
 
-// listenForBench runs the registry listener for resolver until the benchmark ends, as the
+// listenRegistry runs the registry listener for resolver until the test or benchmark ends, as the
 // router does in production (internal/dataplane), and waits until it listens. Without it a
 // resolver never caches (routing.Resolver.SetCaching): every request would read the registry
 // (registry.Authorize), a round trip and a query that the production router does not make.
-func listenForBench(b testing.TB, routerURL string, resolver *routing.Resolver) {
-	b.Helper()
+func listenRegistry(tb testing.TB, routerURL string, resolver *routing.Resolver) {
+	tb.Helper()
 	cc, err := pgx.ParseConfig(routerURL)
-	require.NoError(b, err)
+	require.NoError(tb, err)
 	ctx, stop := context.WithCancel(context.Background())
 	listening := make(chan struct{}, 1)
 	finished := make(chan struct{})
@@ -27,6 +27,7 @@ func listenForBench(b testing.TB, routerURL string, resolver *routing.Resolver) 
 	go func() {
 		defer close(finished)
 		result = routing.Listen(ctx, routing.ListenerConfig{ConnConfig: cc, Resolver: resolver,
+			MinBackoff: 10 * time.Millisecond,
 			OnListening: func() {
 				select {
 				case listening <- struct{}{}:
@@ -34,19 +35,19 @@ func listenForBench(b testing.TB, routerURL string, resolver *routing.Resolver) 
 				}
 			}})
 	}()
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		stop()
 		<-finished
 		if !errors.Is(result, context.Canceled) {
-			b.Errorf("registry listener: %v", result)
+			tb.Errorf("registry listener: %v", result)
 		}
 	})
 	select {
 	case <-listening:
 	case <-finished:
-		b.Fatalf("registry listener: %v", result)
+		tb.Fatalf("registry listener: %v", result)
 	case <-time.After(30 * time.Second):
-		b.Fatal("registry listener: not listening after 30s")
+		tb.Fatal("registry listener: not listening after 30s")
 	}
-	require.True(b, resolver.Caching())
+	require.True(tb, resolver.Caching())
 }

@@ -295,15 +295,19 @@ func TestBulkWorkYieldsToOtherTenants(t *testing.T) {
 	require.Zero(t, l.YieldStats().Waits, "nothing has waited yet")
 	yielded := make(chan error, 1)
 	go func() { yielded <- ingest.Yield(ctx, long) }()
+	// The hold is timed from when the yield is known to wait (it counts itself after taking its
+	// start time), not from when its goroutine was started: the goroutine may start late.
+	waitingSince := waitUntilYielding(t, l, yielded)
 	select {
 	case err := <-yielded:
 		t.Fatalf("the batch went on beside another tenant's search (err %v)", err)
 	case <-time.After(50 * time.Millisecond):
 	}
+	held := time.Since(waitingSince)
 	search.Release()
 	require.NoError(t, <-yielded)
 	require.Equal(t, int64(1), l.YieldStats().Waits)
-	require.GreaterOrEqual(t, l.YieldStats().Waited, 50*time.Millisecond)
+	require.GreaterOrEqual(t, l.YieldStats().Waited, held, "the wait counted covers the time the search held the batch")
 
 	// The wait is bounded: a tenant whose searches never stop delays each batch by max at most.
 	search, err = l.AdmitRequest(ctx, "victim", lim, 0)
@@ -414,4 +418,21 @@ func TestBulkYieldBounds(t *testing.T) {
 	require.Zero(t, l.bulk)
 	require.Zero(t, l.yielders)
 	require.Zero(t, l.waiting)
+}
+
+// waitUntilYielding returns once a Yield of l has begun to wait (YieldStats counts it), failing
+// the test if the Yield returns first, and the time it saw the wait begin.
+func waitUntilYielding(t *testing.T, l *Limiter, yielded <-chan error) time.Time {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for l.YieldStats().Waits == 0 {
+		select {
+		case err := <-yielded:
+			t.Fatalf("the batch went on beside another tenant's search (err %v)", err)
+		case <-deadline:
+			t.Fatal("the yield never began to wait")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return time.Now()
 }

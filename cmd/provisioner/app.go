@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/tenantmem/tenantmem/internal/command"
 
@@ -128,6 +129,8 @@ type runContext struct {
 	// first call of provisioner.
 	actor       string
 	parallelism int
+	// migrationLockTimeout is provision.Config.MigrationLockTimeout (migrate --lock-timeout).
+	migrationLockTimeout time.Duration
 
 	pool *pgxpool.Pool
 	prov *provision.Provisioner
@@ -155,14 +158,15 @@ func (rc *runContext) provisioner() (*provision.Provisioner, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	prov, err := provision.New(provision.Config{
-		Pool:        pool,
-		OwnerRole:   rc.cli.OwnerRole,
-		RouterRole:  rc.cli.RouterRole,
-		Logger:      rc.logger,
-		Actor:       cmp.Or(rc.actor, "provisioner-cli"),
-		Parallelism: rc.parallelism,
-		Quota:       quotaFlags(rc.cli),
-		Credentials: creds,
+		Pool:                 pool,
+		OwnerRole:            rc.cli.OwnerRole,
+		RouterRole:           rc.cli.RouterRole,
+		Logger:               rc.logger,
+		Actor:                cmp.Or(rc.actor, "provisioner-cli"),
+		Parallelism:          rc.parallelism,
+		MigrationLockTimeout: rc.migrationLockTimeout,
+		Quota:                quotaFlags(rc.cli),
+		Credentials:          creds,
 	})
 	if err != nil {
 		pool.Close()

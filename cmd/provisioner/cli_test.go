@@ -204,6 +204,8 @@ func TestBadInputExitsWithTwo(t *testing.T) {
 		{given: "a page size of 0", args: []string{"tenant", "list", "--limit", "0"}, expect: "limit: must be from 1 to 1000"},
 		{given: "a parallelism of 0", args: []string{"migrate", "--parallelism", "0"}, expect: "parallelism: must be at least 1"},
 		{given: "a non-numeric parallelism from the environment", env: with(e.env, "TENANTMEM_MIGRATE_PARALLELISM", "many"), args: []string{"migrate"}, expect: "--parallelism"},
+		{given: "a negative lock timeout", args: []string{"migrate", "--lock-timeout=-1s"}, expect: "lock-timeout: must not be negative"},
+		{given: "a lock timeout without a unit from the environment", env: with(e.env, "TENANTMEM_MIGRATE_LOCK_TIMEOUT", "5"), args: []string{"migrate"}, expect: "--lock-timeout"},
 		{given: "another embedding dimension", args: []string{"init", "--embedding-dimension", "1536"}, expect: "embedding_dimension: this deployment was initialised with dimension 384"},
 		{given: "serve without an admin token", args: []string{"serve", "--listen", "127.0.0.1:0"}, expect: "TENANTMEM_ADMIN_TOKEN is required"},
 		{given: "serve with a short admin token", env: with(e.env, "TENANTMEM_ADMIN_TOKEN", "short"), args: []string{"serve", "--listen", "127.0.0.1:0"}, expect: "at least 16 characters"},
@@ -350,7 +352,7 @@ func TestHelp(t *testing.T) {
 	}{
 		{[]string{"--help"}, []string{"tenant create", "key revoke", "migrate", "serve", "$TENANTMEM_DATABASE_URL", "--version"}},
 		{[]string{"tenant", "create", "--help"}, []string{"--id=TENANT_ID", "--tier=TIER", "--json"}},
-		{[]string{"migrate", "--help"}, []string{"--parallelism=N", "$TENANTMEM_MIGRATE_PARALLELISM"}},
+		{[]string{"migrate", "--help"}, []string{"--parallelism=N", "$TENANTMEM_MIGRATE_PARALLELISM", "--lock-timeout=DURATION", "$TENANTMEM_MIGRATE_LOCK_TIMEOUT"}},
 		{[]string{"serve", "--help"}, []string{"--listen=ADDR", "127.0.0.1:8081", "$TENANTMEM_PROVISIONER_LISTEN"}},
 		{[]string{"init", "--help"}, []string{"--embedding-dimension=N", "$TENANTMEM_EMBEDDING_DIMENSION", "$TENANTMEM_ROUTER_PASSWORD"}},
 	} {

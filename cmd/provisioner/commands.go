@@ -465,15 +465,23 @@ func (cmd *keyRevokeCmd) Run(rc *runContext) error {
 }
 
 type migrateCmd struct {
-	Parallelism int  `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time on each placement (default ${default})."`
-	Verify      bool `name:"verify" help:"Read every tenant schema's own version instead of trusting the registry's record (about 1 ms per schema, a connection per tenant database), and migrate any that is behind."`
+	Parallelism int           `name:"parallelism" env:"TENANTMEM_MIGRATE_PARALLELISM" default:"4" placeholder:"N" help:"Schemas migrated at a time on each placement (default ${default})."`
+	Verify      bool          `name:"verify" help:"Read every tenant schema's own version instead of trusting the registry's record (about 1 ms per schema, a connection per tenant database), and migrate any that is behind."`
+	LockTimeout time.Duration `name:"lock-timeout" env:"TENANTMEM_MIGRATE_LOCK_TIMEOUT" default:"2s" placeholder:"DURATION" help:"How long a migration statement waits for a lock another session holds (a long search, a backup) before it rolls back and tries again later, so that it never queues a tenant's queries behind it for longer; a schema still blocked after 8 tries is reported as failed and the next run resumes it. 0 waits without bound (default ${default})."`
 }
 
 func (cmd *migrateCmd) Run(rc *runContext) error {
 	if cmd.Parallelism < 1 {
 		return &registry.FieldError{Field: "parallelism", Message: "must be at least 1"}
 	}
+	if cmd.LockTimeout < 0 {
+		return &registry.FieldError{Field: "lock-timeout", Message: "must not be negative (0 waits without bound)"}
+	}
 	rc.parallelism = cmd.Parallelism
+	rc.migrationLockTimeout = cmd.LockTimeout
+	if cmd.LockTimeout == 0 {
+		rc.migrationLockTimeout = -1 // provision.Config: negative is no bound, zero the default
+	}
 	prov, err := rc.provisioner()
 	if err != nil {
 		return err

@@ -163,6 +163,60 @@ func TestAMigrationsNewTableIsTheRoutersAtOnce(t *testing.T) {
 	}
 }
 
+// TestMigrateDoesNotWaitOnABusyTenant: a tenant whose table another session holds (a long search,
+// a backup) through every try of a migration that needs the table's lock is reported as failed
+// with the lock timeout, without holding the rest of the fleet or that tenant's readers behind
+// it; its registry record stays at the old version, and the next run, once the table is free,
+// migrates it.
+func TestMigrateDoesNotWaitOnABusyTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	for _, id := range []string{"busy", "calm"} {
+		_, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: id, Tier: registry.TierSchema})
+		require.NoError(t, err)
+	}
+	before, err := e.prov.GetTenant(ctx, "busy")
+	require.NoError(t, err)
+
+	// The router reads the busy tenant's documents in a transaction it keeps open.
+	holder, err := e.router.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback(ctx) }()
+	_, err = holder.Exec(ctx, `SELECT count(*) FROM tenant_busy.documents`)
+	require.NoError(t, err)
+
+	next, err := provision.New(provision.Config{Pool: e.pool, Logger: testLogger(t), TenantMigrations: withExtraMigration(t),
+		MigrationLockTimeout: 50 * time.Millisecond, MigrationLockAttempts: 2})
+	require.NoError(t, err)
+	t.Cleanup(next.Close)
+	rep, err := next.Migrate(ctx, provision.MigrateParams{})
+	require.NoError(t, err)
+	require.Len(t, rep.Failed, 1)
+	require.Equal(t, "busy", rep.Failed[0].TenantID)
+	require.True(t, schema.LockTimedOut(rep.Failed[0].Err), "%v", rep.Failed[0].Err)
+	require.Equal(t, 2, rep.Applied, "the shared schema and the calm tenant")
+	busy, err := next.GetTenant(ctx, "busy")
+	require.NoError(t, err)
+	require.Equal(t, before.MigrationVersion, busy.MigrationVersion)
+	calm, err := next.GetTenant(ctx, "calm")
+	require.NoError(t, err)
+	require.EqualValues(t, 99990, calm.MigrationVersion)
+
+	// The holder's own tenant still reads, in another session, while it holds.
+	var n int
+	require.NoError(t, e.router.QueryRow(ctx, `SELECT count(*) FROM tenant_busy.documents`).Scan(&n))
+	require.NoError(t, holder.Commit(ctx))
+
+	rep, err = next.Migrate(ctx, provision.MigrateParams{})
+	require.NoError(t, err)
+	require.Empty(t, rep.Failed)
+	require.Equal(t, 1, rep.Applied)
+	busy, err = next.GetTenant(ctx, "busy")
+	require.NoError(t, err)
+	require.EqualValues(t, 99990, busy.MigrationVersion)
+}
+
 // TestVerifyFindsASchemaBehindItsRecord: migrate trusts the registry's record of each schema's
 // version; --verify reads the schemas themselves and migrates one changed behind its back.
 func TestVerifyFindsASchemaBehindItsRecord(t *testing.T) {

@@ -59,11 +59,11 @@ func (p *Provisioner) Init(ctx context.Context, params InitParams) (InitResult, 
 	}
 	router := ident(p.cfg.RouterRole)
 
-	controlMigrator, err := schema.NewMigrator(schema.MigratorConfig{
+	controlMigrator, err := schema.NewMigrator(p.migrationLocks(schema.MigratorConfig{
 		ConnConfig: p.pool.Config().ConnConfig,
 		Role:       p.cfg.OwnerRole,
 		Logger:     p.cfg.Logger,
-	})
+	}))
 	if err != nil {
 		return InitResult{}, err
 	}

@@ -57,10 +57,10 @@ func (p *Provisioner) migratorFor(ctx context.Context, key registry.DatabaseKey)
 	if err != nil {
 		return nil, err
 	}
-	return schema.NewMigrator(schema.MigratorConfig{
+	return schema.NewMigrator(p.migrationLocks(schema.MigratorConfig{
 		ConnConfig: cc, Role: s.OwnerRole, EmbeddingDimension: s.EmbeddingDimension, Logger: p.cfg.Logger,
 		TenantMigrations: p.cfg.TenantMigrations,
-	})
+	}))
 }
 
 // sharedSchemaVersion is the migration version of a placement's shared schema, as recorded in the

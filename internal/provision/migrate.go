@@ -107,9 +107,9 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 	if rep.LatestVersion, err = m.Latest(schema.TenantSet); err != nil {
 		return rep, err
 	}
-	controlMigrator, err := schema.NewMigrator(schema.MigratorConfig{
+	controlMigrator, err := schema.NewMigrator(p.migrationLocks(schema.MigratorConfig{
 		ConnConfig: p.pool.Config().ConnConfig, Role: settings.OwnerRole, Logger: p.cfg.Logger,
-	})
+	}))
 	if err != nil {
 		return rep, err
 	}

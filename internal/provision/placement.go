@@ -115,8 +115,8 @@ func (p *Provisioner) AddPlacement(ctx context.Context, params PlacementAddParam
 	if err := p.prepareServer(ctx, pool, serverParams{routerPassword: params.RouterPassword, leakproofTextSearch: leakproof}); err != nil {
 		return registry.Placement{}, fmt.Errorf("placement %q: %w", params.Name, err)
 	}
-	m, err := schema.NewMigrator(schema.MigratorConfig{ConnConfig: pc.ConnConfig, Role: settings.OwnerRole,
-		EmbeddingDimension: settings.EmbeddingDimension, Logger: p.cfg.Logger, TenantMigrations: p.cfg.TenantMigrations})
+	m, err := schema.NewMigrator(p.migrationLocks(schema.MigratorConfig{ConnConfig: pc.ConnConfig, Role: settings.OwnerRole,
+		EmbeddingDimension: settings.EmbeddingDimension, Logger: p.cfg.Logger, TenantMigrations: p.cfg.TenantMigrations}))
 	if err != nil {
 		return registry.Placement{}, err
 	}

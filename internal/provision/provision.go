@@ -75,6 +75,21 @@ type Config struct {
 	Credentials placement.Credentials
 	// ConnectTimeout bounds each connection attempt to another placement. Default 5s.
 	ConnectTimeout time.Duration
+	// MigrationLockTimeout bounds each migration statement's wait for a lock another session holds,
+	// so that a migration never queues a tenant's queries behind it for longer; a run that times out
+	// is tried again, then reported as failed (see schema.MigratorConfig.LockTimeout). Default
+	// schema.DefaultLockTimeout (2s); negative waits without bound.
+	MigrationLockTimeout time.Duration
+	// MigrationLockAttempts is how many times a migration run that timed out on a lock is tried
+	// before it is reported as failed. Default schema.DefaultLockAttempts.
+	MigrationLockAttempts int
+}
+
+// migrationLocks is c with the Config's bounds on a migration's waits for locks: every migrator
+// the provisioner makes goes through it.
+func (p *Provisioner) migrationLocks(c schema.MigratorConfig) schema.MigratorConfig {
+	c.LockTimeout, c.LockAttempts = p.cfg.MigrationLockTimeout, p.cfg.MigrationLockAttempts
+	return c
 }
 
 // WithDefaults returns the config with zero fields set to their defaults.
@@ -161,13 +176,13 @@ func (p *Provisioner) ready(ctx context.Context) (*schema.Migrator, registry.Set
 	if err != nil {
 		return nil, registry.Settings{}, err
 	}
-	m, err := schema.NewMigrator(schema.MigratorConfig{
+	m, err := schema.NewMigrator(p.migrationLocks(schema.MigratorConfig{
 		ConnConfig:         p.pool.Config().ConnConfig,
 		Role:               s.OwnerRole,
 		EmbeddingDimension: s.EmbeddingDimension,
 		Logger:             p.cfg.Logger,
 		TenantMigrations:   p.cfg.TenantMigrations,
-	})
+	}))
 	if err != nil {
 		return nil, registry.Settings{}, err
 	}

@@ -10,11 +10,15 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"github.com/sethvargo/go-retry"
 
 	"github.com/tenantmem/tenantmem/migrations/control"
 	"github.com/tenantmem/tenantmem/migrations/placement"
@@ -75,6 +79,33 @@ type MigratorConfig struct {
 	// TenantMigrations, when set, replaces migrations/tenant as the TenantSet. Benchmarks use it
 	// to add a synthetic migration to the real ones; it must hold every real migration too.
 	TenantMigrations fs.FS
+	// LockTimeout bounds how long each statement of a run waits for a lock that another session
+	// holds (a long search, a backup's COPY, any open transaction on the table). A statement that
+	// waits for a table's lock queues every later query on that table behind it, so an unbounded
+	// wait would stall the tenant (or, for the control schema, every router) for as long as the
+	// other session runs. When the timeout expires the migration rolls back and the run is tried
+	// again after a backoff, LockAttempts times in all; then it fails with the lock timeout
+	// (SQLSTATE 55P03, see [LockTimedOut]) and the next run resumes. Default DefaultLockTimeout;
+	// negative waits without bound.
+	LockTimeout time.Duration
+	// LockAttempts is how many times a run that timed out on a lock is tried. Default
+	// DefaultLockAttempts.
+	LockAttempts int
+}
+
+const (
+	// DefaultLockTimeout is MigratorConfig.LockTimeout's default.
+	DefaultLockTimeout = 2 * time.Second
+	// DefaultLockAttempts is MigratorConfig.LockAttempts's default: with the backoff between them
+	// (0.25 s doubling to at most 8 s), a run gives up after about 45 s of a lock held throughout.
+	DefaultLockAttempts = 8
+)
+
+// LockTimedOut reports whether err is a migration run's wait for a lock that ran out
+// (MigratorConfig.LockTimeout): another session held the lock throughout.
+func LockTimedOut(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable
 }
 
 // Migrator runs goose migrations into one schema at a time. It is safe for concurrent use.
@@ -90,7 +121,40 @@ func NewMigrator(cfg MigratorConfig) (*Migrator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.LockTimeout == 0 {
+		cfg.LockTimeout = DefaultLockTimeout
+	}
+	if cfg.LockAttempts <= 0 {
+		cfg.LockAttempts = DefaultLockAttempts
+	}
 	return &Migrator{cfg: cfg}, nil
+}
+
+// retryLocks runs fn, and again after a backoff each time it fails on a lock timeout, up to
+// LockAttempts runs in all. Each run of fn must be safe to repeat: a migration run is (what
+// finished is recorded, the migration that timed out rolled back).
+func (m *Migrator) retryLocks(ctx context.Context, set Set, schemaName string, fn func(ctx context.Context) error) error {
+	b := retry.NewExponential(250 * time.Millisecond)
+	b = retry.WithJitterPercent(20, b)
+	b = retry.WithCappedDuration(8*time.Second, b)
+	b = retry.WithMaxRetries(uint64(m.cfg.LockAttempts-1), b)
+	attempt := 0
+	err := retry.Do(ctx, b, func(ctx context.Context) error {
+		attempt++
+		err := fn(ctx)
+		if err != nil && LockTimedOut(err) {
+			m.cfg.Logger.WarnContext(ctx, "migration waited too long for a lock another session holds; trying again",
+				slog.String("schema", schemaName), slog.String("set", set.String()), slog.Int("attempt", attempt),
+				slog.Int("attempts", m.cfg.LockAttempts), slog.Duration("lock_timeout", m.cfg.LockTimeout))
+			return retry.RetryableError(err)
+		}
+		return err
+	})
+	if err != nil && LockTimedOut(err) {
+		return fmt.Errorf("%w (another session held a lock the migration needs for lock_timeout %s, %d times: "+
+			"look for long transactions on the schema in pg_stat_activity, then run again)", err, m.cfg.LockTimeout, attempt)
+	}
+	return err
 }
 
 // Latest is the newest version of set.
@@ -158,66 +222,85 @@ type ApplyResult struct {
 }
 
 // Apply is [Migrator.Up] with statements before and after the migrations (see [ApplyParams]).
+// A run that times out on a lock is tried again (see MigratorConfig.LockTimeout).
 func (m *Migrator) Apply(ctx context.Context, set Set, schemaName string, params ApplyParams) (ApplyResult, error) {
-	p, db, err := m.provider(set, schemaName)
+	var res ApplyResult
+	err := m.retryLocks(ctx, set, schemaName, func(ctx context.Context) error {
+		applied, err := m.apply(ctx, set, schemaName, params, &res)
+		res.Applied += applied
+		return err
+	})
 	if err != nil {
 		return ApplyResult{}, err
+	}
+	return res, nil
+}
+
+// apply is one run of Apply: it sets res.Version when it succeeds, and returns the number of
+// migrations it applied in any case.
+func (m *Migrator) apply(ctx context.Context, set Set, schemaName string, params ApplyParams, res *ApplyResult) (int, error) {
+	p, db, err := m.provider(set, schemaName)
+	if err != nil {
+		return 0, err
 	}
 	defer db.Close()
 	for _, stmt := range params.Before {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return ApplyResult{}, fmt.Errorf("schema: prepare %s: %s: %w", schemaName, stmt, err)
+			return 0, fmt.Errorf("schema: prepare %s: %s: %w", schemaName, stmt, err)
 		}
 	}
 	results, err := p.Up(ctx)
-	var res ApplyResult
+	applied := m.logApplied(ctx, set, schemaName, results)
+	if err != nil {
+		return applied, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
+	}
+	if res.Version, err = p.GetDBVersion(ctx); err != nil {
+		return applied, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+	}
+	for _, stmt := range params.After {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return applied, fmt.Errorf("schema: finish %s: %s: %w", schemaName, stmt, err)
+		}
+	}
+	return applied, nil
+}
+
+// logApplied logs each migration of results that succeeded, and counts them.
+func (m *Migrator) logApplied(ctx context.Context, set Set, schemaName string, results []*goose.MigrationResult) int {
+	n := 0
 	for _, r := range results {
 		if r.Error == nil {
-			res.Applied++
+			n++
 			m.cfg.Logger.InfoContext(ctx, "migration applied", slog.String("schema", schemaName),
 				slog.String("set", set.String()), slog.Int64("version", r.Source.Version),
 				slog.Duration("took", r.Duration))
 		}
 	}
-	if err != nil {
-		return ApplyResult{}, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
-	}
-	if res.Version, err = p.GetDBVersion(ctx); err != nil {
-		return ApplyResult{}, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
-	}
-	for _, stmt := range params.After {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return ApplyResult{}, fmt.Errorf("schema: finish %s: %s: %w", schemaName, stmt, err)
-		}
-	}
-	return res, nil
+	return n
 }
 
 // UpTo applies the pending migrations of set to schemaName up to and including version, and
 // returns the version the schema is at afterwards. A restore uses it to build tables exactly as
 // an archive's rows knew them, before it migrates them (with their rows) to the latest version.
 func (m *Migrator) UpTo(ctx context.Context, set Set, schemaName string, version int64) (int64, error) {
-	p, db, err := m.provider(set, schemaName)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	results, err := p.UpTo(ctx, version)
-	for _, r := range results {
-		if r.Error == nil {
-			m.cfg.Logger.InfoContext(ctx, "migration applied", slog.String("schema", schemaName),
-				slog.String("set", set.String()), slog.Int64("version", r.Source.Version),
-				slog.Duration("took", r.Duration))
+	var v int64
+	err := m.retryLocks(ctx, set, schemaName, func(ctx context.Context) error {
+		p, db, err := m.provider(set, schemaName)
+		if err != nil {
+			return err
 		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("schema: migrate %s (%s) to %d: %w", schemaName, set, version, err)
-	}
-	v, err := p.GetDBVersion(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
-	}
-	return v, nil
+		defer db.Close()
+		results, err := p.UpTo(ctx, version)
+		m.logApplied(ctx, set, schemaName, results)
+		if err != nil {
+			return fmt.Errorf("schema: migrate %s (%s) to %d: %w", schemaName, set, version, err)
+		}
+		if v, err = p.GetDBVersion(ctx); err != nil {
+			return fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+		}
+		return nil
+	})
+	return v, err
 }
 
 // Version returns the version schemaName is at for set, 0 when nothing was applied.
@@ -246,6 +329,8 @@ func (m *Migrator) provider(set Set, schemaName string) (*goose.Provider, *sql.D
 	if set == TenantSet {
 		cc.RuntimeParams["tenantmem.embedding_dimension"] = strconv.Itoa(m.cfg.EmbeddingDimension)
 	}
+	// PostgreSQL's 0 is no bound (a negative LockTimeout); a bound rounds up to whole milliseconds.
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(max(0, (m.cfg.LockTimeout+time.Millisecond-1).Milliseconds()), 10) + "ms"
 	var opts []stdlib.OptionOpenDB
 	if m.cfg.Role != "" {
 		setRole := "SET ROLE " + pgx.Identifier{m.cfg.Role}.Sanitize()

@@ -1,0 +1,195 @@
+package schema
+
+import (
+	"context"
+	"io/fs"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmem/tenantmem/migrations/tenant"
+)
+
+// probeVersion is the synthetic migration lockingMigrations adds: a change of the chunks table that
+// needs its ACCESS EXCLUSIVE lock, as an ALTER TABLE of a future release would.
+const probeVersion = 99999
+
+// lockingMigrations is the real tenant migrations plus the synthetic probeVersion.
+func lockingMigrations(t *testing.T) fs.FS {
+	t.Helper()
+	m := fstest.MapFS{}
+	names, err := fs.Glob(tenant.FS, "*.sql")
+	require.NoError(t, err)
+	for _, name := range names {
+		b, err := fs.ReadFile(tenant.FS, name)
+		require.NoError(t, err)
+		m[name] = &fstest.MapFile{Data: b}
+	}
+	m["99999_lock_probe.sql"] = &fstest.MapFile{Data: []byte(
+		"-- +goose Up\nALTER TABLE chunks ADD COLUMN lock_probe int;\n-- +goose Down\nALTER TABLE chunks DROP COLUMN lock_probe;\n")}
+	return m
+}
+
+// holdChunks opens a transaction on conn that reads the schema's chunks and keeps their ACCESS
+// SHARE lock (a long search or a backup's COPY does), and returns its end.
+func holdChunks(t *testing.T, conn *pgx.Conn, schemaName string) func() {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM `+pgx.Identifier{schemaName, "chunks"}.Sanitize())
+	require.NoError(t, err)
+	ended := false
+	end := func() {
+		if !ended {
+			ended = true
+			require.NoError(t, tx.Commit(ctx))
+		}
+	}
+	t.Cleanup(func() {
+		if !ended {
+			_ = tx.Rollback(context.Background())
+		}
+	})
+	return end
+}
+
+// TestMigrationDoesNotQueueReadersBehindItsLock: a migration that needs a table's ACCESS EXCLUSIVE
+// lock while another session holds the table (a long search, a backup) must not leave every new
+// reader of the table queued behind its wait until that session ends: it gives up the wait after
+// LockTimeout and tries again, so readers go on in between, and it completes once the lock is
+// free. Without lock_timeout the reader below waits as long as the holder holds.
+func TestMigrationDoesNotQueueReadersBehindItsLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const name = "tenant_lockq"
+	base, conn := newSchemaMigrator(t, name)
+	latest, err := base.Up(ctx, TenantSet, name)
+	require.NoError(t, err)
+
+	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
+		TenantMigrations: lockingMigrations(t), LockTimeout: 100 * time.Millisecond, LockAttempts: 1000})
+	require.NoError(t, err)
+
+	holder := connect(t, conn.Config())
+	release := holdChunks(t, holder, name)
+	migrated := make(chan error, 1)
+	mctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	go func() {
+		_, err := m.Up(mctx, TenantSet, name)
+		migrated <- err
+	}()
+	waitForLockWait(t, conn, name, migrated)
+
+	// A reader that comes while the migration wants the lock goes on while the holder still holds.
+	reader := connect(t, conn.Config())
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	var n int
+	require.NoError(t, reader.QueryRow(rctx, `SELECT count(*) FROM `+name+`.chunks`).Scan(&n),
+		"the reader stayed queued behind the migration's wait for the lock")
+	select {
+	case err := <-migrated:
+		t.Fatalf("the migration ended while another session held the table (err %v)", err)
+	default:
+	}
+
+	release()
+	require.NoError(t, <-migrated)
+	v, err := m.Version(ctx, TenantSet, name)
+	require.NoError(t, err)
+	require.EqualValues(t, probeVersion, v)
+	require.Greater(t, int64(probeVersion), latest)
+}
+
+// TestMigrationGivesUpOnAHeldLockAndResumes: a run whose lock stays held through every attempt
+// fails with the lock timeout (and says what to look for), leaves the schema at the version before
+// the migration that waited, and the next run, once the lock is free, applies it.
+func TestMigrationGivesUpOnAHeldLockAndResumes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const name = "tenant_lockr"
+	base, conn := newSchemaMigrator(t, name)
+	latest, err := base.Up(ctx, TenantSet, name)
+	require.NoError(t, err)
+	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
+		TenantMigrations: lockingMigrations(t), LockTimeout: 50 * time.Millisecond, LockAttempts: 3})
+	require.NoError(t, err)
+
+	release := holdChunks(t, connect(t, conn.Config()), name)
+	_, err = m.Up(ctx, TenantSet, name)
+	require.Error(t, err)
+	require.True(t, LockTimedOut(err), "%v", err)
+	require.ErrorContains(t, err, "3 times")
+	require.ErrorContains(t, err, "pg_stat_activity")
+	v, err := m.Version(ctx, TenantSet, name)
+	require.NoError(t, err)
+	require.Equal(t, latest, v, "the migration that waited rolled back")
+	var probe int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'lock_probe'`,
+		name+".chunks").Scan(&probe))
+	require.Zero(t, probe)
+
+	release()
+	res, err := m.Apply(ctx, TenantSet, name, ApplyParams{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Applied)
+	require.EqualValues(t, probeVersion, res.Version)
+}
+
+// TestLockTimeoutSetting: each run's connections carry LockTimeout as lock_timeout, whatever the
+// server's default: the default when unset, PostgreSQL's 0 (no bound) when negative, whole
+// milliseconds rounded up.
+func TestLockTimeoutSetting(t *testing.T) {
+	t.Parallel()
+	_, conn := newSchemaMigrator(t, "tenant_lockset")
+	_, err := conn.Exec(context.Background(), `ALTER DATABASE `+pgx.Identifier{conn.Config().Database}.Sanitize()+` SET lock_timeout = '7s'`)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		timeout time.Duration
+		want    string
+	}{{0, "2s"}, {-1, "0"}, {1500 * time.Microsecond, "2ms"}, {time.Minute, "1min"}} {
+		m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), LockTimeout: tc.timeout, EmbeddingDimension: 4})
+		require.NoError(t, err)
+		_, db, err := m.provider(TenantSet, "tenant_lockset")
+		require.NoError(t, err)
+		var got string
+		require.NoError(t, db.QueryRowContext(context.Background(), `SHOW lock_timeout`).Scan(&got))
+		require.NoError(t, db.Close())
+		require.Equal(t, tc.want, got, "LockTimeout %s", tc.timeout)
+	}
+}
+
+func connect(t *testing.T, cc *pgx.ConnConfig) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.ConnectConfig(context.Background(), cc)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// waitForLockWait returns once a session waits for a lock on the schema's chunks, failing the test
+// if the migration ends first.
+func waitForLockWait(t *testing.T, conn *pgx.Conn, schemaName string, migrated <-chan error) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		var waiting bool
+		require.NoError(t, conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM pg_locks
+			WHERE NOT granted AND relation = $1::regclass)`, schemaName+".chunks").Scan(&waiting))
+		if waiting {
+			return
+		}
+		select {
+		case err := <-migrated:
+			t.Fatalf("the migration ended while another session held the table (err %v)", err)
+		case <-deadline:
+			t.Fatal("the migration never waited for the table's lock")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}

@@ -433,7 +433,7 @@ func TestIngestQueuesAtOnceWhileTheProviderIsDown(t *testing.T) {
 	r := start(t, dataplane.Config{DatabaseURL: d.routerURL, WorkerInterval: 10 * time.Millisecond, Registerer: reg,
 		Embedding: embed.Config{Kind: embed.KindOpenAI, OpenAI: embed.OpenAIConfig{BaseURL: f.srv.URL, Model: "fake",
 			MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
-			Breaker: embed.BreakerConfig{Cooldown: 2 * time.Second}}}})
+			Breaker: embed.BreakerConfig{Cooldown: 5 * time.Second}}}}) // five ingests and a search must fit in it
 	res, err := d.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "outage", Tier: registry.TierShared})
 	require.NoError(t, err)
 	key := res.Key.Key

@@ -27,7 +27,8 @@ func TestOpenAICircuitBreakerFailsFastWhileTheServerIsDown(t *testing.T) {
 		}
 		return false
 	})
-	p := newTestOpenAI(t, f, OpenAIConfig{Breaker: BreakerConfig{Cooldown: 300 * time.Millisecond}})
+	// The fail-fast checks below must all run within one cooldown of the breaker opening.
+	p := newTestOpenAI(t, f, OpenAIConfig{Breaker: BreakerConfig{Cooldown: 2 * time.Second}})
 	ctx := context.Background()
 
 	_, err := p.Embed(ctx, texts(3))

@@ -172,7 +172,7 @@ func newRouterEnvWith(t *testing.T, opts routerOptions) *routerEnv {
 	builtin, err := embed.NewBuiltin(routerTestDim)
 	require.NoError(t, err)
 	embedder := &switchEmbedder{Provider: builtin}
-	mc := memory.Config{Embedder: embedder, Logger: logger, RerankTimeout: 300 * time.Millisecond}
+	mc := memory.Config{Embedder: embedder, Logger: logger, RerankTimeout: 2 * time.Second}
 	if opts.rerankURL != "" {
 		rr, err := rerank.New(rerank.Config{BaseURL: opts.rerankURL})
 		require.NoError(t, err)

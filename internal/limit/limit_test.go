@@ -146,8 +146,9 @@ func TestLimiterQueuesATenantsExcess(t *testing.T) {
 	first, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)
 	got := make(chan int, 2)
+	var waiters sync.WaitGroup
 	for i := range 2 {
-		go func() {
+		waiters.Go(func() {
 			release, err := l.Admit(ctx, "a", lim, time.Minute)
 			if err != nil {
 				t.Error(err)
@@ -155,7 +156,7 @@ func TestLimiterQueuesATenantsExcess(t *testing.T) {
 			}
 			got <- i
 			release()
-		}()
+		})
 		// The second waiter queues after the first.
 		for {
 			l.mu.Lock()
@@ -175,6 +176,7 @@ func TestLimiterQueuesATenantsExcess(t *testing.T) {
 	first()
 	require.Equal(t, 0, <-got)
 	require.Equal(t, 1, <-got)
+	waiters.Wait() // a waiter reports before it releases: its slot is free only once it returned
 	cctx, cancel := context.WithCancel(ctx)
 	hold, err := l.Admit(ctx, "a", lim, 0)
 	require.NoError(t, err)

@@ -200,8 +200,10 @@ func TestWorkerRenewsItsLease(t *testing.T) {
 	p.setDown(true)
 	_, err := eng.AddDocument(ctx, s, memory.DocumentAddParams{DocumentName: "a", DocumentType: "text", Content: "slow"})
 	require.NoError(t, err)
-	slow := &slowProvider{Provider: newBuiltin(t), delay: 2 * time.Second}
-	lease := func(c *memory.WorkerConfig) { c.Lease = 300 * time.Millisecond }
+	// Three leases long. A renewal (every Lease/3) may be up to 2/3 of a lease late before the
+	// second worker could take the job: at 300 ms that was 200 ms, less than a loaded CI's stalls.
+	slow := &slowProvider{Provider: newBuiltin(t), delay: 3 * time.Second}
+	lease := func(c *memory.WorkerConfig) { c.Lease = time.Second }
 	first, second := newWorker(t, slow, lease), newWorker(t, p, lease)
 	done := make(chan int, 1)
 	go func() {
@@ -210,7 +212,7 @@ func TestWorkerRenewsItsLease(t *testing.T) {
 		done <- n
 	}()
 	calls := p.calls.Load()
-	deadline := time.After(slow.delay + time.Second)
+	deadline := time.After(slow.delay + 10*time.Second)
 	for waiting := true; waiting; {
 		select {
 		case n := <-done:

@@ -66,7 +66,11 @@ func TestClient(t *testing.T) {
 			t.Parallel()
 			srv := httptest.NewServer(http.HandlerFunc(tc.handler))
 			defer srv.Close()
-			c, err := rerank.New(rerank.Config{BaseURL: srv.URL + "/v1", Model: "m", APIKey: "k", Timeout: 200 * time.Millisecond})
+			timeout := 10 * time.Second // a loopback round trip may take a while on a loaded machine
+			if tc.name == "timeout" {
+				timeout = 200 * time.Millisecond
+			}
+			c, err := rerank.New(rerank.Config{BaseURL: srv.URL + "/v1", Model: "m", APIKey: "k", Timeout: timeout})
 			require.NoError(t, err)
 			got, err := c.Rerank(context.Background(), "q", []string{"a", "b"})
 			if tc.wantErr != nil {

@@ -236,6 +236,8 @@ func TestLoadRacingANotificationIsNotCached(t *testing.T) {
 	t.Cleanup(pool.Close)
 	res, err := routing.New(routing.Config{Pool: pool})
 	require.NoError(t, err)
+	// As with its registry listener in place: without caching there would be nothing to race.
+	res.SetCaching(true)
 
 	g.armed.Store(true)
 	done := make(chan error, 1)
@@ -248,6 +250,16 @@ func TestLoadRacingANotificationIsNotCached(t *testing.T) {
 	require.NoError(t, <-done, "the racing request itself was read before the suspension")
 	_, err = res.Resolve(ctx, a.Key.Key)
 	require.ErrorIs(t, err, routing.ErrSuspended)
+
+	// The resolver does cache a load that raced with nothing.
+	b, err := e.prov.CreateTenant(ctx, provision.TenantCreateParams{ID: "b", Tier: registry.TierShared})
+	require.NoError(t, err)
+	_, err = res.Resolve(ctx, b.Key.Key)
+	require.NoError(t, err)
+	hits := res.Stats().KeyHits
+	_, err = res.Resolve(ctx, b.Key.Key)
+	require.NoError(t, err)
+	require.Equal(t, hits+1, res.Stats().KeyHits)
 }
 
 // TestFenceOrdersRequestsAndDeletes holds a request's transaction open while the tenant is
@@ -410,7 +422,7 @@ func TestListenerLossTurnsCachingOff(t *testing.T) {
 	const minBackoff = 400 * time.Millisecond
 	go func() {
 		done <- routing.Listen(lctx, routing.ListenerConfig{ConnConfig: cc, Resolver: res,
-			MinBackoff: minBackoff, MaxBackoff: 10 * time.Second, HealthyAfter: time.Second,
+			MinBackoff: minBackoff, MaxBackoff: 10 * time.Second, HealthyAfter: 3 * time.Second,
 			OnListening: func() { listening.Add(1) },
 			OnLost:      func(_ error, backoff time.Duration) { lost <- backoff }})
 	}()
@@ -456,7 +468,7 @@ func TestListenerLossTurnsCachingOff(t *testing.T) {
 	// A quick second loss doubles the delay; a healthy period resets it.
 	require.Equal(t, 2*minBackoff, kill())
 	waitFor(t, "reconnect", func() bool { return listening.Load() == 3 })
-	time.Sleep(1500 * time.Millisecond) // longer than HealthyAfter
+	time.Sleep(3500 * time.Millisecond) // longer than HealthyAfter
 	require.Equal(t, minBackoff, kill())
 	waitFor(t, "reconnect", func() bool { return listening.Load() == 4 })
 }

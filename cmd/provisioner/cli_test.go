@@ -115,13 +115,24 @@ func TestCommandsEndToEnd(t *testing.T) {
 
 	// migrate: nothing pending, a summary on stdout, no schema to visit. With --verify every
 	// schema is read, with progress on stderr.
-	r = e.run("migrate", "--parallelism", "2")
+	r = e.run("--log-level", "info", "migrate", "--parallelism", "2")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "migrated 2 schemas")
 	require.Contains(t, r.stdout, "1 checked, 0 updated, 0 failed")
-	r = e.run("migrate", "--verify")
+	require.Contains(t, r.stderr, `"lock_timeout":"2s","lock_attempts":8`, "the default bound on lock waits")
+	r = e.run("--log-level", "info", "migrate", "--verify", "--lock-timeout", "1500ms")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "2 checked, 0 updated, 0 failed")
+	require.Contains(t, r.stderr, `"lock_timeout":"1.5s"`)
+	require.NotContains(t, r.stderr, "deadlock_timeout")
+	r = e.runEnv(with(e.env, "TENANTMEM_MIGRATE_LOCK_TIMEOUT", "0", "TENANTMEM_LOG_LEVEL", "info"), "--database-url", e.url, "migrate")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, `"lock_timeout":"none"`)
+	// At or below the server's deadlock_timeout (1s) a blocking autovacuum is never cancelled for
+	// the migration: it runs, with a warning.
+	r = e.run("migrate", "--lock-timeout", "500ms")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, `"deadlock_timeout":"1s"`)
 	_, err = pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET migration_version = 1 WHERE tenant_id = 'acme'`)
 	require.NoError(t, err)
 	r = e.run("migrate")

@@ -165,9 +165,8 @@ func TestAMigrationsNewTableIsTheRoutersAtOnce(t *testing.T) {
 
 // TestMigrateDoesNotWaitOnABusyTenant: a tenant whose table another session holds (a long search,
 // a backup) through every try of a migration that needs the table's lock is reported as failed
-// with the lock timeout, without holding the rest of the fleet or that tenant's readers behind
-// it; its registry record stays at the old version, and the next run, once the table is free,
-// migrates it.
+// with the lock timeout, without holding the rest of the fleet behind it; its registry record
+// stays at the old version, and the next run, once the table is free, migrates it.
 func TestMigrateDoesNotWaitOnABusyTenant(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -203,9 +202,7 @@ func TestMigrateDoesNotWaitOnABusyTenant(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 99990, calm.MigrationVersion)
 
-	// The holder's own tenant still reads, in another session, while it holds.
-	var n int
-	require.NoError(t, e.router.QueryRow(ctx, `SELECT count(*) FROM tenant_busy.documents`).Scan(&n))
+	// (That readers do not queue behind the migration's waits is TestMigrationDoesNotQueueReadersBehindItsLock's.)
 	require.NoError(t, holder.Commit(ctx))
 
 	rep, err = next.Migrate(ctx, provision.MigrateParams{})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -107,6 +108,7 @@ func (p *Provisioner) Migrate(ctx context.Context, params MigrateParams) (Migrat
 	if rep.LatestVersion, err = m.Latest(schema.TenantSet); err != nil {
 		return rep, err
 	}
+	p.logMigrationLocks(ctx)
 	controlMigrator, err := schema.NewMigrator(p.migrationLocks(schema.MigratorConfig{
 		ConnConfig: p.pool.Config().ConnConfig, Role: settings.OwnerRole, Logger: p.cfg.Logger,
 	}))
@@ -356,4 +358,27 @@ func (p *Provisioner) migrateOne(ctx context.Context, j migrateJob, latest int64
 		err = registry.SetMigrationVersion(ctx, p.pool, j.tenantID, after)
 	}
 	return before, after, err
+}
+
+// logMigrationLocks logs the bounds on a migration's waits for locks, and warns when the lock
+// timeout is not above the control server's deadlock_timeout: PostgreSQL cancels an autovacuum
+// that blocks a lock request only at the deadlock check, after deadlock_timeout, so a shorter
+// lock timeout gives up first on every try.
+func (p *Provisioner) logMigrationLocks(ctx context.Context) {
+	lt := cmp.Or(p.cfg.MigrationLockTimeout, schema.DefaultLockTimeout)
+	attempts := cmp.Or(p.cfg.MigrationLockAttempts, schema.DefaultLockAttempts)
+	shown := "none"
+	if lt > 0 {
+		shown = lt.String()
+	}
+	p.cfg.Logger.InfoContext(ctx, "migrating", slog.Int("parallelism", p.cfg.Parallelism),
+		slog.String("lock_timeout", shown), slog.Int("lock_attempts", attempts))
+	var deadlockMS int64
+	if err := p.pool.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout'`).Scan(&deadlockMS); err != nil {
+		return // the migration itself reports a server that does not answer
+	}
+	if deadlock := time.Duration(deadlockMS) * time.Millisecond; lt > 0 && lt <= deadlock {
+		p.cfg.Logger.WarnContext(ctx, "the migration lock timeout is not above deadlock_timeout: an autovacuum that blocks a migration is never cancelled for it, and the migration gives up instead; raise --lock-timeout",
+			slog.String("lock_timeout", lt.String()), slog.String("deadlock_timeout", deadlock.String()))
+	}
 }

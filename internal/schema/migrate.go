@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -87,6 +88,12 @@ type MigratorConfig struct {
 	// again after a backoff, LockAttempts times in all; then it fails with the lock timeout
 	// (SQLSTATE 55P03, see [LockTimedOut]) and the next run resumes. Default DefaultLockTimeout;
 	// negative waits without bound.
+	//
+	// Keep it above the server's deadlock_timeout (1s by default): PostgreSQL cancels an
+	// autovacuum that blocks a lock request only when the deadlock check runs, after
+	// deadlock_timeout, so a shorter wait gives up first on every try. A migration must run in
+	// a transaction (no "+goose NO TRANSACTION"): a retry re-runs the whole migration, and a
+	// CREATE INDEX CONCURRENTLY that timed out would leave an invalid index behind.
 	LockTimeout time.Duration
 	// LockAttempts is how many times a run that timed out on a lock is tried. Default
 	// DefaultLockAttempts.
@@ -96,8 +103,9 @@ type MigratorConfig struct {
 const (
 	// DefaultLockTimeout is MigratorConfig.LockTimeout's default.
 	DefaultLockTimeout = 2 * time.Second
-	// DefaultLockAttempts is MigratorConfig.LockAttempts's default: with the backoff between them
-	// (0.25 s doubling to at most 8 s), a run gives up after about 45 s of a lock held throughout.
+	// DefaultLockAttempts is MigratorConfig.LockAttempts's default: with DefaultLockTimeout and
+	// the backoff between tries (0.25 s doubling, ±20%, at most 8 s), a run gives up after about
+	// 40 s of a lock held throughout (16 s of waits for it, 24 s of backoff).
 	DefaultLockAttempts = 8
 )
 
@@ -131,28 +139,38 @@ func NewMigrator(cfg MigratorConfig) (*Migrator, error) {
 }
 
 // retryLocks runs fn, and again after a backoff each time it fails on a lock timeout, up to
-// LockAttempts runs in all. Each run of fn must be safe to repeat: a migration run is (what
-// finished is recorded, the migration that timed out rolled back).
+// LockAttempts runs in all. Each run of fn must be safe to repeat: a migration run is, because
+// every migration runs in a transaction of its own with its version row (what finished is
+// recorded, the migration that timed out rolled back; TestMigrationsAreTransactional keeps it so).
 func (m *Migrator) retryLocks(ctx context.Context, set Set, schemaName string, fn func(ctx context.Context) error) error {
 	b := retry.NewExponential(250 * time.Millisecond)
 	b = retry.WithJitterPercent(20, b)
 	b = retry.WithCappedDuration(8*time.Second, b)
 	b = retry.WithMaxRetries(uint64(m.cfg.LockAttempts-1), b)
 	attempt := 0
+	var last error
 	err := retry.Do(ctx, b, func(ctx context.Context) error {
 		attempt++
 		err := fn(ctx)
+		last = err
 		if err != nil && LockTimedOut(err) {
-			m.cfg.Logger.WarnContext(ctx, "migration waited too long for a lock another session holds; trying again",
-				slog.String("schema", schemaName), slog.String("set", set.String()), slog.Int("attempt", attempt),
-				slog.Int("attempts", m.cfg.LockAttempts), slog.Duration("lock_timeout", m.cfg.LockTimeout))
+			if attempt < m.cfg.LockAttempts {
+				m.cfg.Logger.WarnContext(ctx, "migration waited too long for a lock another session holds; trying again",
+					slog.String("schema", schemaName), slog.String("set", set.String()), slog.Int("attempt", attempt),
+					slog.Int("attempts", m.cfg.LockAttempts), slog.Duration("lock_timeout", m.cfg.LockTimeout))
+			}
 			return retry.RetryableError(err)
 		}
 		return err
 	})
-	if err != nil && LockTimedOut(err) {
+	switch {
+	case err != nil && LockTimedOut(err):
 		return fmt.Errorf("%w (another session held a lock the migration needs for lock_timeout %s, %d times: "+
 			"look for long transactions on the schema in pg_stat_activity, then run again)", err, m.cfg.LockTimeout, attempt)
+	case err != nil && LockTimedOut(last) && ctx.Err() != nil:
+		// The context ended during the backoff: go-retry returns its error alone.
+		return fmt.Errorf("schema: migrate %s (%s): stopped while waiting to try again after %d lock timeouts: %w (last: %w)",
+			schemaName, set, attempt, err, last)
 	}
 	return err
 }
@@ -250,7 +268,7 @@ func (m *Migrator) apply(ctx context.Context, set Set, schemaName string, params
 		}
 	}
 	results, err := p.Up(ctx)
-	applied := m.logApplied(ctx, set, schemaName, results)
+	applied := m.logApplied(ctx, set, schemaName, appliedOf(results, err))
 	if err != nil {
 		return applied, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
 	}
@@ -263,6 +281,16 @@ func (m *Migrator) apply(ctx context.Context, set Set, schemaName string, params
 		}
 	}
 	return applied, nil
+}
+
+// appliedOf is what a goose run applied: on a failure part-way goose returns no results, and
+// the migrations that committed before it are in its *goose.PartialError.
+func appliedOf(results []*goose.MigrationResult, err error) []*goose.MigrationResult {
+	var pe *goose.PartialError
+	if err != nil && errors.As(err, &pe) {
+		return pe.Applied
+	}
+	return results
 }
 
 // logApplied logs each migration of results that succeeded, and counts them.
@@ -291,7 +319,7 @@ func (m *Migrator) UpTo(ctx context.Context, set Set, schemaName string, version
 		}
 		defer db.Close()
 		results, err := p.UpTo(ctx, version)
-		m.logApplied(ctx, set, schemaName, results)
+		m.logApplied(ctx, set, schemaName, appliedOf(results, err))
 		if err != nil {
 			return fmt.Errorf("schema: migrate %s (%s) to %d: %w", schemaName, set, version, err)
 		}
@@ -329,8 +357,10 @@ func (m *Migrator) provider(set Set, schemaName string) (*goose.Provider, *sql.D
 	if set == TenantSet {
 		cc.RuntimeParams["tenantmem.embedding_dimension"] = strconv.Itoa(m.cfg.EmbeddingDimension)
 	}
-	// PostgreSQL's 0 is no bound (a negative LockTimeout); a bound rounds up to whole milliseconds.
-	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(max(0, (m.cfg.LockTimeout+time.Millisecond-1).Milliseconds()), 10) + "ms"
+	// PostgreSQL's 0 is no bound (a negative LockTimeout); a bound rounds up to whole milliseconds,
+	// at most the largest PostgreSQL takes (INT_MAX ms, about 24.8 days).
+	ms := min(max(0, (m.cfg.LockTimeout+time.Millisecond-1).Milliseconds()), math.MaxInt32)
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(ms, 10) + "ms"
 	var opts []stdlib.OptionOpenDB
 	if m.cfg.Role != "" {
 		setRole := "SET ROLE " + pgx.Identifier{m.cfg.Role}.Sanitize()

@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"io/fs"
+	"log/slog"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -14,10 +15,14 @@ import (
 )
 
 // probeVersion is the synthetic migration lockingMigrations adds: a change of the chunks table that
-// needs its ACCESS EXCLUSIVE lock, as an ALTER TABLE of a future release would.
-const probeVersion = 99999
+// needs its ACCESS EXCLUSIVE lock, as an ALTER TABLE of a future release would. freeVersion, before
+// it, needs no lock anybody holds.
+const (
+	freeVersion  = 99998
+	probeVersion = 99999
+)
 
-// lockingMigrations is the real tenant migrations plus the synthetic probeVersion.
+// lockingMigrations is the real tenant migrations plus the synthetic freeVersion and probeVersion.
 func lockingMigrations(t *testing.T) fs.FS {
 	t.Helper()
 	m := fstest.MapFS{}
@@ -28,6 +33,8 @@ func lockingMigrations(t *testing.T) fs.FS {
 		require.NoError(t, err)
 		m[name] = &fstest.MapFile{Data: b}
 	}
+	m["99998_lock_free.sql"] = &fstest.MapFile{Data: []byte(
+		"-- +goose Up\nCREATE TABLE lock_free (id int);\n-- +goose Down\nDROP TABLE lock_free;\n")}
 	m["99999_lock_probe.sql"] = &fstest.MapFile{Data: []byte(
 		"-- +goose Up\nALTER TABLE chunks ADD COLUMN lock_probe int;\n-- +goose Down\nALTER TABLE chunks DROP COLUMN lock_probe;\n")}
 	return m
@@ -79,8 +86,10 @@ func TestMigrationDoesNotQueueReadersBehindItsLock(t *testing.T) {
 	migrated := make(chan error, 1)
 	mctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	var res ApplyResult
 	go func() {
-		_, err := m.Up(mctx, TenantSet, name)
+		var err error
+		res, err = m.Apply(mctx, TenantSet, name, ApplyParams{})
 		migrated <- err
 	}()
 	waitForLockWait(t, conn, name, migrated)
@@ -100,10 +109,12 @@ func TestMigrationDoesNotQueueReadersBehindItsLock(t *testing.T) {
 
 	release()
 	require.NoError(t, <-migrated)
+	require.EqualValues(t, probeVersion, res.Version)
+	require.Equal(t, 2, res.Applied, "the migration committed by the first try counts too")
 	v, err := m.Version(ctx, TenantSet, name)
 	require.NoError(t, err)
 	require.EqualValues(t, probeVersion, v)
-	require.Greater(t, int64(probeVersion), latest)
+	require.Greater(t, int64(freeVersion), latest)
 }
 
 // TestMigrationGivesUpOnAHeldLockAndResumes: a run whose lock stays held through every attempt
@@ -128,7 +139,8 @@ func TestMigrationGivesUpOnAHeldLockAndResumes(t *testing.T) {
 	require.ErrorContains(t, err, "pg_stat_activity")
 	v, err := m.Version(ctx, TenantSet, name)
 	require.NoError(t, err)
-	require.Equal(t, latest, v, "the migration that waited rolled back")
+	require.EqualValues(t, freeVersion, v, "the migration before it is kept, the one that waited rolled back")
+	require.Greater(t, int64(freeVersion), latest)
 	var probe int
 	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'lock_probe'`,
 		name+".chunks").Scan(&probe))
@@ -141,9 +153,63 @@ func TestMigrationGivesUpOnAHeldLockAndResumes(t *testing.T) {
 	require.EqualValues(t, probeVersion, res.Version)
 }
 
+// TestMigrationStoppedDuringItsBackoffSaysWhy: a run whose context ends while it waits to try
+// again reports the context's end and the lock timeout before it, not the context's error alone.
+func TestMigrationStoppedDuringItsBackoffSaysWhy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const name = "tenant_lockc"
+	base, conn := newSchemaMigrator(t, name)
+	_, err := base.Up(ctx, TenantSet, name)
+	require.NoError(t, err)
+	// The context ends when the run logs that it will try again, i.e. as its backoff begins.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
+		TenantMigrations: lockingMigrations(t), LockTimeout: 50 * time.Millisecond, LockAttempts: 1000,
+		Logger: slog.New(onWarn{cancel})})
+	require.NoError(t, err)
+
+	holdChunks(t, connect(t, conn.Config()), name)
+	_, err = m.Up(cctx, TenantSet, name)
+	require.ErrorIs(t, err, context.Canceled)
+	require.True(t, LockTimedOut(err), "%v", err)
+	require.ErrorContains(t, err, name)
+	require.ErrorContains(t, err, "after 1 lock timeouts")
+}
+
+// onWarn is a slog.Handler that calls fn on every record at level Warn or above.
+type onWarn struct{ fn func() }
+
+func (h onWarn) Enabled(context.Context, slog.Level) bool { return true }
+func (h onWarn) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.fn()
+	}
+	return nil
+}
+func (h onWarn) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h onWarn) WithGroup(string) slog.Handler      { return h }
+
+// TestMigrationsAreTransactional: every migration runs in a transaction, which the lock timeout's
+// retries rely on (a retry runs a migration again from its start; see MigratorConfig.LockTimeout).
+func TestMigrationsAreTransactional(t *testing.T) {
+	t.Parallel()
+	for _, set := range []Set{TenantSet, ControlSet, PlacementSet} {
+		names, err := fs.Glob(set.FS(), "*.sql")
+		require.NoError(t, err)
+		require.NotEmpty(t, names)
+		for _, n := range names {
+			b, err := fs.ReadFile(set.FS(), n)
+			require.NoError(t, err)
+			require.NotContains(t, string(b), "+goose NO TRANSACTION", "%s migration %s", set, n)
+		}
+	}
+}
+
 // TestLockTimeoutSetting: each run's connections carry LockTimeout as lock_timeout, whatever the
 // server's default: the default when unset, PostgreSQL's 0 (no bound) when negative, whole
-// milliseconds rounded up.
+// milliseconds rounded up, at most PostgreSQL's largest (a longer one would refuse every connection).
 func TestLockTimeoutSetting(t *testing.T) {
 	t.Parallel()
 	_, conn := newSchemaMigrator(t, "tenant_lockset")
@@ -152,7 +218,7 @@ func TestLockTimeoutSetting(t *testing.T) {
 	for _, tc := range []struct {
 		timeout time.Duration
 		want    string
-	}{{0, "2s"}, {-1, "0"}, {1500 * time.Microsecond, "2ms"}, {time.Minute, "1min"}} {
+	}{{0, "2s"}, {-1, "0"}, {1500 * time.Microsecond, "2ms"}, {time.Minute, "1min"}, {1000 * time.Hour, "2147483647ms"}} {
 		m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), LockTimeout: tc.timeout, EmbeddingDimension: 4})
 		require.NoError(t, err)
 		_, db, err := m.provider(TenantSet, "tenant_lockset")

@@ -25,9 +25,12 @@ RELEASE_LDFLAGS := -s -w -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: deps
-deps: ## Install what the tests need when missing: PostgreSQL 15+ with pgvector 0.8+, python3, chromium (idempotent; needs root to install).
+.PHONY: pgvector
+pgvector: ## Install PostgreSQL 15+ with pgvector 0.8+ when missing: all that make run needs (idempotent; needs root to install).
 	@bash deploy/install-pgvector.sh
+
+.PHONY: deps
+deps: pgvector ## Install what the tests need when missing: PostgreSQL 15+ with pgvector 0.8+, python3, chromium (idempotent; needs root to install).
 	@bash deploy/install-tools.sh python3 chromium
 
 .PHONY: image-deps
@@ -35,7 +38,7 @@ image-deps: ## Install podman, CA certificates and systemd-analyze when missing 
 	@bash deploy/install-tools.sh podman ca-certificates systemd file
 
 .PHONY: run
-run: deps ## Start a private PostgreSQL under ./data, init it, and serve the provisioning API (:8081) and router (:8080).
+run: pgvector ## Start a private PostgreSQL under ./data, init it, and serve the provisioning API (:8081) and router (:8080).
 	$(GO) run ./cmd/devstack --data-dir "$(DATA_DIR)"
 
 .PHONY: test

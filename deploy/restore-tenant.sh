@@ -16,8 +16,8 @@ user can reach, and running the same command again finishes or cleans it.
 Options:
   --latest DIR ID         restore the newest DIR/<ID>/<ID>-*.tmarchive
   --as ID                 restore under another tenant id (new document ids, a new API key)
-  --tier TIER             shared or schema (default: the archive's)
-  --placement P           placement of a database-tier tenant
+  --tier TIER             shared, schema or database (default: the archive's)
+  --placement P           placement to restore onto (default: the archive's when it takes the tier)
   --replace               overwrite an existing tenant with the same id (it keeps serving until
                           the archive is loaded and verified)
   --provisioner PATH      the provisioner binary (default: $PROVISIONER, else provisioner on PATH)

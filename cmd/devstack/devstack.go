@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantmem/tenantmem/internal/command"
 	"github.com/tenantmem/tenantmem/internal/console"
 	"github.com/tenantmem/tenantmem/internal/httpapi"
 	"github.com/tenantmem/tenantmem/internal/pgcluster"
@@ -29,6 +30,8 @@ import (
 type Main struct {
 	Stdout, Stderr io.Writer
 	LookupEnv      func(string) (string, bool)
+	// Environ lists the environment, for TENANTMEM_PLACEMENT_<NAME>_<LOGIN>_USER/_PASSWORD.
+	Environ func() []string
 	// OnReady, when set, is called once both servers listen.
 	OnReady func(Ready)
 }
@@ -51,6 +54,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:9080", "address of the Prometheus /metrics of both servers")
 	leakproof := fs.Bool("leakproof-text-search", false,
 		"mark the text match operator LEAKPROOF (fast text search under RLS, but its timing tells a shared-tier tenant whether a word occurs in other tenants' chunks)")
+	credsFile := fs.String("placement-credentials", m.env("TENANTMEM_PLACEMENT_CREDENTIALS"),
+		"credentials file for placements other than local, for both servers (placement:login:user:password lines, mode 600; also TENANTMEM_PLACEMENT_<NAME>_<LOGIN>_USER/_PASSWORD)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -60,6 +65,14 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return nil
 	}
 	logger := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var environ []string
+	if m.Environ != nil {
+		environ = m.Environ()
+	}
+	creds, err := command.PlacementCredentials(*credsFile, environ)
+	if err != nil {
+		return err
+	}
 
 	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(*dataDir, "postgres"), Port: *pgPort, Logger: logger})
 	if err != nil {
@@ -79,10 +92,11 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer adminPool.Close()
-	prov, err := provision.New(provision.Config{Pool: adminPool, Logger: logger, Actor: "devstack"})
+	prov, err := provision.New(provision.Config{Pool: adminPool, Logger: logger, Actor: "devstack", Credentials: creds})
 	if err != nil {
 		return err
 	}
+	defer prov.Close() // its pools on other placements
 	// Secure by default: the LEAKPROOF text operator makes text search fast under RLS, but the
 	// cost of a shared-tier search then tells whether a word occurs in other tenants' chunks
 	// (docs/architecture.md). A data folder of an earlier `make run` may have it on: the dev
@@ -132,7 +146,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
 	g.Go(func() error { return metricsSrv.Serve(gctx, metricsLn) })
 
-	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, logger, reg)
+	routerAddr, serveRouter, err := m.router(gctx, *routerListen, dbURL, creds, logger, reg)
 	if err != nil {
 		_ = adminLn.Close()
 		return errors.Join(err, g.Wait())
@@ -207,4 +221,13 @@ func (m *Main) printWelcome(r Ready) {
 		fmt.Fprintf(w, "  curl -s \"http://%s/v1/search?q=documents\" -H \"Authorization: Bearer $TENANTMEM_API_KEY\"\n\n", r.RouterAddr)
 	}
 	fmt.Fprintf(w, "Press Ctrl-C to stop (the data stays in the data folder).\n")
+}
+
+// env is the environment variable key, or "".
+func (m *Main) env(key string) string {
+	if m.LookupEnv == nil {
+		return ""
+	}
+	v, _ := m.LookupEnv(key)
+	return v
 }

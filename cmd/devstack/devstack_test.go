@@ -18,6 +18,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tenantmem/tenantmem/internal/memory"
+	"github.com/tenantmem/tenantmem/internal/pgcluster"
+	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/version"
 )
@@ -52,7 +54,13 @@ func TestReadmeSession(t *testing.T) {
 	dataDir := t.TempDir()
 	ready := make(chan Ready, 1)
 	var stdout, stderr syncBuffer
-	m := &Main{Stdout: &stdout, Stderr: &stderr, OnReady: func(r Ready) { ready <- r }}
+	// Credentials for the README's second placement, from the environment as a user gives them
+	// (the dev cluster trusts loopback: user names, no passwords).
+	m := &Main{Stdout: &stdout, Stderr: &stderr, OnReady: func(r Ready) { ready <- r },
+		Environ: func() []string {
+			return []string{"TENANTMEM_PLACEMENT_EU_2_PROVISIONER_USER=" + pgcluster.Superuser,
+				"TENANTMEM_PLACEMENT_EU_2_ROUTER_USER=" + provision.DefaultRouterRole}
+		}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -132,6 +140,30 @@ func TestReadmeSession(t *testing.T) {
 	require.Equal(t, http.StatusOK, call(http.MethodGet, router+"/readyz", "", "", nil))
 	require.Equal(t, http.StatusOK, call(http.MethodGet, admin+"/readyz", "", "", nil))
 
+	// More servers (placements): here a second database of the dev cluster stands in for
+	// db2.internal, as a user would point make run at a server of theirs.
+	pool, err := pgxpool.New(context.Background(), r.DatabaseURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(context.Background(), `CREATE DATABASE tenantmem_eu2`)
+	require.NoError(t, err)
+	port := r.DatabaseURL[strings.LastIndex(r.DatabaseURL, ":")+1:]
+	port = port[:strings.Index(port, "/")]
+	require.Equal(t, http.StatusCreated, call(http.MethodPost, admin+"/v1/placements", r.AdminToken,
+		`{"name": "eu-2", "host": "127.0.0.1", "port": `+port+`, "database": "tenantmem_eu2"}`, nil))
+	var big struct {
+		Tenant registry.Tenant    `json:"tenant"`
+		Key    registry.IssuedKey `json:"api_key"`
+	}
+	require.Equal(t, http.StatusCreated, call(http.MethodPost, admin+"/v1/tenants", r.AdminToken,
+		`{"tenant_id": "big-co", "tier": "database", "placement": "eu-2"}`, &big))
+	require.Equal(t, "eu-2", big.Tenant.PlacementID)
+	require.Equal(t, http.StatusCreated, call(http.MethodPost, router+"/v1/documents", big.Key.Key,
+		`{"document_name": "Plan", "document_type": "text", "content": "Quarterly planning happens in March."}`, nil))
+	require.Equal(t, http.StatusOK, call(http.MethodGet, router+"/v1/search?q=planning", big.Key.Key, "", &sr))
+	require.NotEmpty(t, sr.Results)
+	require.Equal(t, http.StatusOK, call(http.MethodPost, admin+"/v1/placements/eu-2/drain", r.AdminToken, "", nil))
+
 	// Metrics are on their own listener, not on the API ports.
 	require.Equal(t, http.StatusNotFound, call(http.MethodGet, router+"/metrics", "", "", nil))
 	require.Equal(t, http.StatusNotFound, call(http.MethodGet, admin+"/metrics", "", "", nil))
@@ -145,9 +177,6 @@ func TestReadmeSession(t *testing.T) {
 
 	// Secure by default: make run does not mark the text match operator LEAKPROOF (its cost
 	// would tell a shared-tier tenant whether a word occurs in other tenants' chunks).
-	pool, err := pgxpool.New(context.Background(), r.DatabaseURL)
-	require.NoError(t, err)
-	defer pool.Close()
 	var leakproof bool
 	require.NoError(t, pool.QueryRow(context.Background(),
 		`SELECT proleakproof FROM pg_proc WHERE oid = 'pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure`).Scan(&leakproof))

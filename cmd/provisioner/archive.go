@@ -99,7 +99,7 @@ func (cmd *tenantBackupCmd) Run(rc *runContext) error {
 type tenantRestoreCmd struct {
 	File      string `arg:"" name:"file" help:"Archive file, or - for standard input."`
 	As        string `name:"as" placeholder:"TENANT_ID" help:"Restore under another tenant id (new document ids and a new API key)."`
-	Tier      string `name:"tier" placeholder:"TIER" help:"shared or schema (default: the archive's tier)."`
+	Tier      string `name:"tier" placeholder:"TIER" help:"shared, schema or database (default: the archive's tier)."`
 	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Placement to restore onto (default: the archive's when it takes the tier, else the default policy of a new tenant)."`
 	Replace   bool   `name:"replace" help:"Replace an existing tenant with the same id (it serves until the archive is loaded and verified)."`
 	JSON      bool   `name:"json" help:"Print JSON."`
@@ -141,6 +141,10 @@ func (cmd *tenantRestoreCmd) Run(rc *runContext) error {
 	if err != nil {
 		if provision.IsArchiveError(err) {
 			return describe(err, "%s: %v", cmd.File, err)
+		}
+		if ex, ok := errors.AsType[*provision.TenantExistsError](err); ok {
+			return describe(err, "tenant %q already exists (%s, %s); restore with --replace to overwrite it, or --as ID to restore beside it",
+				ex.ID, ex.Tier, ex.Status)
 		}
 		return tenantError(cmp.Or(cmd.As, "(the archive's tenant)"), err)
 	}
@@ -366,7 +370,7 @@ func (cmd *importLLMemoryCmd) Run(rc *runContext) error {
 
 type tenantMoveCmd struct {
 	ID        string `arg:"" name:"id" help:"Tenant id."`
-	Tier      string `name:"tier" placeholder:"TIER" help:"Destination tier: shared or schema."`
+	Tier      string `name:"tier" placeholder:"TIER" help:"Destination tier: shared, schema or database."`
 	Placement string `name:"placement" placeholder:"PLACEMENT" help:"Destination placement (default: the tenant's own when it takes the tier, else the default policy of a new tenant)."`
 	Abort     bool   `name:"abort" help:"Roll back an unfinished move that has not flipped yet."`
 	JSON      bool   `name:"json" help:"Print JSON."`

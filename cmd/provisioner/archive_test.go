@@ -169,7 +169,7 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"tenant", "restore", file}, `tenant "(the archive's tenant)" already exists`},
+		{[]string{"tenant", "restore", file}, `tenant "acme" already exists (shared, active); restore with --replace to overwrite it`},
 		{[]string{"tenant", "restore", filepath.Join(dir, "missing")}, "file: open"},
 		{[]string{"tenant", "restore", file, "--as", "bad id"}, "tenant_id"},
 		{[]string{"tenant", "restore", file, "--as", "x", "--tier", "gold"}, "tier"},

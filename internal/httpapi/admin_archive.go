@@ -151,7 +151,11 @@ func (a *admin) restoreTenant(c echo.Context) error {
 		case provision.IsArchiveError(err):
 			return err
 		case errors.Is(err, registry.ErrExists):
-			return WithMessage(err, fmt.Sprintf("tenant %q already exists; restore with replace=true to overwrite it", cmpOr(p.As, "of the archive")))
+			id := cmpOr(p.As, "of the archive")
+			if ex, ok := errors.AsType[*provision.TenantExistsError](err); ok {
+				id = ex.ID
+			}
+			return WithMessage(err, fmt.Sprintf("tenant %q already exists; restore with replace=true to overwrite it", id))
 		}
 		return tenantError(cmpOr(p.As, "(the archive's tenant)"), err)
 	}

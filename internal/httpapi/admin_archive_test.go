@@ -79,7 +79,7 @@ func TestAdminBackupAndRestoreRoutes(t *testing.T) {
 		status       int
 		field, msg   string
 	}{
-		{http.MethodPost, "/v1/tenants/restore", data, http.StatusConflict, "", "replace=true"},
+		{http.MethodPost, "/v1/tenants/restore", data, http.StatusConflict, "", `tenant "org/acme" already exists; restore with replace=true`},
 		{http.MethodPost, "/v1/tenants/restore?as=trunc", data[:len(data)/2], http.StatusBadRequest, "archive", "truncated"},
 		{http.MethodPost, "/v1/tenants/restore?as=foreign", []byte("a,b\n1,2\n"), http.StatusBadRequest, "archive", "not a tenantmem archive"},
 		{http.MethodPost, "/v1/tenants/restore?as=x&tier=gold", data, http.StatusBadRequest, "tier", "unknown tier"},

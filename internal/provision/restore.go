@@ -106,6 +106,21 @@ func IsArchiveError(err error) bool {
 	return false
 }
 
+// TenantExistsError is a restore's refusal to overwrite a tenant that exists without
+// RestoreParams.Replace. errors.Is(err, registry.ErrExists) holds for it.
+type TenantExistsError struct {
+	ID     string
+	Tier   registry.Tier
+	Status registry.Status
+}
+
+func (e *TenantExistsError) Error() string {
+	return fmt.Sprintf("tenant %q already exists (%s, %s); restore with replace to overwrite it", e.ID, e.Tier, e.Status)
+}
+
+// Unwrap makes errors.Is(err, registry.ErrExists) hold.
+func (e *TenantExistsError) Unwrap() error { return registry.ErrExists }
+
 // Restore builds a tenant from an archive read from src (docs/archive.md). The tenant is created
 // in status provisioning, its rows are loaded into tables at the archive's migration version and
 // migrated to the latest one with them, their counts are verified against the manifest and every
@@ -252,8 +267,7 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	case existing.Status == registry.StatusProvisioning:
 		return RestoreResult{}, wrap("restore", fmt.Errorf("tenant %q is being created; finish or delete it first: %w", id, registry.ErrConflict))
 	case !params.Replace:
-		return RestoreResult{}, wrap("restore", fmt.Errorf("tenant %q (%s, %s); restore with replace to overwrite it: %w",
-			id, existing.Tier, existing.Status, registry.ErrExists))
+		return RestoreResult{}, wrap("restore", &TenantExistsError{ID: id, Tier: existing.Tier, Status: existing.Status})
 	default:
 		replace = true
 	}

@@ -157,7 +157,7 @@ func (m *Migrator) retryLocks(ctx context.Context, set Set, schemaName string, f
 			if attempt < m.cfg.LockAttempts {
 				m.cfg.Logger.WarnContext(ctx, "migration waited too long for a lock another session holds; trying again",
 					slog.String("schema", schemaName), slog.String("set", set.String()), slog.Int("attempt", attempt),
-					slog.Int("attempts", m.cfg.LockAttempts), slog.Duration("lock_timeout", m.cfg.LockTimeout))
+					slog.Int("attempts", m.cfg.LockAttempts), slog.String("lock_timeout", m.cfg.LockTimeout.String()))
 			}
 			return retry.RetryableError(err)
 		}

@@ -510,12 +510,23 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 	if len(rep.Failed) == 0 {
 		return nil
 	}
-	fmt.Fprintln(rc.stdout, "failed:")
+	skipped := 0
 	for _, f := range rep.Failed {
 		if f.Skipped {
-			continue // reported with its placement above
+			skipped++ // reported with its placement above
 		}
-		fmt.Fprintf(rc.stdout, "  %s (placement %s): %v\n", f.TenantID, f.Placement, f.Err)
+	}
+	if skipped < len(rep.Failed) {
+		fmt.Fprintln(rc.stdout, "failed:")
+		for _, f := range rep.Failed {
+			if !f.Skipped {
+				fmt.Fprintf(rc.stdout, "  %s (placement %s): %v\n", f.TenantID, f.Placement, f.Err)
+			}
+		}
+	}
+	if skipped > 0 {
+		return fmt.Errorf("%d of %d schemas failed to migrate (%d of them on unreachable placements: run migrate again once they answer)",
+			len(rep.Failed), rep.Schemas, skipped)
 	}
 	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)
 }

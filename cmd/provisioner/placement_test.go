@@ -70,6 +70,14 @@ func TestPlacementCommands(t *testing.T) {
 	require.Regexp(t, `migrating: 2/2 schemas \(100%\), 0 failed, [0-9.]+/s, took `, r.stderr, "done/total, failures, rate")
 	require.Contains(t, e.ok("placement", "activate", "p2"), "is active")
 
+	// Unreachable (here: a login it refuses): skipped, counted as failed, exit 1, and no
+	// empty list of failures.
+	r = e.runEnv(with(e.env, "TENANTMEM_PLACEMENT_P2_PROVISIONER_USER", "nobody"), "--database-url", e.url, "migrate")
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stdout, "placement p2 unreachable, 2 schemas skipped")
+	require.NotContains(t, r.stdout, "failed:")
+	require.Contains(t, r.stderr, "1 of 3 schemas failed to migrate (1 of them on unreachable placements: run migrate again once they answer)")
+
 	// Remove: refused while it holds a tenant.
 	r = e.run("placement", "remove", "p2")
 	require.Equal(t, 2, r.code)

@@ -23,7 +23,7 @@ const (
 )
 
 // lockingMigrations is the real tenant migrations plus the synthetic freeVersion and probeVersion.
-func lockingMigrations(t *testing.T) fs.FS {
+func lockingMigrations(t testing.TB) fs.FS {
 	t.Helper()
 	m := fstest.MapFS{}
 	names, err := fs.Glob(tenant.FS, "*.sql")
@@ -42,7 +42,7 @@ func lockingMigrations(t *testing.T) fs.FS {
 
 // holdChunks opens a transaction on conn that reads the schema's chunks and keeps their ACCESS
 // SHARE lock (a long search or a backup's COPY does), and returns its end.
-func holdChunks(t *testing.T, conn *pgx.Conn, schemaName string) func() {
+func holdChunks(t testing.TB, conn *pgx.Conn, schemaName string) func() {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := conn.Begin(ctx)
@@ -230,7 +230,7 @@ func TestLockTimeoutSetting(t *testing.T) {
 	}
 }
 
-func connect(t *testing.T, cc *pgx.ConnConfig) *pgx.Conn {
+func connect(t testing.TB, cc *pgx.ConnConfig) *pgx.Conn {
 	t.Helper()
 	c, err := pgx.ConnectConfig(context.Background(), cc)
 	require.NoError(t, err)

@@ -15,7 +15,7 @@ import (
 
 // newSchemaMigrator makes a database with pgvector and an empty schema named name, and returns a
 // migrator for it (embedding dimension 4) and a superuser connection.
-func newSchemaMigrator(t *testing.T, name string) (*Migrator, *pgx.Conn) {
+func newSchemaMigrator(t testing.TB, name string) (*Migrator, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)

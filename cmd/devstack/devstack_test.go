@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,11 +55,13 @@ func TestReadmeSession(t *testing.T) {
 	dataDir := t.TempDir()
 	ready := make(chan Ready, 1)
 	var stdout, stderr syncBuffer
+	const canary = "canary-password-never-shown" // trust auth ignores it; no output may show it
 	// Credentials for the README's second placement, from the environment as a user gives them
 	// (the dev cluster trusts loopback: user names, no passwords).
 	m := &Main{Stdout: &stdout, Stderr: &stderr, OnReady: func(r Ready) { ready <- r },
 		Environ: func() []string {
 			return []string{"TENANTMEM_PLACEMENT_EU_2_PROVISIONER_USER=" + pgcluster.Superuser,
+				"TENANTMEM_PLACEMENT_EU_2_PROVISIONER_PASSWORD=" + canary,
 				"TENANTMEM_PLACEMENT_EU_2_ROUTER_USER=" + provision.DefaultRouterRole}
 		}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,6 +82,7 @@ func TestReadmeSession(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done, stderr.String())
 		t.Logf("devstack logs:\n%s", stderr.String())
+		require.NotContains(t, stdout.String()+stderr.String(), canary)
 	}()
 	require.NotNil(t, r.RouterAddr, "the router runs beside the provisioning API")
 	admin, router := "http://"+r.AdminAddr.String(), "http://"+r.RouterAddr.String()
@@ -147,8 +151,9 @@ func TestReadmeSession(t *testing.T) {
 	defer pool.Close()
 	_, err = pool.Exec(context.Background(), `CREATE DATABASE tenantmem_eu2`)
 	require.NoError(t, err)
-	port := r.DatabaseURL[strings.LastIndex(r.DatabaseURL, ":")+1:]
-	port = port[:strings.Index(port, "/")]
+	dbu, err := url.Parse(r.DatabaseURL)
+	require.NoError(t, err)
+	port := dbu.Port()
 	require.Equal(t, http.StatusCreated, call(http.MethodPost, admin+"/v1/placements", r.AdminToken,
 		`{"name": "eu-2", "host": "127.0.0.1", "port": `+port+`, "database": "tenantmem_eu2"}`, nil))
 	var big struct {

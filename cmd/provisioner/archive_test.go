@@ -164,6 +164,11 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 	require.Contains(t, fields["restored"], "3 documents")
 	require.True(t, strings.HasPrefix(fields["api key"], "tm_"))
 
+	// A tenant id still being created: the provisioner's own words, naming it.
+	e.ok("tenant", "create", "--id", "half", "--tier", "shared")
+	_, err = e.pool().Exec(context.Background(), `UPDATE tenantmem_control.tenants SET status = 'provisioning' WHERE tenant_id = 'half'`)
+	require.NoError(t, err)
+
 	// Bad input exits 2 with one line naming the problem.
 	for _, tc := range []struct {
 		args []string
@@ -171,6 +176,7 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 	}{
 		{[]string{"tenant", "restore", file}, `tenant "acme" already exists (shared, active); restore with --replace to overwrite it`},
 		{[]string{"tenant", "restore", filepath.Join(dir, "missing")}, "file: open"},
+		{[]string{"tenant", "restore", file, "--as", "half"}, `tenant "half" is being created; finish or delete it first`},
 		{[]string{"tenant", "restore", file, "--as", "bad id"}, "tenant_id"},
 		{[]string{"tenant", "restore", file, "--as", "x", "--tier", "gold"}, "tier"},
 		{[]string{"tenant", "backup", "nobody"}, `tenant "nobody" not found`},

@@ -500,7 +500,7 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 	for _, pr := range rep.Placements {
 		switch {
 		case pr.Err != nil:
-			fmt.Fprintf(rc.stdout, "placement %s unreachable, %d %s skipped: %v\n", pr.Name, pr.Schemas,
+			fmt.Fprintf(rc.stdout, "placement %s not reached, %d %s skipped: %v\n", pr.Name, pr.Schemas,
 				plural(pr.Schemas, "schema", "schemas"), pr.Err)
 		case pr.Skipped:
 			fmt.Fprintf(rc.stdout, "placement %s is %s, %d %s skipped\n", pr.Name, pr.State, pr.Schemas,
@@ -525,7 +525,7 @@ func (cmd *migrateCmd) Run(rc *runContext) error {
 		}
 	}
 	if skipped > 0 {
-		return fmt.Errorf("%d of %d schemas failed to migrate (%d of them on unreachable placements: run migrate again once they answer)",
+		return fmt.Errorf("%d of %d schemas failed to migrate (%d of them on the placements skipped above: fix what their lines say, then run migrate again)",
 			len(rep.Failed), rep.Schemas, skipped)
 	}
 	return fmt.Errorf("%d of %d schemas failed to migrate", len(rep.Failed), rep.Schemas)

@@ -74,9 +74,10 @@ func TestPlacementCommands(t *testing.T) {
 	// empty list of failures.
 	r = e.runEnv(with(e.env, "TENANTMEM_PLACEMENT_P2_PROVISIONER_USER", "nobody"), "--database-url", e.url, "migrate")
 	require.Equal(t, 1, r.code, r.stderr)
-	require.Contains(t, r.stdout, "placement p2 unreachable, 2 schemas skipped")
+	require.Contains(t, r.stdout, "placement p2 not reached, 2 schemas skipped")
+	require.Contains(t, r.stdout, `role "nobody" does not exist`, "what to fix")
 	require.NotContains(t, r.stdout, "failed:")
-	require.Contains(t, r.stderr, "1 of 3 schemas failed to migrate (1 of them on unreachable placements: run migrate again once they answer)")
+	require.Contains(t, r.stderr, "1 of 3 schemas failed to migrate (1 of them on the placements skipped above: fix what their lines say, then run migrate again)")
 
 	// Remove: refused while it holds a tenant.
 	r = e.run("placement", "remove", "p2")

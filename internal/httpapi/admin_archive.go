@@ -151,11 +151,14 @@ func (a *admin) restoreTenant(c echo.Context) error {
 		case provision.IsArchiveError(err):
 			return err
 		case errors.Is(err, registry.ErrExists):
-			id := cmpOr(p.As, "of the archive")
+			id := cmpOr(p.As, "(the archive's tenant)")
 			if ex, ok := errors.AsType[*provision.TenantExistsError](err); ok {
 				id = ex.ID
 			}
 			return WithMessage(err, fmt.Sprintf("tenant %q already exists; restore with replace=true to overwrite it", id))
+		case errors.Is(err, registry.ErrConflict):
+			// The provisioner's own words name the tenant and what to do.
+			return WithMessage(err, strings.TrimPrefix(err.Error(), "provision: restore: "))
 		}
 		return tenantError(cmpOr(p.As, "(the archive's tenant)"), err)
 	}

@@ -73,6 +73,11 @@ func TestAdminBackupAndRestoreRoutes(t *testing.T) {
 	res = e.do(http.MethodPost, "/v1/tenants/restore?replace=true", data)
 	require.Equal(t, http.StatusOK, res.status, string(res.body))
 
+	res = e.do(http.MethodPost, "/v1/tenants", map[string]string{"tenant_id": "half", "tier": "shared"})
+	require.Equal(t, http.StatusCreated, res.status, string(res.body))
+	_, err = e.pool.Exec(ctx, `UPDATE tenantmem_control.tenants SET status = 'provisioning' WHERE tenant_id = 'half'`)
+	require.NoError(t, err)
+
 	for _, tc := range []struct {
 		method, path string
 		body         []byte
@@ -80,6 +85,7 @@ func TestAdminBackupAndRestoreRoutes(t *testing.T) {
 		field, msg   string
 	}{
 		{http.MethodPost, "/v1/tenants/restore", data, http.StatusConflict, "", `tenant "org/acme" already exists; restore with replace=true`},
+		{http.MethodPost, "/v1/tenants/restore?as=half", data, http.StatusConflict, "", `tenant "half" is being created; finish or delete it first`},
 		{http.MethodPost, "/v1/tenants/restore?as=trunc", data[:len(data)/2], http.StatusBadRequest, "archive", "truncated"},
 		{http.MethodPost, "/v1/tenants/restore?as=foreign", []byte("a,b\n1,2\n"), http.StatusBadRequest, "archive", "not a tenantmem archive"},
 		{http.MethodPost, "/v1/tenants/restore?as=x&tier=gold", data, http.StatusBadRequest, "tier", "unknown tier"},

@@ -44,6 +44,10 @@ func readerStall(b *testing.B, name string, lt time.Duration) (longest, took tim
 	reader := connect(b, conn.Config())
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	var once sync.Once
+	end := func() { once.Do(func() { close(stop) }) }
+	defer end() // a failed assertion below still stops the reader
 	wg.Go(func() {
 		for {
 			select {
@@ -69,7 +73,7 @@ func readerStall(b *testing.B, name string, lt time.Duration) (longest, took tim
 	require.NoError(b, <-done)
 	took = time.Since(start)
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
+	end()
 	wg.Wait()
 	return longest, took
 }

@@ -146,10 +146,10 @@ func (cmd *tenantRestoreCmd) Run(rc *runContext) error {
 			return describe(err, "tenant %q already exists (%s, %s); restore with --replace to overwrite it, or with --as and another id to restore beside it",
 				ex.ID, ex.Tier, ex.Status)
 		}
-		if errors.Is(err, registry.ErrConflict) {
+		if rf, ok := errors.AsType[*provision.RestoreRefusedError](err); ok {
 			// The provisioner's own words name the tenant and what to do (an unfinished restore
 			// of another archive is rerun with that archive, not deleted).
-			return describe(err, "%s", strings.TrimPrefix(err.Error(), "provision: restore: "))
+			return describe(err, "%s", rf.Reason)
 		}
 		return tenantError(cmp.Or(cmd.As, "(the archive's tenant)"), err)
 	}

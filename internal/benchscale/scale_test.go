@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,7 +29,6 @@ import (
 	"github.com/tenantmem/tenantmem/internal/pgtest"
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
-	"github.com/tenantmem/tenantmem/migrations/tenant"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -508,22 +505,14 @@ func (s *scale) schemaCount() int {
 // to every schema, the shared one included. The default is set apart from ADD COLUMN, as
 // docs/scaling.md says migrations must: ADD COLUMN ... DEFAULT reads the whole of pg_index.
 func (s *scale) additiveMigrate(parallelism int) {
-	m := fstest.MapFS{}
-	names, err := fs.Glob(tenant.FS, "*.sql")
-	require.NoError(s.b, err)
-	for _, n := range names {
-		data, err := fs.ReadFile(tenant.FS, n)
-		require.NoError(s.b, err)
-		m[n] = &fstest.MapFile{Data: data}
-	}
-	m["99990_bench_additive.sql"] = &fstest.MapFile{Data: []byte(`-- +goose Up
+	m := pgtest.TenantMigrationsWith(s.b, map[string]string{"99990_bench_additive.sql": `-- +goose Up
 ALTER TABLE documents ADD COLUMN bench_flag boolean;
 ALTER TABLE documents ALTER COLUMN bench_flag SET DEFAULT false;
 CREATE INDEX documents_bench_flag_idx ON documents (owner_id, bench_flag);
 -- +goose Down
 DROP INDEX documents_bench_flag_idx;
 ALTER TABLE documents DROP COLUMN bench_flag;
-`)}
+`})
 	prov, err := provision.New(provision.Config{Pool: s.pool, Parallelism: parallelism, TenantMigrations: m})
 	require.NoError(s.b, err)
 	start, last := time.Now(), time.Now()

@@ -147,18 +147,15 @@ func (a *admin) restoreTenant(c echo.Context) error {
 	liftDeadlines(c)
 	res, err := a.prov.Restore(c.Request().Context(), c.Request().Body, p)
 	if err != nil {
-		switch {
-		case provision.IsArchiveError(err):
+		if provision.IsArchiveError(err) {
 			return err
-		case errors.Is(err, registry.ErrExists):
-			id := cmpOr(p.As, "(the archive's tenant)")
-			if ex, ok := errors.AsType[*provision.TenantExistsError](err); ok {
-				id = ex.ID
-			}
-			return WithMessage(err, fmt.Sprintf("tenant %q already exists; restore with replace=true to overwrite it", id))
-		case errors.Is(err, registry.ErrConflict):
-			// The provisioner's own words name the tenant and what to do.
-			return WithMessage(err, strings.TrimPrefix(err.Error(), "provision: restore: "))
+		}
+		// The provisioner's refusals name the tenant and what to do.
+		if ex, ok := errors.AsType[*provision.TenantExistsError](err); ok {
+			return WithMessage(err, fmt.Sprintf("tenant %q already exists; restore with replace=true to overwrite it", ex.ID))
+		}
+		if rf, ok := errors.AsType[*provision.RestoreRefusedError](err); ok {
+			return WithMessage(err, rf.Reason)
 		}
 		return tenantError(cmpOr(p.As, "(the archive's tenant)"), err)
 	}

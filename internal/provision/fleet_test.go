@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,7 +17,6 @@ import (
 	"github.com/tenantmem/tenantmem/internal/provision"
 	"github.com/tenantmem/tenantmem/internal/registry"
 	"github.com/tenantmem/tenantmem/internal/schema"
-	"github.com/tenantmem/tenantmem/migrations/tenant"
 )
 
 // catalogRows returns the xmin of the catalog rows a grant or migration of the schemas would
@@ -75,15 +73,7 @@ func TestNoOpMigrateChangesNoCatalogRow(t *testing.T) {
 // existing table and a new table with a serial column (a sequence) under row-level security.
 func withExtraMigration(t *testing.T) fs.FS {
 	t.Helper()
-	m := fstest.MapFS{}
-	names, err := fs.Glob(tenant.FS, "*.sql")
-	require.NoError(t, err)
-	for _, n := range names {
-		b, err := fs.ReadFile(tenant.FS, n)
-		require.NoError(t, err)
-		m[n] = &fstest.MapFile{Data: b}
-	}
-	m["99990_extra.sql"] = &fstest.MapFile{Data: []byte(`-- +goose Up
+	return pgtest.TenantMigrationsWith(t, map[string]string{"99990_extra.sql": `-- +goose Up
 ALTER TABLE documents ADD COLUMN extra_flag boolean;
 ALTER TABLE documents ALTER COLUMN extra_flag SET DEFAULT false;
 CREATE INDEX documents_extra_flag_idx ON documents (owner_id, extra_flag);
@@ -101,8 +91,7 @@ CREATE POLICY owner_isolation ON extra_notes
 DROP TABLE extra_notes;
 DROP INDEX documents_extra_flag_idx;
 ALTER TABLE documents DROP COLUMN extra_flag;
-`)}
-	return m
+`})
 }
 
 // TestAMigrationsNewTableIsTheRoutersAtOnce: tables a migration adds get the router's privileges

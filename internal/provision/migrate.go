@@ -365,8 +365,7 @@ func (p *Provisioner) migrateOne(ctx context.Context, j migrateJob, latest int64
 // that blocks a lock request only at the deadlock check, after deadlock_timeout, so a shorter
 // lock timeout gives up first on every try.
 func (p *Provisioner) logMigrationLocks(ctx context.Context) {
-	lt := cmp.Or(p.cfg.MigrationLockTimeout, schema.DefaultLockTimeout)
-	attempts := cmp.Or(p.cfg.MigrationLockAttempts, schema.DefaultLockAttempts)
+	lt, attempts := p.cfg.MigrationLockTimeout, p.cfg.MigrationLockAttempts
 	shown := "none"
 	if lt > 0 {
 		shown = lt.String()

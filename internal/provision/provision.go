@@ -98,6 +98,8 @@ func (c Config) WithDefaults() Config {
 	c.RouterRole = cmp.Or(c.RouterRole, DefaultRouterRole)
 	c.Parallelism = cmp.Or(c.Parallelism, DefaultParallelism)
 	c.Actor = cmp.Or(c.Actor, "provisioner")
+	c.MigrationLockTimeout = cmp.Or(c.MigrationLockTimeout, schema.DefaultLockTimeout)
+	c.MigrationLockAttempts = cmp.Or(c.MigrationLockAttempts, schema.DefaultLockAttempts)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

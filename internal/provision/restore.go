@@ -121,6 +121,20 @@ func (e *TenantExistsError) Error() string {
 // Unwrap makes errors.Is(err, registry.ErrExists) hold.
 func (e *TenantExistsError) Unwrap() error { return registry.ErrExists }
 
+// RestoreRefusedError is a restore refused for the state its tenant is in (being created, deleted
+// or moved, or holding an unfinished restore of another archive). Its Reason names the tenant and
+// what to do. errors.Is(err, registry.ErrConflict) holds for it.
+type RestoreRefusedError struct{ Reason string }
+
+func (e *RestoreRefusedError) Error() string { return e.Reason }
+
+// Unwrap makes errors.Is(err, registry.ErrConflict) hold.
+func (e *RestoreRefusedError) Unwrap() error { return registry.ErrConflict }
+
+func refused(format string, args ...any) error {
+	return &RestoreRefusedError{Reason: fmt.Sprintf(format, args...)}
+}
+
 // Restore builds a tenant from an archive read from src (docs/archive.md). The tenant is created
 // in status provisioning, its rows are loaded into tables at the archive's migration version and
 // migrated to the latest one with them, their counts are verified against the manifest and every
@@ -225,7 +239,7 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 				return err
 			}
 			if job.Kind == registry.JobMove {
-				return fmt.Errorf("tenant %q is being moved; finish or abort the move first: %w", id, registry.ErrConflict)
+				return refused("tenant %q is being moved; finish or abort the move first", id)
 			}
 			return nil
 		})
@@ -241,8 +255,8 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	case job.Kind == registry.JobRestore && job.Phase == restoreInstalling:
 		// A replace was killed after the old tenant made way: only this archive may finish it.
 		if prev.Archive != ident {
-			return RestoreResult{}, wrap("restore", fmt.Errorf("tenant %q has an unfinished restore of another archive (of %s, %s); rerun it with that archive: %w",
-				id, prev.Archive.TenantID, prev.Archive.CreatedAt.Format(time.RFC3339), registry.ErrConflict))
+			return RestoreResult{}, wrap("restore", refused("tenant %q has an unfinished restore of another archive (of %s, %s); rerun it with that archive",
+				id, prev.Archive.TenantID, prev.Archive.CreatedAt.Format(time.RFC3339)))
 		}
 		return p.finishReplace(ctx, ar, man, id, prev, res, start)
 	case job.Kind == registry.JobRestore && job.Phase == restoreLoading:
@@ -263,9 +277,9 @@ func (p *Provisioner) Restore(ctx context.Context, src io.Reader, params Restore
 	switch {
 	case existing.ID == "":
 	case existing.Status == registry.StatusDeleting:
-		return RestoreResult{}, wrap("restore", fmt.Errorf("tenant %q is being deleted; finish the delete first: %w", id, registry.ErrConflict))
+		return RestoreResult{}, wrap("restore", refused("tenant %q is being deleted; finish the delete first", id))
 	case existing.Status == registry.StatusProvisioning:
-		return RestoreResult{}, wrap("restore", fmt.Errorf("tenant %q is being created; finish or delete it first: %w", id, registry.ErrConflict))
+		return RestoreResult{}, wrap("restore", refused("tenant %q is being created; finish or delete it first", id))
 	case !params.Replace:
 		return RestoreResult{}, wrap("restore", &TenantExistsError{ID: id, Tier: existing.Tier, Status: existing.Status})
 	default:

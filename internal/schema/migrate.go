@@ -244,9 +244,7 @@ type ApplyResult struct {
 func (m *Migrator) Apply(ctx context.Context, set Set, schemaName string, params ApplyParams) (ApplyResult, error) {
 	var res ApplyResult
 	err := m.retryLocks(ctx, set, schemaName, func(ctx context.Context) error {
-		applied, err := m.apply(ctx, set, schemaName, params, &res)
-		res.Applied += applied
-		return err
+		return m.apply(ctx, set, schemaName, params, &res)
 	})
 	if err != nil {
 		return ApplyResult{}, err
@@ -254,33 +252,33 @@ func (m *Migrator) Apply(ctx context.Context, set Set, schemaName string, params
 	return res, nil
 }
 
-// apply is one run of Apply: it sets res.Version when it succeeds, and returns the number of
-// migrations it applied in any case.
-func (m *Migrator) apply(ctx context.Context, set Set, schemaName string, params ApplyParams, res *ApplyResult) (int, error) {
+// apply is one run of Apply: it adds the migrations it applied to res.Applied (also when it
+// fails part-way), and sets res.Version when it succeeds.
+func (m *Migrator) apply(ctx context.Context, set Set, schemaName string, params ApplyParams, res *ApplyResult) error {
 	p, db, err := m.provider(set, schemaName)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer db.Close()
 	for _, stmt := range params.Before {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return 0, fmt.Errorf("schema: prepare %s: %s: %w", schemaName, stmt, err)
+			return fmt.Errorf("schema: prepare %s: %s: %w", schemaName, stmt, err)
 		}
 	}
 	results, err := p.Up(ctx)
-	applied := m.logApplied(ctx, set, schemaName, appliedOf(results, err))
+	res.Applied += m.logApplied(ctx, set, schemaName, appliedOf(results, err))
 	if err != nil {
-		return applied, fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
+		return fmt.Errorf("schema: migrate %s (%s): %w", schemaName, set, err)
 	}
 	if res.Version, err = p.GetDBVersion(ctx); err != nil {
-		return applied, fmt.Errorf("schema: read version of %s: %w", schemaName, err)
+		return fmt.Errorf("schema: read version of %s: %w", schemaName, err)
 	}
 	for _, stmt := range params.After {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return applied, fmt.Errorf("schema: finish %s: %s: %w", schemaName, stmt, err)
+			return fmt.Errorf("schema: finish %s: %s: %w", schemaName, stmt, err)
 		}
 	}
-	return applied, nil
+	return nil
 }
 
 // appliedOf is what a goose run applied: on a failure part-way goose returns no results, and

@@ -34,12 +34,7 @@ func BenchmarkMigrationReaderStall(b *testing.B) {
 
 func readerStall(b *testing.B, name string, lt time.Duration) (longest, took time.Duration) {
 	ctx := context.Background()
-	base, conn := newSchemaMigrator(b, name)
-	_, err := base.Up(ctx, TenantSet, name)
-	require.NoError(b, err)
-	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
-		TenantMigrations: lockingMigrations(b), LockTimeout: lt, LockAttempts: 100})
-	require.NoError(b, err)
+	m, conn, _ := newLockingMigrator(b, name, MigratorConfig{LockTimeout: lt, LockAttempts: 100})
 	release := holdChunks(b, connect(b, conn.Config()), name)
 	reader := connect(b, conn.Config())
 	stop := make(chan struct{})

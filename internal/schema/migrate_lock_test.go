@@ -5,13 +5,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tenantmem/tenantmem/migrations/tenant"
+	"github.com/tenantmem/tenantmem/internal/pgtest"
 )
 
 // probeVersion is the synthetic migration lockingMigrations adds: a change of the chunks table that
@@ -25,19 +24,24 @@ const (
 // lockingMigrations is the real tenant migrations plus the synthetic freeVersion and probeVersion.
 func lockingMigrations(t testing.TB) fs.FS {
 	t.Helper()
-	m := fstest.MapFS{}
-	names, err := fs.Glob(tenant.FS, "*.sql")
+	return pgtest.TenantMigrationsWith(t, map[string]string{
+		"99998_lock_free.sql":  "-- +goose Up\nCREATE TABLE lock_free (id int);\n-- +goose Down\nDROP TABLE lock_free;\n",
+		"99999_lock_probe.sql": "-- +goose Up\nALTER TABLE chunks ADD COLUMN lock_probe int;\n-- +goose Down\nALTER TABLE chunks DROP COLUMN lock_probe;\n",
+	})
+}
+
+// newLockingMigrator makes a schema named name at the latest real tenant migration, and a migrator
+// of lockingMigrations for it with locks' bounds (and logger) of cfg. It returns the migrator, a
+// superuser connection and the schema's version before the synthetic migrations.
+func newLockingMigrator(t testing.TB, name string, cfg MigratorConfig) (*Migrator, *pgx.Conn, int64) {
+	t.Helper()
+	base, conn := newSchemaMigrator(t, name)
+	latest, err := base.Up(context.Background(), TenantSet, name)
 	require.NoError(t, err)
-	for _, name := range names {
-		b, err := fs.ReadFile(tenant.FS, name)
-		require.NoError(t, err)
-		m[name] = &fstest.MapFile{Data: b}
-	}
-	m["99998_lock_free.sql"] = &fstest.MapFile{Data: []byte(
-		"-- +goose Up\nCREATE TABLE lock_free (id int);\n-- +goose Down\nDROP TABLE lock_free;\n")}
-	m["99999_lock_probe.sql"] = &fstest.MapFile{Data: []byte(
-		"-- +goose Up\nALTER TABLE chunks ADD COLUMN lock_probe int;\n-- +goose Down\nALTER TABLE chunks DROP COLUMN lock_probe;\n")}
-	return m
+	cfg.ConnConfig, cfg.EmbeddingDimension, cfg.TenantMigrations = conn.Config(), 4, lockingMigrations(t)
+	m, err := NewMigrator(cfg)
+	require.NoError(t, err)
+	return m, conn, latest
 }
 
 // holdChunks opens a transaction on conn that reads the schema's chunks and keeps their ACCESS
@@ -73,13 +77,7 @@ func TestMigrationDoesNotQueueReadersBehindItsLock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const name = "tenant_lockq"
-	base, conn := newSchemaMigrator(t, name)
-	latest, err := base.Up(ctx, TenantSet, name)
-	require.NoError(t, err)
-
-	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
-		TenantMigrations: lockingMigrations(t), LockTimeout: 100 * time.Millisecond, LockAttempts: 1000})
-	require.NoError(t, err)
+	m, conn, latest := newLockingMigrator(t, name, MigratorConfig{LockTimeout: 100 * time.Millisecond, LockAttempts: 1000})
 
 	holder := connect(t, conn.Config())
 	release := holdChunks(t, holder, name)
@@ -124,15 +122,10 @@ func TestMigrationGivesUpOnAHeldLockAndResumes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const name = "tenant_lockr"
-	base, conn := newSchemaMigrator(t, name)
-	latest, err := base.Up(ctx, TenantSet, name)
-	require.NoError(t, err)
-	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
-		TenantMigrations: lockingMigrations(t), LockTimeout: 50 * time.Millisecond, LockAttempts: 3})
-	require.NoError(t, err)
+	m, conn, latest := newLockingMigrator(t, name, MigratorConfig{LockTimeout: 50 * time.Millisecond, LockAttempts: 3})
 
 	release := holdChunks(t, connect(t, conn.Config()), name)
-	_, err = m.Up(ctx, TenantSet, name)
+	_, err := m.Up(ctx, TenantSet, name)
 	require.Error(t, err)
 	require.True(t, LockTimedOut(err), "%v", err)
 	require.ErrorContains(t, err, "3 times")
@@ -159,19 +152,14 @@ func TestMigrationStoppedDuringItsBackoffSaysWhy(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const name = "tenant_lockc"
-	base, conn := newSchemaMigrator(t, name)
-	_, err := base.Up(ctx, TenantSet, name)
-	require.NoError(t, err)
 	// The context ends when the run logs that it will try again, i.e. as its backoff begins.
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	m, err := NewMigrator(MigratorConfig{ConnConfig: conn.Config(), EmbeddingDimension: 4,
-		TenantMigrations: lockingMigrations(t), LockTimeout: 50 * time.Millisecond, LockAttempts: 1000,
+	m, conn, _ := newLockingMigrator(t, name, MigratorConfig{LockTimeout: 50 * time.Millisecond, LockAttempts: 1000,
 		Logger: slog.New(onWarn{cancel})})
-	require.NoError(t, err)
 
 	holdChunks(t, connect(t, conn.Config()), name)
-	_, err = m.Up(cctx, TenantSet, name)
+	_, err := m.Up(cctx, TenantSet, name)
 	require.ErrorIs(t, err, context.Canceled)
 	require.True(t, LockTimedOut(err), "%v", err)
 	require.ErrorContains(t, err, name)
